@@ -1,0 +1,184 @@
+// Command tenantkit is the tenantkit service and its operator commands:
+//
+//	tenantkit serve                      serve Hasura actions, events, remote schema and webhooks
+//	tenantkit migrate up|down|reset|status
+//	tenantkit dev                        find or start a local PostgreSQL, migrate, and serve with
+//	                                     development defaults (the README's run command)
+//
+// Configuration comes from the environment; see README "Configuration".
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
+
+	"github.com/tenantkit/tenantkit/internal/pglocal"
+	"github.com/tenantkit/tenantkit/internal/postgres"
+	"github.com/tenantkit/tenantkit/internal/server"
+)
+
+const usage = `usage: tenantkit <command>
+
+commands:
+  serve                          run the service (configuration from the environment)
+  migrate up|down|reset|status   apply or inspect database migrations (DATABASE_URL)
+  dev                            development: find or start PostgreSQL, migrate, serve with defaults
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "tenantkit:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stdout, usage)
+		return errors.New("no command")
+	}
+	switch args[0] {
+	case "serve":
+		cfg, err := LoadConfig(os.Getenv)
+		if err != nil {
+			return err
+		}
+		return serve(ctx, cfg, stdout)
+	case "migrate":
+		if len(args) != 2 {
+			return errors.New("usage: tenantkit migrate up|down|reset|status")
+		}
+		dbURL := os.Getenv("DATABASE_URL")
+		if dbURL == "" {
+			return errors.New("config: DATABASE_URL is required")
+		}
+		return postgres.Migrate(ctx, dbURL, args[1], stdout)
+	case "dev":
+		return dev(ctx, stdout)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stdout, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+// Main is the running service: what serve builds, and what end-to-end tests start on ":0".
+type Main struct {
+	Config Config
+	Log    zerolog.Logger
+	DB     *postgres.DB
+	HTTP   *server.Server
+}
+
+// Open connects to the database (refusing to start when the tenantkit roles are unusable) and
+// starts the HTTP server.
+func (m *Main) Open(ctx context.Context) error {
+	db, err := postgres.Open(ctx, m.Config.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	m.DB = db
+	m.HTTP = &server.Server{Addr: m.Config.ListenAddr, DB: db, Log: m.Log}
+	if err := m.HTTP.Open(); err != nil {
+		db.Close()
+		return fmt.Errorf("listen on %s: %w", m.Config.ListenAddr, err)
+	}
+	return nil
+}
+
+// Close lets in-flight requests finish (up to 20 s), then closes the database pool.
+func (m *Main) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := m.HTTP.Close(ctx)
+	m.DB.Close()
+	return err
+}
+
+func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
+	log := zerolog.New(stdout).Level(cfg.LogLevel).With().Timestamp().Str("service", "tenantkit").Logger()
+	m := &Main{Config: cfg, Log: log}
+	if err := m.Open(ctx); err != nil {
+		return err
+	}
+	log.Info().Str("addr", m.HTTP.URL()).Bool("smtp", cfg.SMTPURL != "").Msg("tenantkit listening")
+	<-ctx.Done()
+	log.Info().Msg("shutting down")
+	return m.Close()
+}
+
+// devDefaults are used by `tenantkit dev` for variables left unset. Never use them in production.
+var devDefaults = map[string]string{
+	"TENANTKIT_SECRET": "dev-secret-change-me",
+	"APP_URL":          "http://localhost:3000",
+	"LISTEN_ADDR":      ":8081",
+}
+
+// dev finds a PostgreSQL (DATABASE_URL, the local server, or a throwaway cluster under .dev/),
+// creates the database "tenantkit" when missing, migrates it and serves.
+func dev(ctx context.Context, stdout io.Writer) error {
+	dbURL, source := os.Getenv("DATABASE_URL"), "DATABASE_URL"
+	if dbURL == "" {
+		srv, err := pglocal.Find(ctx, pglocal.Options{DataDir: ".dev/pgdata", Port: 54329})
+		if err != nil {
+			return err
+		}
+		defer srv.Stop()
+		if dbURL, err = ensureDatabase(ctx, srv.URL, "tenantkit"); err != nil {
+			return err
+		}
+		source = srv.Source
+	}
+	fmt.Fprintf(stdout, "tenantkit dev: database %s (%s)\n", redactURL(dbURL), source)
+	if err := postgres.Migrate(ctx, dbURL, "up", stdout); err != nil {
+		return err
+	}
+	defaults := map[string]string{"DATABASE_URL": dbURL}
+	for k, v := range devDefaults {
+		defaults[k] = v
+	}
+	cfg, err := LoadConfig(envWithDefaults(defaults))
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, stdout)
+}
+
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+func ensureDatabase(ctx context.Context, adminURL, name string) (string, error) {
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
+		return "", err
+	}
+	if !exists {
+		if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+			return "", err
+		}
+	}
+	return pglocal.WithDatabase(adminURL, name)
+}

@@ -1,0 +1,164 @@
+// Package postgres is tenantkit's PostgreSQL adapter: the connection pool, the two kinds of
+// transaction (user-scoped under RLS, and the explicit system path), migrations, and the one place
+// where pgx errors become tenantkit errors. SQL lives here and nowhere else.
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tenantkit/tenantkit"
+)
+
+// The database roles the service switches to. See migrations/00001_roles.sql.
+const (
+	AppRole    = "tenantkit_app"
+	SystemRole = "tenantkit_system"
+)
+
+// DB is a pool of connections to tenantkit's database.
+type DB struct {
+	Pool *pgxpool.Pool
+}
+
+// Open connects to databaseURL and checks that the login role can switch to both tenantkit roles
+// and that neither can bypass RLS: the service refuses to start otherwise. Errors: unavailable when
+// the database cannot be reached, internal when the roles are wrong.
+func Open(ctx context.Context, databaseURL string) (*DB, error) {
+	cfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, tenantkit.Errorf(tenantkit.Invalid, "DATABASE_URL is malformed: %s", redact(err))
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	db := &DB{Pool: pool}
+	if err := db.checkRoles(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// Close closes every connection.
+func (db *DB) Close() { db.Pool.Close() }
+
+// Ping reports whether the database answers.
+func (db *DB) Ping(ctx context.Context) error {
+	if err := db.Pool.Ping(ctx); err != nil {
+		return &tenantkit.Error{Code: tenantkit.Unavailable, Message: "database unavailable", Err: err}
+	}
+	return nil
+}
+
+func (db *DB) checkRoles(ctx context.Context) error {
+	for _, role := range []string{AppRole, SystemRole} {
+		var bypass bool
+		err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "SET LOCAL ROLE "+role); err != nil {
+				return err
+			}
+			return tx.QueryRow(ctx, "SELECT rolbypassrls OR rolsuper FROM pg_roles WHERE rolname = current_user").Scan(&bypass)
+		})
+		if err != nil {
+			return fmt.Errorf("cannot switch to role %s (run `tenantkit migrate up`, and grant the role to the service's login role): %w", role, err)
+		}
+		if bypass {
+			return fmt.Errorf("role %s can bypass row-level security; refusing to start", role)
+		}
+	}
+	return nil
+}
+
+// WithUser runs fn in a transaction as tenantkit_app with hasura.user set to the session's
+// variables, exactly as Hasura sets it, so that RLS applies to every statement fn runs. The
+// transaction commits when fn returns nil; errors are translated (see translate).
+func (db *DB) WithUser(ctx context.Context, s tenantkit.Session, fn func(pgx.Tx) error) error {
+	vars := s.Vars
+	if vars == nil {
+		vars = map[string]string{}
+	}
+	claims, err := json.Marshal(vars)
+	if err != nil {
+		return err
+	}
+	return db.in(ctx, AppRole, string(claims), fn)
+}
+
+// WithSystem runs fn in a transaction as tenantkit_system: the explicit cross-tenant path for
+// webhooks, event triggers, metrics and the few writes no member can make (creating a tenant,
+// accepting an invitation). Every caller of WithSystem is a place to audit.
+func (db *DB) WithSystem(ctx context.Context, fn func(pgx.Tx) error) error {
+	return db.in(ctx, SystemRole, "", fn)
+}
+
+func (db *DB) in(ctx context.Context, role, claims string, fn func(pgx.Tx) error) error {
+	err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		// One round trip: the role and the claims, both transaction-local.
+		if _, err := tx.Exec(ctx, "SELECT set_config('role', $1, true), set_config('hasura.user', $2, true)", role, claims); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
+	return translate(err)
+}
+
+// translate turns pgx and PostgreSQL errors into tenantkit errors by SQLSTATE and constraint name,
+// never by message. Errors that are already *tenantkit.Error pass through.
+func translate(err error) error {
+	if err == nil {
+		return nil
+	}
+	var te *tenantkit.Error
+	if errors.As(err, &te) {
+		return err
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return &tenantkit.Error{Code: tenantkit.NotFound, Message: "not found", Err: err}
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case "TK001":
+			return &tenantkit.Error{Code: tenantkit.PlanLimit, Message: pe.Message, Err: err}
+		case "TK002":
+			return &tenantkit.Error{Code: tenantkit.LastOwner, Message: pe.Message, Err: err}
+		case "42501": // insufficient_privilege: RLS refused the row, or a missing grant
+			return &tenantkit.Error{Code: tenantkit.Forbidden, Message: "not allowed", Err: err}
+		case "23505": // unique_violation
+			return &tenantkit.Error{Code: tenantkit.Conflict, Message: "already exists", Err: err}
+		case "23503", "23514", "22P02", "22001": // foreign key, check, invalid text, too long
+			return &tenantkit.Error{Code: tenantkit.Invalid, Message: "invalid value", Err: err}
+		case "57P01", "57P02", "57P03", "53300": // shutdown, crash, cannot connect now, too many connections
+			return &tenantkit.Error{Code: tenantkit.Unavailable, Message: "database unavailable", Err: err}
+		}
+		if len(pe.Code) == 2+3 && pe.Code[:2] == "08" { // connection exceptions
+			return &tenantkit.Error{Code: tenantkit.Unavailable, Message: "database unavailable", Err: err}
+		}
+		return err
+	}
+	if pgconn.SafeToRetry(err) || errors.Is(err, context.DeadlineExceeded) {
+		return &tenantkit.Error{Code: tenantkit.Unavailable, Message: "database unavailable", Err: err}
+	}
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return &tenantkit.Error{Code: tenantkit.Unavailable, Message: "database unavailable", Err: err}
+	}
+	return err
+}
+
+// redact drops a connection string's password from a parse error.
+func redact(err error) string {
+	var pe *pgconn.ParseConfigError
+	if errors.As(err, &pe) {
+		return "cannot parse connection string"
+	}
+	return err.Error()
+}

@@ -1,0 +1,36 @@
+package postgres_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tenantkit/tenantkit/internal/pgtest"
+	"github.com/tenantkit/tenantkit/internal/postgres"
+)
+
+func TestMain(m *testing.M) {
+	pgtest.Migrate = postgres.MigrateUp
+	pgtest.TemplateKey = postgres.MigrationsKey()
+	pgtest.Main(m)
+}
+
+// setup returns a fresh migrated database: the service's DB and a superuser pool for arranging
+// fixtures and inspecting rows behind RLS's back.
+func setup(t *testing.T) (*postgres.DB, *pgxpool.Pool) {
+	t.Helper()
+	url := pgtest.NewDB(t)
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, url)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(db.Close)
+	admin, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatalf("admin pool: %v", err)
+	}
+	t.Cleanup(admin.Close)
+	return db, admin
+}

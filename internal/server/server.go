@@ -1,0 +1,135 @@
+// Package server is tenantkit's HTTP surface: it mounts the routes of DESIGN.md, logs every
+// request, limits bodies and time, and shuts down gracefully. Handlers for Hasura actions, events,
+// the remote schema and Stripe webhooks live in their own packages and are mounted here.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Pinger reports whether a dependency answers; /readyz calls it.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// Server serves tenantkit's routes on one listener.
+type Server struct {
+	Addr     string
+	DB       Pinger
+	Log      zerolog.Logger
+	server   *http.Server
+	listener net.Listener
+}
+
+// Handler returns every route, wrapped in request logging.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}`))
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	return s.logRequests(mux)
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	w.Header().Set("Content-Type", "application/json")
+	if err := s.DB.Ping(ctx); err != nil {
+		zerolog.Ctx(r.Context()).Warn().Err(err).Msg("not ready: database")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"status":"unavailable","database":"unreachable"}`))
+		return
+	}
+	_, _ = w.Write([]byte(`{"status":"ok","database":"ok"}`))
+}
+
+// Open starts listening on Addr (":0" picks a free port; see URL).
+func (s *Server) Open() error {
+	ln, err := net.Listen("tcp", s.Addr)
+	if err != nil {
+		return err
+	}
+	s.listener = ln
+	s.server = &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+	}
+	go func() {
+		if err := s.server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.Log.Error().Err(err).Msg("http server stopped")
+		}
+	}()
+	return nil
+}
+
+// URL is the base URL the server listens on, e.g. "http://127.0.0.1:8081".
+func (s *Server) URL() string {
+	addr := s.listener.Addr().(*net.TCPAddr)
+	host := addr.IP.String()
+	if addr.IP.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, strconv.Itoa(addr.Port))
+}
+
+// Close stops accepting requests and waits for those in flight until ctx ends.
+func (s *Server) Close(ctx context.Context) error {
+	if s.server == nil {
+		return nil
+	}
+	return s.server.Shutdown(ctx)
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+// logRequests gives each request an id (X-Request-Id when the caller sent one) and a logger in its
+// context, and logs one line when it ends. Handlers add fields (action, tenant, user) to that logger.
+func (s *Server) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		id := r.Header.Get("X-Request-Id")
+		if id == "" || len(id) > 64 {
+			id = newRequestID()
+		}
+		log := s.Log.With().Str("request_id", id).Logger()
+		ctx := log.WithContext(r.Context())
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		w.Header().Set("X-Request-Id", id)
+		next.ServeHTTP(rec, r.WithContext(ctx))
+		l := zerolog.Ctx(ctx)
+		ev := l.Info()
+		if rec.status >= 500 {
+			ev = l.Error()
+		}
+		ev.Str("method", r.Method).Str("route", r.URL.Path).Int("status", rec.status).
+			Dur("latency", time.Since(start)).Msg("request")
+	})
+}
+
+func newRequestID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,174 @@
+-- Row-Level Security: enabled and forced on every tenant table.
+--
+-- Policies TO tenantkit_app implement the role table of DESIGN.md for the caller named by
+-- hasura.user. They never query their own table: membership comes from tenantkit.member_tenants(),
+-- a SECURITY DEFINER function owned by tenantkit_system, whose own reads see rows only through the
+-- system_all policies (which call nothing). Every call sits in a scalar sub-select, so it runs once per
+-- statement (an InitPlan) and each row costs one array lookup.
+--
+-- What each command needs (row.role is the role a membership or invitation grants):
+--   tenants              select: member      update: settings:write   delete: tenants:delete   insert: system only
+--   tenant_users         select: member      insert/update/delete: users:write and at least row.role; delete: also oneself
+--   tenant_invitations   select: users:invite   insert/update/delete: users:invite and at least row.role
+--   projects             select: projects:read  insert: projects:write and owner_id = caller   update/delete: projects:write
+--   tenant_subscriptions, billing_usage: select: member; writes: system only
+--   subscription_plans   select: everyone; writes: system only
+--   tenantkit.usage_events: system only
+
+-- +goose Up
+
+-- Tenants in which the caller is a member whose role or custom grants allow `perm` (NULL: any
+-- member). An array, so that a policy tests `tenant_id = ANY (…)` against one value per statement.
+-- +goose StatementBegin
+CREATE FUNCTION tenantkit.member_tenants(perm text DEFAULT NULL) RETURNS uuid[]
+LANGUAGE sql STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT coalesce(array_agg(m.tenant_id), '{}')
+  FROM public.tenant_users m
+  WHERE m.user_id = tenantkit.current_user_id()
+    AND tenantkit.allows(m.role, m.permissions, perm)
+$$;
+
+-- The (tenant, role) pairs the caller may manage with `perm`: every role up to the caller's own in
+-- each tenant where it holds `perm`, as 'tenant_id/role' strings. Nobody acts above their own role.
+CREATE FUNCTION tenantkit.manageable_roles(perm text) RETURNS text[]
+LANGUAGE sql STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT coalesce(array_agg(m.tenant_id::text || '/' || r::text), '{}')
+  FROM public.tenant_users m
+  CROSS JOIN unnest(enum_range(NULL::public.tenant_role)) r
+  WHERE m.user_id = tenantkit.current_user_id()
+    AND r <= m.role
+    AND tenantkit.allows(m.role, m.permissions, perm)
+$$;
+-- +goose StatementEnd
+ALTER FUNCTION tenantkit.member_tenants(text) OWNER TO tenantkit_system;
+ALTER FUNCTION tenantkit.manageable_roles(text) OWNER TO tenantkit_system;
+REVOKE ALL ON FUNCTION tenantkit.member_tenants(text), tenantkit.manageable_roles(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenantkit.member_tenants(text), tenantkit.manageable_roles(text) TO tenantkit_app;
+
+ALTER TABLE tenants ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenants FORCE ROW LEVEL SECURITY;
+ALTER TABLE tenant_users ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenant_users FORCE ROW LEVEL SECURITY;
+ALTER TABLE tenant_invitations ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenant_invitations FORCE ROW LEVEL SECURITY;
+ALTER TABLE subscription_plans ENABLE ROW LEVEL SECURITY;
+ALTER TABLE subscription_plans FORCE ROW LEVEL SECURITY;
+ALTER TABLE tenant_subscriptions ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenant_subscriptions FORCE ROW LEVEL SECURITY;
+ALTER TABLE billing_usage ENABLE ROW LEVEL SECURITY;
+ALTER TABLE billing_usage FORCE ROW LEVEL SECURITY;
+ALTER TABLE tenantkit.usage_events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenantkit.usage_events FORCE ROW LEVEL SECURITY;
+ALTER TABLE projects ENABLE ROW LEVEL SECURITY;
+ALTER TABLE projects FORCE ROW LEVEL SECURITY;
+
+-- The explicit cross-tenant path.
+CREATE POLICY system_all ON tenants TO tenantkit_system USING (true) WITH CHECK (true);
+CREATE POLICY system_all ON tenant_users TO tenantkit_system USING (true) WITH CHECK (true);
+CREATE POLICY system_all ON tenant_invitations TO tenantkit_system USING (true) WITH CHECK (true);
+CREATE POLICY system_all ON subscription_plans TO tenantkit_system USING (true) WITH CHECK (true);
+CREATE POLICY system_all ON tenant_subscriptions TO tenantkit_system USING (true) WITH CHECK (true);
+CREATE POLICY system_all ON billing_usage TO tenantkit_system USING (true) WITH CHECK (true);
+CREATE POLICY system_all ON tenantkit.usage_events TO tenantkit_system USING (true) WITH CHECK (true);
+CREATE POLICY system_all ON projects TO tenantkit_system USING (true) WITH CHECK (true);
+
+-- tenants
+CREATE POLICY app_select ON tenants FOR SELECT TO tenantkit_app
+  USING (id = ANY ((SELECT tenantkit.member_tenants())::uuid[]));
+CREATE POLICY app_update ON tenants FOR UPDATE TO tenantkit_app
+  USING (id = ANY ((SELECT tenantkit.member_tenants('settings:write'))::uuid[]))
+  WITH CHECK (id = ANY ((SELECT tenantkit.member_tenants('settings:write'))::uuid[]));
+CREATE POLICY app_delete ON tenants FOR DELETE TO tenantkit_app
+  USING (id = ANY ((SELECT tenantkit.member_tenants('tenants:delete'))::uuid[]));
+
+-- tenant_users: managing a membership needs users:write and a role at least the membership's.
+CREATE POLICY app_select ON tenant_users FOR SELECT TO tenantkit_app
+  USING (tenant_id = ANY ((SELECT tenantkit.member_tenants())::uuid[]));
+CREATE POLICY app_insert ON tenant_users FOR INSERT TO tenantkit_app
+  WITH CHECK ((tenant_id::text || '/' || role::text) = ANY ((SELECT tenantkit.manageable_roles('users:write'))::text[]));
+CREATE POLICY app_update ON tenant_users FOR UPDATE TO tenantkit_app
+  USING ((tenant_id::text || '/' || role::text) = ANY ((SELECT tenantkit.manageable_roles('users:write'))::text[]))
+  WITH CHECK ((tenant_id::text || '/' || role::text) = ANY ((SELECT tenantkit.manageable_roles('users:write'))::text[]));
+CREATE POLICY app_delete ON tenant_users FOR DELETE TO tenantkit_app
+  USING (user_id = (SELECT tenantkit.current_user_id())
+    OR ((tenant_id::text || '/' || role::text) = ANY ((SELECT tenantkit.manageable_roles('users:write'))::text[])));
+
+-- tenant_invitations: inviting needs users:invite and a role at least the invitation's.
+CREATE POLICY app_select ON tenant_invitations FOR SELECT TO tenantkit_app
+  USING (tenant_id = ANY ((SELECT tenantkit.member_tenants('users:invite'))::uuid[]));
+CREATE POLICY app_insert ON tenant_invitations FOR INSERT TO tenantkit_app
+  WITH CHECK ((tenant_id::text || '/' || role::text) = ANY ((SELECT tenantkit.manageable_roles('users:invite'))::text[]));
+CREATE POLICY app_update ON tenant_invitations FOR UPDATE TO tenantkit_app
+  USING ((tenant_id::text || '/' || role::text) = ANY ((SELECT tenantkit.manageable_roles('users:invite'))::text[]))
+  WITH CHECK ((tenant_id::text || '/' || role::text) = ANY ((SELECT tenantkit.manageable_roles('users:invite'))::text[]));
+CREATE POLICY app_delete ON tenant_invitations FOR DELETE TO tenantkit_app
+  USING ((tenant_id::text || '/' || role::text) = ANY ((SELECT tenantkit.manageable_roles('users:invite'))::text[]));
+
+-- projects
+CREATE POLICY app_select ON projects FOR SELECT TO tenantkit_app
+  USING (tenant_id = ANY ((SELECT tenantkit.member_tenants('projects:read'))::uuid[]));
+CREATE POLICY app_insert ON projects FOR INSERT TO tenantkit_app
+  WITH CHECK (tenant_id = ANY ((SELECT tenantkit.member_tenants('projects:write'))::uuid[])
+    AND owner_id = (SELECT tenantkit.current_user_id()));
+CREATE POLICY app_update ON projects FOR UPDATE TO tenantkit_app
+  USING (tenant_id = ANY ((SELECT tenantkit.member_tenants('projects:write'))::uuid[]))
+  WITH CHECK (tenant_id = ANY ((SELECT tenantkit.member_tenants('projects:write'))::uuid[]));
+CREATE POLICY app_delete ON projects FOR DELETE TO tenantkit_app
+  USING (tenant_id = ANY ((SELECT tenantkit.member_tenants('projects:write'))::uuid[]));
+
+-- read-only for members
+CREATE POLICY app_select ON tenant_subscriptions FOR SELECT TO tenantkit_app
+  USING (tenant_id = ANY ((SELECT tenantkit.member_tenants())::uuid[]));
+CREATE POLICY app_select ON billing_usage FOR SELECT TO tenantkit_app
+  USING (tenant_id = ANY ((SELECT tenantkit.member_tenants())::uuid[]));
+CREATE POLICY app_select ON subscription_plans FOR SELECT TO tenantkit_app USING (true);
+
+-- Grants: the policies decide rows, the grants decide commands.
+GRANT SELECT, UPDATE, DELETE ON tenants TO tenantkit_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON tenant_users, tenant_invitations, projects TO tenantkit_app;
+GRANT SELECT ON tenant_subscriptions, billing_usage, subscription_plans TO tenantkit_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON tenants, tenant_users, tenant_invitations, subscription_plans,
+  tenant_subscriptions, billing_usage, tenantkit.usage_events, projects TO tenantkit_system;
+
+-- +goose Down
+REVOKE ALL ON tenants, tenant_users, tenant_invitations, subscription_plans, tenant_subscriptions,
+  billing_usage, tenantkit.usage_events, projects FROM tenantkit_app, tenantkit_system;
+DROP POLICY app_select ON tenants;
+DROP POLICY app_update ON tenants;
+DROP POLICY app_delete ON tenants;
+DROP POLICY app_select ON tenant_users;
+DROP POLICY app_insert ON tenant_users;
+DROP POLICY app_update ON tenant_users;
+DROP POLICY app_delete ON tenant_users;
+DROP POLICY app_select ON tenant_invitations;
+DROP POLICY app_insert ON tenant_invitations;
+DROP POLICY app_update ON tenant_invitations;
+DROP POLICY app_delete ON tenant_invitations;
+DROP POLICY app_select ON projects;
+DROP POLICY app_insert ON projects;
+DROP POLICY app_update ON projects;
+DROP POLICY app_delete ON projects;
+DROP POLICY app_select ON tenant_subscriptions;
+DROP POLICY app_select ON billing_usage;
+DROP POLICY app_select ON subscription_plans;
+DROP POLICY system_all ON tenants;
+DROP POLICY system_all ON tenant_users;
+DROP POLICY system_all ON tenant_invitations;
+DROP POLICY system_all ON subscription_plans;
+DROP POLICY system_all ON tenant_subscriptions;
+DROP POLICY system_all ON billing_usage;
+DROP POLICY system_all ON tenantkit.usage_events;
+DROP POLICY system_all ON projects;
+ALTER TABLE tenants NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY;
+ALTER TABLE tenant_users NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY;
+ALTER TABLE tenant_invitations NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY;
+ALTER TABLE subscription_plans NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY;
+ALTER TABLE tenant_subscriptions NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY;
+ALTER TABLE billing_usage NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY;
+ALTER TABLE tenantkit.usage_events NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY;
+ALTER TABLE projects NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY;
+DROP FUNCTION tenantkit.member_tenants(text), tenantkit.manageable_roles(text);
