@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 
+	"github.com/tenantkit/tenantkit/graph"
 	"github.com/tenantkit/tenantkit/internal/pglocal"
 	"github.com/tenantkit/tenantkit/internal/postgres"
 	"github.com/tenantkit/tenantkit/internal/server"
@@ -91,7 +92,13 @@ func (m *Main) Open(ctx context.Context) error {
 		return err
 	}
 	m.DB = db
-	m.HTTP = &server.Server{Addr: m.Config.ListenAddr, DB: db, Log: m.Log}
+	m.HTTP = &server.Server{
+		Addr:   m.Config.ListenAddr,
+		Secret: m.Config.Secret,
+		DB:     db,
+		Graph:  graph.NewHandler(&graph.Resolver{Plans: db}),
+		Log:    m.Log,
+	}
 	if err := m.HTTP.Open(); err != nil {
 		db.Close()
 		return fmt.Errorf("listen on %s: %w", m.Config.ListenAddr, err)

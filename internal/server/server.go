@@ -24,7 +24,9 @@ type Pinger interface {
 // Server serves tenantkit's routes on one listener.
 type Server struct {
 	Addr     string
-	DB       Pinger
+	Secret   string       // TENANTKIT_SECRET
+	DB       Pinger       // for /readyz
+	Graph    http.Handler // the remote schema, mounted at POST /graphql
 	Log      zerolog.Logger
 	server   *http.Server
 	listener net.Listener
@@ -38,6 +40,9 @@ func (s *Server) Handler() http.Handler {
 		_, _ = w.Write([]byte(`{"status":"ok"}`))
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
+	if s.Graph != nil {
+		mux.Handle("POST /graphql", s.fromHasura(s.Graph))
+	}
 	return s.logRequests(mux)
 }
 

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tenantkit/tenantkit/internal/pgtest"
+	"github.com/tenantkit/tenantkit/internal/postgres"
+)
+
+func TestMain(m *testing.M) {
+	pgtest.Migrate = postgres.MigrateUp
+	pgtest.TemplateKey = postgres.MigrationsKey()
+	pgtest.Main(m)
+}
+
+const testSecret = "test-secret-0123456789"
+
+// start runs the whole service on a free port against a fresh database, as serve does.
+func start(t *testing.T) *Main {
+	t.Helper()
+	cfg, err := LoadConfig(func(k string) string {
+		return map[string]string{
+			"DATABASE_URL":     pgtest.NewDB(t),
+			"TENANTKIT_SECRET": testSecret,
+			"APP_URL":          "http://app.test",
+			"LISTEN_ADDR":      "127.0.0.1:0",
+		}[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &Main{Config: cfg, Log: zerolog.New(io.Discard)}
+	if err := m.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	return m
+}
+
+func post(t *testing.T, url, secret, body string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if secret != "" {
+		req.Header.Set("X-Tenantkit-Secret", secret)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(res.Body).Decode(&out); err != nil {
+		t.Fatalf("decode %s response: %v", url, err)
+	}
+	return res.StatusCode, out
+}
+
+func TestService(t *testing.T) {
+	t.Parallel()
+	m := start(t)
+	base := m.HTTP.URL()
+
+	t.Run("health and readiness", func(t *testing.T) {
+		for _, path := range []string{"/healthz", "/readyz"} {
+			res, err := http.Get(base + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != http.StatusOK || !strings.Contains(string(body), `"status":"ok"`) {
+				t.Errorf("GET %s = %d %s", path, res.StatusCode, body)
+			}
+		}
+	})
+
+	t.Run("graphql refuses calls without the shared secret", func(t *testing.T) {
+		for _, secret := range []string{"", "wrong", testSecret + "x", testSecret[:len(testSecret)-1]} {
+			status, body := post(t, base+"/graphql", secret, `{"query":"{ plans { key } }"}`)
+			ext, _ := body["extensions"].(map[string]any)
+			if status != http.StatusUnauthorized || ext["code"] != "unauthorized" {
+				t.Errorf("secret %q: got %d %v, want 401 unauthorized", secret, status, body)
+			}
+		}
+	})
+
+	t.Run("graphql serves the plans", func(t *testing.T) {
+		status, body := post(t, base+"/graphql", testSecret, `{"query":"{ plans { key unitAmount currency interval limits { metric limit } } }"}`)
+		if status != http.StatusOK || body["errors"] != nil {
+			t.Fatalf("got %d %v", status, body)
+		}
+		plans := body["data"].(map[string]any)["plans"].([]any)
+		var keys []string
+		for _, p := range plans {
+			keys = append(keys, p.(map[string]any)["key"].(string))
+		}
+		if strings.Join(keys, ",") != "starter,professional,enterprise" {
+			t.Errorf("plans = %v", keys)
+		}
+		starter, _ := json.Marshal(plans[0])
+		want := `{"currency":"usd","interval":"month","key":"starter","limits":[{"limit":10,"metric":"projects"},{"limit":5,"metric":"storage_gb"},{"limit":5,"metric":"users"}],"unitAmount":2900}`
+		if string(starter) != want {
+			t.Errorf("starter = %s\nwant      %s", starter, want)
+		}
+	})
+
+	t.Run("graphql errors carry a code", func(t *testing.T) {
+		status, body := post(t, base+"/graphql", testSecret, `{"query":"{ nope }"}`)
+		errs, _ := body["errors"].([]any)
+		if status != http.StatusUnprocessableEntity || len(errs) != 1 {
+			t.Fatalf("got %d %v", status, body)
+		}
+		if code := errs[0].(map[string]any)["extensions"].(map[string]any)["code"]; code != "GRAPHQL_VALIDATION_FAILED" {
+			t.Errorf("code = %v", code)
+		}
+	})
+}
+
+func TestReadinessFollowsTheDatabase(t *testing.T) {
+	t.Parallel()
+	m := start(t)
+	m.DB.Close() // the database goes away
+	res, err := http.Get(m.HTTP.URL() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("readyz with the database gone = %d, want 503", res.StatusCode)
+	}
+}
+
+func TestConfig(t *testing.T) {
+	t.Parallel()
+	env := func(kv ...string) func(string) string {
+		m := map[string]string{}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return func(k string) string { return m[k] }
+	}
+	t.Run("reports every problem on its own line without values", func(t *testing.T) {
+		_, err := LoadConfig(env("TENANTKIT_SECRET", "short-s3cret", "LOG_LEVEL", "loud", "SMTP_URL", "::"))
+		if err == nil {
+			t.Fatal("want an error")
+		}
+		lines := strings.Split(err.Error(), "\n")
+		for _, want := range []string{"DATABASE_URL", "TENANTKIT_SECRET", "APP_URL", "LOG_LEVEL", "SMTP_URL"} {
+			found := 0
+			for _, l := range lines {
+				if strings.HasPrefix(l, "config: "+want) {
+					found++
+				}
+			}
+			if found != 1 {
+				t.Errorf("want one line about %s in:\n%s", want, err)
+			}
+		}
+		if strings.Contains(err.Error(), "short-s3cret") {
+			t.Error("the error echoes the secret")
+		}
+	})
+	t.Run("defaults", func(t *testing.T) {
+		cfg, err := LoadConfig(env("DATABASE_URL", "postgres://x@h/db", "TENANTKIT_SECRET", testSecret, "APP_URL", "https://app.example.com/"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.ListenAddr != ":8081" || cfg.AppURL != "https://app.example.com" || cfg.LogLevel != zerolog.InfoLevel {
+			t.Errorf("cfg = %+v", cfg)
+		}
+	})
+}
+
+func TestRefusesRolesThatBypassRLS(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDB(t)
+	if _, err := postgres.Open(context.Background(), strings.Replace(url, "postgres@", "nobody_tk@", 1)); err == nil {
+		t.Fatal("open as an unknown login role succeeded")
+	}
+}

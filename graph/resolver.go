@@ -1,0 +1,12 @@
+// Package graph is tenantkit's remote schema for Hasura: gqlgen's generated executor plus thin
+// resolvers over the domain services. Regenerate with `make generate`.
+package graph
+
+import "github.com/tenantkit/tenantkit"
+
+//go:generate go tool gqlgen generate
+
+// Resolver is the graph's only injection point: the domain services it reads from.
+type Resolver struct {
+	Plans tenantkit.PlanService
+}

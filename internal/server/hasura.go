@@ -1,0 +1,56 @@
+package server
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"net/http"
+	"strings"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tenantkit/tenantkit"
+)
+
+// SecretHeader is the header Hasura sends on every call to tenantkit (configured in the metadata
+// from an environment variable); its value must equal TENANTKIT_SECRET.
+const SecretHeader = "X-Tenantkit-Secret"
+
+// maxHasuraBody bounds what Hasura may send in one request.
+const maxHasuraBody = 1 << 20
+
+// fromHasura guards a route Hasura calls: without the shared secret it answers 401 and does
+// nothing. Behind the secret, the X-Hasura-* headers (how Hasura forwards the session to a remote
+// schema) become the request's session; action and event handlers read theirs from the payload.
+func (s *Server) fromHasura(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := r.Header.Get(SecretHeader)
+		if s.Secret == "" || subtle.ConstantTimeCompare([]byte(got), []byte(s.Secret)) != 1 {
+			zerolog.Ctx(r.Context()).Warn().Bool("secret_present", got != "").Msg("rejected: bad shared secret")
+			writeJSON(w, http.StatusUnauthorized, map[string]any{
+				"message":    "missing or wrong " + SecretHeader,
+				"extensions": map[string]string{"code": "unauthorized"},
+			})
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxHasuraBody)
+		vars := map[string]string{}
+		for name, values := range r.Header {
+			if n := strings.ToLower(name); strings.HasPrefix(n, "x-hasura-") && len(values) > 0 {
+				vars[n] = values[0]
+			}
+		}
+		session := tenantkit.NewSession(vars)
+		if session.UserID() != "" {
+			zerolog.Ctx(r.Context()).UpdateContext(func(c zerolog.Context) zerolog.Context {
+				return c.Str("user_id", session.UserID())
+			})
+		}
+		next.ServeHTTP(w, r.WithContext(tenantkit.WithSession(r.Context(), session)))
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
