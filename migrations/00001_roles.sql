@@ -78,7 +78,7 @@ BEGIN
     EXECUTE format('REVOKE ALL ON SCHEMA public FROM %I', r);
     BEGIN
       EXECUTE format('DROP ROLE IF EXISTS %I', r);
-    EXCEPTION WHEN dependent_objects_still_referenced THEN
+    EXCEPTION WHEN dependent_objects_still_exist THEN
       NULL; -- still used by another database of this cluster
     END;
   END LOOP;

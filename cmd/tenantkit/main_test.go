@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 
 	"github.com/tenantkit/tenantkit/internal/pgtest"
@@ -179,10 +180,33 @@ func TestConfig(t *testing.T) {
 	})
 }
 
-func TestRefusesRolesThatBypassRLS(t *testing.T) {
+func TestOpenChecksTheServiceRoles(t *testing.T) {
 	t.Parallel()
+	ctx := context.Background()
 	url := pgtest.NewDB(t)
-	if _, err := postgres.Open(context.Background(), strings.Replace(url, "postgres@", "nobody_tk@", 1)); err == nil {
-		t.Fatal("open as an unknown login role succeeded")
+	admin, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer admin.Close(ctx)
+	// Login roles are cluster-wide: create them once, never drop them.
+	for _, stmt := range []string{
+		`DO $$ BEGIN CREATE ROLE tk_test_outsider LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`,
+		`DO $$ BEGIN CREATE ROLE tk_test_service LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`,
+		`GRANT tenantkit_app, tenantkit_system TO tk_test_service`,
+	} {
+		if _, err := admin.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	as := func(role string) string { return strings.Replace(url, "postgres@", role+"@", 1) }
+
+	if _, err := postgres.Open(ctx, as("tk_test_outsider")); err == nil || !strings.Contains(err.Error(), "cannot switch to role tenantkit_app") {
+		t.Errorf("a login role outside tenantkit_app: err = %v, want a refusal naming the role", err)
+	}
+	db, err := postgres.Open(ctx, as("tk_test_service"))
+	if err != nil {
+		t.Fatalf("a login role granted both roles: %v", err)
+	}
+	db.Close()
 }
