@@ -53,9 +53,12 @@ func ErrorCode(err error) string {
 	return Internal
 }
 
-// ErrorMessage returns the message of the first *Error in err's chain, or "internal error" for any
-// other error, so that unexpected details never reach a caller.
+// ErrorMessage returns the message of the first *Error in err's chain, "internal error" for any
+// other error (so that unexpected details never reach a caller), and "" for nil.
 func ErrorMessage(err error) string {
+	if err == nil {
+		return ""
+	}
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Message

@@ -34,8 +34,11 @@ var RolePermissions = map[Role][]string{
 // Valid reports whether r is one of the four roles.
 func (r Role) Valid() bool { return slices.Contains(Roles, r) }
 
-// AtLeast reports whether r ranks at or above o.
-func (r Role) AtLeast(o Role) bool { return slices.Index(Roles, r) >= slices.Index(Roles, o) }
+// AtLeast reports whether r ranks at or above o. An invalid role ranks with nothing.
+func (r Role) AtLeast(o Role) bool {
+	i, j := slices.Index(Roles, r), slices.Index(Roles, o)
+	return i >= 0 && j >= 0 && i >= j
+}
 
 var permissionPattern = regexp.MustCompile(`^(\*|[a-z][a-z0-9_]{0,62}:(\*|[a-z][a-z0-9_]{0,62}))$`)
 

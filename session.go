@@ -13,10 +13,20 @@ type Session struct {
 }
 
 // NewSession returns the session for the given variables, with names lower-cased as Hasura does.
+// A name given twice in different cases with different values is ambiguous and dropped, as the
+// database does (tenantkit.current_user_id).
 func NewSession(vars map[string]string) Session {
 	s := Session{Vars: make(map[string]string, len(vars))}
+	ambiguous := map[string]bool{}
 	for k, v := range vars {
-		s.Vars[strings.ToLower(k)] = v
+		k = strings.ToLower(k)
+		if old, seen := s.Vars[k]; seen && old != v {
+			ambiguous[k] = true
+		}
+		s.Vars[k] = v
+	}
+	for k := range ambiguous {
+		delete(s.Vars, k)
 	}
 	return s
 }

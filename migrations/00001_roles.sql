@@ -41,9 +41,11 @@ GRANT USAGE ON SCHEMA public TO tenantkit_app, tenantkit_system;
 -- variables, e.g. {"x-hasura-role":"user","x-hasura-user-id":"…"}). Unset, empty, malformed, a
 -- non-object, a missing, repeated or non-UUID user id: all mean "nobody" (NULL), never an error.
 -- Policies call it inside a scalar sub-select so it runs once per statement, not once per row.
+-- PARALLEL UNSAFE: its EXCEPTION block starts a subtransaction, which PostgreSQL refuses inside a
+-- parallel operation; marked safe, every RLS query given a parallel plan would fail.
 -- +goose StatementBegin
 CREATE FUNCTION tenantkit.current_user_id() RETURNS uuid
-LANGUAGE plpgsql STABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

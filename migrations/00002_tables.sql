@@ -82,7 +82,8 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
   SELECT jsonb_typeof(l) = 'object' AND NOT EXISTS (
     SELECT 1 FROM jsonb_each(l) e
     WHERE jsonb_typeof(e.value) <> 'number'
-       OR e.value::numeric < -1 OR e.value::numeric <> trunc(e.value::numeric))
+       OR (e.value #>> '{}') !~ '^-?[0-9]{1,18}$'
+       OR e.value::numeric < -1)
 $$;
 -- +goose StatementEnd
 GRANT EXECUTE ON FUNCTION tenantkit.role_grants(tenant_role), tenantkit.grant_matches(text, text),

@@ -17,11 +17,13 @@
 
 -- +goose Up
 
+-- Both helpers are PARALLEL UNSAFE because they call current_user_id() (see 00001).
+--
 -- Tenants in which the caller is a member whose role or custom grants allow `perm` (NULL: any
 -- member). An array, so that a policy tests `tenant_id = ANY (…)` against one value per statement.
 -- +goose StatementBegin
 CREATE FUNCTION tenantkit.member_tenants(perm text DEFAULT NULL) RETURNS uuid[]
-LANGUAGE sql STABLE SECURITY DEFINER PARALLEL SAFE
+LANGUAGE sql STABLE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT coalesce(array_agg(m.tenant_id), '{}')
@@ -33,7 +35,7 @@ $$;
 -- The (tenant, role) pairs the caller may manage with `perm`: every role up to the caller's own in
 -- each tenant where it holds `perm`, as 'tenant_id/role' strings. Nobody acts above their own role.
 CREATE FUNCTION tenantkit.manageable_roles(perm text) RETURNS text[]
-LANGUAGE sql STABLE SECURITY DEFINER PARALLEL SAFE
+LANGUAGE sql STABLE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT coalesce(array_agg(m.tenant_id::text || '/' || r::text), '{}')

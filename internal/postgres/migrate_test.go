@@ -85,6 +85,11 @@ func diff(a, b []string) string {
 	return strings.Join(out, "\n")
 }
 
+// withoutGoose drops the lines describing goose's version table.
+func withoutGoose(lines []string) []string {
+	return slices.DeleteFunc(slices.Clone(lines), func(l string) bool { return strings.Contains(l, "goose_db_version") })
+}
+
 func migrate(t *testing.T, url, command string) string {
 	t.Helper()
 	var out bytes.Buffer
@@ -127,13 +132,7 @@ func TestMigrations(t *testing.T) {
 		}
 
 		migrate(t, url, "reset")
-		var left []string
-		for _, l := range snapshot(t, pool) {
-			if !strings.Contains(l, "goose_db_version") { // goose keeps its table
-				left = append(left, l)
-			}
-		}
-		if d := diff(initial, left); d != "" {
+		if d := diff(initial, withoutGoose(snapshot(t, pool))); d != "" { // goose keeps its table
 			t.Errorf("reset did not restore the empty database:\n%s", d)
 		}
 		if tables := queryStrings(ctx, pool, `SELECT c.oid::regclass::text FROM pg_class c
@@ -231,7 +230,10 @@ func TestMigrations(t *testing.T) {
 			}
 		}
 		pool := connect(t, url)
-		if d := diff(complete, snapshot(t, pool)); d != "" {
+		// goose's own table is left out: goose creates it before taking its lock (Provider.Up
+		// calls HasPending unlocked), so the two ups race to create it and the one that loses
+		// retries; the identity sequence of the table that wins may be named …_id_seq1.
+		if d := diff(withoutGoose(complete), withoutGoose(snapshot(t, pool))); d != "" {
 			t.Errorf("schema after two concurrent ups differs from the template's:\n%s", d)
 		}
 		// Each migration applied once: the loser of the lock found nothing left to do.
