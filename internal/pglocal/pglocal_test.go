@@ -157,7 +157,8 @@ func TestFindInitdbDataDir(t *testing.T) {
 func requireBinaries(t *testing.T) {
 	t.Helper()
 	if _, _, ok := findBinaries(); !ok {
-		t.Skip("initdb and pg_ctl not found; install PostgreSQL server binaries to run this test")
+		// A fallback nobody tested is a fallback that does not work: fail, do not skip.
+		t.Fatal("initdb and pg_ctl not found: install PostgreSQL's server binaries (Debian: apt-get install postgresql)")
 	}
 }
 
