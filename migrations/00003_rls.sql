@@ -17,34 +17,62 @@
 
 -- +goose Up
 
--- Both helpers are PARALLEL UNSAFE because they call current_user_id() (see 00001).
+-- Both helpers run once per statement that touches a tenant table, so they are PL/pgSQL: their
+-- queries are planned once per session and cached, where a SQL function's body would be parsed and
+-- planned again on every call. The permission test is written out inline for the same reason.
+-- PARALLEL UNSAFE because they call current_user_id() (see 00001).
 --
 -- Tenants in which the caller is a member whose role or custom grants allow `perm` (NULL: any
 -- member). An array, so that a policy tests `tenant_id = ANY (…)` against one value per statement.
 -- +goose StatementBegin
 CREATE FUNCTION tenantkit.member_tenants(perm text DEFAULT NULL) RETURNS uuid[]
-LANGUAGE sql STABLE SECURITY DEFINER PARALLEL UNSAFE
+LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT coalesce(array_agg(m.tenant_id), '{}')
-  FROM public.tenant_users m
-  WHERE m.user_id = tenantkit.current_user_id()
-    AND tenantkit.allows(m.role, m.permissions, perm)
-$$;
+DECLARE
+  uid uuid := tenantkit.current_user_id();
+  result uuid[];
+BEGIN
+  IF uid IS NULL THEN
+    RETURN '{}';
+  END IF;
+  -- Two statements rather than one "perm IS NULL OR …", so each keeps one generic cached plan.
+  IF perm IS NULL THEN
+    SELECT coalesce(array_agg(m.tenant_id), '{}') INTO result
+    FROM public.tenant_users m
+    WHERE m.user_id = uid;
+  ELSE
+    SELECT coalesce(array_agg(m.tenant_id), '{}') INTO result
+    FROM public.tenant_users m
+    WHERE m.user_id = uid
+      AND (EXISTS (SELECT 1 FROM unnest(tenantkit.role_grants(m.role)) g WHERE tenantkit.grant_matches(g, perm))
+        OR EXISTS (SELECT 1 FROM jsonb_array_elements_text(m.permissions) g WHERE tenantkit.grant_matches(g, perm)));
+  END IF;
+  RETURN result;
+END $$;
 
 -- The (tenant, role) pairs the caller may manage with `perm`: every role up to the caller's own in
 -- each tenant where it holds `perm`, as 'tenant_id/role' strings. Nobody acts above their own role.
 CREATE FUNCTION tenantkit.manageable_roles(perm text) RETURNS text[]
-LANGUAGE sql STABLE SECURITY DEFINER PARALLEL UNSAFE
+LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT coalesce(array_agg(m.tenant_id::text || '/' || r::text), '{}')
+DECLARE
+  uid uuid := tenantkit.current_user_id();
+  result text[];
+BEGIN
+  IF uid IS NULL THEN
+    RETURN '{}';
+  END IF;
+  SELECT coalesce(array_agg(m.tenant_id::text || '/' || r::text), '{}') INTO result
   FROM public.tenant_users m
   CROSS JOIN unnest(enum_range(NULL::public.tenant_role)) r
-  WHERE m.user_id = tenantkit.current_user_id()
+  WHERE m.user_id = uid
     AND r <= m.role
-    AND tenantkit.allows(m.role, m.permissions, perm)
-$$;
+    AND (EXISTS (SELECT 1 FROM unnest(tenantkit.role_grants(m.role)) g WHERE tenantkit.grant_matches(g, perm))
+      OR EXISTS (SELECT 1 FROM jsonb_array_elements_text(m.permissions) g WHERE tenantkit.grant_matches(g, perm)));
+  RETURN result;
+END $$;
 -- +goose StatementEnd
 ALTER FUNCTION tenantkit.member_tenants(text) OWNER TO tenantkit_system;
 ALTER FUNCTION tenantkit.manageable_roles(text) OWNER TO tenantkit_system;

@@ -1,0 +1,507 @@
+// Package bench_test measures what row-level security costs tenantkit's hottest read, "list my
+// projects in tenant T", against the very same query run by a role that bypasses RLS.
+//
+// `go test ./bench` runs only TestListProjectsSameRows (a small dataset, a few seconds). The
+// benchmark loads 10,000 tenants and 1,000,000 projects, once per process; run it through
+// scripts/bench-rls.sh, which also computes the medians and the rls/bypass ratios. See README.md.
+package bench_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/tenantkit/tenantkit/internal/pgtest"
+	"github.com/tenantkit/tenantkit/internal/postgres"
+)
+
+// listSQL is the query under test; projects_tenant_created_idx (tenant_id, created_at DESC) serves it.
+const listSQL = `SELECT id, name, created_at FROM projects WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT 50`
+
+// setSQL starts every measured transaction, whatever the role: one round trip, both settings
+// transaction-local, exactly as postgres.DB.WithUser does.
+const setSQL = `SELECT set_config('role', $1, true), set_config('hasura.user', $2, true)`
+
+// bypassRole is the baseline: it may read projects and is exempt from RLS. Roles are cluster-wide,
+// so it is created when missing and never dropped.
+const bypassRole = "tenantkit_bench_bypass"
+
+// pageSize is the query's LIMIT; every tenant has more projects than that.
+const pageSize = 50
+
+type sizes struct {
+	tenants           int // each with one owner
+	projectsPerTenant int
+	extraUsers        int // each a member or guest of 1 to 3 random tenants
+}
+
+// The benchmark's dataset.
+var big = sizes{tenants: 10_000, projectsPerTenant: 100, extraUsers: 20_000}
+
+type dataset struct {
+	url     string
+	tenants []string // tenant ids, in slug order
+	owners  []string // owners[i] owns tenants[i]
+	claims  []string // hasura.user of owners[i]
+}
+
+type project struct {
+	ID        pgtype.UUID
+	Name      string
+	CreatedAt time.Time
+}
+
+// connect opens one connection (not a pool: no pool noise in the measurements). Every statement
+// is bounded by statement_timeout.
+func connect(tb testing.TB, url, statementTimeout string) *pgx.Conn {
+	tb.Helper()
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg.RuntimeParams["statement_timeout"] = statementTimeout
+	cfg.RuntimeParams["application_name"] = "tenantkit-bench"
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		tb.Fatalf("connect: %v", err)
+	}
+	tb.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// claimsOf is hasura.user for a user session, as Hasura (and postgres.DB.WithUser) sets it.
+func claimsOf(user string) string {
+	b, err := json.Marshal(map[string]string{"x-hasura-role": "user", "x-hasura-user-id": user})
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
+// load fills the (freshly migrated) database at url as the superuser, with set-based SQL, and
+// returns the tenants and their owners. Ids are derived from md5 of a counter and everything else
+// from a seeded random(), so the same sizes give the same data. Projects are inserted in creation
+// order, interleaving tenants the way a live system writes them, so one tenant's projects are
+// spread over many heap pages (the query fetches its 50 rows from up to 50 pages).
+func load(tb testing.TB, url string, s sizes) *dataset {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	conn := connect(tb, url, "10min")
+	exec := func(q pgx.Tx, sql string, args ...any) {
+		tb.Helper()
+		var err error
+		if q != nil {
+			_, err = q.Exec(ctx, sql, args...)
+		} else {
+			_, err = conn.Exec(ctx, sql, args...)
+		}
+		if err != nil {
+			tb.Fatalf("load: %v\n%s", err, sql)
+		}
+	}
+
+	// The baseline role. Concurrent processes may race to create it: either error means it exists.
+	exec(nil, `DO $$ BEGIN
+	  CREATE ROLE `+bypassRole+` NOLOGIN BYPASSRLS;
+	EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+	END $$`)
+	exec(nil, `GRANT USAGE ON SCHEMA public TO `+bypassRole)
+	exec(nil, `GRANT SELECT ON projects TO `+bypassRole)
+
+	exec(nil, `CREATE FUNCTION pg_temp.bench_id(kind text, n bigint) RETURNS uuid
+	  LANGUAGE sql IMMUTABLE AS $$ SELECT md5('tenantkit-bench/' || kind || '/' || n)::uuid $$`)
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	// Skip triggers (foreign-key checks, plan limits): the data is consistent by construction, and
+	// every tenant is on the unlimited enterprise plan anyway.
+	exec(tx, `SET LOCAL session_replication_role = replica`)
+	exec(tx, `SET LOCAL work_mem = '256MB'`)
+	exec(tx, `SELECT setseed(0.2026)`)
+	exec(tx, `INSERT INTO auth.users (id, email, display_name, created_at, updated_at)
+	  SELECT pg_temp.bench_id('user', u), 'bench-user-' || u || '@example.com', 'Bench user ' || u,
+	         timestamptz '2024-01-01 00:00:00+00', timestamptz '2024-01-01 00:00:00+00'
+	  FROM generate_series(1, $1::bigint + $2::bigint) u`, s.tenants, s.extraUsers)
+	exec(tx, `INSERT INTO tenants (id, slug, name, created_at, updated_at)
+	  SELECT pg_temp.bench_id('tenant', t), 'bench-' || lpad(t::text, 6, '0'), 'Bench tenant ' || t,
+	         timestamptz '2024-01-01 00:00:00+00', timestamptz '2024-01-01 00:00:00+00'
+	  FROM generate_series(1, $1::bigint) t`, s.tenants)
+	exec(tx, `INSERT INTO tenant_subscriptions (tenant_id, plan_id, status)
+	  SELECT pg_temp.bench_id('tenant', t), (SELECT id FROM subscription_plans WHERE key = 'enterprise'), 'active'
+	  FROM generate_series(1, $1::bigint) t`, s.tenants)
+	// user t owns tenant t; users tenants+1 … tenants+extraUsers join 1 to 3 random tenants
+	exec(tx, `INSERT INTO tenant_users (tenant_id, user_id, role, joined_at)
+	  SELECT pg_temp.bench_id('tenant', t), pg_temp.bench_id('user', t), 'owner', timestamptz '2024-01-01 00:00:00+00'
+	  FROM generate_series(1, $1::bigint) t`, s.tenants)
+	exec(tx, `WITH x AS MATERIALIZED (
+	    SELECT u, 1 + floor(random() * 3)::int AS k FROM generate_series(1, $2::bigint) u)
+	  INSERT INTO tenant_users (tenant_id, user_id, role, joined_at)
+	  SELECT pg_temp.bench_id('tenant', 1 + floor(random() * $1::bigint)::bigint), pg_temp.bench_id('user', $1::bigint + x.u),
+	         (CASE WHEN random() < 0.75 THEN 'member' ELSE 'guest' END)::tenant_role, timestamptz '2024-01-01 00:00:00+00'
+	  FROM x CROSS JOIN LATERAL generate_series(1, x.k) j
+	  ON CONFLICT DO NOTHING`, s.tenants, s.extraUsers)
+	exec(tx, `WITH t AS MATERIALIZED (
+	    SELECT t, pg_temp.bench_id('tenant', t) AS tenant_id, pg_temp.bench_id('user', t) AS owner_id
+	    FROM generate_series(1, $1::bigint) t)
+	  INSERT INTO projects (id, tenant_id, name, owner_id, created_at, updated_at)
+	  SELECT pg_temp.bench_id('project', p * $1::bigint + t.t), t.tenant_id, 'Project ' || p, t.owner_id,
+	         timestamptz '2024-01-01 00:00:00+00' + (p * $1::bigint + t.t) * interval '1 second',
+	         timestamptz '2024-01-01 00:00:00+00' + (p * $1::bigint + t.t) * interval '1 second'
+	  FROM generate_series(1, $2::bigint) p CROSS JOIN t
+	  ORDER BY p, t.t`, s.tenants, s.projectsPerTenant)
+	if err := tx.Commit(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	// Statistics for the planner, hint bits and the visibility map, so the first measured queries
+	// do not pay for them.
+	exec(nil, `VACUUM (ANALYZE) auth.users, tenants, tenant_subscriptions, tenant_users, projects`)
+
+	ds := &dataset{url: url}
+	rows, err := conn.Query(ctx, `SELECT t.id::text, m.user_id::text FROM tenants t
+	  JOIN tenant_users m ON m.tenant_id = t.id AND m.role = 'owner' ORDER BY t.slug`)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for rows.Next() {
+		var tenant, owner string
+		if err := rows.Scan(&tenant, &owner); err != nil {
+			tb.Fatal(err)
+		}
+		ds.tenants = append(ds.tenants, tenant)
+		ds.owners = append(ds.owners, owner)
+		ds.claims = append(ds.claims, claimsOf(owner))
+	}
+	if err := rows.Err(); err != nil {
+		tb.Fatal(err)
+	}
+	if len(ds.tenants) != s.tenants {
+		tb.Fatalf("load: %d tenants with an owner, want %d", len(ds.tenants), s.tenants)
+	}
+	return ds
+}
+
+// list runs the query under test in q and appends its rows to buf.
+func list(ctx context.Context, q pgx.Tx, tenant string, buf []project) ([]project, error) {
+	rows, err := q.Query(ctx, listSQL, tenant)
+	if err != nil {
+		return buf, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var p project
+		if err := rows.Scan(&p.ID, &p.Name, &p.CreatedAt); err != nil {
+			return buf, err
+		}
+		buf = append(buf, p)
+	}
+	return buf, rows.Err()
+}
+
+// listAs runs the query in its own transaction as role with hasura.user = claims.
+func listAs(ctx context.Context, conn *pgx.Conn, role, claims, tenant string) ([]project, error) {
+	var out []project
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, setSQL, role, claims); err != nil {
+			return err
+		}
+		var err error
+		out, err = list(ctx, tx, tenant, nil)
+		return err
+	})
+	return out, err
+}
+
+// explain returns EXPLAIN (ANALYZE, BUFFERS) of the query for tenant, run as role with
+// hasura.user = claims on a warmed-up connection: the custom plan (the tenant as a literal) or the generic plan (as the
+// plan cache may choose for a prepared statement after five executions).
+func explain(ctx context.Context, tb testing.TB, url string, role, claims, tenant string, generic bool) string {
+	tb.Helper()
+	conn := connect(tb, url, "1min")
+	defer conn.Close(ctx)
+	var plan []string
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, setSQL, role, claims); err != nil {
+			return err
+		}
+		// Warm the session first (catalog caches, the policy function's compiled body), so that
+		// the timings are those of the benchmark's steady state, not of a new connection.
+		for range 10 {
+			if _, err := list(ctx, tx, tenant, nil); err != nil {
+				return err
+			}
+		}
+		sql := "EXPLAIN (ANALYZE, BUFFERS) " + strings.Replace(listSQL, "$1", "'"+tenant+"'::uuid", 1)
+		if generic {
+			if _, err := tx.Exec(ctx, "SET LOCAL plan_cache_mode = force_generic_plan"); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "PREPARE bench_list(uuid) AS "+listSQL); err != nil {
+				return err
+			}
+			sql = "EXPLAIN (ANALYZE, BUFFERS) EXECUTE bench_list('" + tenant + "')"
+		}
+		rows, err := tx.Query(ctx, sql, pgx.QueryExecModeSimpleProtocol)
+		if err != nil {
+			return err
+		}
+		plan, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	})
+	if err != nil {
+		tb.Fatalf("explain as %s: %v", role, err)
+	}
+	return strings.Join(plan, "\n")
+}
+
+// checkPlan reports a plan that does not read projects through projects_tenant_created_idx, or
+// (under RLS) evaluates the policy other than once per statement.
+func checkPlan(tb testing.TB, name, plan string, rls bool) {
+	tb.Helper()
+	if !strings.Contains(plan, "Index Scan using projects_tenant_created_idx on projects") {
+		tb.Errorf("%s: the plan does not use projects_tenant_created_idx:\n%s", name, plan)
+	}
+	if strings.Contains(plan, "Seq Scan") {
+		tb.Errorf("%s: the plan has a Seq Scan:\n%s", name, plan)
+	}
+	if strings.Contains(plan, "SubPlan") {
+		tb.Errorf("%s: the policy runs as a SubPlan (per row), not an InitPlan:\n%s", name, plan)
+	}
+	if rls != strings.Contains(plan, "InitPlan") {
+		tb.Errorf("%s: InitPlan present = %v, want %v:\n%s", name, !rls, rls, plan)
+	}
+}
+
+// TestListProjectsSameRows: under RLS, every member of a tenant (owner, member or guest) gets
+// exactly the rows the bypass role gets with the explicit tenant filter, and a non-member gets
+// none. It also checks the loader's shape and, structurally, the RLS plan.
+func TestListProjectsSameRows(t *testing.T) {
+	t.Parallel()
+	s := sizes{tenants: 20, projectsPerTenant: 100, extraUsers: 40}
+	url := pgtest.NewDB(t)
+	ds := load(t, url, s)
+	ctx := t.Context()
+	conn := connect(t, url, "30s")
+
+	var badTenants, badUsers int
+	err := conn.QueryRow(ctx, `SELECT
+	    (SELECT count(*) FROM tenants t WHERE (SELECT count(*) FROM projects p WHERE p.tenant_id = t.id) <> $1),
+	    (SELECT count(*) FROM (SELECT user_id FROM tenant_users WHERE role <> 'owner' GROUP BY user_id
+	                           HAVING count(*) NOT BETWEEN 1 AND 3) x)
+	    + (SELECT count(*) FROM auth.users u WHERE NOT EXISTS (SELECT FROM tenant_users m WHERE m.user_id = u.id))`,
+		s.projectsPerTenant).Scan(&badTenants, &badUsers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if badTenants != 0 || badUsers != 0 {
+		t.Fatalf("dataset: %d tenants without exactly %d projects, %d users without 1 to 3 memberships",
+			badTenants, s.projectsPerTenant, badUsers)
+	}
+
+	members := map[string][]string{} // tenant -> user ids
+	rows, err := conn.Query(ctx, `SELECT tenant_id::text, user_id::text FROM tenant_users ORDER BY tenant_id, user_id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var tenant, user string
+		if err := rows.Scan(&tenant, &user); err != nil {
+			t.Fatal(err)
+		}
+		members[tenant] = append(members[tenant], user)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	sameRow := func(a, b project) bool { return a.ID == b.ID && a.Name == b.Name && a.CreatedAt.Equal(b.CreatedAt) }
+	checked := 0
+	for i, tenant := range ds.tenants {
+		want, err := listAs(ctx, conn, bypassRole, "", tenant)
+		if err != nil {
+			t.Fatalf("bypass, tenant %s: %v", tenant, err)
+		}
+		if len(want) != pageSize {
+			t.Fatalf("bypass, tenant %s: %d rows, want %d", tenant, len(want), pageSize)
+		}
+		if len(members[tenant]) < 1 {
+			t.Fatalf("tenant %s has no members", tenant)
+		}
+		for _, user := range members[tenant] {
+			got, err := listAs(ctx, conn, postgres.AppRole, claimsOf(user), tenant)
+			if err != nil {
+				t.Fatalf("rls, tenant %s, member %s: %v", tenant, user, err)
+			}
+			if !slices.EqualFunc(got, want, sameRow) {
+				t.Errorf("rls, tenant %s, member %s: got %d rows %v…, want the bypass role's %d rows %v…",
+					tenant, user, len(got), head(got), len(want), head(want))
+			}
+			checked++
+		}
+		outsider := ds.owners[(i+1)%len(ds.owners)]
+		if slices.Contains(members[tenant], outsider) {
+			t.Fatalf("owner %s of another tenant is a member of %s", outsider, tenant)
+		}
+		got, err := listAs(ctx, conn, postgres.AppRole, claimsOf(outsider), tenant)
+		if err != nil {
+			t.Fatalf("rls, tenant %s, non-member %s: %v", tenant, outsider, err)
+		}
+		if len(got) != 0 {
+			t.Errorf("rls, tenant %s, non-member %s: got %d rows, want none", tenant, outsider, len(got))
+		}
+	}
+	if checked < len(ds.tenants) {
+		t.Fatalf("only %d member sessions checked", checked)
+	}
+
+	// The policy's function runs once per statement (an InitPlan), never per row (a SubPlan).
+	plan := explain(ctx, t, url, postgres.AppRole, ds.claims[0], ds.tenants[0], false)
+	if !strings.Contains(plan, "InitPlan") || strings.Contains(plan, "SubPlan") {
+		t.Errorf("rls plan: want an InitPlan and no SubPlan:\n%s", plan)
+	}
+}
+
+func head(ps []project) []string {
+	var out []string
+	for _, p := range ps[:min(len(ps), 2)] {
+		out = append(out, p.Name)
+	}
+	return out
+}
+
+var (
+	bigOnce sync.Once
+	bigData *dataset
+)
+
+// BenchmarkListProjects: the query as the owner of a random tenant under RLS (tenantkit_app with
+// hasura.user set), against the same query as a role with BYPASSRLS. Both pay the same four round
+// trips (begin, set_config, query, commit), so their ratio is what the policy costs; the
+// *-query-only pair sets role and claims once and times the query alone.
+func BenchmarkListProjects(b *testing.B) {
+	bigOnce.Do(func() {
+		url := pgtest.NewDB(b) // dropped when this benchmark (and its sub-benchmarks) ends
+		start := time.Now()
+		ds := load(b, url, big)
+		b.Logf("dataset: %d tenants, %d projects, %d users; loaded (inserts, VACUUM ANALYZE) in %s",
+			big.tenants, big.tenants*big.projectsPerTenant, big.tenants+big.extraUsers, time.Since(start).Round(time.Millisecond))
+
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		k := len(ds.tenants) / 2
+		for _, c := range []struct {
+			name, role, claims string
+			generic, rls       bool
+		}{
+			{"rls, custom plan", postgres.AppRole, ds.claims[k], false, true},
+			{"rls, generic plan", postgres.AppRole, ds.claims[k], true, true},
+			{"bypass, custom plan", bypassRole, "", false, false},
+			{"bypass, generic plan", bypassRole, "", true, false},
+		} {
+			plan := explain(ctx, b, ds.url, c.role, c.claims, ds.tenants[k], c.generic)
+			b.Logf("EXPLAIN (ANALYZE, BUFFERS), %s:\n%s", c.name, plan)
+			checkPlan(b, c.name, plan, c.rls)
+		}
+		bigData = ds
+		b.Cleanup(func() { bigData = nil })
+	})
+	ds := bigData
+	if ds == nil {
+		b.Fatal("the dataset failed to load, or was dropped after an earlier run in this process")
+	}
+
+	b.Run("rls", func(b *testing.B) { benchTx(b, ds, postgres.AppRole) })
+	b.Run("bypass", func(b *testing.B) { benchTx(b, ds, bypassRole) })
+	b.Run("rls-query-only", func(b *testing.B) { benchQueryOnly(b, ds, postgres.AppRole) })
+	b.Run("bypass-query-only", func(b *testing.B) { benchQueryOnly(b, ds, bypassRole) })
+}
+
+// benchTx: each iteration is a whole user transaction for a random tenant (fixed seed, so rls and
+// bypass visit the same tenants in the same order): begin; set role and claims; the query; commit.
+func benchTx(b *testing.B, ds *dataset, role string) {
+	ctx := b.Context()
+	conn := connect(b, ds.url, "10s")
+	once := func(rng *rand.Rand, buf []project) ([]project, error) {
+		k := rng.IntN(len(ds.tenants))
+		claims := ""
+		if role == postgres.AppRole {
+			claims = ds.claims[k]
+		}
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			return buf, err
+		}
+		defer tx.Rollback(ctx)
+		if _, err := tx.Exec(ctx, setSQL, role, claims); err != nil {
+			return buf, err
+		}
+		if buf, err = list(ctx, tx, ds.tenants[k], buf[:0]); err != nil {
+			return buf, err
+		}
+		if len(buf) != pageSize {
+			return buf, fmt.Errorf("tenant %s: %d rows, want %d", ds.tenants[k], len(buf), pageSize)
+		}
+		return buf, tx.Commit(ctx)
+	}
+	var buf []project
+	var err error
+	warm := rand.New(rand.NewPCG(7, 7))
+	for range 20 { // prepare the statements (pgx caches them per connection)
+		if buf, err = once(warm, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	rng := rand.New(rand.NewPCG(2026, 1))
+	for b.Loop() {
+		if buf, err = once(rng, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// benchQueryOnly: one transaction with role and claims set once, for one tenant (fixed seed) and
+// its owner; only the query is timed. It isolates the planner's and executor's cost of the policy.
+func benchQueryOnly(b *testing.B, ds *dataset, role string) {
+	ctx := b.Context()
+	conn := connect(b, ds.url, "10s")
+	k := rand.New(rand.NewPCG(2026, 2)).IntN(len(ds.tenants))
+	claims := ""
+	if role == postgres.AppRole {
+		claims = ds.claims[k]
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(ctx, setSQL, role, claims); err != nil {
+		b.Fatal(err)
+	}
+	var buf []project
+	for range 20 {
+		if buf, err = list(ctx, tx, ds.tenants[k], buf[:0]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for b.Loop() {
+		if buf, err = list(ctx, tx, ds.tenants[k], buf[:0]); err != nil {
+			b.Fatal(err)
+		}
+		if len(buf) != pageSize {
+			b.Fatalf("tenant %s: %d rows, want %d", ds.tenants[k], len(buf), pageSize)
+		}
+	}
+}
