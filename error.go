@@ -8,14 +8,15 @@ import (
 // Error codes. Every transport maps them to its wire format with one table (Hasura actions: a 4xx
 // with extensions.code; GraphQL: extensions.code). Anything uncoded is Internal.
 const (
-	Invalid     = "invalid"     // the input is malformed or out of range
-	NotFound    = "not_found"   // the thing does not exist, or the caller may not know it does
-	Forbidden   = "forbidden"   // the caller is known but lacks the right
-	Conflict    = "conflict"    // the input contradicts existing state (duplicate slug, …)
-	PlanLimit   = "plan_limit"  // the tenant's plan does not allow more
-	LastOwner   = "last_owner"  // the change would leave a tenant without an owner
-	Unavailable = "unavailable" // a dependency (database, Stripe, SMTP) cannot be reached; retry later
-	Internal    = "internal"    // a bug or an unexpected failure; details are logged, not shown
+	Invalid         = "invalid"         // the input is malformed or out of range
+	Unauthenticated = "unauthenticated" // no signed-in user where one is needed
+	NotFound        = "not_found"       // the thing does not exist, or the caller may not know it does
+	Forbidden       = "forbidden"       // the caller is known but lacks the right
+	Conflict        = "conflict"        // the input contradicts existing state (duplicate slug, …)
+	PlanLimit       = "plan_limit"      // the tenant's plan does not allow more
+	LastOwner       = "last_owner"      // the change would leave a tenant without an owner
+	Unavailable     = "unavailable"     // a dependency (database, Stripe, SMTP) cannot be reached; retry later
+	Internal        = "internal"        // a bug or an unexpected failure; details are logged, not shown
 )
 
 // Error is an application error: a stable machine-readable code and a message safe to show to the

@@ -2,11 +2,15 @@
 // resolvers over the domain services. Regenerate with `make generate`.
 package graph
 
-import "github.com/tenantkit/tenantkit"
+import (
+	"github.com/tenantkit/tenantkit"
+	"github.com/tenantkit/tenantkit/internal/team"
+)
 
 //go:generate go tool gqlgen generate
 
 // Resolver is the graph's only injection point: the domain services it reads from.
 type Resolver struct {
 	Plans tenantkit.PlanService
+	Team  *team.Service
 }

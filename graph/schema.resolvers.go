@@ -34,6 +34,20 @@ func (r *queryResolver) Plans(ctx context.Context) ([]*tenantkit.Plan, error) {
 	return out, err
 }
 
+// MyPermissions is the resolver for the myPermissions field.
+func (r *queryResolver) MyPermissions(ctx context.Context, tenantID string) (*model.MyPermissions, error) {
+	role, grants, err := r.Team.Permissions(ctx, tenantkit.SessionFrom(ctx), tenantID)
+	if err != nil {
+		return nil, err
+	}
+	out := &model.MyPermissions{TenantID: tenantID, Permissions: grants}
+	if role != "" {
+		s := string(role)
+		out.Role = &s
+	}
+	return out, nil
+}
+
 // Plan returns PlanResolver implementation.
 func (r *Resolver) Plan() PlanResolver { return &planResolver{r} }
 

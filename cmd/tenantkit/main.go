@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -22,10 +23,14 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 
+	"github.com/tenantkit/tenantkit"
+	"github.com/tenantkit/tenantkit/actions"
 	"github.com/tenantkit/tenantkit/graph"
+	"github.com/tenantkit/tenantkit/internal/mail"
 	"github.com/tenantkit/tenantkit/internal/pglocal"
 	"github.com/tenantkit/tenantkit/internal/postgres"
 	"github.com/tenantkit/tenantkit/internal/server"
+	"github.com/tenantkit/tenantkit/internal/team"
 )
 
 const usage = `usage: tenantkit <command>
@@ -87,16 +92,28 @@ type Main struct {
 // Open connects to the database (refusing to start when the tenantkit roles are unusable) and
 // starts the HTTP server.
 func (m *Main) Open(ctx context.Context) error {
+	sender, err := mail.New(m.Config.SMTPURL, m.Log)
+	if err != nil {
+		return err
+	}
+	box, err := team.NewBox(m.Config.Secret)
+	if err != nil {
+		return err
+	}
 	db, err := postgres.Open(ctx, m.Config.DatabaseURL)
 	if err != nil {
 		return err
 	}
 	m.DB = db
+	teams := &team.Service{Store: db, Box: box, Mailer: mailer{sender}, AppURL: m.Config.AppURL}
+	hasura := &actions.Handler{Team: teams, Events: db}
 	m.HTTP = &server.Server{
 		Addr:   m.Config.ListenAddr,
 		Secret: m.Config.Secret,
 		DB:     db,
-		Graph:  graph.NewHandler(&graph.Resolver{Plans: db}),
+		Graph:  graph.NewHandler(&graph.Resolver{Plans: db, Team: teams}),
+		Action: http.HandlerFunc(hasura.ServeAction),
+		Event:  http.HandlerFunc(hasura.ServeEvent),
 		Log:    m.Log,
 	}
 	if err := m.HTTP.Open(); err != nil {
@@ -188,4 +205,11 @@ func ensureDatabase(ctx context.Context, adminURL, name string) (string, error) 
 		}
 	}
 	return pglocal.WithDatabase(adminURL, name)
+}
+
+// mailer adapts the mail package to the domain's Mailer.
+type mailer struct{ mail.Sender }
+
+func (m mailer) Send(ctx context.Context, e tenantkit.Email) error {
+	return m.Sender.Send(ctx, mail.Message{ID: e.ID, To: e.To, Subject: e.Subject, Text: e.Text, HTML: e.HTML})
 }

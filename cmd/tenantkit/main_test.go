@@ -23,17 +23,20 @@ func TestMain(m *testing.M) {
 
 const testSecret = "test-secret-0123456789"
 
-// start runs the whole service on a free port against a fresh database, as serve does.
-func start(t *testing.T) *Main {
+// start runs the whole service on a free port against a fresh database, as serve does; extra
+// overrides the environment.
+func start(t *testing.T, extra ...string) *Main {
 	t.Helper()
-	cfg, err := LoadConfig(func(k string) string {
-		return map[string]string{
-			"DATABASE_URL":     pgtest.NewDB(t),
-			"TENANTKIT_SECRET": testSecret,
-			"APP_URL":          "http://app.test",
-			"LISTEN_ADDR":      "127.0.0.1:0",
-		}[k]
-	})
+	env := map[string]string{
+		"DATABASE_URL":     pgtest.NewDB(t),
+		"TENANTKIT_SECRET": testSecret,
+		"APP_URL":          "http://app.test",
+		"LISTEN_ADDR":      "127.0.0.1:0",
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		env[extra[i]] = extra[i+1]
+	}
+	cfg, err := LoadConfig(func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,14 @@
 
 package model
 
+type MyPermissions struct {
+	TenantID string `json:"tenantId"`
+	// owner, admin, member or guest; null when the caller is not a member.
+	Role *string `json:"role,omitempty"`
+	// Grants such as projects:read, users:* or *.
+	Permissions []string `json:"permissions"`
+}
+
 type PlanLimit struct {
 	Metric string `json:"metric"`
 	Limit  int    `json:"limit"`

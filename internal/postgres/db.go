@@ -81,15 +81,11 @@ func (db *DB) checkRoles(ctx context.Context) error {
 // variables, exactly as Hasura sets it, so that RLS applies to every statement fn runs. The
 // transaction commits when fn returns nil; errors are translated (see translate).
 func (db *DB) WithUser(ctx context.Context, s tenantkit.Session, fn func(pgx.Tx) error) error {
-	vars := s.Vars
-	if vars == nil {
-		vars = map[string]string{}
-	}
-	claims, err := json.Marshal(vars)
+	claims, err := claimsOf(s)
 	if err != nil {
 		return err
 	}
-	return db.in(ctx, AppRole, string(claims), fn)
+	return db.in(ctx, AppRole, claims, fn)
 }
 
 // WithSystem runs fn in a transaction as tenantkit_system: the explicit cross-tenant path for
@@ -97,6 +93,25 @@ func (db *DB) WithUser(ctx context.Context, s tenantkit.Session, fn func(pgx.Tx)
 // accepting an invitation). Every caller of WithSystem is a place to audit.
 func (db *DB) WithSystem(ctx context.Context, fn func(pgx.Tx) error) error {
 	return db.in(ctx, SystemRole, "", fn)
+}
+
+// WithSystemAs is WithSystem on behalf of a caller: hasura.user carries the caller's session so
+// that triggers record who acted (audit_log.actor_id). RLS does not restrict the system role.
+func (db *DB) WithSystemAs(ctx context.Context, s tenantkit.Session, fn func(pgx.Tx) error) error {
+	claims, err := claimsOf(s)
+	if err != nil {
+		return err
+	}
+	return db.in(ctx, SystemRole, claims, fn)
+}
+
+func claimsOf(s tenantkit.Session) (string, error) {
+	vars := s.Vars
+	if vars == nil {
+		vars = map[string]string{}
+	}
+	b, err := json.Marshal(vars)
+	return string(b), err
 }
 
 func (db *DB) in(ctx context.Context, role, claims string, fn func(pgx.Tx) error) error {

@@ -27,6 +27,8 @@ type Server struct {
 	Secret   string       // TENANTKIT_SECRET
 	DB       Pinger       // for /readyz
 	Graph    http.Handler // the remote schema, mounted at POST /graphql
+	Action   http.Handler // Hasura actions, POST /actions/{name}
+	Event    http.Handler // Hasura event triggers, POST /events/{trigger}
 	Log      zerolog.Logger
 	server   *http.Server
 	listener net.Listener
@@ -40,8 +42,14 @@ func (s *Server) Handler() http.Handler {
 		_, _ = w.Write([]byte(`{"status":"ok"}`))
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
-	if s.Graph != nil {
-		mux.Handle("POST /graphql", s.fromHasura(s.Graph))
+	for pattern, h := range map[string]http.Handler{
+		"POST /graphql":          s.Graph,
+		"POST /actions/{name}":   s.Action,
+		"POST /events/{trigger}": s.Event,
+	} {
+		if h != nil {
+			mux.Handle(pattern, s.fromHasura(h))
+		}
 	}
 	return s.logRequests(mux)
 }

@@ -1,0 +1,181 @@
+// Package actions holds the HTTP handlers Hasura calls: actions (POST /actions/{name}) and event
+// triggers (POST /events/{trigger}). Each handler decodes Hasura's payload into a typed input,
+// takes the caller from session_variables, calls one domain function and writes the bare output
+// object, or an error in Hasura's shape with a 4xx status (Hasura hides the body of a 5xx).
+//
+// The routes are mounted behind the shared-secret guard (internal/server), so session variables
+// are trusted here.
+package actions
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tenantkit/tenantkit"
+	"github.com/tenantkit/tenantkit/internal/team"
+)
+
+// Handler serves actions and event triggers.
+type Handler struct {
+	Team   *team.Service
+	Events tenantkit.EventLog
+}
+
+// payload is what Hasura POSTs for an action.
+type payload struct {
+	Action struct {
+		Name string `json:"name"`
+	} `json:"action"`
+	Input            json.RawMessage   `json:"input"`
+	SessionVariables map[string]string `json:"session_variables"`
+	RequestQuery     string            `json:"request_query"`
+}
+
+// action is one action: its input decoded, its output any JSON-encodable value.
+type action func(ctx context.Context, s tenantkit.Session, input json.RawMessage) (any, error)
+
+// typed adapts a domain call taking a decoded input. Unknown input fields are refused: they mean
+// the metadata and the handler disagree about the action's arguments.
+func typed[In any](fn func(ctx context.Context, s tenantkit.Session, in In) (any, error)) action {
+	return func(ctx context.Context, s tenantkit.Session, raw json.RawMessage) (any, error) {
+		var in In
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&in); err != nil {
+			return nil, tenantkit.Errorf(tenantkit.Invalid, "malformed input: %s", decodeProblem(err))
+		}
+		return fn(ctx, s, in)
+	}
+}
+
+// decodeProblem describes a JSON decoding error without echoing the input.
+func decodeProblem(err error) string {
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &te):
+		return "field " + te.Field + " must be " + te.Type.String()
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return strings.TrimPrefix(err.Error(), "json: ")
+	case errors.Is(err, io.EOF):
+		return "empty input"
+	}
+	return "not a JSON object"
+}
+
+// actions lists every action by its Hasura name.
+func (h *Handler) actions() map[string]action {
+	return map[string]action{
+		"createTenant":      typed(h.createTenant),
+		"inviteMember":      typed(h.inviteMember),
+		"acceptInvitation":  typed(h.acceptInvitation),
+		"revokeInvitation":  typed(h.revokeInvitation),
+		"resendInvitation":  typed(h.resendInvitation),
+		"changeMemberRole":  typed(h.changeMemberRole),
+		"removeMember":      typed(h.removeMember),
+		"transferOwnership": typed(h.transferOwnership),
+		"checkPermission":   typed(h.checkPermission),
+	}
+}
+
+// Names returns the names of every action served.
+func (h *Handler) Names() []string {
+	var names []string
+	for n := range h.actions() {
+		names = append(names, n)
+	}
+	return names
+}
+
+// ServeAction answers POST /actions/{name}.
+func (h *Handler) ServeAction(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	name := r.PathValue("name")
+	log := zerolog.Ctx(ctx)
+	log.UpdateContext(func(c zerolog.Context) zerolog.Context { return c.Str("action", name) })
+	fn, ok := h.actions()[name]
+	if !ok {
+		writeError(w, r, tenantkit.Errorf(tenantkit.NotFound, "unknown action %q", name))
+		return
+	}
+	var p payload
+	if err := json.NewDecoder(r.Body).Decode(&p); err != nil {
+		writeError(w, r, tenantkit.Errorf(tenantkit.Invalid, "malformed action payload"))
+		return
+	}
+	if p.Action.Name != name {
+		writeError(w, r, tenantkit.Errorf(tenantkit.Invalid, "payload action %q does not match the route", p.Action.Name))
+		return
+	}
+	session := tenantkit.NewSession(p.SessionVariables)
+	log.UpdateContext(func(c zerolog.Context) zerolog.Context {
+		c = c.Str("user_id", session.UserID())
+		var in struct {
+			TenantID string `json:"tenantId"`
+		}
+		if json.Unmarshal(p.Input, &in) == nil && in.TenantID != "" {
+			c = c.Str("tenant_id", in.TenantID)
+		}
+		return c
+	})
+	out, err := fn(tenantkit.WithSession(ctx, session), session, p.Input)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// statusOf is the one table from error code to HTTP status for Hasura. Everything the caller can
+// act on is a 4xx so Hasura passes message and code through; unavailable is 4xx too (424) so the
+// client sees "try again" instead of Hasura's opaque "internal error".
+func statusOf(code string) int {
+	switch code {
+	case tenantkit.Invalid:
+		return http.StatusBadRequest
+	case tenantkit.Unauthenticated:
+		return http.StatusUnauthorized
+	case tenantkit.Forbidden, team.InvitationEmailMismatch:
+		return http.StatusForbidden
+	case tenantkit.NotFound, team.InvitationNotFound:
+		return http.StatusNotFound
+	case tenantkit.Conflict, team.SlugTaken, team.InvitationUsed, tenantkit.LastOwner:
+		return http.StatusConflict
+	case team.InvitationExpired, team.InvitationRevoked:
+		return http.StatusGone
+	case tenantkit.PlanLimit:
+		return http.StatusPaymentRequired
+	case tenantkit.Unavailable:
+		return http.StatusFailedDependency
+	case tenantkit.Internal:
+		return http.StatusInternalServerError
+	}
+	return http.StatusBadRequest
+}
+
+// writeError writes err in Hasura's action error shape. Uncoded errors are logged in full and shown
+// as "internal error".
+func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	code := tenantkit.ErrorCode(err)
+	log := zerolog.Ctx(r.Context())
+	if code == tenantkit.Internal {
+		log.Error().Err(err).Msg("internal error")
+	}
+	log.UpdateContext(func(c zerolog.Context) zerolog.Context { return c.Str("code", code) })
+	writeJSON(w, statusOf(code), map[string]any{
+		"message":    tenantkit.ErrorMessage(err),
+		"extensions": map[string]string{"code": code},
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,157 @@
+package actions
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tenantkit/tenantkit"
+	"github.com/tenantkit/tenantkit/internal/team"
+)
+
+// event is what Hasura POSTs for an event trigger.
+type event struct {
+	Event struct {
+		Op   string `json:"op"`
+		Data struct {
+			Old json.RawMessage `json:"old"`
+			New json.RawMessage `json:"new"`
+		} `json:"data"`
+		SessionVariables map[string]string `json:"session_variables"`
+		TraceContext     json.RawMessage   `json:"trace_context"`
+	} `json:"event"`
+	ID           string `json:"id"`
+	CreatedAt    string `json:"created_at"`
+	DeliveryInfo struct {
+		MaxRetries   int `json:"max_retries"`
+		CurrentRetry int `json:"current_retry"`
+	} `json:"delivery_info"`
+	Trigger struct {
+		Name string `json:"name"`
+	} `json:"trigger"`
+	Table struct {
+		Schema string `json:"schema"`
+		Name   string `json:"name"`
+	} `json:"table"`
+}
+
+// eventLease bounds how long one delivery may hold an event before a retry may take it over; it
+// must exceed the slowest handler (an SMTP send has a 30 s deadline).
+const eventLease = 2 * time.Minute
+
+// triggers lists every event trigger by name, with the table it must come from.
+func (h *Handler) triggers() map[string]struct {
+	table string
+	fn    func(context.Context, *event) error
+} {
+	type t = struct {
+		table string
+		fn    func(context.Context, *event) error
+	}
+	return map[string]t{
+		"invitation_email": {"public.tenant_invitations", h.invitationEmail},
+	}
+}
+
+// ServeEvent answers POST /events/{trigger}: 2xx only once the work is durably done (or was done
+// by an earlier delivery of the same event id); any failure is non-2xx so Hasura retries. A
+// concurrent duplicate delivery gets 409 and is retried later.
+func (h *Handler) ServeEvent(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	name := r.PathValue("trigger")
+	log := zerolog.Ctx(ctx)
+	log.UpdateContext(func(c zerolog.Context) zerolog.Context { return c.Str("trigger", name) })
+	tr, ok := h.triggers()[name]
+	if !ok {
+		writeError(w, r, tenantkit.Errorf(tenantkit.NotFound, "unknown event trigger %q", name))
+		return
+	}
+	var ev event
+	if err := json.NewDecoder(r.Body).Decode(&ev); err != nil || team.ValidateID("id", ev.ID) != nil {
+		writeError(w, r, tenantkit.Errorf(tenantkit.Invalid, "malformed event payload"))
+		return
+	}
+	if ev.Trigger.Name != name || ev.Table.Schema+"."+ev.Table.Name != tr.table {
+		writeError(w, r, tenantkit.Errorf(tenantkit.Invalid, "event of trigger %q on %s.%s sent to %q", ev.Trigger.Name, ev.Table.Schema, ev.Table.Name, name))
+		return
+	}
+	log.UpdateContext(func(c zerolog.Context) zerolog.Context {
+		return c.Str("event_id", ev.ID).Str("op", ev.Event.Op).Int("retry", ev.DeliveryInfo.CurrentRetry)
+	})
+	claim, err := h.Events.ClaimEvent(ctx, ev.ID, name, eventLease)
+	switch {
+	case err != nil:
+		writeEventError(w, r, err)
+		return
+	case claim == tenantkit.AlreadyDone:
+		writeJSON(w, http.StatusOK, map[string]string{"status": "duplicate"})
+		return
+	case claim == tenantkit.InProgress:
+		writeEventError(w, r, tenantkit.Errorf(tenantkit.Conflict, "event %s is being processed by another delivery", ev.ID))
+		return
+	}
+	if err := tr.fn(ctx, &ev); err != nil {
+		if rerr := h.Events.ReleaseEvent(context.WithoutCancel(ctx), ev.ID); rerr != nil {
+			log.Error().Err(rerr).Msg("release event claim")
+		}
+		writeEventError(w, r, err)
+		return
+	}
+	if err := h.Events.FinishEvent(context.WithoutCancel(ctx), ev.ID); err != nil {
+		// The work is done but not recorded: a retry may repeat it. Handlers are idempotent on
+		// their own state (e.g. the invitation outbox), so the repeat finds nothing left to do.
+		writeEventError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "processed"})
+}
+
+// writeEventError answers a failed delivery: 5xx for what a retry may fix, 4xx for the rest;
+// Hasura retries both until retry_conf is spent.
+func writeEventError(w http.ResponseWriter, r *http.Request, err error) {
+	code := tenantkit.ErrorCode(err)
+	if code == tenantkit.Unavailable || code == tenantkit.Internal {
+		zerolog.Ctx(r.Context()).Error().Err(err).Str("code", code).Msg("event failed; Hasura will retry")
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{
+			"message": tenantkit.ErrorMessage(err), "extensions": map[string]string{"code": code},
+		})
+		return
+	}
+	zerolog.Ctx(r.Context()).Warn().Err(err).Str("code", code).Msg("event refused")
+	writeError(w, r, err)
+}
+
+// invitationRow is the part of a tenant_invitations row the email needs.
+type invitationRow struct {
+	ID        string `json:"id"`
+	TenantID  string `json:"tenant_id"`
+	Status    string `json:"status"`
+	TokenHash string `json:"token_hash"` // bytea as Hasura sends it: "\\x" + hex
+}
+
+// invitationEmail sends the link of a new or re-sent invitation.
+func (h *Handler) invitationEmail(ctx context.Context, ev *event) error {
+	var newRow, oldRow invitationRow
+	if err := json.Unmarshal(ev.Event.Data.New, &newRow); err != nil || newRow.ID == "" {
+		return tenantkit.Errorf(tenantkit.Invalid, "event has no new invitation row")
+	}
+	if len(ev.Event.Data.Old) > 0 && string(ev.Event.Data.Old) != "null" {
+		_ = json.Unmarshal(ev.Event.Data.Old, &oldRow)
+	}
+	if newRow.Status != "pending" || (ev.Event.Op == "UPDATE" && oldRow.TokenHash == newRow.TokenHash) {
+		return nil // not a new token: nothing to send
+	}
+	hash, err := hex.DecodeString(strings.TrimPrefix(newRow.TokenHash, `\x`))
+	if err != nil || len(hash) != 32 {
+		return tenantkit.Errorf(tenantkit.Invalid, "event has a malformed token_hash")
+	}
+	zerolog.Ctx(ctx).UpdateContext(func(c zerolog.Context) zerolog.Context {
+		return c.Str("tenant_id", newRow.TenantID).Str("invitation_id", newRow.ID)
+	})
+	return h.Team.SendInvitationEmail(ctx, newRow.TenantID, newRow.ID, hash)
+}

@@ -1,0 +1,151 @@
+package actions
+
+import (
+	"context"
+	"time"
+
+	"github.com/tenantkit/tenantkit"
+)
+
+// Inputs and outputs of the team actions. Field names are the GraphQL argument and field names in
+// hasura/metadata/actions.graphql; a test checks that the two agree.
+
+type createTenantInput struct {
+	Name string `json:"name"`
+	Slug string `json:"slug"`
+}
+
+type tenantOutput struct {
+	TenantID string         `json:"tenantId"`
+	Slug     string         `json:"slug"`
+	Name     string         `json:"name"`
+	Role     tenantkit.Role `json:"role"`
+}
+
+func (h *Handler) createTenant(ctx context.Context, s tenantkit.Session, in createTenantInput) (any, error) {
+	t, err := h.Team.CreateTenant(ctx, s, in.Name, in.Slug)
+	if err != nil {
+		return nil, err
+	}
+	return tenantOutput{TenantID: t.ID, Slug: t.Slug, Name: t.Name, Role: tenantkit.Owner}, nil
+}
+
+type inviteMemberInput struct {
+	TenantID string `json:"tenantId"`
+	Email    string `json:"email"`
+	Role     string `json:"role"`
+}
+
+type invitationOutput struct {
+	InvitationID string         `json:"invitationId"`
+	TenantID     string         `json:"tenantId"`
+	Email        string         `json:"email"`
+	Role         tenantkit.Role `json:"role"`
+	Status       string         `json:"status"`
+	ExpiresAt    time.Time      `json:"expiresAt"`
+}
+
+func (h *Handler) inviteMember(ctx context.Context, s tenantkit.Session, in inviteMemberInput) (any, error) {
+	inv, err := h.Team.Invite(ctx, s, in.TenantID, in.Email, in.Role)
+	if err != nil {
+		return nil, err
+	}
+	return invitationOutput{inv.ID, inv.TenantID, inv.Email, inv.Role, inv.Status, inv.ExpiresAt}, nil
+}
+
+type invitationIDInput struct {
+	InvitationID string `json:"invitationId"`
+}
+
+func (h *Handler) revokeInvitation(ctx context.Context, s tenantkit.Session, in invitationIDInput) (any, error) {
+	inv, err := h.Team.Revoke(ctx, s, in.InvitationID)
+	if err != nil {
+		return nil, err
+	}
+	return invitationOutput{inv.ID, inv.TenantID, inv.Email, inv.Role, "revoked", inv.ExpiresAt}, nil
+}
+
+func (h *Handler) resendInvitation(ctx context.Context, s tenantkit.Session, in invitationIDInput) (any, error) {
+	inv, err := h.Team.Resend(ctx, s, in.InvitationID)
+	if err != nil {
+		return nil, err
+	}
+	return invitationOutput{inv.ID, inv.TenantID, inv.Email, inv.Role, inv.Status, inv.ExpiresAt}, nil
+}
+
+type acceptInvitationInput struct {
+	Token string `json:"token"`
+}
+
+type membershipOutput struct {
+	TenantID    string         `json:"tenantId"`
+	UserID      string         `json:"userId"`
+	Role        tenantkit.Role `json:"role"`
+	Permissions []string       `json:"permissions"`
+}
+
+func (h *Handler) acceptInvitation(ctx context.Context, s tenantkit.Session, in acceptInvitationInput) (any, error) {
+	m, err := h.Team.Accept(ctx, s, in.Token)
+	if err != nil {
+		return nil, err
+	}
+	return membershipOutput{m.TenantID, m.UserID, m.Role, nonNil(m.Permissions)}, nil
+}
+
+type changeMemberRoleInput struct {
+	TenantID    string   `json:"tenantId"`
+	UserID      string   `json:"userId"`
+	Role        string   `json:"role"`
+	Permissions []string `json:"permissions"` // optional: null keeps the custom grants
+}
+
+func (h *Handler) changeMemberRole(ctx context.Context, s tenantkit.Session, in changeMemberRoleInput) (any, error) {
+	m, err := h.Team.ChangeRole(ctx, s, in.TenantID, in.UserID, in.Role, in.Permissions)
+	if err != nil {
+		return nil, err
+	}
+	return membershipOutput{m.TenantID, m.UserID, m.Role, nonNil(m.Permissions)}, nil
+}
+
+type memberInput struct {
+	TenantID string `json:"tenantId"`
+	UserID   string `json:"userId"`
+}
+
+func (h *Handler) removeMember(ctx context.Context, s tenantkit.Session, in memberInput) (any, error) {
+	if err := h.Team.Remove(ctx, s, in.TenantID, in.UserID); err != nil {
+		return nil, err
+	}
+	return map[string]any{"tenantId": in.TenantID, "userId": in.UserID, "removed": true}, nil
+}
+
+func (h *Handler) transferOwnership(ctx context.Context, s tenantkit.Session, in memberInput) (any, error) {
+	if err := h.Team.Transfer(ctx, s, in.TenantID, in.UserID); err != nil {
+		return nil, err
+	}
+	return map[string]any{"tenantId": in.TenantID, "ownerId": in.UserID, "previousOwnerId": s.UserID()}, nil
+}
+
+type checkPermissionInput struct {
+	TenantID   string `json:"tenantId"`
+	Permission string `json:"permission"`
+}
+
+func (h *Handler) checkPermission(ctx context.Context, s tenantkit.Session, in checkPermissionInput) (any, error) {
+	allowed, role, err := h.Team.Check(ctx, s, in.TenantID, in.Permission)
+	if err != nil {
+		return nil, err
+	}
+	var r *tenantkit.Role
+	if role != "" {
+		r = &role
+	}
+	return map[string]any{"allowed": allowed, "role": r}, nil
+}
+
+func nonNil(xs []string) []string {
+	if xs == nil {
+		return []string{}
+	}
+	return xs
+}

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tenantkit/tenantkit/internal/hasuratest"
+	"github.com/tenantkit/tenantkit/internal/mail/mailtest"
+)
+
+// stack is the service as Hasura sees it: started on a fresh database, with an SMTP peer, and a
+// client that builds every call from hasura/metadata the way Hasura would.
+type stack struct {
+	m      *Main
+	admin  *pgxpool.Pool
+	hasura *hasuratest.Client
+	smtp   *mailtest.Server
+}
+
+var metadata = func() func(t *testing.T) *hasuratest.Metadata {
+	return func(t *testing.T) *hasuratest.Metadata {
+		t.Helper()
+		meta, err := hasuratest.Load("../../hasura/metadata")
+		if err != nil {
+			t.Fatalf("load hasura/metadata: %v", err)
+		}
+		return meta
+	}
+}()
+
+func newStack(t *testing.T) *stack {
+	t.Helper()
+	smtp := mailtest.Start(t)
+	m := start(t, "SMTP_URL", smtp.URL())
+	admin, err := pgxpool.New(context.Background(), m.Config.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admin.Close)
+	client := hasuratest.NewClient(metadata(t), map[string]string{
+		"TENANTKIT_URL":         m.HTTP.URL(),
+		"TENANTKIT_SECRET":      testSecret,
+		"TENANTKIT_GRAPHQL_URL": m.HTTP.URL() + "/graphql",
+	})
+	return &stack{m: m, admin: admin, hasura: client, smtp: smtp}
+}
+
+var userSeq atomic.Int64
+
+// user creates a signed-up user (as hasura-auth would) and returns its id.
+func (s *stack) user(t *testing.T, email string) string {
+	t.Helper()
+	if email == "" {
+		email = fmt.Sprintf("user%d@example.com", userSeq.Add(1))
+	}
+	var id string
+	if err := s.admin.QueryRow(context.Background(), `INSERT INTO auth.users (email, display_name) VALUES ($1, $2) RETURNING id::text`,
+		email, strings.Split(email, "@")[0]).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func session(userID string) map[string]string {
+	if userID == "" {
+		return map[string]string{"x-hasura-role": "user"}
+	}
+	return map[string]string{"x-hasura-role": "user", "x-hasura-user-id": userID}
+}
+
+// result is an action's answer: the output on success, else the error code.
+type result struct {
+	status int
+	out    map[string]any
+	code   string
+	msg    string
+}
+
+// action calls an action as userID through the metadata. A response Hasura itself would reject
+// (output not matching the declared type, a 5xx) fails the test.
+func (s *stack) action(t *testing.T, name string, input map[string]any, userID string) result {
+	t.Helper()
+	res, err := s.hasura.Action(context.Background(), name, input, session(userID))
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	if res.HasuraError != nil {
+		t.Fatalf("%s: Hasura would reject the answer: %v", name, res.HasuraError)
+	}
+	r := result{status: res.Status}
+	if res.Status >= 400 {
+		ae, err := res.ActionError()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.code, r.msg = ae.Code, ae.Message
+		return r
+	}
+	if err := res.JSON(&r.out); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// ok calls an action that must succeed and returns its output.
+func (s *stack) ok(t *testing.T, name string, input map[string]any, userID string) map[string]any {
+	t.Helper()
+	r := s.action(t, name, input, userID)
+	if r.status != 200 {
+		t.Fatalf("%s(%v) as %s: %d %s %q", name, input, userID, r.status, r.code, r.msg)
+	}
+	return r.out
+}
+
+// fails calls an action that must fail with code and returns the message.
+func (s *stack) fails(t *testing.T, code, name string, input map[string]any, userID string) string {
+	t.Helper()
+	r := s.action(t, name, input, userID)
+	if r.code != code {
+		t.Fatalf("%s(%v) as %s: got %d %q (%s), want code %s", name, input, userID, r.status, r.code, r.msg, code)
+	}
+	return r.msg
+}
+
+// tenant creates a tenant owned by a new user and returns both ids.
+func (s *stack) tenant(t *testing.T) (tenantID, ownerID string) {
+	t.Helper()
+	ownerID = s.user(t, "")
+	out := s.ok(t, "createTenant", map[string]any{"name": "Acme", "slug": "acme-" + uuid.NewString()[:8]}, ownerID)
+	return out["tenantId"].(string), ownerID
+}
+
+// row returns a row as Hasura's event trigger captures it (row_to_json).
+func (s *stack) row(t *testing.T, table, where string, args ...any) map[string]any {
+	t.Helper()
+	var raw []byte
+	if err := s.admin.QueryRow(context.Background(), "SELECT row_to_json(t) FROM "+table+" t WHERE "+where, args...).Scan(&raw); err != nil {
+		t.Fatalf("row of %s: %v", table, err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// deliver sends an event of trigger as Hasura would and returns the HTTP status.
+func (s *stack) deliver(t *testing.T, trigger, op string, old, new map[string]any, id string) int {
+	t.Helper()
+	res, err := s.hasura.Event(context.Background(), trigger, op, old, new, hasuratest.EventOptions{ID: id})
+	if err != nil {
+		t.Fatalf("event %s: %v", trigger, err)
+	}
+	return res.Status
+}
+
+var linkPattern = regexp.MustCompile(`http://app\.test/invitations/accept\?token=([A-Za-z0-9_%-]+)`)
+
+// links returns the invitation links emailed to addr so far, in order.
+func (s *stack) links(t *testing.T, addr string) []string {
+	t.Helper()
+	var tokens []string
+	for _, m := range s.smtp.Messages() {
+		if len(m.To) != 1 || m.To[0] != addr {
+			continue
+		}
+		d, err := m.Decode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		match := linkPattern.FindStringSubmatch(d.Text)
+		if match == nil {
+			t.Fatalf("no invitation link in email to %s:\n%s", addr, d.Text)
+		}
+		tok, _ := url.QueryUnescape(match[1])
+		tokens = append(tokens, tok)
+	}
+	return tokens
+}
+
+func (s *stack) count(t *testing.T, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := s.admin.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

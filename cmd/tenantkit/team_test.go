@@ -1,0 +1,447 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func TestCreateTenant(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+
+	t.Run("the caller owns a new tenant on a trial of the default plan", func(t *testing.T) {
+		t.Parallel()
+		owner := s.user(t, "")
+		out := s.ok(t, "createTenant", map[string]any{"name": "  Acme Inc ", "slug": "acme-inc"}, owner)
+		if out["slug"] != "acme-inc" || out["name"] != "Acme Inc" || out["role"] != "owner" {
+			t.Errorf("output = %v", out)
+		}
+		id := out["tenantId"]
+		if n := s.count(t, `SELECT count(*) FROM tenant_users WHERE tenant_id = $1 AND user_id = $2 AND role = 'owner'`, id, owner); n != 1 {
+			t.Errorf("owner memberships = %d", n)
+		}
+		if n := s.count(t, `SELECT count(*) FROM tenant_subscriptions s JOIN subscription_plans p ON p.id = s.plan_id
+			WHERE s.tenant_id = $1 AND s.status = 'trialing' AND p.is_default AND s.trial_ends_at > now() + interval '13 days'`, id); n != 1 {
+			t.Errorf("trial subscriptions = %d", n)
+		}
+		if n := s.count(t, `SELECT count(*) FROM audit_log WHERE tenant_id = $1 AND action = 'tenant.created' AND actor_id = $2`, id, owner); n != 1 {
+			t.Errorf("tenant.created audit entries by the owner = %d", n)
+		}
+	})
+
+	t.Run("bad slugs and names are refused and create nothing", func(t *testing.T) {
+		t.Parallel()
+		owner := s.user(t, "")
+		for _, in := range []map[string]any{
+			{"name": "A", "slug": "Acme"}, {"name": "A", "slug": "ab"}, {"name": "A", "slug": "-acme"},
+			{"name": "A", "slug": "acme-"}, {"name": "A", "slug": "ac--me"}, {"name": "A", "slug": "admin"},
+			{"name": "A", "slug": strings.Repeat("a", 64)}, {"name": "A", "slug": "acme'; drop table tenants;--"},
+			{"name": "   ", "slug": "fine-slug"}, {"name": strings.Repeat("n", 201), "slug": "fine-slug"},
+			{"name": "bad\x00name", "slug": "fine-slug"},
+		} {
+			s.fails(t, "invalid", "createTenant", in, owner)
+		}
+		if n := s.count(t, `SELECT count(*) FROM tenant_users WHERE user_id = $1`, owner); n != 0 {
+			t.Errorf("memberships after refusals = %d", n)
+		}
+	})
+
+	t.Run("a taken slug is slug_taken", func(t *testing.T) {
+		t.Parallel()
+		a, b := s.user(t, ""), s.user(t, "")
+		s.ok(t, "createTenant", map[string]any{"name": "One", "slug": "taken-slug"}, a)
+		s.fails(t, "slug_taken", "createTenant", map[string]any{"name": "Two", "slug": "taken-slug"}, b)
+	})
+
+	t.Run("twenty concurrent creations of one slug make one tenant", func(t *testing.T) {
+		t.Parallel()
+		var wg sync.WaitGroup
+		codes := make([]string, 20)
+		users := make([]string, 20)
+		for i := range users {
+			users[i] = s.user(t, "")
+		}
+		for i := range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := s.action(t, "createTenant", map[string]any{"name": "Race", "slug": "race-slug"}, users[i])
+				codes[i] = r.code
+			}()
+		}
+		wg.Wait()
+		won := 0
+		for _, c := range codes {
+			switch c {
+			case "":
+				won++
+			case "slug_taken":
+			default:
+				t.Errorf("unexpected code %q", c)
+			}
+		}
+		if won != 1 || s.count(t, `SELECT count(*) FROM tenants WHERE slug = 'race-slug'`) != 1 {
+			t.Errorf("%d winners, want 1", won)
+		}
+	})
+
+	t.Run("without a signed-in user it is unauthenticated", func(t *testing.T) {
+		t.Parallel()
+		s.fails(t, "unauthenticated", "createTenant", map[string]any{"name": "X", "slug": "no-user"}, "")
+		s.fails(t, "unauthenticated", "createTenant", map[string]any{"name": "X", "slug": "ghost-user"}, "3f1d5b8e-9c1e-4a57-9a51-4f0a2b6c7d8e")
+	})
+}
+
+func TestInvitations(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+
+	// invite invites email as role and delivers the insert event as Hasura would.
+	invite := func(t *testing.T, tenant, by, email, role string) string {
+		t.Helper()
+		out := s.ok(t, "inviteMember", map[string]any{"tenantId": tenant, "email": email, "role": role}, by)
+		id := out["invitationId"].(string)
+		row := s.row(t, "tenant_invitations", "id = $1", id)
+		if st := s.deliver(t, "invitation_email", "INSERT", nil, row, ""); st != http.StatusOK {
+			t.Fatalf("invitation event: %d", st)
+		}
+		return id
+	}
+
+	t.Run("invite, email, accept", func(t *testing.T) {
+		t.Parallel()
+		tenant, owner := s.tenant(t)
+		bob := s.user(t, "bob.accept@example.com")
+		out := s.ok(t, "inviteMember", map[string]any{"tenantId": tenant, "email": "  Bob.Accept@Example.COM ", "role": "member"}, owner)
+		if out["email"] != "bob.accept@example.com" || out["status"] != "pending" {
+			t.Fatalf("invitation = %v", out)
+		}
+		id := out["invitationId"].(string)
+		if n := s.count(t, `SELECT count(*) FROM tenantkit.invitation_outbox WHERE invitation_id = $1`, id); n != 1 {
+			t.Fatalf("outbox entries = %d", n)
+		}
+		row := s.row(t, "tenant_invitations", "id = $1", id)
+		eventID := "5b0c6c8e-8d0e-4a8e-b5a9-0e1f2a3b4c5d"
+		if st := s.deliver(t, "invitation_email", "INSERT", nil, row, eventID); st != http.StatusOK {
+			t.Fatalf("event: %d", st)
+		}
+		links := s.links(t, "bob.accept@example.com")
+		if len(links) != 1 {
+			t.Fatalf("%d emails, want 1", len(links))
+		}
+		if n := s.count(t, `SELECT count(*) FROM tenantkit.invitation_outbox WHERE invitation_id = $1`, id); n != 0 {
+			t.Errorf("outbox still holds the sealed token after the email was accepted")
+		}
+		// the stored hash is not the token
+		if n := s.count(t, `SELECT count(*) FROM tenant_invitations WHERE token_hash = convert_to($1, 'UTF8') OR encode(token_hash, 'base64') LIKE '%' || $1 || '%'`, links[0]); n != 0 {
+			t.Errorf("the token is stored in clear")
+		}
+		// the same delivery again sends nothing
+		if st := s.deliver(t, "invitation_email", "INSERT", nil, row, eventID); st != http.StatusOK {
+			t.Fatalf("duplicate event: %d", st)
+		}
+		if n := len(s.links(t, "bob.accept@example.com")); n != 1 {
+			t.Errorf("%d emails after a duplicate delivery, want 1", n)
+		}
+
+		m := s.ok(t, "acceptInvitation", map[string]any{"token": links[0]}, bob)
+		if m["tenantId"] != tenant || m["role"] != "member" {
+			t.Errorf("membership = %v", m)
+		}
+		again := s.ok(t, "acceptInvitation", map[string]any{"token": links[0]}, bob)
+		if again["role"] != "member" {
+			t.Errorf("second accept = %v", again)
+		}
+		if n := s.count(t, `SELECT count(*) FROM tenant_users WHERE tenant_id = $1 AND user_id = $2`, tenant, bob); n != 1 {
+			t.Errorf("memberships = %d", n)
+		}
+		s.fails(t, "invitation_used", "acceptInvitation", map[string]any{"token": links[0]}, s.user(t, ""))
+		for action, want := range map[string]int{"tenant.created": 1, "member.invited": 1, "member.joined": 2, "invitation.accepted": 1} {
+			if n := s.count(t, `SELECT count(*) FROM audit_log WHERE tenant_id = $1 AND action = $2`, tenant, action); n != want {
+				t.Errorf("audit %s entries = %d, want %d", action, n, want)
+			}
+		}
+	})
+
+	t.Run("each bad token has its own code and changes nothing", func(t *testing.T) {
+		t.Parallel()
+		tenant, owner := s.tenant(t)
+		carol := s.user(t, "carol.codes@example.com")
+		mallory := s.user(t, "mallory.codes@example.com")
+		invite(t, tenant, owner, "carol.codes@example.com", "member")
+		token := s.links(t, "carol.codes@example.com")[0]
+
+		s.fails(t, "invitation_email_mismatch", "acceptInvitation", map[string]any{"token": token}, mallory)
+		s.fails(t, "invitation_not_found", "acceptInvitation", map[string]any{"token": "AAAA" + token[4:]}, carol)
+		s.fails(t, "invitation_not_found", "acceptInvitation", map[string]any{"token": "not-a-token"}, carol)
+		s.fails(t, "invitation_not_found", "acceptInvitation", map[string]any{"token": ""}, carol)
+		s.fails(t, "unauthenticated", "acceptInvitation", map[string]any{"token": token}, "")
+
+		exec(t, s, `UPDATE tenant_invitations SET expires_at = now() - interval '1 minute' WHERE tenant_id = $1`, tenant)
+		s.fails(t, "invitation_expired", "acceptInvitation", map[string]any{"token": token}, carol)
+
+		exec(t, s, `UPDATE tenant_invitations SET expires_at = now() + interval '1 day' WHERE tenant_id = $1`, tenant)
+		id := s.row(t, "tenant_invitations", "tenant_id = $1", tenant)["id"].(string)
+		s.ok(t, "revokeInvitation", map[string]any{"invitationId": id}, owner)
+		s.ok(t, "revokeInvitation", map[string]any{"invitationId": id}, owner) // idempotent
+		s.fails(t, "invitation_revoked", "acceptInvitation", map[string]any{"token": token}, carol)
+		s.fails(t, "invitation_revoked", "resendInvitation", map[string]any{"invitationId": id}, owner)
+		if n := s.count(t, `SELECT count(*) FROM tenant_users WHERE tenant_id = $1`, tenant); n != 1 {
+			t.Errorf("members = %d, want only the owner", n)
+		}
+	})
+
+	t.Run("resend rotates the link", func(t *testing.T) {
+		t.Parallel()
+		tenant, owner := s.tenant(t)
+		dan := s.user(t, "dan.resend@example.com")
+		id := invite(t, tenant, owner, "dan.resend@example.com", "guest")
+		old := s.row(t, "tenant_invitations", "id = $1", id)
+		s.ok(t, "resendInvitation", map[string]any{"invitationId": id}, owner)
+		updated := s.row(t, "tenant_invitations", "id = $1", id)
+		if st := s.deliver(t, "invitation_email", "UPDATE", old, updated, ""); st != http.StatusOK {
+			t.Fatalf("resend event: %d", st)
+		}
+		links := s.links(t, "dan.resend@example.com")
+		if len(links) != 2 || links[0] == links[1] {
+			t.Fatalf("links = %v, want two different", links)
+		}
+		// the first event, delivered late, finds its token superseded and sends nothing
+		if st := s.deliver(t, "invitation_email", "INSERT", nil, old, ""); st != http.StatusOK {
+			t.Fatalf("late event: %d", st)
+		}
+		if n := len(s.links(t, "dan.resend@example.com")); n != 2 {
+			t.Errorf("%d emails after a superseded event, want 2", n)
+		}
+		s.fails(t, "invitation_not_found", "acceptInvitation", map[string]any{"token": links[0]}, dan)
+		if m := s.ok(t, "acceptInvitation", map[string]any{"token": links[1]}, dan); m["role"] != "guest" {
+			t.Errorf("membership = %v", m)
+		}
+	})
+
+	t.Run("a failed send is retried with the same link and sent once", func(t *testing.T) {
+		t.Parallel()
+		tenant, owner := s.tenant(t)
+		out := s.ok(t, "inviteMember", map[string]any{"tenantId": tenant, "email": "erin.retry@example.com", "role": "member"}, owner)
+		row := s.row(t, "tenant_invitations", "id = $1", out["invitationId"])
+		eventID := "6c1d7d9f-9e1f-4b9f-86ba-1f2a3b4c5d6e"
+		s.smtp.FailData(1)
+		if st := s.deliver(t, "invitation_email", "INSERT", nil, row, eventID); st < 500 {
+			t.Fatalf("delivery during an SMTP failure: %d, want 5xx so Hasura retries", st)
+		}
+		if st := s.deliver(t, "invitation_email", "INSERT", nil, row, eventID); st != http.StatusOK {
+			t.Fatalf("retry: %d", st)
+		}
+		if st := s.deliver(t, "invitation_email", "INSERT", nil, row, eventID); st != http.StatusOK {
+			t.Fatalf("duplicate: %d", st)
+		}
+		if n := len(s.links(t, "erin.retry@example.com")); n != 1 {
+			t.Errorf("%d emails, want 1", n)
+		}
+	})
+
+	t.Run("fifty concurrent accepts make one membership", func(t *testing.T) {
+		t.Parallel()
+		tenant, owner := s.tenant(t)
+		frank := s.user(t, "frank.race@example.com")
+		invite(t, tenant, owner, "frank.race@example.com", "member")
+		token := s.links(t, "frank.race@example.com")[0]
+		var wg sync.WaitGroup
+		results := make([]result, 50)
+		for i := range results {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i] = s.action(t, "acceptInvitation", map[string]any{"token": token}, frank)
+			}()
+		}
+		wg.Wait()
+		for i, r := range results {
+			if r.status != 200 {
+				t.Errorf("accept %d: %d %s", i, r.status, r.code)
+			}
+		}
+		if n := s.count(t, `SELECT count(*) FROM tenant_users WHERE tenant_id = $1 AND user_id = $2`, tenant, frank); n != 1 {
+			t.Errorf("memberships = %d", n)
+		}
+		if n := s.count(t, `SELECT count(*) FROM audit_log WHERE tenant_id = $1 AND action = 'member.joined'`, tenant); n != 2 {
+			t.Errorf("member.joined entries = %d, want 2 (owner and frank)", n)
+		}
+	})
+
+	t.Run("who may invite whom", func(t *testing.T) {
+		t.Parallel()
+		tenant, owner := s.tenant(t)
+		admin, member := s.user(t, "grace.admin@example.com"), s.user(t, "heidi.member@example.com")
+		invite(t, tenant, owner, "grace.admin@example.com", "admin")
+		invite(t, tenant, owner, "heidi.member@example.com", "member")
+		s.ok(t, "acceptInvitation", map[string]any{"token": s.links(t, "grace.admin@example.com")[0]}, admin)
+		s.ok(t, "acceptInvitation", map[string]any{"token": s.links(t, "heidi.member@example.com")[0]}, member)
+
+		s.fails(t, "forbidden", "inviteMember", map[string]any{"tenantId": tenant, "email": "x1@example.com", "role": "owner"}, admin)
+		s.ok(t, "inviteMember", map[string]any{"tenantId": tenant, "email": "x2@example.com", "role": "admin"}, admin)
+		s.fails(t, "forbidden", "inviteMember", map[string]any{"tenantId": tenant, "email": "x3@example.com", "role": "guest"}, member)
+		s.fails(t, "not_found", "inviteMember", map[string]any{"tenantId": tenant, "email": "x4@example.com", "role": "guest"}, s.user(t, ""))
+		s.fails(t, "conflict", "inviteMember", map[string]any{"tenantId": tenant, "email": "X2@example.com", "role": "member"}, owner)
+		s.fails(t, "invalid", "inviteMember", map[string]any{"tenantId": tenant, "email": "not an email", "role": "member"}, owner)
+		s.fails(t, "invalid", "inviteMember", map[string]any{"tenantId": tenant, "email": "y@example.com", "role": "superuser"}, owner)
+		s.fails(t, "invalid", "inviteMember", map[string]any{"tenantId": "not-a-uuid", "email": "y@example.com", "role": "member"}, owner)
+		// Starter allows 5 seats: owner, admin, member and the pending x2 make 4; one more fits.
+		s.ok(t, "inviteMember", map[string]any{"tenantId": tenant, "email": "x5@example.com", "role": "guest"}, owner)
+		s.fails(t, "plan_limit", "inviteMember", map[string]any{"tenantId": tenant, "email": "x6@example.com", "role": "guest"}, owner)
+	})
+}
+
+func TestRoles(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+
+	// team creates a tenant with an owner, an admin and a member (joined directly, as the system).
+	team := func(t *testing.T) (tenant, owner, admin, member string) {
+		t.Helper()
+		tenant, owner = s.tenant(t)
+		admin, member = s.user(t, ""), s.user(t, "")
+		exec(t, s, `INSERT INTO tenant_users (tenant_id, user_id, role) VALUES ($1, $2, 'admin'), ($1, $3, 'member')`, tenant, admin, member)
+		return
+	}
+	check := func(t *testing.T, tenant, user, perm string) bool {
+		t.Helper()
+		return s.ok(t, "checkPermission", map[string]any{"tenantId": tenant, "permission": perm}, user)["allowed"].(bool)
+	}
+
+	t.Run("nobody grants above their own role", func(t *testing.T) {
+		t.Parallel()
+		tenant, owner, admin, member := team(t)
+		s.fails(t, "forbidden", "changeMemberRole", map[string]any{"tenantId": tenant, "userId": member, "role": "owner"}, admin)
+		s.fails(t, "forbidden", "changeMemberRole", map[string]any{"tenantId": tenant, "userId": owner, "role": "member"}, admin)
+		s.fails(t, "forbidden", "changeMemberRole", map[string]any{"tenantId": tenant, "userId": admin, "role": "owner"}, admin)
+		s.fails(t, "forbidden", "changeMemberRole", map[string]any{"tenantId": tenant, "userId": member, "role": "member", "permissions": []any{"tenants:delete"}}, admin)
+		s.fails(t, "forbidden", "changeMemberRole", map[string]any{"tenantId": tenant, "userId": admin, "role": "member"}, member)
+		s.fails(t, "invalid", "changeMemberRole", map[string]any{"tenantId": tenant, "userId": member, "role": "member", "permissions": []any{"Bad Perm"}}, owner)
+		out := s.ok(t, "changeMemberRole", map[string]any{"tenantId": tenant, "userId": member, "role": "member", "permissions": []any{"users:invite"}}, admin)
+		if perms := out["permissions"].([]any); len(perms) != 1 || perms[0] != "users:invite" {
+			t.Errorf("permissions = %v", perms)
+		}
+		if !check(t, tenant, member, "users:invite") || check(t, tenant, member, "users:write") {
+			t.Error("custom grant not applied exactly")
+		}
+		s.ok(t, "changeMemberRole", map[string]any{"tenantId": tenant, "userId": member, "role": "admin"}, admin)
+		if got := s.ok(t, "checkPermission", map[string]any{"tenantId": tenant, "permission": "users:write"}, member); got["allowed"] != true || got["role"] != "admin" {
+			t.Errorf("after promotion: %v", got)
+		}
+	})
+
+	t.Run("the last owner stays", func(t *testing.T) {
+		t.Parallel()
+		tenant, owner, admin, _ := team(t)
+		s.fails(t, "last_owner", "changeMemberRole", map[string]any{"tenantId": tenant, "userId": owner, "role": "admin"}, owner)
+		s.fails(t, "last_owner", "removeMember", map[string]any{"tenantId": tenant, "userId": owner}, owner)
+		s.fails(t, "forbidden", "removeMember", map[string]any{"tenantId": tenant, "userId": owner}, admin)
+		if n := s.count(t, `SELECT count(*) FROM tenant_users WHERE tenant_id = $1 AND role = 'owner'`, tenant); n != 1 {
+			t.Errorf("owners = %d", n)
+		}
+	})
+
+	t.Run("members leave, admins remove, strangers see nothing", func(t *testing.T) {
+		t.Parallel()
+		tenant, owner, admin, member := team(t)
+		stranger := s.user(t, "")
+		s.fails(t, "not_found", "removeMember", map[string]any{"tenantId": tenant, "userId": member}, stranger)
+		s.fails(t, "not_found", "removeMember", map[string]any{"tenantId": tenant, "userId": stranger}, owner)
+		s.ok(t, "removeMember", map[string]any{"tenantId": tenant, "userId": member}, member)
+		if check(t, tenant, member, "projects:read") {
+			t.Error("a member who left still reads projects")
+		}
+		s.ok(t, "removeMember", map[string]any{"tenantId": tenant, "userId": admin}, owner)
+		if n := s.count(t, `SELECT count(*) FROM audit_log WHERE tenant_id = $1 AND action IN ('member.left', 'member.removed')`, tenant); n != 2 {
+			t.Errorf("leave/remove audit entries = %d", n)
+		}
+	})
+
+	t.Run("ownership transfers atomically", func(t *testing.T) {
+		t.Parallel()
+		tenant, owner, admin, member := team(t)
+		s.fails(t, "forbidden", "transferOwnership", map[string]any{"tenantId": tenant, "userId": member}, admin)
+		s.fails(t, "not_found", "transferOwnership", map[string]any{"tenantId": tenant, "userId": s.user(t, "")}, owner)
+		s.ok(t, "transferOwnership", map[string]any{"tenantId": tenant, "userId": member}, owner)
+		if got := s.count(t, `SELECT count(*) FROM tenant_users WHERE tenant_id = $1 AND role = 'owner' AND user_id = $2`, tenant, member); got != 1 {
+			t.Error("the new owner is not owner")
+		}
+		if got := s.count(t, `SELECT count(*) FROM tenant_users WHERE tenant_id = $1 AND role = 'admin' AND user_id = $2`, tenant, owner); got != 1 {
+			t.Error("the previous owner is not admin")
+		}
+		if n := s.count(t, `SELECT count(*) FROM audit_log WHERE tenant_id = $1 AND action = 'ownership.transferred' AND actor_id = $2`, tenant, owner); n != 1 {
+			t.Errorf("ownership.transferred entries = %d", n)
+		}
+	})
+
+	t.Run("checkPermission", func(t *testing.T) {
+		t.Parallel()
+		tenant, owner, admin, member := team(t)
+		for _, c := range []struct {
+			user, perm string
+			want       bool
+		}{
+			{owner, "tenants:delete", true}, {owner, "anything:at_all", true},
+			{admin, "users:invite", true}, {admin, "billing:manage", true}, {admin, "tenants:delete", false},
+			{member, "projects:write", true}, {member, "users:invite", false},
+			{s.user(t, ""), "projects:read", false},
+		} {
+			if got := check(t, tenant, c.user, c.perm); got != c.want {
+				t.Errorf("%s %s = %v, want %v", c.user, c.perm, got, c.want)
+			}
+		}
+		// a non-member and a tenant that does not exist look the same
+		a := s.ok(t, "checkPermission", map[string]any{"tenantId": tenant, "permission": "projects:read"}, s.user(t, ""))
+		b := s.ok(t, "checkPermission", map[string]any{"tenantId": "00000000-0000-4000-8000-000000000000", "permission": "projects:read"}, owner)
+		if a["allowed"] != false || a["role"] != nil || b["allowed"] != false || b["role"] != nil {
+			t.Errorf("non-member %v, missing tenant %v", a, b)
+		}
+		s.fails(t, "invalid", "checkPermission", map[string]any{"tenantId": tenant, "permission": "projects"}, owner)
+		// a removal is seen by the very next check
+		s.ok(t, "removeMember", map[string]any{"tenantId": tenant, "userId": member}, admin)
+		if check(t, tenant, member, "projects:write") {
+			t.Error("stale grant after removal")
+		}
+	})
+
+	t.Run("myPermissions through the remote schema", func(t *testing.T) {
+		t.Parallel()
+		tenant, _, admin, _ := team(t)
+		q := `query($t: ID!) { myPermissions(tenantId: $t) { tenantId role permissions } }`
+		res, err := s.hasura.RemoteSchema(context.Background(), "tenantkit", q, map[string]any{"t": tenant}, session(admin))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct {
+			Data struct {
+				MyPermissions struct {
+					Role        *string
+					Permissions []string
+				}
+			}
+			Errors []any
+		}
+		if err := res.JSON(&body); err != nil || len(body.Errors) > 0 {
+			t.Fatalf("%v %s", err, res.Body)
+		}
+		p := body.Data.MyPermissions
+		if p.Role == nil || *p.Role != "admin" || strings.Join(p.Permissions, ",") != "billing:*,projects:*,settings:read,settings:write,users:*" {
+			t.Errorf("myPermissions = %v %v", p.Role, p.Permissions)
+		}
+		res, _ = s.hasura.RemoteSchema(context.Background(), "tenantkit", q, map[string]any{"t": tenant}, session(s.user(t, "")))
+		if err := res.JSON(&body); err != nil || body.Data.MyPermissions.Role != nil || len(body.Data.MyPermissions.Permissions) != 0 {
+			t.Errorf("a stranger's permissions: %s", res.Body)
+		}
+	})
+}
+
+func exec(t *testing.T, s *stack, sql string, args ...any) {
+	t.Helper()
+	if _, err := s.admin.Exec(context.Background(), sql, args...); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,33 @@
+package mail
+
+import (
+	"context"
+
+	"github.com/rs/zerolog"
+)
+
+// LogSender is the development mode (SMTP_URL unset): instead of sending, it writes each message
+// as one info-level line to Log, with the fields to, subject, id, text and html (whether an HTML
+// part was given), so that a developer can follow an invitation link from the log.
+//
+// Send checks the message exactly as the SMTP sender does, so a header injection or a malformed
+// address fails in development too (Invalid); otherwise it returns nil.
+type LogSender struct {
+	Log zerolog.Logger
+}
+
+// Send implements Sender.
+func (s LogSender) Send(_ context.Context, m Message) error {
+	to, id, err := check(m)
+	if err != nil {
+		return err
+	}
+	s.Log.Info().
+		Str("to", to.Address).
+		Str("subject", m.Subject).
+		Str("id", id).
+		Str("text", m.Text).
+		Bool("html", m.HTML != "").
+		Msg("email not sent, written to the log (SMTP_URL is unset)")
+	return nil
+}

@@ -1,0 +1,391 @@
+package team
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"html"
+	"net/url"
+	"slices"
+	"time"
+
+	"github.com/tenantkit/tenantkit"
+)
+
+// Service implements team management. Configure every field; see cmd/tenantkit.
+type Service struct {
+	Store         Store
+	Box           *Box
+	Mailer        tenantkit.Mailer
+	AppURL        string        // links in emails: AppURL + "/invitations/accept?token=…"
+	InvitationTTL time.Duration // how long an invitation stays valid (default 7 days)
+	TrialPeriod   time.Duration // trial on the default plan for a new tenant (default 14 days)
+	Now           func() time.Time
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *Service) ttl() time.Duration {
+	if s.InvitationTTL > 0 {
+		return s.InvitationTTL
+	}
+	return 7 * 24 * time.Hour
+}
+
+func (s *Service) trial() time.Duration {
+	if s.TrialPeriod > 0 {
+		return s.TrialPeriod
+	}
+	return 14 * 24 * time.Hour
+}
+
+// caller returns the signed-in user of the session. Errors: unauthenticated.
+func caller(sess tenantkit.Session) (string, error) {
+	if ValidateID("x-hasura-user-id", sess.UserID()) != nil {
+		return "", tenantkit.Errorf(tenantkit.Unauthenticated, "sign in first")
+	}
+	return sess.UserID(), nil
+}
+
+// member returns the caller's membership of the tenant. A non-member gets not_found, whether or not
+// the tenant exists, so the answer reveals nothing.
+func (s *Service) member(ctx context.Context, sess tenantkit.Session, tenantID string) (Membership, error) {
+	if err := ValidateID("tenantId", tenantID); err != nil {
+		return Membership{}, err
+	}
+	m, err := s.Store.Membership(ctx, sess, tenantID)
+	if tenantkit.ErrorCode(err) == tenantkit.NotFound {
+		return m, tenantkit.Errorf(tenantkit.NotFound, "tenant not found")
+	}
+	return m, err
+}
+
+// require returns the caller's membership when it allows perm. Errors: not_found (not a member),
+// forbidden.
+func (s *Service) require(ctx context.Context, sess tenantkit.Session, tenantID, perm string) (Membership, error) {
+	m, err := s.member(ctx, sess, tenantID)
+	if err != nil {
+		return m, err
+	}
+	if !tenantkit.Allows(m.Role, m.Permissions, perm) {
+		return m, tenantkit.Errorf(tenantkit.Forbidden, "your role does not allow %s", perm)
+	}
+	return m, nil
+}
+
+// CreateTenant creates a tenant whose owner is the caller, on a trial of the default plan, in one
+// transaction. Errors: unauthenticated, invalid, slug_taken.
+func (s *Service) CreateTenant(ctx context.Context, sess tenantkit.Session, name, slug string) (Tenant, error) {
+	uid, err := caller(sess)
+	if err != nil {
+		return Tenant{}, err
+	}
+	if name, err = ValidateName(name); err != nil {
+		return Tenant{}, err
+	}
+	if err := ValidateSlug(slug); err != nil {
+		return Tenant{}, err
+	}
+	t, err := s.Store.CreateTenant(ctx, sess, NewTenant{Slug: slug, Name: name, OwnerID: uid, TrialEndsAt: s.now().Add(s.trial())})
+	if tenantkit.ErrorCode(err) == tenantkit.Conflict {
+		return t, tenantkit.Errorf(SlugTaken, "slug %q is taken", slug)
+	}
+	return t, err
+}
+
+// Invite invites email to the tenant with role. The caller needs users:invite and may not invite
+// above their own role; the plan's member limit counts pending invitations. The email goes out
+// through the invitation event trigger. Errors: unauthenticated, invalid, not_found, forbidden,
+// conflict (a pending invitation for that email exists), plan_limit.
+func (s *Service) Invite(ctx context.Context, sess tenantkit.Session, tenantID, email, role string) (Invitation, error) {
+	uid, err := caller(sess)
+	if err != nil {
+		return Invitation{}, err
+	}
+	r, err := ParseRole(role)
+	if err != nil {
+		return Invitation{}, err
+	}
+	if email, err = NormalizeEmail(email); err != nil {
+		return Invitation{}, err
+	}
+	m, err := s.require(ctx, sess, tenantID, "users:invite")
+	if err != nil {
+		return Invitation{}, err
+	}
+	if !m.Role.AtLeast(r) {
+		return Invitation{}, tenantkit.Errorf(tenantkit.Forbidden, "you cannot invite someone as %s, above your own role", r)
+	}
+	_, tok, err := s.Box.NewToken()
+	if err != nil {
+		return Invitation{}, err
+	}
+	inv, err := s.Store.CreateInvitation(ctx, sess, NewInvitation{
+		TenantID: tenantID, Email: email, Role: r, InvitedBy: uid, Token: tok, ExpiresAt: s.now().Add(s.ttl()),
+	})
+	if tenantkit.ErrorCode(err) == tenantkit.Conflict {
+		return inv, tenantkit.Errorf(tenantkit.Conflict, "%s already has a pending invitation", email)
+	}
+	return inv, err
+}
+
+// Resend gives a pending or expired invitation a new token (the old link stops working) and a new
+// expiry; the event trigger emails the new link. Errors: unauthenticated, invalid, not_found,
+// forbidden, plan_limit (an expired invitation takes a seat again), invitation_used,
+// invitation_revoked.
+func (s *Service) Resend(ctx context.Context, sess tenantkit.Session, invitationID string) (Invitation, error) {
+	if _, err := caller(sess); err != nil {
+		return Invitation{}, err
+	}
+	if err := ValidateID("invitationId", invitationID); err != nil {
+		return Invitation{}, err
+	}
+	_, tok, err := s.Box.NewToken()
+	if err != nil {
+		return Invitation{}, err
+	}
+	inv, err := s.Store.RotateInvitation(ctx, sess, invitationID, tok, s.now().Add(s.ttl()))
+	return inv, invitationStateError(inv, err)
+}
+
+// Revoke ends a pending invitation. Revoking a revoked invitation again succeeds (idempotent).
+// Errors: unauthenticated, invalid, not_found, forbidden, invitation_used.
+func (s *Service) Revoke(ctx context.Context, sess tenantkit.Session, invitationID string) (Invitation, error) {
+	if _, err := caller(sess); err != nil {
+		return Invitation{}, err
+	}
+	if err := ValidateID("invitationId", invitationID); err != nil {
+		return Invitation{}, err
+	}
+	inv, err := s.Store.RevokeInvitation(ctx, sess, invitationID)
+	if tenantkit.ErrorCode(err) == tenantkit.Conflict && inv.Status == "revoked" {
+		return inv, nil
+	}
+	return inv, invitationStateError(inv, err)
+}
+
+// invitationStateError turns a refused state change into the code of the invitation's state.
+func invitationStateError(inv Invitation, err error) error {
+	if tenantkit.ErrorCode(err) != tenantkit.Conflict {
+		return err
+	}
+	switch inv.Status {
+	case "accepted":
+		return tenantkit.Errorf(InvitationUsed, "the invitation was already accepted")
+	case "revoked":
+		return tenantkit.Errorf(InvitationRevoked, "the invitation was revoked")
+	}
+	return err
+}
+
+// Accept makes the caller a member with the invitation's role. It works only for the signed-in
+// user whose email matches the invitation's (case-insensitively), only once, and repeating it as
+// that user succeeds again without a second membership. Errors: unauthenticated,
+// invitation_not_found (also for malformed tokens), invitation_expired, invitation_revoked,
+// invitation_used, invitation_email_mismatch, plan_limit.
+func (s *Service) Accept(ctx context.Context, sess tenantkit.Session, token string) (Membership, error) {
+	uid, err := caller(sess)
+	if err != nil {
+		return Membership{}, err
+	}
+	hash, ok := HashToken(token)
+	if !ok {
+		return Membership{}, tenantkit.Errorf(InvitationNotFound, "invitation not found")
+	}
+	now := s.now()
+	return s.Store.AcceptInvitation(ctx, sess, hash, func(inv Invitation, found bool, userEmail string) (bool, error) {
+		switch {
+		case !found:
+			return false, tenantkit.Errorf(InvitationNotFound, "invitation not found")
+		case inv.Status == "accepted" && inv.AcceptedBy == uid:
+			return true, nil
+		case inv.Status == "accepted":
+			return false, tenantkit.Errorf(InvitationUsed, "the invitation was already accepted")
+		case inv.Status == "revoked":
+			return false, tenantkit.Errorf(InvitationRevoked, "the invitation was revoked")
+		case inv.Status == "expired" || !now.Before(inv.ExpiresAt):
+			return false, tenantkit.Errorf(InvitationExpired, "the invitation expired; ask for a new one")
+		case normalized(userEmail) != inv.Email:
+			return false, tenantkit.Errorf(InvitationEmailMismatch, "the invitation was sent to another email address")
+		}
+		return false, nil
+	})
+}
+
+func normalized(email string) string {
+	e, err := NormalizeEmail(email)
+	if err != nil {
+		return ""
+	}
+	return e
+}
+
+// ChangeRole sets a member's role and, when permissions is not nil, their custom grants. The
+// caller needs users:write, must rank at least the member's current and new role, and can grant
+// only permissions they hold themselves; the last owner cannot be demoted. Errors: unauthenticated,
+// invalid, not_found, forbidden, last_owner.
+func (s *Service) ChangeRole(ctx context.Context, sess tenantkit.Session, tenantID, userID, role string, permissions []string) (Membership, error) {
+	if _, err := caller(sess); err != nil {
+		return Membership{}, err
+	}
+	r, err := ParseRole(role)
+	if err != nil {
+		return Membership{}, err
+	}
+	if err := ValidateID("userId", userID); err != nil {
+		return Membership{}, err
+	}
+	for _, p := range permissions {
+		if !tenantkit.ValidPermission(p) {
+			return Membership{}, tenantkit.Errorf(tenantkit.Invalid, "permission %q is not of the form resource:action", p)
+		}
+	}
+	me, err := s.require(ctx, sess, tenantID, "users:write")
+	if err != nil {
+		return Membership{}, err
+	}
+	if !me.Role.AtLeast(r) {
+		return Membership{}, tenantkit.Errorf(tenantkit.Forbidden, "you cannot make someone %s, above your own role", r)
+	}
+	for _, p := range permissions {
+		if !tenantkit.Allows(me.Role, me.Permissions, p) {
+			return Membership{}, tenantkit.Errorf(tenantkit.Forbidden, "you cannot grant %s, which you do not hold", p)
+		}
+	}
+	m := Membership{TenantID: tenantID, UserID: userID, Role: r, Permissions: permissions}
+	out, err := s.Store.UpdateMember(ctx, sess, m)
+	if tenantkit.ErrorCode(err) == tenantkit.Forbidden {
+		return out, tenantkit.Errorf(tenantkit.Forbidden, "you cannot change the role of someone above your own role")
+	}
+	return out, err
+}
+
+// Remove removes a member; a member may remove themself (leave). The caller otherwise needs
+// users:write and a role at least the member's; the last owner can neither be removed nor leave.
+// Errors: unauthenticated, invalid, not_found, forbidden, last_owner.
+func (s *Service) Remove(ctx context.Context, sess tenantkit.Session, tenantID, userID string) error {
+	uid, err := caller(sess)
+	if err != nil {
+		return err
+	}
+	if err := ValidateID("userId", userID); err != nil {
+		return err
+	}
+	if _, err := s.member(ctx, sess, tenantID); err != nil {
+		return err
+	}
+	err = s.Store.RemoveMember(ctx, sess, tenantID, userID)
+	if tenantkit.ErrorCode(err) == tenantkit.Forbidden && userID != uid {
+		return tenantkit.Errorf(tenantkit.Forbidden, "you cannot remove this member")
+	}
+	return err
+}
+
+// Transfer makes userID (already a member) an owner and the caller, an owner, an admin, in one
+// transaction. Errors: unauthenticated, invalid, not_found, forbidden (the caller is not an owner).
+func (s *Service) Transfer(ctx context.Context, sess tenantkit.Session, tenantID, userID string) error {
+	uid, err := caller(sess)
+	if err != nil {
+		return err
+	}
+	if err := ValidateID("userId", userID); err != nil {
+		return err
+	}
+	me, err := s.member(ctx, sess, tenantID)
+	if err != nil {
+		return err
+	}
+	if me.Role != tenantkit.Owner {
+		return tenantkit.Errorf(tenantkit.Forbidden, "only an owner can transfer ownership")
+	}
+	if userID == uid {
+		return tenantkit.Errorf(tenantkit.Invalid, "you already own this tenant")
+	}
+	return s.Store.TransferOwnership(ctx, sess, tenantID, uid, userID)
+}
+
+// Check reports whether the caller's role and custom grants allow permission in the tenant, and
+// the caller's role there. A non-member gets false and no role, never an error that reveals whether
+// the tenant exists. Errors: invalid (malformed permission or id), unavailable.
+func (s *Service) Check(ctx context.Context, sess tenantkit.Session, tenantID, permission string) (bool, tenantkit.Role, error) {
+	if !tenantkit.ValidPermission(permission) {
+		return false, "", tenantkit.Errorf(tenantkit.Invalid, "permission must be of the form resource:action")
+	}
+	if err := ValidateID("tenantId", tenantID); err != nil {
+		return false, "", err
+	}
+	if _, err := caller(sess); err != nil {
+		return false, "", nil
+	}
+	m, err := s.Store.Membership(ctx, sess, tenantID)
+	if tenantkit.ErrorCode(err) == tenantkit.NotFound {
+		return false, "", nil
+	}
+	if err != nil {
+		return false, "", err
+	}
+	return tenantkit.Allows(m.Role, m.Permissions, permission), m.Role, nil
+}
+
+// Permissions returns the caller's role in the tenant and its effective grants (the role's plus
+// the custom ones, deduplicated, sorted). A non-member gets no role and no grants.
+func (s *Service) Permissions(ctx context.Context, sess tenantkit.Session, tenantID string) (tenantkit.Role, []string, error) {
+	if err := ValidateID("tenantId", tenantID); err != nil {
+		return "", nil, err
+	}
+	if _, err := caller(sess); err != nil {
+		return "", []string{}, nil
+	}
+	m, err := s.Store.Membership(ctx, sess, tenantID)
+	if tenantkit.ErrorCode(err) == tenantkit.NotFound {
+		return "", []string{}, nil
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	grants := append(slices.Clone(tenantkit.RolePermissions[m.Role]), m.Permissions...)
+	slices.Sort(grants)
+	return m.Role, slices.Compact(grants), nil
+}
+
+// SendInvitationEmail emails the invitation link for the token whose hash the event carried, if
+// that token is still the invitation's current one and has not been emailed yet; the outbox entry
+// is cleared only after the mail server accepted the message, so a failure is retried with the
+// same link. Errors: unavailable (retry), invalid (the recipient was refused for good).
+func (s *Service) SendInvitationEmail(ctx context.Context, tenantID, invitationID string, tokenHash []byte) error {
+	e, ok, err := s.Store.PendingInvitationEmail(ctx, tenantID, invitationID, tokenHash)
+	if err != nil || !ok {
+		return err
+	}
+	token, err := s.Box.Open(e.Sealed, tokenHash)
+	if err != nil {
+		return fmt.Errorf("open sealed invitation token: %w", err)
+	}
+	link := s.AppURL + "/invitations/accept?token=" + url.QueryEscape(token)
+	inviter := e.InviterName
+	if inviter == "" {
+		inviter = "A teammate"
+	}
+	subject := fmt.Sprintf("%s invited you to join %s", inviter, e.TenantName)
+	text := fmt.Sprintf("%s invited you to join %s as %s.\n\nAccept the invitation:\n%s\n\nThe link works until %s and only for %s.\n",
+		inviter, e.TenantName, e.Role, link, e.ExpiresAt.UTC().Format("2 January 2006 15:04 MST"), e.Email)
+	body := fmt.Sprintf(`<p>%s invited you to join <strong>%s</strong> as %s.</p><p><a href="%s">Accept the invitation</a></p><p>The link works until %s and only for %s.</p>`,
+		html.EscapeString(inviter), html.EscapeString(e.TenantName), e.Role, html.EscapeString(link),
+		e.ExpiresAt.UTC().Format("2 January 2006 15:04 MST"), html.EscapeString(e.Email))
+	err = s.Mailer.Send(ctx, tenantkit.Email{
+		ID:      "invitation-" + invitationID + "-" + hex.EncodeToString(tokenHash[:8]),
+		To:      e.Email,
+		Subject: subject,
+		Text:    text,
+		HTML:    body,
+	})
+	if err != nil {
+		return err
+	}
+	return s.Store.ClearInvitationEmail(ctx, tenantID, invitationID, tokenHash)
+}

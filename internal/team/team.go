@@ -1,0 +1,102 @@
+// Package team is the domain of tenants, members, invitations and permissions: the rules users
+// expect (slugs, who may invite whom, invitation lifecycle, the last owner) on top of a Store that
+// persists them. The Store runs under RLS, so the database enforces the same boundaries again.
+package team
+
+import (
+	"context"
+	"time"
+
+	"github.com/tenantkit/tenantkit"
+)
+
+// Finer error codes a client must tell apart (on top of tenantkit's codes).
+const (
+	SlugTaken               = "slug_taken"
+	InvitationNotFound      = "invitation_not_found"
+	InvitationExpired       = "invitation_expired"
+	InvitationRevoked       = "invitation_revoked"
+	InvitationUsed          = "invitation_used"
+	InvitationEmailMismatch = "invitation_email_mismatch"
+)
+
+// Tenant is an organisation using the platform.
+type Tenant struct {
+	ID        string
+	Slug      string
+	Name      string
+	CreatedAt time.Time
+}
+
+// Membership is a user's place in a tenant.
+type Membership struct {
+	TenantID    string
+	UserID      string
+	Role        tenantkit.Role
+	Permissions []string // custom grants on top of the role's
+}
+
+// Invitation is an invitation to join a tenant. Its token is never stored, only its hash.
+type Invitation struct {
+	ID         string
+	TenantID   string
+	Email      string
+	Role       tenantkit.Role
+	Status     string // pending, accepted, revoked, expired
+	ExpiresAt  time.Time
+	AcceptedBy string
+}
+
+// NewTenant is what CreateTenant stores.
+type NewTenant struct {
+	Slug, Name  string
+	OwnerID     string
+	TrialEndsAt time.Time
+}
+
+// NewInvitation is what CreateInvitation stores: the token's hash, and the token sealed for the
+// email outbox.
+type NewInvitation struct {
+	TenantID  string
+	Email     string
+	Role      tenantkit.Role
+	InvitedBy string
+	Token     SealedToken
+	ExpiresAt time.Time
+}
+
+// InvitationEmail is what the invitation email needs, read from the outbox.
+type InvitationEmail struct {
+	Invitation
+	TenantName  string
+	InviterName string
+	Sealed      []byte
+}
+
+// Store persists the team domain. Methods taking a session run as that caller under RLS (except
+// CreateTenant and AcceptInvitation, the system path, which record the caller as the actor).
+// Errors are tenantkit errors: not_found, forbidden (RLS refused), conflict, plan_limit,
+// last_owner, unavailable.
+type Store interface {
+	CreateTenant(ctx context.Context, s tenantkit.Session, t NewTenant) (Tenant, error)
+	// Membership returns the caller's own membership of the tenant; not_found when none.
+	Membership(ctx context.Context, s tenantkit.Session, tenantID string) (Membership, error)
+	CreateInvitation(ctx context.Context, s tenantkit.Session, inv NewInvitation) (Invitation, error)
+	// RotateInvitation replaces the token and expiry of a pending or expired invitation.
+	RotateInvitation(ctx context.Context, s tenantkit.Session, invitationID string, tok SealedToken, expiresAt time.Time) (Invitation, error)
+	RevokeInvitation(ctx context.Context, s tenantkit.Session, invitationID string) (Invitation, error)
+	// AcceptInvitation locks the invitation with this token hash and the caller's email, asks
+	// decide whether to proceed (decide returns done=true for an idempotent repeat), then makes the
+	// caller a member and marks the invitation accepted, all in one transaction.
+	AcceptInvitation(ctx context.Context, s tenantkit.Session, tokenHash []byte,
+		decide func(inv Invitation, found bool, userEmail string) (done bool, err error)) (Membership, error)
+	UpdateMember(ctx context.Context, s tenantkit.Session, m Membership) (Membership, error)
+	RemoveMember(ctx context.Context, s tenantkit.Session, tenantID, userID string) error
+	// TransferOwnership makes to an owner and from an admin, atomically.
+	TransferOwnership(ctx context.Context, s tenantkit.Session, tenantID, from, to string) error
+	// PendingInvitationEmail returns the outbox entry of the invitation if its token hash is still
+	// tokenHash (false when sent already or superseded by a newer token).
+	PendingInvitationEmail(ctx context.Context, tenantID, invitationID string, tokenHash []byte) (InvitationEmail, bool, error)
+	// ClearInvitationEmail removes the outbox entry once its email was accepted for delivery.
+	ClearInvitationEmail(ctx context.Context, tenantID, invitationID string, tokenHash []byte) error
+}
