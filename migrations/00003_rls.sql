@@ -3,8 +3,12 @@
 -- Policies TO tenantkit_app implement the role table of DESIGN.md for the caller named by
 -- hasura.user. They never query their own table: membership comes from tenantkit.member_tenants(),
 -- a SECURITY DEFINER function owned by tenantkit_system, whose own reads see rows only through the
--- system_all policies (which call nothing). Every call sits in a scalar sub-select, so it runs once per
--- statement (an InitPlan) and each row costs one array lookup.
+-- system_all policies (which call nothing). Every call sits in an uncorrelated sub-select,
+-- `tenant_id IN (SELECT unnest(tenantkit.member_tenants(…)))`, which PostgreSQL runs once per
+-- statement as a hashed SubPlan: each row then costs one hash probe. The form matters: written as
+-- `tenant_id = ANY (…)` the policy becomes an index condition that, next to the query's own
+-- `tenant_id = $1`, wrecks the row estimate and the (tenant_id, created_at) order, so "the latest
+-- 50 projects of a large tenant" turned into a bitmap scan and a sort of all of its rows.
 --
 -- What each command needs (row.role is the role a membership or invitation grants):
 --   tenants              select: member      update: settings:write   delete: tenants:delete   insert: system only
@@ -108,53 +112,53 @@ CREATE POLICY system_all ON projects TO tenantkit_system USING (true) WITH CHECK
 
 -- tenants
 CREATE POLICY app_select ON tenants FOR SELECT TO tenantkit_app
-  USING (id = ANY ((SELECT tenantkit.member_tenants())::uuid[]));
+  USING (id IN (SELECT unnest(tenantkit.member_tenants())));
 CREATE POLICY app_update ON tenants FOR UPDATE TO tenantkit_app
-  USING (id = ANY ((SELECT tenantkit.member_tenants('settings:write'))::uuid[]))
-  WITH CHECK (id = ANY ((SELECT tenantkit.member_tenants('settings:write'))::uuid[]));
+  USING (id IN (SELECT unnest(tenantkit.member_tenants('settings:write'))))
+  WITH CHECK (id IN (SELECT unnest(tenantkit.member_tenants('settings:write'))));
 CREATE POLICY app_delete ON tenants FOR DELETE TO tenantkit_app
-  USING (id = ANY ((SELECT tenantkit.member_tenants('tenants:delete'))::uuid[]));
+  USING (id IN (SELECT unnest(tenantkit.member_tenants('tenants:delete'))));
 
 -- tenant_users: managing a membership needs users:write and a role at least the membership's.
 CREATE POLICY app_select ON tenant_users FOR SELECT TO tenantkit_app
-  USING (tenant_id = ANY ((SELECT tenantkit.member_tenants())::uuid[]));
+  USING (tenant_id IN (SELECT unnest(tenantkit.member_tenants())));
 CREATE POLICY app_insert ON tenant_users FOR INSERT TO tenantkit_app
-  WITH CHECK ((tenant_id::text || '/' || role::text) = ANY ((SELECT tenantkit.manageable_roles('users:write'))::text[]));
+  WITH CHECK ((tenant_id::text || '/' || role::text) IN (SELECT unnest(tenantkit.manageable_roles('users:write'))));
 CREATE POLICY app_update ON tenant_users FOR UPDATE TO tenantkit_app
-  USING ((tenant_id::text || '/' || role::text) = ANY ((SELECT tenantkit.manageable_roles('users:write'))::text[]))
-  WITH CHECK ((tenant_id::text || '/' || role::text) = ANY ((SELECT tenantkit.manageable_roles('users:write'))::text[]));
+  USING ((tenant_id::text || '/' || role::text) IN (SELECT unnest(tenantkit.manageable_roles('users:write'))))
+  WITH CHECK ((tenant_id::text || '/' || role::text) IN (SELECT unnest(tenantkit.manageable_roles('users:write'))));
 CREATE POLICY app_delete ON tenant_users FOR DELETE TO tenantkit_app
   USING (user_id = (SELECT tenantkit.current_user_id())
-    OR ((tenant_id::text || '/' || role::text) = ANY ((SELECT tenantkit.manageable_roles('users:write'))::text[])));
+    OR ((tenant_id::text || '/' || role::text) IN (SELECT unnest(tenantkit.manageable_roles('users:write')))));
 
 -- tenant_invitations: inviting needs users:invite and a role at least the invitation's.
 CREATE POLICY app_select ON tenant_invitations FOR SELECT TO tenantkit_app
-  USING (tenant_id = ANY ((SELECT tenantkit.member_tenants('users:invite'))::uuid[]));
+  USING (tenant_id IN (SELECT unnest(tenantkit.member_tenants('users:invite'))));
 CREATE POLICY app_insert ON tenant_invitations FOR INSERT TO tenantkit_app
-  WITH CHECK ((tenant_id::text || '/' || role::text) = ANY ((SELECT tenantkit.manageable_roles('users:invite'))::text[]));
+  WITH CHECK ((tenant_id::text || '/' || role::text) IN (SELECT unnest(tenantkit.manageable_roles('users:invite'))));
 CREATE POLICY app_update ON tenant_invitations FOR UPDATE TO tenantkit_app
-  USING ((tenant_id::text || '/' || role::text) = ANY ((SELECT tenantkit.manageable_roles('users:invite'))::text[]))
-  WITH CHECK ((tenant_id::text || '/' || role::text) = ANY ((SELECT tenantkit.manageable_roles('users:invite'))::text[]));
+  USING ((tenant_id::text || '/' || role::text) IN (SELECT unnest(tenantkit.manageable_roles('users:invite'))))
+  WITH CHECK ((tenant_id::text || '/' || role::text) IN (SELECT unnest(tenantkit.manageable_roles('users:invite'))));
 CREATE POLICY app_delete ON tenant_invitations FOR DELETE TO tenantkit_app
-  USING ((tenant_id::text || '/' || role::text) = ANY ((SELECT tenantkit.manageable_roles('users:invite'))::text[]));
+  USING ((tenant_id::text || '/' || role::text) IN (SELECT unnest(tenantkit.manageable_roles('users:invite'))));
 
 -- projects
 CREATE POLICY app_select ON projects FOR SELECT TO tenantkit_app
-  USING (tenant_id = ANY ((SELECT tenantkit.member_tenants('projects:read'))::uuid[]));
+  USING (tenant_id IN (SELECT unnest(tenantkit.member_tenants('projects:read'))));
 CREATE POLICY app_insert ON projects FOR INSERT TO tenantkit_app
-  WITH CHECK (tenant_id = ANY ((SELECT tenantkit.member_tenants('projects:write'))::uuid[])
+  WITH CHECK (tenant_id IN (SELECT unnest(tenantkit.member_tenants('projects:write')))
     AND owner_id = (SELECT tenantkit.current_user_id()));
 CREATE POLICY app_update ON projects FOR UPDATE TO tenantkit_app
-  USING (tenant_id = ANY ((SELECT tenantkit.member_tenants('projects:write'))::uuid[]))
-  WITH CHECK (tenant_id = ANY ((SELECT tenantkit.member_tenants('projects:write'))::uuid[]));
+  USING (tenant_id IN (SELECT unnest(tenantkit.member_tenants('projects:write'))))
+  WITH CHECK (tenant_id IN (SELECT unnest(tenantkit.member_tenants('projects:write'))));
 CREATE POLICY app_delete ON projects FOR DELETE TO tenantkit_app
-  USING (tenant_id = ANY ((SELECT tenantkit.member_tenants('projects:write'))::uuid[]));
+  USING (tenant_id IN (SELECT unnest(tenantkit.member_tenants('projects:write'))));
 
 -- read-only for members
 CREATE POLICY app_select ON tenant_subscriptions FOR SELECT TO tenantkit_app
-  USING (tenant_id = ANY ((SELECT tenantkit.member_tenants())::uuid[]));
+  USING (tenant_id IN (SELECT unnest(tenantkit.member_tenants())));
 CREATE POLICY app_select ON billing_usage FOR SELECT TO tenantkit_app
-  USING (tenant_id = ANY ((SELECT tenantkit.member_tenants())::uuid[]));
+  USING (tenant_id IN (SELECT unnest(tenantkit.member_tenants())));
 CREATE POLICY app_select ON subscription_plans FOR SELECT TO tenantkit_app USING (true);
 
 -- Grants: the policies decide rows, the grants decide commands.

@@ -224,6 +224,7 @@ func TestInvitations(t *testing.T) {
 
 	t.Run("a failed send is retried with the same link and sent once", func(t *testing.T) {
 		t.Parallel()
+		s := newStack(t) // its own SMTP peer: the failure it injects must hit this delivery only
 		tenant, owner := s.tenant(t)
 		out := s.ok(t, "inviteMember", map[string]any{"tenantId": tenant, "email": "erin.retry@example.com", "role": "member"}, owner)
 		row := s.row(t, "tenant_invitations", "id = $1", out["invitationId"])
