@@ -23,7 +23,7 @@
 
 -- Both helpers run once per statement that touches a tenant table, so they are PL/pgSQL: their
 -- queries are planned once per session and cached, where a SQL function's body would be parsed and
--- planned again on every call. The permission test is written out inline for the same reason.
+-- planned again on every call (tenantkit.allows inlines into them).
 -- PARALLEL UNSAFE because they call current_user_id() (see 00001).
 --
 -- Tenants in which the caller is a member whose role or custom grants allow `perm` (NULL: any
@@ -49,8 +49,7 @@ BEGIN
     SELECT coalesce(array_agg(m.tenant_id), '{}') INTO result
     FROM public.tenant_users m
     WHERE m.user_id = uid
-      AND (EXISTS (SELECT 1 FROM unnest(tenantkit.role_grants(m.role)) g WHERE tenantkit.grant_matches(g, perm))
-        OR EXISTS (SELECT 1 FROM jsonb_array_elements_text(m.permissions) g WHERE tenantkit.grant_matches(g, perm)));
+      AND tenantkit.allows(m.role, m.permissions, perm);
   END IF;
   RETURN result;
 END $$;
@@ -73,8 +72,7 @@ BEGIN
   CROSS JOIN unnest(enum_range(NULL::public.tenant_role)) r
   WHERE m.user_id = uid
     AND r <= m.role
-    AND (EXISTS (SELECT 1 FROM unnest(tenantkit.role_grants(m.role)) g WHERE tenantkit.grant_matches(g, perm))
-      OR EXISTS (SELECT 1 FROM jsonb_array_elements_text(m.permissions) g WHERE tenantkit.grant_matches(g, perm)));
+    AND tenantkit.allows(m.role, m.permissions, perm);
   RETURN result;
 END $$;
 -- +goose StatementEnd
