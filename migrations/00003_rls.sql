@@ -3,12 +3,16 @@
 -- Policies TO tenantkit_app implement the role table of DESIGN.md for the caller named by
 -- hasura.user. They never query their own table: membership comes from tenantkit.member_tenants(),
 -- a SECURITY DEFINER function owned by tenantkit_system, whose own reads see rows only through the
--- system_all policies (which call nothing). Every call sits in an uncorrelated sub-select,
--- `tenant_id IN (SELECT unnest(tenantkit.member_tenants(…)))`, which PostgreSQL runs once per
--- statement as a hashed SubPlan: each row then costs one hash probe. The form matters: written as
--- `tenant_id = ANY (…)` the policy becomes an index condition that, next to the query's own
--- `tenant_id = $1`, wrecks the row estimate and the (tenant_id, created_at) order, so "the latest
--- 50 projects of a large tenant" turned into a bitmap scan and a sort of all of its rows.
+-- system_all policies (which call nothing). Every call sits in a scalar sub-select,
+-- `array_position((SELECT tenantkit.member_tenants(…)), tenant_id) IS NOT NULL`, which PostgreSQL
+-- runs once per statement (an InitPlan); each row then costs one scan of a tiny array. The form is
+-- chosen for the planner: it is a filter, never an index condition, and estimated to keep almost
+-- every row, so a query's own `tenant_id = $1 ORDER BY created_at DESC LIMIT 50` keeps the plan it
+-- has without RLS (an ordered scan of projects_tenant_created_idx that stops after 50 rows).
+-- `tenant_id = ANY (…)` instead became a second index condition that wrecked the row estimate and
+-- the index order (a large tenant's rows were all read and sorted), and `tenant_id IN (SELECT …)`
+-- was estimated to halve the rows, which also led to reading and sorting them all. The price: a
+-- query without any tenant filter scans the whole table (tenantkit always filters by tenant).
 --
 -- What each command needs (row.role is the role a membership or invitation grants):
 --   tenants              select: member      update: settings:write   delete: tenants:delete   insert: system only
@@ -110,53 +114,53 @@ CREATE POLICY system_all ON projects TO tenantkit_system USING (true) WITH CHECK
 
 -- tenants
 CREATE POLICY app_select ON tenants FOR SELECT TO tenantkit_app
-  USING (id IN (SELECT unnest(tenantkit.member_tenants())));
+  USING (array_position((SELECT tenantkit.member_tenants()), id) IS NOT NULL);
 CREATE POLICY app_update ON tenants FOR UPDATE TO tenantkit_app
-  USING (id IN (SELECT unnest(tenantkit.member_tenants('settings:write'))))
-  WITH CHECK (id IN (SELECT unnest(tenantkit.member_tenants('settings:write'))));
+  USING (array_position((SELECT tenantkit.member_tenants('settings:write')), id) IS NOT NULL)
+  WITH CHECK (array_position((SELECT tenantkit.member_tenants('settings:write')), id) IS NOT NULL);
 CREATE POLICY app_delete ON tenants FOR DELETE TO tenantkit_app
-  USING (id IN (SELECT unnest(tenantkit.member_tenants('tenants:delete'))));
+  USING (array_position((SELECT tenantkit.member_tenants('tenants:delete')), id) IS NOT NULL);
 
 -- tenant_users: managing a membership needs users:write and a role at least the membership's.
 CREATE POLICY app_select ON tenant_users FOR SELECT TO tenantkit_app
-  USING (tenant_id IN (SELECT unnest(tenantkit.member_tenants())));
+  USING (array_position((SELECT tenantkit.member_tenants()), tenant_id) IS NOT NULL);
 CREATE POLICY app_insert ON tenant_users FOR INSERT TO tenantkit_app
-  WITH CHECK ((tenant_id::text || '/' || role::text) IN (SELECT unnest(tenantkit.manageable_roles('users:write'))));
+  WITH CHECK (array_position((SELECT tenantkit.manageable_roles('users:write')), tenant_id::text || '/' || role::text) IS NOT NULL);
 CREATE POLICY app_update ON tenant_users FOR UPDATE TO tenantkit_app
-  USING ((tenant_id::text || '/' || role::text) IN (SELECT unnest(tenantkit.manageable_roles('users:write'))))
-  WITH CHECK ((tenant_id::text || '/' || role::text) IN (SELECT unnest(tenantkit.manageable_roles('users:write'))));
+  USING (array_position((SELECT tenantkit.manageable_roles('users:write')), tenant_id::text || '/' || role::text) IS NOT NULL)
+  WITH CHECK (array_position((SELECT tenantkit.manageable_roles('users:write')), tenant_id::text || '/' || role::text) IS NOT NULL);
 CREATE POLICY app_delete ON tenant_users FOR DELETE TO tenantkit_app
   USING (user_id = (SELECT tenantkit.current_user_id())
-    OR ((tenant_id::text || '/' || role::text) IN (SELECT unnest(tenantkit.manageable_roles('users:write')))));
+    OR (array_position((SELECT tenantkit.manageable_roles('users:write')), tenant_id::text || '/' || role::text) IS NOT NULL));
 
 -- tenant_invitations: inviting needs users:invite and a role at least the invitation's.
 CREATE POLICY app_select ON tenant_invitations FOR SELECT TO tenantkit_app
-  USING (tenant_id IN (SELECT unnest(tenantkit.member_tenants('users:invite'))));
+  USING (array_position((SELECT tenantkit.member_tenants('users:invite')), tenant_id) IS NOT NULL);
 CREATE POLICY app_insert ON tenant_invitations FOR INSERT TO tenantkit_app
-  WITH CHECK ((tenant_id::text || '/' || role::text) IN (SELECT unnest(tenantkit.manageable_roles('users:invite'))));
+  WITH CHECK (array_position((SELECT tenantkit.manageable_roles('users:invite')), tenant_id::text || '/' || role::text) IS NOT NULL);
 CREATE POLICY app_update ON tenant_invitations FOR UPDATE TO tenantkit_app
-  USING ((tenant_id::text || '/' || role::text) IN (SELECT unnest(tenantkit.manageable_roles('users:invite'))))
-  WITH CHECK ((tenant_id::text || '/' || role::text) IN (SELECT unnest(tenantkit.manageable_roles('users:invite'))));
+  USING (array_position((SELECT tenantkit.manageable_roles('users:invite')), tenant_id::text || '/' || role::text) IS NOT NULL)
+  WITH CHECK (array_position((SELECT tenantkit.manageable_roles('users:invite')), tenant_id::text || '/' || role::text) IS NOT NULL);
 CREATE POLICY app_delete ON tenant_invitations FOR DELETE TO tenantkit_app
-  USING ((tenant_id::text || '/' || role::text) IN (SELECT unnest(tenantkit.manageable_roles('users:invite'))));
+  USING (array_position((SELECT tenantkit.manageable_roles('users:invite')), tenant_id::text || '/' || role::text) IS NOT NULL);
 
 -- projects
 CREATE POLICY app_select ON projects FOR SELECT TO tenantkit_app
-  USING (tenant_id IN (SELECT unnest(tenantkit.member_tenants('projects:read'))));
+  USING (array_position((SELECT tenantkit.member_tenants('projects:read')), tenant_id) IS NOT NULL);
 CREATE POLICY app_insert ON projects FOR INSERT TO tenantkit_app
-  WITH CHECK (tenant_id IN (SELECT unnest(tenantkit.member_tenants('projects:write')))
+  WITH CHECK (array_position((SELECT tenantkit.member_tenants('projects:write')), tenant_id) IS NOT NULL
     AND owner_id = (SELECT tenantkit.current_user_id()));
 CREATE POLICY app_update ON projects FOR UPDATE TO tenantkit_app
-  USING (tenant_id IN (SELECT unnest(tenantkit.member_tenants('projects:write'))))
-  WITH CHECK (tenant_id IN (SELECT unnest(tenantkit.member_tenants('projects:write'))));
+  USING (array_position((SELECT tenantkit.member_tenants('projects:write')), tenant_id) IS NOT NULL)
+  WITH CHECK (array_position((SELECT tenantkit.member_tenants('projects:write')), tenant_id) IS NOT NULL);
 CREATE POLICY app_delete ON projects FOR DELETE TO tenantkit_app
-  USING (tenant_id IN (SELECT unnest(tenantkit.member_tenants('projects:write'))));
+  USING (array_position((SELECT tenantkit.member_tenants('projects:write')), tenant_id) IS NOT NULL);
 
 -- read-only for members
 CREATE POLICY app_select ON tenant_subscriptions FOR SELECT TO tenantkit_app
-  USING (tenant_id IN (SELECT unnest(tenantkit.member_tenants())));
+  USING (array_position((SELECT tenantkit.member_tenants()), tenant_id) IS NOT NULL);
 CREATE POLICY app_select ON billing_usage FOR SELECT TO tenantkit_app
-  USING (tenant_id IN (SELECT unnest(tenantkit.member_tenants())));
+  USING (array_position((SELECT tenantkit.member_tenants()), tenant_id) IS NOT NULL);
 CREATE POLICY app_select ON subscription_plans FOR SELECT TO tenantkit_app USING (true);
 
 -- Grants: the policies decide rows, the grants decide commands.

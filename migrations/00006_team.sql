@@ -23,7 +23,7 @@ ALTER TABLE audit_log ENABLE ROW LEVEL SECURITY;
 ALTER TABLE audit_log FORCE ROW LEVEL SECURITY;
 CREATE POLICY system_all ON audit_log TO tenantkit_system USING (true) WITH CHECK (true);
 CREATE POLICY app_select ON audit_log FOR SELECT TO tenantkit_app
-  USING (tenant_id IN (SELECT unnest(tenantkit.member_tenants('settings:read'))));
+  USING (array_position((SELECT tenantkit.member_tenants('settings:read')), tenant_id) IS NOT NULL);
 GRANT SELECT ON audit_log TO tenantkit_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON audit_log TO tenantkit_system;
 
