@@ -48,6 +48,22 @@ func (r *queryResolver) MyPermissions(ctx context.Context, tenantID string) (*mo
 	return out, nil
 }
 
+// AuditLog is the resolver for the auditLog field.
+func (r *queryResolver) AuditLog(ctx context.Context, tenantID string, limit int) ([]*model.AuditEntry, error) {
+	entries, err := r.Team.AuditLog(ctx, tenantkit.SessionFrom(ctx), tenantID, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*model.AuditEntry, len(entries))
+	for i, e := range entries {
+		out[i] = &model.AuditEntry{ID: e.ID, Action: e.Action, Subject: e.Subject, Details: string(e.Details), CreatedAt: e.CreatedAt}
+		if e.ActorID != "" {
+			out[i].ActorID = &e.ActorID
+		}
+	}
+	return out, nil
+}
+
 // Plan returns PlanResolver implementation.
 func (r *Resolver) Plan() PlanResolver { return &planResolver{r} }
 

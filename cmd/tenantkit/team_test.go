@@ -440,6 +440,71 @@ func TestRoles(t *testing.T) {
 	})
 }
 
+func TestAuditLog(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	tenant, owner := s.tenant(t)
+	admin, member := s.user(t, ""), s.user(t, "")
+	exec(t, s, `INSERT INTO tenant_users (tenant_id, user_id, role) VALUES ($1, $2, 'admin'), ($1, $3, 'member')`, tenant, admin, member)
+	s.ok(t, "changeMemberRole", map[string]any{"tenantId": tenant, "userId": member, "role": "guest"}, admin)
+
+	query := func(t *testing.T, user string, limit int) (entries []map[string]any, code string) {
+		t.Helper()
+		q := `query($t: ID!, $n: Int!) { auditLog(tenantId: $t, limit: $n) { action actorId subject details createdAt } }`
+		res, err := s.hasura.RemoteSchema(context.Background(), "tenantkit", q, map[string]any{"t": tenant, "n": limit}, session(user))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct {
+			Data   *struct{ AuditLog []map[string]any }
+			Errors []struct {
+				Extensions struct{ Code string }
+			}
+		}
+		if err := res.JSON(&body); err != nil {
+			t.Fatal(err)
+		}
+		if len(body.Errors) > 0 {
+			return nil, body.Errors[0].Extensions.Code
+		}
+		return body.Data.AuditLog, ""
+	}
+
+	t.Run("admins and owners read the latest events first", func(t *testing.T) {
+		t.Parallel()
+		for _, u := range []string{owner, admin} {
+			entries, code := query(t, u, 50)
+			if code != "" || len(entries) < 4 {
+				t.Fatalf("as %s: %d entries, code %q", u, len(entries), code)
+			}
+			last := entries[0]
+			if last["action"] != "member.role_changed" || last["actorId"] != admin || last["subject"] != member ||
+				!strings.Contains(last["details"].(string), `"to": "guest"`) {
+				t.Errorf("latest entry = %v", last)
+			}
+			if entries[len(entries)-1]["action"] != "tenant.created" {
+				t.Errorf("oldest entry = %v", entries[len(entries)-1])
+			}
+		}
+		if entries, _ := query(t, owner, 2); len(entries) != 2 {
+			t.Errorf("limit 2 gave %d entries", len(entries))
+		}
+	})
+
+	t.Run("members, strangers and bad limits are refused", func(t *testing.T) {
+		t.Parallel()
+		if _, code := query(t, member, 50); code != "forbidden" {
+			t.Errorf("member: code %q", code)
+		}
+		if _, code := query(t, s.user(t, ""), 50); code != "not_found" {
+			t.Errorf("stranger: code %q", code)
+		}
+		if _, code := query(t, owner, 0); code != "invalid" {
+			t.Errorf("limit 0: code %q", code)
+		}
+	})
+}
+
 func exec(t *testing.T, s *stack, sql string, args ...any) {
 	t.Helper()
 	if _, err := s.admin.Exec(context.Background(), sql, args...); err != nil {

@@ -2,6 +2,22 @@
 
 package model
 
+import (
+	"time"
+)
+
+type AuditEntry struct {
+	ID string `json:"id"`
+	// Who acted; null for the system.
+	ActorID *string `json:"actorId,omitempty"`
+	Action  string  `json:"action"`
+	// The user id or email the event is about.
+	Subject string `json:"subject"`
+	// Event details as a JSON object, e.g. {"from":"member","to":"admin"}.
+	Details   string    `json:"details"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
 type MyPermissions struct {
 	TenantID string `json:"tenantId"`
 	// owner, admin, member or guest; null when the caller is not a member.

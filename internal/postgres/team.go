@@ -281,3 +281,20 @@ func (db *DB) ClearInvitationEmail(ctx context.Context, tenantID, invitationID s
 		return err
 	})
 }
+
+// AuditLog implements team.Store; RLS shows the log to settings:read holders only.
+func (db *DB) AuditLog(ctx context.Context, s tenantkit.Session, tenantID string, limit int) ([]team.AuditEntry, error) {
+	var entries []team.AuditEntry
+	err := db.WithUser(ctx, s, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, `
+			SELECT id::text, coalesce(actor_id::text, ''), action, coalesce(subject, ''), details::text::bytea, created_at
+			FROM audit_log WHERE tenant_id = $1 ORDER BY created_at DESC, id LIMIT $2`, tenantID, limit)
+		var err error
+		entries, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (team.AuditEntry, error) {
+			var e team.AuditEntry
+			return e, r.Scan(&e.ID, &e.ActorID, &e.Action, &e.Subject, &e.Details, &e.CreatedAt)
+		})
+		return err
+	})
+	return entries, err
+}

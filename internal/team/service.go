@@ -353,6 +353,22 @@ func (s *Service) Permissions(ctx context.Context, sess tenantkit.Session, tenan
 	return m.Role, slices.Compact(grants), nil
 }
 
+// AuditLog returns the tenant's latest team events, newest first (at most limit, 1 to 500). Only
+// members holding settings:read (admins and owners) may read it. Errors: unauthenticated, invalid,
+// not_found, forbidden.
+func (s *Service) AuditLog(ctx context.Context, sess tenantkit.Session, tenantID string, limit int) ([]AuditEntry, error) {
+	if _, err := caller(sess); err != nil {
+		return nil, err
+	}
+	if limit < 1 || limit > 500 {
+		return nil, tenantkit.Errorf(tenantkit.Invalid, "limit must be between 1 and 500")
+	}
+	if _, err := s.require(ctx, sess, tenantID, "settings:read"); err != nil {
+		return nil, err
+	}
+	return s.Store.AuditLog(ctx, sess, tenantID, limit)
+}
+
 // SendInvitationEmail emails the invitation link for the token whose hash the event carried, if
 // that token is still the invitation's current one and has not been emailed yet; the outbox entry
 // is cleared only after the mail server accepted the message, so a failure is retried with the

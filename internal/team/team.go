@@ -47,6 +47,16 @@ type Invitation struct {
 	AcceptedBy string
 }
 
+// AuditEntry is one team event: who (ActorID, empty for the system) did what to whom, when.
+type AuditEntry struct {
+	ID        string
+	ActorID   string
+	Action    string // tenant.created, member.invited, member.joined, member.role_changed, …
+	Subject   string // the user id or email the action was about
+	Details   []byte // JSON object
+	CreatedAt time.Time
+}
+
 // NewTenant is what CreateTenant stores.
 type NewTenant struct {
 	Slug, Name  string
@@ -99,4 +109,6 @@ type Store interface {
 	PendingInvitationEmail(ctx context.Context, tenantID, invitationID string, tokenHash []byte) (InvitationEmail, bool, error)
 	// ClearInvitationEmail removes the outbox entry once its email was accepted for delivery.
 	ClearInvitationEmail(ctx context.Context, tenantID, invitationID string, tokenHash []byte) error
+	// AuditLog returns the tenant's latest entries, newest first, as far as the caller may read them.
+	AuditLog(ctx context.Context, s tenantkit.Session, tenantID string, limit int) ([]AuditEntry, error)
 }
