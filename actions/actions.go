@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tenantkit/tenantkit"
+	"github.com/tenantkit/tenantkit/internal/server"
 	"github.com/tenantkit/tenantkit/internal/team"
 )
 
@@ -84,10 +85,13 @@ func (h *Handler) actions() map[string]action {
 	}
 }
 
-// Names returns the names of every action served.
+// Names returns the names of every action and event trigger served.
 func (h *Handler) Names() []string {
 	var names []string
 	for n := range h.actions() {
+		names = append(names, n)
+	}
+	for n := range h.triggers() {
 		names = append(names, n)
 	}
 	return names
@@ -168,6 +172,7 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		log.Error().Err(err).Msg("internal error")
 	}
 	log.UpdateContext(func(c zerolog.Context) zerolog.Context { return c.Str("code", code) })
+	server.SetCode(r.Context(), code)
 	writeJSON(w, statusOf(code), map[string]any{
 		"message":    tenantkit.ErrorMessage(err),
 		"extensions": map[string]string{"code": code},

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tenantkit/tenantkit"
+	"github.com/tenantkit/tenantkit/internal/server"
 	"github.com/tenantkit/tenantkit/internal/team"
 )
 
@@ -117,6 +118,7 @@ func writeEventError(w http.ResponseWriter, r *http.Request, err error) {
 	code := tenantkit.ErrorCode(err)
 	if code == tenantkit.Unavailable || code == tenantkit.Internal {
 		zerolog.Ctx(r.Context()).Error().Err(err).Str("code", code).Msg("event failed; Hasura will retry")
+		server.SetCode(r.Context(), code)
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{
 			"message": tenantkit.ErrorMessage(err), "extensions": map[string]string{"code": code},
 		})

@@ -12,10 +12,12 @@ CREATE TABLE audit_log (
   action     text NOT NULL CHECK (action ~ '^[a-z_]+\.[a-z_]+$'),
   subject    text,
   details    jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(details) = 'object'),
-  created_at timestamptz NOT NULL DEFAULT now(),
+  created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  -- the order entries were written in, also within one transaction
+  seq        bigint GENERATED ALWAYS AS IDENTITY,
   PRIMARY KEY (tenant_id, id)
 );
-CREATE INDEX audit_log_tenant_created_idx ON audit_log (tenant_id, created_at DESC);
+CREATE INDEX audit_log_tenant_seq_idx ON audit_log (tenant_id, seq DESC);
 CREATE INDEX audit_log_actor_id_idx ON audit_log (actor_id);
 COMMENT ON TABLE audit_log IS 'Team events per tenant: who did what, when (readable by admins and owners)';
 

@@ -108,13 +108,14 @@ func (m *Main) Open(ctx context.Context) error {
 	teams := &team.Service{Store: db, Box: box, Mailer: mailer{sender}, AppURL: m.Config.AppURL}
 	hasura := &actions.Handler{Team: teams, Events: db}
 	m.HTTP = &server.Server{
-		Addr:   m.Config.ListenAddr,
-		Secret: m.Config.Secret,
-		DB:     db,
-		Graph:  graph.NewHandler(&graph.Resolver{Plans: db, Team: teams}),
-		Action: http.HandlerFunc(hasura.ServeAction),
-		Event:  http.HandlerFunc(hasura.ServeEvent),
-		Log:    m.Log,
+		Addr:    m.Config.ListenAddr,
+		Secret:  m.Config.Secret,
+		DB:      db,
+		Graph:   graph.NewHandler(&graph.Resolver{Plans: db, Team: teams}),
+		Action:  http.HandlerFunc(hasura.ServeAction),
+		Event:   http.HandlerFunc(hasura.ServeEvent),
+		Metrics: server.NewMetrics(hasura.Names()),
+		Log:     m.Log,
 	}
 	if err := m.HTTP.Open(); err != nil {
 		db.Close()
@@ -137,6 +138,9 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 	m := &Main{Config: cfg, Log: log}
 	if err := m.Open(ctx); err != nil {
 		return err
+	}
+	if cfg.SMTPURL == "" {
+		log.Warn().Msg("SMTP_URL is unset: emails, invitation links included, are written to this log (development only)")
 	}
 	log.Info().Str("addr", m.HTTP.URL()).Bool("smtp", cfg.SMTPURL != "").Msg("tenantkit listening")
 	<-ctx.Done()

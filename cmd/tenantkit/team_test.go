@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -85,6 +86,27 @@ func TestCreateTenant(t *testing.T) {
 		}
 		if won != 1 || s.count(t, `SELECT count(*) FROM tenants WHERE slug = 'race-slug'`) != 1 {
 			t.Errorf("%d winners, want 1", won)
+		}
+	})
+
+	t.Run("metrics count actions by name and code", func(t *testing.T) {
+		t.Parallel()
+		a, b := s.user(t, ""), s.user(t, "")
+		s.ok(t, "createTenant", map[string]any{"name": "M", "slug": "metrics-slug"}, a)
+		s.fails(t, "slug_taken", "createTenant", map[string]any{"name": "M", "slug": "metrics-slug"}, b)
+		res, err := http.Get(s.m.HTTP.URL() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		for _, want := range []string{
+			`tenantkit_http_requests_total{code="slug_taken",name="createTenant",route="POST /actions/{name}",status="409"}`,
+			`tenantkit_http_request_duration_seconds_count{name="createTenant",route="POST /actions/{name}"}`,
+		} {
+			if !strings.Contains(string(body), want) {
+				t.Errorf("/metrics lacks %s", want)
+			}
 		}
 	})
 

@@ -288,7 +288,7 @@ func (db *DB) AuditLog(ctx context.Context, s tenantkit.Session, tenantID string
 	err := db.WithUser(ctx, s, func(tx pgx.Tx) error {
 		rows, _ := tx.Query(ctx, `
 			SELECT id::text, coalesce(actor_id::text, ''), action, coalesce(subject, ''), details::text::bytea, created_at
-			FROM audit_log WHERE tenant_id = $1 ORDER BY created_at DESC, id LIMIT $2`, tenantID, limit)
+			FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT $2`, tenantID, limit)
 		var err error
 		entries, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (team.AuditEntry, error) {
 			var e team.AuditEntry

@@ -26,6 +26,7 @@ func (s *Server) fromHasura(next http.Handler) http.Handler {
 		got := r.Header.Get(SecretHeader)
 		if s.Secret == "" || subtle.ConstantTimeCompare([]byte(got), []byte(s.Secret)) != 1 {
 			zerolog.Ctx(r.Context()).Warn().Bool("secret_present", got != "").Msg("rejected: bad shared secret")
+			SetCode(r.Context(), "unauthorized")
 			writeJSON(w, http.StatusUnauthorized, map[string]any{
 				"message":    "missing or wrong " + SecretHeader,
 				"extensions": map[string]string{"code": "unauthorized"},

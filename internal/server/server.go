@@ -29,6 +29,7 @@ type Server struct {
 	Graph    http.Handler // the remote schema, mounted at POST /graphql
 	Action   http.Handler // Hasura actions, POST /actions/{name}
 	Event    http.Handler // Hasura event triggers, POST /events/{trigger}
+	Metrics  *Metrics     // GET /metrics, and the request counters
 	Log      zerolog.Logger
 	server   *http.Server
 	listener net.Listener
@@ -51,7 +52,12 @@ func (s *Server) Handler() http.Handler {
 			mux.Handle(pattern, s.fromHasura(h))
 		}
 	}
-	return s.logRequests(mux)
+	if s.Metrics == nil {
+		return s.logRequests(mux)
+	}
+	mux.Handle("GET /metrics", s.Metrics.Handler())
+	// Inside logRequests: the mux records the matched pattern on the request it is given.
+	return s.logRequests(s.Metrics.Middleware(mux))
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,109 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics holds the service's Prometheus collectors on their own registry (plus Go runtime and
+// process collectors).
+type Metrics struct {
+	registry *prometheus.Registry
+	names    map[string]bool
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	inFlight prometheus.Gauge
+}
+
+// NewMetrics creates the collectors and their registry. names is the allow-list of action and
+// trigger names that may appear in the name label; any other name is recorded as "other".
+func NewMetrics(names []string) *Metrics {
+	m := &Metrics{
+		registry: prometheus.NewRegistry(),
+		names:    make(map[string]bool, len(names)),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tenantkit_http_requests_total",
+			Help: "HTTP requests served, by route pattern, action or trigger name, application error code and status.",
+		}, []string{"route", "name", "code", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tenantkit_http_request_duration_seconds",
+			Help:    "Time to serve an HTTP request, by route pattern and action or trigger name.",
+			Buckets: []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5},
+		}, []string{"route", "name"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tenantkit_http_requests_in_flight",
+			Help: "HTTP requests being served.",
+		}),
+	}
+	for _, n := range names {
+		m.names[n] = true
+	}
+	m.registry.MustRegister(
+		m.requests, m.duration, m.inFlight,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+// Handler serves GET /metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+}
+
+// Middleware records, for every request, tenantkit_http_requests_total{route, name, code, status},
+// tenantkit_http_request_duration_seconds{route, name} and tenantkit_http_requests_in_flight.
+//
+// route is the mux pattern that matched ("POST /actions/{name}"; "unmatched" for 404s and 405s),
+// never the raw path. name is the {name} or {trigger} path value when it is in the allow-list,
+// "other" when it is not, "" on routes without either. code is what the handler passed to SetCode.
+//
+// next must be the *http.ServeMux itself, or pass it the same *http.Request: the mux records the
+// pattern and path values on the request it is given, and a copy (r.WithContext) would hide them.
+func (m *Metrics) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		m.inFlight.Inc()
+		defer m.inFlight.Dec()
+		st := &requestState{}
+		r = r.WithContext(context.WithValue(r.Context(), requestStateKey{}, st))
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+
+		route := r.Pattern
+		if route == "" {
+			route = "unmatched"
+		}
+		name := r.PathValue("name")
+		if name == "" {
+			name = r.PathValue("trigger")
+		}
+		if name != "" && !m.names[name] {
+			name = "other"
+		}
+		m.requests.WithLabelValues(route, name, st.code, strconv.Itoa(rec.status)).Inc()
+		m.duration.WithLabelValues(route, name).Observe(time.Since(start).Seconds())
+	})
+}
+
+// requestState is what a handler reports to Middleware through the request context.
+type requestState struct {
+	code string
+}
+
+type requestStateKey struct{}
+
+// SetCode reports the application error code of the request in ctx (the code label of
+// tenantkit_http_requests_total). Call it from the handler's goroutine; it does nothing when ctx
+// did not come through Middleware.
+func SetCode(ctx context.Context, code string) {
+	if st, ok := ctx.Value(requestStateKey{}).(*requestState); ok {
+		st.code = code
+	}
+}
