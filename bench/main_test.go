@@ -13,8 +13,6 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	pgtest.Migrate = postgres.MigrateUp
-	pgtest.TemplateKey = postgres.MigrationsKey()
 	// TENANTKIT_BENCH_SQL names an SQL file applied (as the superuser) after the migrations: a way
 	// to measure a schema change before writing it as a migration. It gets its own template database.
 	if path := os.Getenv("TENANTKIT_BENCH_SQL"); path != "" {
@@ -23,7 +21,7 @@ func TestMain(m *testing.M) {
 			fmt.Fprintf(os.Stderr, "TENANTKIT_BENCH_SQL: %v\n", err)
 			os.Exit(2)
 		}
-		pgtest.TemplateKey += "\x00TENANTKIT_BENCH_SQL\x00" + string(extra)
+		pgtest.TemplateKey = postgres.MigrationsKey() + "\x00TENANTKIT_BENCH_SQL\x00" + string(extra)
 		pgtest.Migrate = func(ctx context.Context, databaseURL string) error {
 			if err := postgres.MigrateUp(ctx, databaseURL); err != nil {
 				return err

@@ -4,11 +4,7 @@
 //
 // Use it from TestMain:
 //
-//	func TestMain(m *testing.M) {
-//		pgtest.Migrate = migrations.Up
-//		pgtest.TemplateKey = migrations.Hash()
-//		pgtest.Main(m)
-//	}
+//	func TestMain(m *testing.M) { pgtest.Main(m) }
 package pgtest
 
 import (
@@ -27,10 +23,13 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tenantkit/tenantkit/internal/pglocal"
+	"github.com/tenantkit/tenantkit/internal/postgres"
 )
 
-// Migrate migrates the template database at databaseURL. Set it before
-// calling Main. It must close all its connections before returning.
+// Migrate migrates the template database at databaseURL. It must close all
+// its connections before returning. Main sets it to tenantkit's migrations
+// (postgres.MigrateUp, keyed by postgres.MigrationsKey) unless a test package
+// set its own first.
 var Migrate func(ctx context.Context, databaseURL string) error
 
 // TemplateKey identifies the migration set, e.g. a hash of the migration
@@ -55,6 +54,9 @@ var (
 // any server it started and exits with the tests' exit code. If no server can
 // be found it prints why and exits with status 1.
 func Main(m *testing.M) {
+	if Migrate == nil {
+		Migrate, TemplateKey = postgres.MigrateUp, postgres.MigrationsKey()
+	}
 	os.Exit(run(m))
 }
 

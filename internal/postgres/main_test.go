@@ -11,8 +11,6 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	pgtest.Migrate = postgres.MigrateUp
-	pgtest.TemplateKey = postgres.MigrationsKey()
 	pgtest.Main(m)
 }
 
