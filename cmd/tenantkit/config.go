@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 )
@@ -20,6 +21,9 @@ type Config struct {
 	StripeKey    string // STRIPE_SECRET_KEY
 	StripeHook   string // STRIPE_WEBHOOK_SECRET
 	StripeAPIURL string // STRIPE_API_URL, optional: stripe-mock in development and tests
+	// INVITATION_TTL, optional (Go duration, 1h to 90 days; default 168h): how long an invitation
+	// link stays valid.
+	InvitationTTL time.Duration
 }
 
 // minSecretLen keeps guessable shared secrets out of production.
@@ -58,6 +62,14 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		if u, err := url.Parse(v); v != "" && (err != nil || u.Scheme == "" || u.Host == "") {
 			problems = append(problems, name+" must be a URL")
 		}
+	}
+	c.InvitationTTL = 7 * 24 * time.Hour
+	if v := getenv("INVITATION_TTL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Hour || d > 90*24*time.Hour {
+			problems = append(problems, "INVITATION_TTL must be a duration between 1h and 2160h (e.g. 168h)")
+		}
+		c.InvitationTTL = d
 	}
 	level := getenv("LOG_LEVEL")
 	if level == "" {

@@ -105,7 +105,7 @@ func (m *Main) Open(ctx context.Context) error {
 		return err
 	}
 	m.DB = db
-	teams := &team.Service{Store: db, Box: box, Mailer: mailer{sender}, AppURL: m.Config.AppURL}
+	teams := &team.Service{Store: db, Box: box, Mailer: mailer{sender}, AppURL: m.Config.AppURL, InvitationTTL: m.Config.InvitationTTL}
 	hasura := &actions.Handler{Team: teams, Events: db}
 	m.HTTP = &server.Server{
 		Addr:    m.Config.ListenAddr,

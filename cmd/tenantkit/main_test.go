@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
@@ -150,12 +151,12 @@ func TestConfig(t *testing.T) {
 		return func(k string) string { return m[k] }
 	}
 	t.Run("reports every problem on its own line without values", func(t *testing.T) {
-		_, err := LoadConfig(env("TENANTKIT_SECRET", "short-s3cret", "LOG_LEVEL", "loud", "SMTP_URL", "::"))
+		_, err := LoadConfig(env("TENANTKIT_SECRET", "short-s3cret", "LOG_LEVEL", "loud", "SMTP_URL", "::", "INVITATION_TTL", "5m"))
 		if err == nil {
 			t.Fatal("want an error")
 		}
 		lines := strings.Split(err.Error(), "\n")
-		for _, want := range []string{"DATABASE_URL", "TENANTKIT_SECRET", "APP_URL", "LOG_LEVEL", "SMTP_URL"} {
+		for _, want := range []string{"DATABASE_URL", "TENANTKIT_SECRET", "APP_URL", "LOG_LEVEL", "SMTP_URL", "INVITATION_TTL"} {
 			found := 0
 			for _, l := range lines {
 				if strings.HasPrefix(l, "config: "+want) {
@@ -175,7 +176,7 @@ func TestConfig(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cfg.ListenAddr != ":8081" || cfg.AppURL != "https://app.example.com" || cfg.LogLevel != zerolog.InfoLevel {
+		if cfg.ListenAddr != ":8081" || cfg.AppURL != "https://app.example.com" || cfg.LogLevel != zerolog.InfoLevel || cfg.InvitationTTL != 168*time.Hour {
 			t.Errorf("cfg = %+v", cfg)
 		}
 	})
