@@ -14,6 +14,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 
 	"github.com/rs/zerolog"
@@ -40,12 +41,15 @@ type payload struct {
 }
 
 // action is one action: its input decoded, its output any JSON-encodable value.
-type action func(ctx context.Context, s tenantkit.Session, input json.RawMessage) (any, error)
+type action struct {
+	run   func(ctx context.Context, s tenantkit.Session, input json.RawMessage) (any, error)
+	input reflect.Type // the decoded input, for the metadata consistency test
+}
 
 // typed adapts a domain call taking a decoded input. Unknown input fields are refused: they mean
 // the metadata and the handler disagree about the action's arguments.
 func typed[In any](fn func(ctx context.Context, s tenantkit.Session, in In) (any, error)) action {
-	return func(ctx context.Context, s tenantkit.Session, raw json.RawMessage) (any, error) {
+	run := func(ctx context.Context, s tenantkit.Session, raw json.RawMessage) (any, error) {
 		var in In
 		dec := json.NewDecoder(bytes.NewReader(raw))
 		dec.DisallowUnknownFields()
@@ -54,6 +58,31 @@ func typed[In any](fn func(ctx context.Context, s tenantkit.Session, in In) (any
 		}
 		return fn(ctx, s, in)
 	}
+	return action{run: run, input: reflect.TypeFor[In]()}
+}
+
+// Inputs returns, for every action, the JSON names of the input fields its handler decodes.
+func (h *Handler) Inputs() map[string][]string {
+	out := map[string][]string{}
+	for name, a := range h.actions() {
+		fields := []string{}
+		for f := range a.input.Fields() {
+			if tag, _, _ := strings.Cut(f.Tag.Get("json"), ","); tag != "" && tag != "-" {
+				fields = append(fields, tag)
+			}
+		}
+		out[name] = fields
+	}
+	return out
+}
+
+// Triggers returns, for every event trigger, the table ("schema.name") it must come from.
+func (h *Handler) Triggers() map[string]string {
+	out := map[string]string{}
+	for name, t := range h.triggers() {
+		out[name] = t.table
+	}
+	return out
 }
 
 // decodeProblem describes a JSON decoding error without echoing the input.
@@ -128,7 +157,7 @@ func (h *Handler) ServeAction(w http.ResponseWriter, r *http.Request) {
 		}
 		return c
 	})
-	out, err := fn(tenantkit.WithSession(ctx, session), session, p.Input)
+	out, err := fn.run(tenantkit.WithSession(ctx, session), session, p.Input)
 	if err != nil {
 		writeError(w, r, err)
 		return
