@@ -20,14 +20,16 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tenantkit/tenantkit"
+	"github.com/tenantkit/tenantkit/internal/billing"
 	"github.com/tenantkit/tenantkit/internal/server"
 	"github.com/tenantkit/tenantkit/internal/team"
 )
 
 // Handler serves actions and event triggers.
 type Handler struct {
-	Team   *team.Service
-	Events tenantkit.EventLog
+	Team    *team.Service
+	Billing *billing.Service
+	Events  tenantkit.EventLog
 }
 
 // payload is what Hasura POSTs for an action.
@@ -111,6 +113,7 @@ func (h *Handler) actions() map[string]action {
 		"removeMember":      typed(h.removeMember),
 		"transferOwnership": typed(h.transferOwnership),
 		"checkPermission":   typed(h.checkPermission),
+		"recordUsage":       typed(h.recordUsage),
 	}
 }
 

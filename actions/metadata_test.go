@@ -38,8 +38,12 @@ func TestMetadataMatchesHandlers(t *testing.T) {
 		if !slices.Equal(args, fields) {
 			t.Errorf("action %s: metadata arguments %v, handler decodes %v", a.Name, args, fields)
 		}
-		if !slices.Contains(a.Roles, "user") {
-			t.Errorf("action %s: no permission for role user", a.Name)
+		role := "user"
+		if a.Name == "recordUsage" {
+			role = "service" // trusted backends only
+		}
+		if !slices.Equal(a.Roles, []string{role}) {
+			t.Errorf("action %s: permissions for %v, want only %s", a.Name, a.Roles, role)
 		}
 	}
 	for name := range inputs {
@@ -60,7 +64,9 @@ func TestMetadataMatchesHandlers(t *testing.T) {
 		if tr.WebhookPath != "/events/"+tr.Name || table != tr.Schema+"."+tr.Table {
 			t.Errorf("event trigger %s: webhook %q on %s.%s, handler expects /events/%s on %s", tr.Name, tr.WebhookPath, tr.Schema, tr.Table, tr.Name, table)
 		}
-		if !slices.ContainsFunc(tr.Headers, func(hd hasuratest.Header) bool { return hd.Name == "X-Tenantkit-Secret" && hd.ValueFromEnv == "TENANTKIT_SECRET" }) {
+		if !slices.ContainsFunc(tr.Headers, func(hd hasuratest.Header) bool {
+			return hd.Name == "X-Tenantkit-Secret" && hd.ValueFromEnv == "TENANTKIT_SECRET"
+		}) {
 			t.Errorf("event trigger %s does not send X-Tenantkit-Secret from TENANTKIT_SECRET", tr.Name)
 		}
 	}

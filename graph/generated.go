@@ -16,6 +16,7 @@ import (
 	"github.com/99designs/gqlgen/graphql/introspection"
 	"github.com/tenantkit/tenantkit"
 	"github.com/tenantkit/tenantkit/graph/model"
+	"github.com/tenantkit/tenantkit/internal/billing"
 	gqlparser "github.com/vektah/gqlparser/v2"
 	"github.com/vektah/gqlparser/v2/ast"
 )
@@ -30,6 +31,7 @@ func NewExecutableSchema(cfg Config) graphql.ExecutableSchema {
 type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
+	MoneyAmount() MoneyAmountResolver
 	Plan() PlanResolver
 	Query() QueryResolver
 }
@@ -45,6 +47,11 @@ type ComplexityRoot struct {
 		Details   func(childComplexity int) int
 		ID        func(childComplexity int) int
 		Subject   func(childComplexity int) int
+	}
+
+	MoneyAmount struct {
+		Amount   func(childComplexity int) int
+		Currency func(childComplexity int) int
 	}
 
 	MyPermissions struct {
@@ -74,6 +81,27 @@ type ComplexityRoot struct {
 		AuditLog      func(childComplexity int, tenantID string, limit int) int
 		MyPermissions func(childComplexity int, tenantID string) int
 		Plans         func(childComplexity int) int
+		SaasMetrics   func(childComplexity int) int
+		Usage         func(childComplexity int, tenantID string, from *time.Time, to *time.Time, granularity *string) int
+	}
+
+	SaasMetrics struct {
+		AverageTenantAgeDays func(childComplexity int) int
+		MRR                  func(childComplexity int) int
+		TenantsActive        func(childComplexity int) int
+		TenantsChurned30d    func(childComplexity int) int
+		TenantsCreated30d    func(childComplexity int) int
+		TenantsPastDue       func(childComplexity int) int
+		TenantsTotal         func(childComplexity int) int
+		TenantsTrialing      func(childComplexity int) int
+		UsersTotal           func(childComplexity int) int
+	}
+
+	UsageTotal struct {
+		Metric      func(childComplexity int) int
+		PeriodEnd   func(childComplexity int) int
+		PeriodStart func(childComplexity int) int
+		Quantity    func(childComplexity int) int
 	}
 }
 
@@ -81,6 +109,9 @@ type ComplexityRoot struct {
 
 // region    ************************** generated!.gotpl **************************
 
+type MoneyAmountResolver interface {
+	Amount(ctx context.Context, obj *billing.MRR) (float64, error)
+}
 type PlanResolver interface {
 	Limits(ctx context.Context, obj *tenantkit.Plan) ([]*model.PlanLimit, error)
 }
@@ -88,6 +119,8 @@ type QueryResolver interface {
 	Plans(ctx context.Context) ([]*tenantkit.Plan, error)
 	MyPermissions(ctx context.Context, tenantID string) (*model.MyPermissions, error)
 	AuditLog(ctx context.Context, tenantID string, limit int) ([]*model.AuditEntry, error)
+	Usage(ctx context.Context, tenantID string, from *time.Time, to *time.Time, granularity *string) ([]*billing.UsageTotal, error)
+	SaasMetrics(ctx context.Context) (*billing.Metrics, error)
 }
 
 // endregion ************************** generated!.gotpl **************************
@@ -144,6 +177,19 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.AuditEntry.Subject(childComplexity), true
+
+	case "MoneyAmount.amount":
+		if e.ComplexityRoot.MoneyAmount.Amount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MoneyAmount.Amount(childComplexity), true
+	case "MoneyAmount.currency":
+		if e.ComplexityRoot.MoneyAmount.Currency == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MoneyAmount.Currency(childComplexity), true
 
 	case "MyPermissions.permissions":
 		if e.ComplexityRoot.MyPermissions.Permissions == nil {
@@ -261,6 +307,103 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Plans(childComplexity), true
+	case "Query.saasMetrics":
+		if e.ComplexityRoot.Query.SaasMetrics == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.SaasMetrics(childComplexity), true
+	case "Query.usage":
+		if e.ComplexityRoot.Query.Usage == nil {
+			break
+		}
+
+		args, err := ec.field_Query_usage_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Usage(childComplexity, args["tenantId"].(string), args["from"].(*time.Time), args["to"].(*time.Time), args["granularity"].(*string)), true
+
+	case "SaasMetrics.averageTenantAgeDays":
+		if e.ComplexityRoot.SaasMetrics.AverageTenantAgeDays == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SaasMetrics.AverageTenantAgeDays(childComplexity), true
+	case "SaasMetrics.mrr":
+		if e.ComplexityRoot.SaasMetrics.MRR == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SaasMetrics.MRR(childComplexity), true
+	case "SaasMetrics.tenantsActive":
+		if e.ComplexityRoot.SaasMetrics.TenantsActive == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SaasMetrics.TenantsActive(childComplexity), true
+	case "SaasMetrics.tenantsChurned30d":
+		if e.ComplexityRoot.SaasMetrics.TenantsChurned30d == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SaasMetrics.TenantsChurned30d(childComplexity), true
+	case "SaasMetrics.tenantsCreated30d":
+		if e.ComplexityRoot.SaasMetrics.TenantsCreated30d == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SaasMetrics.TenantsCreated30d(childComplexity), true
+	case "SaasMetrics.tenantsPastDue":
+		if e.ComplexityRoot.SaasMetrics.TenantsPastDue == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SaasMetrics.TenantsPastDue(childComplexity), true
+	case "SaasMetrics.tenantsTotal":
+		if e.ComplexityRoot.SaasMetrics.TenantsTotal == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SaasMetrics.TenantsTotal(childComplexity), true
+	case "SaasMetrics.tenantsTrialing":
+		if e.ComplexityRoot.SaasMetrics.TenantsTrialing == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SaasMetrics.TenantsTrialing(childComplexity), true
+	case "SaasMetrics.usersTotal":
+		if e.ComplexityRoot.SaasMetrics.UsersTotal == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SaasMetrics.UsersTotal(childComplexity), true
+
+	case "UsageTotal.metric":
+		if e.ComplexityRoot.UsageTotal.Metric == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageTotal.Metric(childComplexity), true
+	case "UsageTotal.periodEnd":
+		if e.ComplexityRoot.UsageTotal.PeriodEnd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageTotal.PeriodEnd(childComplexity), true
+	case "UsageTotal.periodStart":
+		if e.ComplexityRoot.UsageTotal.PeriodStart == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageTotal.PeriodStart(childComplexity), true
+	case "UsageTotal.quantity":
+		if e.ComplexityRoot.UsageTotal.Quantity == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageTotal.Quantity(childComplexity), true
 
 	}
 	return 0, false
@@ -368,6 +511,16 @@ func (ec *executionContext) childFields_AuditEntry(ctx context.Context, field gr
 	return nil, fmt.Errorf("no field named %q was found under type AuditEntry", field.Name)
 }
 
+func (ec *executionContext) childFields_MoneyAmount(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "currency":
+		return ec.fieldContext_MoneyAmount_currency(ctx, field)
+	case "amount":
+		return ec.fieldContext_MoneyAmount_amount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type MoneyAmount", field.Name)
+}
+
 func (ec *executionContext) childFields_MyPermissions(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "tenantId":
@@ -412,6 +565,44 @@ func (ec *executionContext) childFields_PlanLimit(ctx context.Context, field gra
 		return ec.fieldContext_PlanLimit_limit(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type PlanLimit", field.Name)
+}
+
+func (ec *executionContext) childFields_SaasMetrics(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "tenantsTotal":
+		return ec.fieldContext_SaasMetrics_tenantsTotal(ctx, field)
+	case "tenantsActive":
+		return ec.fieldContext_SaasMetrics_tenantsActive(ctx, field)
+	case "tenantsTrialing":
+		return ec.fieldContext_SaasMetrics_tenantsTrialing(ctx, field)
+	case "tenantsPastDue":
+		return ec.fieldContext_SaasMetrics_tenantsPastDue(ctx, field)
+	case "usersTotal":
+		return ec.fieldContext_SaasMetrics_usersTotal(ctx, field)
+	case "tenantsCreated30d":
+		return ec.fieldContext_SaasMetrics_tenantsCreated30d(ctx, field)
+	case "tenantsChurned30d":
+		return ec.fieldContext_SaasMetrics_tenantsChurned30d(ctx, field)
+	case "averageTenantAgeDays":
+		return ec.fieldContext_SaasMetrics_averageTenantAgeDays(ctx, field)
+	case "mrr":
+		return ec.fieldContext_SaasMetrics_mrr(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SaasMetrics", field.Name)
+}
+
+func (ec *executionContext) childFields_UsageTotal(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "metric":
+		return ec.fieldContext_UsageTotal_metric(ctx, field)
+	case "periodStart":
+		return ec.fieldContext_UsageTotal_periodStart(ctx, field)
+	case "periodEnd":
+		return ec.fieldContext_UsageTotal_periodEnd(ctx, field)
+	case "quantity":
+		return ec.fieldContext_UsageTotal_quantity(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type UsageTotal", field.Name)
 }
 
 func (ec *executionContext) childFields___Directive(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -577,6 +768,44 @@ func (ec *executionContext) field_Query_myPermissions_args(ctx context.Context, 
 		return nil, err
 	}
 	args["tenantId"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_usage_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "tenantId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["tenantId"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "from",
+		func(ctx context.Context, v any) (*time.Time, error) {
+			return ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["from"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "to",
+		func(ctx context.Context, v any) (*time.Time, error) {
+			return ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["to"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "granularity",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["granularity"] = arg3
 	return args, nil
 }
 
@@ -790,6 +1019,52 @@ func (ec *executionContext) _AuditEntry_createdAt(ctx context.Context, field gra
 }
 func (ec *executionContext) fieldContext_AuditEntry_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("AuditEntry", field, false, false, "Time")
+}
+
+func (ec *executionContext) _MoneyAmount_currency(ctx context.Context, field graphql.CollectedField, obj *billing.MRR) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MoneyAmount_currency(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Currency, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MoneyAmount_currency(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MoneyAmount", field, false, false, "String")
+}
+
+func (ec *executionContext) _MoneyAmount_amount(ctx context.Context, field graphql.CollectedField, obj *billing.MRR) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MoneyAmount_amount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.MoneyAmount().Amount(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MoneyAmount_amount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MoneyAmount", field, true, true, "Float")
 }
 
 func (ec *executionContext) _MyPermissions_tenantId(ctx context.Context, field graphql.CollectedField, obj *model.MyPermissions) (ret graphql.Marshaler) {
@@ -1243,6 +1518,82 @@ func (ec *executionContext) fieldContext_Query_auditLog(ctx context.Context, fie
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_usage(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_usage(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Usage(ctx, fc.Args["tenantId"].(string), fc.Args["from"].(*time.Time), fc.Args["to"].(*time.Time), fc.Args["granularity"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*billing.UsageTotal) graphql.Marshaler {
+			return ec.marshalNUsageTotal2ᚕᚖgithubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋbillingᚐUsageTotalᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_usage(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_UsageTotal(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_usage_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_saasMetrics(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_saasMetrics(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Query().SaasMetrics(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *billing.Metrics) graphql.Marshaler {
+			return ec.marshalNSaasMetrics2ᚖgithubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋbillingᚐMetrics(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_saasMetrics(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SaasMetrics(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query___type(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -1317,6 +1668,314 @@ func (ec *executionContext) fieldContext_Query___schema(_ context.Context, field
 		},
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _SaasMetrics_tenantsTotal(ctx context.Context, field graphql.CollectedField, obj *billing.Metrics) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SaasMetrics_tenantsTotal(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TenantsTotal, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SaasMetrics_tenantsTotal(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SaasMetrics", field, false, false, "Int")
+}
+
+func (ec *executionContext) _SaasMetrics_tenantsActive(ctx context.Context, field graphql.CollectedField, obj *billing.Metrics) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SaasMetrics_tenantsActive(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TenantsActive, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SaasMetrics_tenantsActive(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SaasMetrics", field, false, false, "Int")
+}
+
+func (ec *executionContext) _SaasMetrics_tenantsTrialing(ctx context.Context, field graphql.CollectedField, obj *billing.Metrics) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SaasMetrics_tenantsTrialing(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TenantsTrialing, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SaasMetrics_tenantsTrialing(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SaasMetrics", field, false, false, "Int")
+}
+
+func (ec *executionContext) _SaasMetrics_tenantsPastDue(ctx context.Context, field graphql.CollectedField, obj *billing.Metrics) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SaasMetrics_tenantsPastDue(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TenantsPastDue, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SaasMetrics_tenantsPastDue(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SaasMetrics", field, false, false, "Int")
+}
+
+func (ec *executionContext) _SaasMetrics_usersTotal(ctx context.Context, field graphql.CollectedField, obj *billing.Metrics) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SaasMetrics_usersTotal(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UsersTotal, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SaasMetrics_usersTotal(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SaasMetrics", field, false, false, "Int")
+}
+
+func (ec *executionContext) _SaasMetrics_tenantsCreated30d(ctx context.Context, field graphql.CollectedField, obj *billing.Metrics) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SaasMetrics_tenantsCreated30d(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TenantsCreated30d, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SaasMetrics_tenantsCreated30d(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SaasMetrics", field, false, false, "Int")
+}
+
+func (ec *executionContext) _SaasMetrics_tenantsChurned30d(ctx context.Context, field graphql.CollectedField, obj *billing.Metrics) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SaasMetrics_tenantsChurned30d(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TenantsChurned30d, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SaasMetrics_tenantsChurned30d(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SaasMetrics", field, false, false, "Int")
+}
+
+func (ec *executionContext) _SaasMetrics_averageTenantAgeDays(ctx context.Context, field graphql.CollectedField, obj *billing.Metrics) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SaasMetrics_averageTenantAgeDays(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AverageTenantAgeDays, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SaasMetrics_averageTenantAgeDays(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SaasMetrics", field, false, false, "Float")
+}
+
+func (ec *executionContext) _SaasMetrics_mrr(ctx context.Context, field graphql.CollectedField, obj *billing.Metrics) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SaasMetrics_mrr(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MRR, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []billing.MRR) graphql.Marshaler {
+			return ec.marshalNMoneyAmount2ᚕgithubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋbillingᚐMRRᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SaasMetrics_mrr(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SaasMetrics",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MoneyAmount(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _UsageTotal_metric(ctx context.Context, field graphql.CollectedField, obj *billing.UsageTotal) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_UsageTotal_metric(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Metric, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_UsageTotal_metric(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("UsageTotal", field, false, false, "String")
+}
+
+func (ec *executionContext) _UsageTotal_periodStart(ctx context.Context, field graphql.CollectedField, obj *billing.UsageTotal) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_UsageTotal_periodStart(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PeriodStart, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_UsageTotal_periodStart(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("UsageTotal", field, false, false, "Time")
+}
+
+func (ec *executionContext) _UsageTotal_periodEnd(ctx context.Context, field graphql.CollectedField, obj *billing.UsageTotal) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_UsageTotal_periodEnd(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PeriodEnd, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_UsageTotal_periodEnd(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("UsageTotal", field, false, false, "Time")
+}
+
+func (ec *executionContext) _UsageTotal_quantity(ctx context.Context, field graphql.CollectedField, obj *billing.UsageTotal) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_UsageTotal_quantity(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Quantity, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_UsageTotal_quantity(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("UsageTotal", field, false, false, "Float")
 }
 
 func (ec *executionContext) ___Directive_name(ctx context.Context, field graphql.CollectedField, obj *introspection.Directive) (ret graphql.Marshaler) {
@@ -2458,6 +3117,45 @@ func (ec *executionContext) _AuditEntry(ctx context.Context, sel ast.SelectionSe
 	return out
 }
 
+var moneyAmountImplementors = []string{"MoneyAmount"}
+
+func (ec *executionContext) _MoneyAmount(ctx context.Context, sel ast.SelectionSet, obj *billing.MRR) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, moneyAmountImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("MoneyAmount")
+		case "currency":
+			out.Values[i] = ec._MoneyAmount_currency(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "amount":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._MoneyAmount_amount(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var myPermissionsImplementors = []string{"MyPermissions"}
 
 func (ec *executionContext) _MyPermissions(ctx context.Context, sel ast.SelectionSet, obj *model.MyPermissions) graphql.Marshaler {
@@ -2650,6 +3348,18 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_auditLog(ctx, field)
 				})
+		case "usage":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_usage(ctx, field)
+				})
+		case "saasMetrics":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_saasMetrics(ctx, field)
+				})
 		case "__type":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Query___type(ctx, field)
@@ -2663,6 +3373,127 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 			})
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var saasMetricsImplementors = []string{"SaasMetrics"}
+
+func (ec *executionContext) _SaasMetrics(ctx context.Context, sel ast.SelectionSet, obj *billing.Metrics) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, saasMetricsImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SaasMetrics")
+		case "tenantsTotal":
+			out.Values[i] = ec._SaasMetrics_tenantsTotal(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "tenantsActive":
+			out.Values[i] = ec._SaasMetrics_tenantsActive(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "tenantsTrialing":
+			out.Values[i] = ec._SaasMetrics_tenantsTrialing(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "tenantsPastDue":
+			out.Values[i] = ec._SaasMetrics_tenantsPastDue(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "usersTotal":
+			out.Values[i] = ec._SaasMetrics_usersTotal(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "tenantsCreated30d":
+			out.Values[i] = ec._SaasMetrics_tenantsCreated30d(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "tenantsChurned30d":
+			out.Values[i] = ec._SaasMetrics_tenantsChurned30d(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "averageTenantAgeDays":
+			out.Values[i] = ec._SaasMetrics_averageTenantAgeDays(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "mrr":
+			out.Values[i] = ec._SaasMetrics_mrr(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var usageTotalImplementors = []string{"UsageTotal"}
+
+func (ec *executionContext) _UsageTotal(ctx context.Context, sel ast.SelectionSet, obj *billing.UsageTotal) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, usageTotalImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("UsageTotal")
+		case "metric":
+			out.Values[i] = ec._UsageTotal_metric(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "periodStart":
+			out.Values[i] = ec._UsageTotal_periodStart(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "periodEnd":
+			out.Values[i] = ec._UsageTotal_periodEnd(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "quantity":
+			out.Values[i] = ec._UsageTotal_quantity(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
 			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -3081,6 +3912,20 @@ func (ec *executionContext) marshalNBoolean2bool(ctx context.Context, sel ast.Se
 	return res
 }
 
+func (ec *executionContext) unmarshalNFloat2float64(ctx context.Context, v any) (float64, error) {
+	res, err := graphql.UnmarshalFloatContext(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNFloat2float64(ctx context.Context, sel ast.SelectionSet, v float64) graphql.Marshaler {
+	_ = sel
+	res := graphql.MarshalFloatContext(v)
+	if res == graphql.Null {
+		graphql.AddInvalidNullFromMarshaler(ctx, "Float!")
+	}
+	return graphql.WrapContextMarshaler(ctx, res)
+}
+
 func (ec *executionContext) unmarshalNID2string(ctx context.Context, v any) (string, error) {
 	res, err := graphql.UnmarshalID(v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -3121,6 +3966,26 @@ func (ec *executionContext) marshalNInt2int64(ctx context.Context, sel ast.Selec
 		graphql.AddInvalidNullFromMarshaler(ctx, "Int!")
 	}
 	return res
+}
+
+func (ec *executionContext) marshalNMoneyAmount2githubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋbillingᚐMRR(ctx context.Context, sel ast.SelectionSet, v billing.MRR) graphql.Marshaler {
+	return ec._MoneyAmount(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNMoneyAmount2ᚕgithubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋbillingᚐMRRᚄ(ctx context.Context, sel ast.SelectionSet, v []billing.MRR) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNMoneyAmount2githubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋbillingᚐMRR(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
 }
 
 func (ec *executionContext) marshalNMyPermissions2ᚖgithubᚗcomᚋtenantkitᚋtenantkitᚋgraphᚋmodelᚐMyPermissions(ctx context.Context, sel ast.SelectionSet, v *model.MyPermissions) graphql.Marshaler {
@@ -3179,6 +4044,14 @@ func (ec *executionContext) marshalNPlanLimit2ᚖgithubᚗcomᚋtenantkitᚋtena
 	return ec._PlanLimit(ctx, sel, v)
 }
 
+func (ec *executionContext) marshalNSaasMetrics2ᚖgithubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋbillingᚐMetrics(ctx context.Context, sel ast.SelectionSet, v *billing.Metrics) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "SaasMetrics!")
+		return graphql.Null
+	}
+	return ec._SaasMetrics(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalNString2string(ctx context.Context, v any) (string, error) {
 	res, err := graphql.UnmarshalString(v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -3234,6 +4107,30 @@ func (ec *executionContext) marshalNTime2timeᚐTime(ctx context.Context, sel as
 		graphql.AddInvalidNullFromMarshaler(ctx, "Time!")
 	}
 	return res
+}
+
+func (ec *executionContext) marshalNUsageTotal2ᚕᚖgithubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋbillingᚐUsageTotalᚄ(ctx context.Context, sel ast.SelectionSet, v []*billing.UsageTotal) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNUsageTotal2ᚖgithubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋbillingᚐUsageTotal(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNUsageTotal2ᚖgithubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋbillingᚐUsageTotal(ctx context.Context, sel ast.SelectionSet, v *billing.UsageTotal) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "UsageTotal!")
+		return graphql.Null
+	}
+	return ec._UsageTotal(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalN__Directive2githubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐDirective(ctx context.Context, sel ast.SelectionSet, v introspection.Directive) graphql.Marshaler {
@@ -3441,6 +4338,24 @@ func (ec *executionContext) marshalOString2ᚖstring(ctx context.Context, sel as
 	_ = sel
 	_ = ctx
 	res := graphql.MarshalString(*v)
+	return res
+}
+
+func (ec *executionContext) unmarshalOTime2ᚖtimeᚐTime(ctx context.Context, v any) (*time.Time, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := graphql.UnmarshalTime(v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOTime2ᚖtimeᚐTime(ctx context.Context, sel ast.SelectionSet, v *time.Time) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	_ = sel
+	_ = ctx
+	res := graphql.MarshalTime(*v)
 	return res
 }
 

@@ -4,6 +4,7 @@ package graph
 
 import (
 	"github.com/tenantkit/tenantkit"
+	"github.com/tenantkit/tenantkit/internal/billing"
 	"github.com/tenantkit/tenantkit/internal/team"
 )
 
@@ -11,6 +12,7 @@ import (
 
 // Resolver is the graph's only injection point: the domain services it reads from.
 type Resolver struct {
-	Plans tenantkit.PlanService
-	Team  *team.Service
+	Plans   tenantkit.PlanService
+	Team    *team.Service
+	Billing *billing.Service
 }

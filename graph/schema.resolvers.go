@@ -9,10 +9,17 @@ import (
 	"context"
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/tenantkit/tenantkit"
 	"github.com/tenantkit/tenantkit/graph/model"
+	"github.com/tenantkit/tenantkit/internal/billing"
 )
+
+// Amount is the resolver for the amount field.
+func (r *moneyAmountResolver) Amount(ctx context.Context, obj *billing.MRR) (float64, error) {
+	return float64(obj.Amount), nil // exact below 2^53 minor units
+}
 
 // Limits is the resolver for the limits field.
 func (r *planResolver) Limits(ctx context.Context, obj *tenantkit.Plan) ([]*model.PlanLimit, error) {
@@ -64,6 +71,35 @@ func (r *queryResolver) AuditLog(ctx context.Context, tenantID string, limit int
 	return out, nil
 }
 
+// Usage is the resolver for the usage field.
+func (r *queryResolver) Usage(ctx context.Context, tenantID string, from *time.Time, to *time.Time, granularity *string) ([]*billing.UsageTotal, error) {
+	g := ""
+	if granularity != nil {
+		g = *granularity
+	}
+	totals, err := r.Billing.Usage(ctx, tenantkit.SessionFrom(ctx), tenantID, from, to, g)
+	out := make([]*billing.UsageTotal, len(totals))
+	for i := range totals {
+		out[i] = &totals[i]
+	}
+	return out, err
+}
+
+// SaasMetrics is the resolver for the saasMetrics field.
+func (r *queryResolver) SaasMetrics(ctx context.Context) (*billing.Metrics, error) {
+	m, err := r.Billing.Metrics(ctx, tenantkit.SessionFrom(ctx))
+	if err != nil {
+		return nil, err
+	}
+	if m.MRR == nil {
+		m.MRR = []billing.MRR{}
+	}
+	return &m, nil
+}
+
+// MoneyAmount returns MoneyAmountResolver implementation.
+func (r *Resolver) MoneyAmount() MoneyAmountResolver { return &moneyAmountResolver{r} }
+
 // Plan returns PlanResolver implementation.
 func (r *Resolver) Plan() PlanResolver { return &planResolver{r} }
 
@@ -71,6 +107,7 @@ func (r *Resolver) Plan() PlanResolver { return &planResolver{r} }
 func (r *Resolver) Query() QueryResolver { return &queryResolver{r} }
 
 type (
-	planResolver  struct{ *Resolver }
-	queryResolver struct{ *Resolver }
+	moneyAmountResolver struct{ *Resolver }
+	planResolver        struct{ *Resolver }
+	queryResolver       struct{ *Resolver }
 )

@@ -26,6 +26,7 @@ import (
 	"github.com/tenantkit/tenantkit"
 	"github.com/tenantkit/tenantkit/actions"
 	"github.com/tenantkit/tenantkit/graph"
+	"github.com/tenantkit/tenantkit/internal/billing"
 	"github.com/tenantkit/tenantkit/internal/mail"
 	"github.com/tenantkit/tenantkit/internal/pglocal"
 	"github.com/tenantkit/tenantkit/internal/postgres"
@@ -106,12 +107,13 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	m.DB = db
 	teams := &team.Service{Store: db, Box: box, Mailer: mailer{sender}, AppURL: m.Config.AppURL, InvitationTTL: m.Config.InvitationTTL}
-	hasura := &actions.Handler{Team: teams, Events: db}
+	bills := &billing.Service{Store: db}
+	hasura := &actions.Handler{Team: teams, Billing: bills, Events: db}
 	m.HTTP = &server.Server{
 		Addr:    m.Config.ListenAddr,
 		Secret:  m.Config.Secret,
 		DB:      db,
-		Graph:   graph.NewHandler(&graph.Resolver{Plans: db, Team: teams}),
+		Graph:   graph.NewHandler(&graph.Resolver{Plans: db, Team: teams, Billing: bills}),
 		Action:  http.HandlerFunc(hasura.ServeAction),
 		Event:   http.HandlerFunc(hasura.ServeEvent),
 		Metrics: server.NewMetrics(hasura.Names()),

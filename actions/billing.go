@@ -1,0 +1,36 @@
+package actions
+
+import (
+	"context"
+	"time"
+
+	"github.com/tenantkit/tenantkit"
+	"github.com/tenantkit/tenantkit/internal/billing"
+)
+
+type usageEventInput struct {
+	TenantID       string     `json:"tenantId"`
+	Metric         string     `json:"metric"`
+	Quantity       float64    `json:"quantity"`
+	IdempotencyKey string     `json:"idempotencyKey"`
+	OccurredAt     *time.Time `json:"occurredAt"`
+}
+
+type recordUsageInput struct {
+	Events []usageEventInput `json:"events"`
+}
+
+func (h *Handler) recordUsage(ctx context.Context, s tenantkit.Session, in recordUsageInput) (any, error) {
+	events := make([]billing.UsageEvent, len(in.Events))
+	for i, e := range in.Events {
+		events[i] = billing.UsageEvent{TenantID: e.TenantID, Metric: e.Metric, Quantity: e.Quantity, IdempotencyKey: e.IdempotencyKey}
+		if e.OccurredAt != nil {
+			events[i].OccurredAt = *e.OccurredAt
+		}
+	}
+	recorded, duplicates, err := h.Billing.RecordUsage(ctx, s, events)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]int{"recorded": recorded, "duplicates": duplicates}, nil
+}

@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+)
+
+func serviceSession() map[string]string { return map[string]string{"x-hasura-role": "service"} }
+
+// record sends one recordUsage batch as a trusted backend.
+func (s *stack) record(t *testing.T, events ...map[string]any) result {
+	t.Helper()
+	list := make([]any, len(events))
+	for i, e := range events {
+		list[i] = e
+	}
+	res, err := s.hasura.Action(context.Background(), "recordUsage", map[string]any{"events": list}, serviceSession())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.HasuraError != nil {
+		t.Fatalf("Hasura would reject: %v", res.HasuraError)
+	}
+	r := result{status: res.Status}
+	if res.Status >= 400 {
+		ae, _ := res.ActionError()
+		r.code, r.msg = ae.Code, ae.Message
+		return r
+	}
+	_ = res.JSON(&r.out)
+	return r
+}
+
+func (s *stack) graph(t *testing.T, q string, vars map[string]any, sess map[string]string) (data map[string]any, code string) {
+	t.Helper()
+	res, err := s.hasura.RemoteSchema(context.Background(), "tenantkit", q, vars, sess)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body struct {
+		Data   map[string]any
+		Errors []struct{ Extensions struct{ Code string } }
+	}
+	if err := res.JSON(&body); err != nil {
+		t.Fatal(err)
+	}
+	if len(body.Errors) > 0 {
+		return nil, body.Errors[0].Extensions.Code
+	}
+	return body.Data, ""
+}
+
+func TestUsage(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	hour := time.Now().UTC().Truncate(time.Hour)
+	ev := func(tenant, metric, key string, q float64, at time.Time) map[string]any {
+		return map[string]any{"tenantId": tenant, "metric": metric, "quantity": q, "idempotencyKey": key, "occurredAt": at.Format(time.RFC3339Nano)}
+	}
+	usage := func(t *testing.T, tenant, user, granularity string) map[string]float64 {
+		t.Helper()
+		q := `query($t: ID!, $g: String) { usage(tenantId: $t, granularity: $g) { metric periodStart periodEnd quantity } }`
+		data, code := s.graph(t, q, map[string]any{"t": tenant, "g": granularity}, session(user))
+		if code != "" {
+			t.Fatalf("usage: %s", code)
+		}
+		out := map[string]float64{}
+		for _, row := range data["usage"].([]any) {
+			r := row.(map[string]any)
+			out[fmt.Sprintf("%s@%s", r["metric"], r["periodStart"])] = r["quantity"].(float64)
+		}
+		return out
+	}
+
+	t.Run("each event counts once, across retries and concurrent batches", func(t *testing.T) {
+		t.Parallel()
+		tenant, owner := s.tenant(t)
+		var wg sync.WaitGroup
+		for w := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var batch []map[string]any
+				for i := range 200 { // workers overlap: keys 0..399 sent by two workers each
+					k := (w/2)*200 + i
+					batch = append(batch, ev(tenant, "api_calls", fmt.Sprint("k", k), 1, hour.Add(time.Duration(k%50)*time.Minute)))
+				}
+				if r := s.record(t, batch...); r.status != 200 {
+					t.Errorf("batch: %d %s", r.status, r.code)
+				}
+			}()
+		}
+		wg.Wait()
+		again := s.record(t, ev(tenant, "api_calls", "k0", 1, hour))
+		if again.out["recorded"] != float64(0) || again.out["duplicates"] != float64(1) {
+			t.Errorf("a retried event: %v", again.out)
+		}
+		got := usage(t, tenant, owner, "day")
+		var total float64
+		for k, v := range got {
+			if len(k) > 9 && k[:9] == "api_calls" {
+				total += v
+			}
+		}
+		if total != 800 {
+			t.Errorf("api_calls = %v, want 800 (distinct keys): %v", total, got)
+		}
+	})
+
+	t.Run("a gauge keeps the latest observation, whatever the arrival order", func(t *testing.T) {
+		t.Parallel()
+		tenant, owner := s.tenant(t)
+		s.record(t, ev(tenant, "storage_gb", "g2", 7, hour.Add(20*time.Minute)))
+		s.record(t, ev(tenant, "storage_gb", "g1", 9, hour.Add(10*time.Minute))) // older, arrives late
+		s.record(t, ev(tenant, "storage_gb", "g3", 5, hour.Add(30*time.Minute)))
+		got := usage(t, tenant, owner, "hour")
+		if v := got["storage_gb@"+hour.Format(time.RFC3339)]; v != 5 {
+			t.Errorf("storage_gb = %v, want 5 (the latest): %v", v, got)
+		}
+	})
+
+	t.Run("bad batches are refused whole", func(t *testing.T) {
+		t.Parallel()
+		tenant, owner := s.tenant(t)
+		for name, events := range map[string][]map[string]any{
+			"unknown tenant": {ev(tenant, "api_calls", "ok", 1, hour), ev("00000000-0000-4000-8000-000000000000", "api_calls", "x", 1, hour)},
+			"bad metric":     {ev(tenant, "API Calls", "x", 1, hour)},
+			"negative":       {ev(tenant, "api_calls", "x", -1, hour)},
+			"no key":         {ev(tenant, "api_calls", "", 1, hour)},
+			"too old":        {ev(tenant, "api_calls", "x", 1, hour.AddDate(0, 0, -60))},
+		} {
+			if r := s.record(t, events...); r.code != "invalid" {
+				t.Errorf("%s: %d %q", name, r.status, r.code)
+			}
+		}
+		big := make([]map[string]any, 1001)
+		for i := range big {
+			big[i] = ev(tenant, "api_calls", fmt.Sprint(i), 1, hour)
+		}
+		if r := s.record(t, big...); r.code != "invalid" {
+			t.Errorf("1,001 events: %d %q", r.status, r.code)
+		}
+		if got := usage(t, tenant, owner, "day"); len(got) != 0 {
+			t.Errorf("usage after refusals: %v", got)
+		}
+	})
+
+	t.Run("only trusted backends record; only members read", func(t *testing.T) {
+		t.Parallel()
+		tenant, _ := s.tenant(t)
+		// Hasura would refuse role user (no permission); the handler refuses it too.
+		body, _ := json.Marshal(map[string]any{
+			"action": map[string]string{"name": "recordUsage"}, "input": map[string]any{"events": []any{ev(tenant, "api_calls", "x", 1, hour)}},
+			"session_variables": session(s.user(t, "")),
+		})
+		req, _ := http.NewRequest(http.MethodPost, s.m.HTTP.URL()+"/actions/recordUsage", bytes.NewReader(body))
+		req.Header.Set("X-Tenantkit-Secret", testSecret)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusForbidden {
+			t.Errorf("recordUsage as a user: %d, want 403", res.StatusCode)
+		}
+		s.record(t, ev(tenant, "api_calls", "y", 3, hour))
+		if got := usage(t, tenant, s.user(t, ""), "day"); len(got) != 0 {
+			t.Errorf("a stranger sees usage: %v", got)
+		}
+		if _, code := s.graph(t, `query($t: ID!) { usage(tenantId: $t, granularity: "week") { metric } }`, map[string]any{"t": tenant}, session(s.user(t, ""))); code != "invalid" {
+			t.Errorf("granularity week: %q", code)
+		}
+	})
+}
+
+func TestSaasMetrics(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	exec(t, s, `INSERT INTO subscription_plans (key, name, unit_amount, currency, "interval") VALUES ('yearly-eur', 'Yearly EUR', 120000, 'eur', 'year')`)
+	statuses := []string{"active", "active", "active", "trialing", "past_due", "canceled"}
+	plans := []string{"starter", "starter", "yearly-eur", "starter", "professional", "starter"}
+	for i, st := range statuses {
+		tenant, _ := s.tenant(t)
+		for range 2 { // members must not multiply revenue
+			exec(t, s, `INSERT INTO tenant_users (tenant_id, user_id, role) VALUES ($1, $2, 'member')`, tenant, s.user(t, ""))
+		}
+		exec(t, s, `UPDATE tenant_subscriptions SET status = $2::subscription_status, plan_id = (SELECT id FROM subscription_plans WHERE key = $3),
+			canceled_at = CASE WHEN $2::text = 'canceled' THEN now() - interval '3 days' END WHERE tenant_id = $1`, tenant, st, plans[i])
+	}
+	exec(t, s, `UPDATE tenants SET created_at = now() - interval '100 days' WHERE slug IN (SELECT slug FROM tenants ORDER BY slug LIMIT 2)`)
+
+	q := `{ saasMetrics { tenantsTotal tenantsActive tenantsTrialing tenantsPastDue usersTotal tenantsCreated30d tenantsChurned30d averageTenantAgeDays mrr { currency amount } } }`
+	data, code := s.graph(t, q, nil, map[string]string{"x-hasura-role": "admin"})
+	if code != "" {
+		t.Fatalf("saasMetrics: %s", code)
+	}
+	m := data["saasMetrics"].(map[string]any)
+	want := map[string]float64{"tenantsTotal": 6, "tenantsActive": 3, "tenantsTrialing": 1, "tenantsPastDue": 1, "usersTotal": 18, "tenantsCreated30d": 4, "tenantsChurned30d": 1}
+	for k, v := range want {
+		if m[k] != v {
+			t.Errorf("%s = %v, want %v", k, m[k], v)
+		}
+	}
+	if age := m["averageTenantAgeDays"].(float64); age < 33 || age > 34 {
+		t.Errorf("averageTenantAgeDays = %v, want 33.3 (two of six tenants 100 days old)", age)
+	}
+	// usd: two active Starter (2900 each) + past_due Professional (9900); eur: 120000 / 12
+	mrr, _ := json.Marshal(m["mrr"])
+	if string(mrr) != `[{"amount":10000,"currency":"eur"},{"amount":15700,"currency":"usd"}]` {
+		t.Errorf("mrr = %s", mrr)
+	}
+	if _, code := s.graph(t, q, nil, session(s.user(t, ""))); code != "forbidden" {
+		t.Errorf("as a user: code %q", code)
+	}
+}

@@ -1,0 +1,157 @@
+// Package billing is the domain of plans, usage metering and SaaS metrics (and, next, Stripe
+// subscriptions): validation and the rules of who may see and report what, over a Store that
+// persists them under RLS or on the explicit system path.
+package billing
+
+import (
+	"context"
+	"regexp"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tenantkit/tenantkit"
+)
+
+// MaxBatch is the most usage events one call may record.
+const MaxBatch = 1000
+
+// Gauges are metrics whose value is a level, not a count: a period keeps the latest observation
+// instead of the sum. Every other metric is a counter.
+var Gauges = map[string]bool{"storage_gb": true}
+
+// UsageEvent is one usage observation reported by a trusted backend (or counted by tenantkit).
+type UsageEvent struct {
+	TenantID       string
+	Metric         string
+	Quantity       float64
+	IdempotencyKey string
+	OccurredAt     time.Time
+}
+
+// UsageTotal is a metric's total (counters) or latest value (gauges) over a period.
+type UsageTotal struct {
+	Metric      string
+	PeriodStart time.Time
+	PeriodEnd   time.Time
+	Quantity    float64
+}
+
+// Metrics are the platform's SaaS metrics.
+type Metrics struct {
+	TenantsTotal, TenantsActive, TenantsTrialing, TenantsPastDue int
+	UsersTotal                                                   int
+	TenantsCreated30d, TenantsChurned30d                         int
+	AverageTenantAgeDays                                         float64
+	MRR                                                          []MRR
+}
+
+// MRR is monthly recurring revenue in one currency, in its smallest unit.
+type MRR struct {
+	Currency string
+	Amount   int64
+}
+
+// Store persists billing data.
+type Store interface {
+	// RecordUsage records each event once (by tenant and idempotency key) and returns how many were
+	// new. A batch naming a tenant that does not exist is refused whole (invalid).
+	RecordUsage(ctx context.Context, events []UsageEvent) (recorded int, err error)
+	// Usage returns the tenant's totals per metric and period (granularity "hour", "day" or
+	// "month", UTC) in [from, to), as far as the caller may read them.
+	Usage(ctx context.Context, s tenantkit.Session, tenantID string, from, to time.Time, granularity string) ([]UsageTotal, error)
+	// Metrics computes the platform metrics at now (system path).
+	Metrics(ctx context.Context, now time.Time) (Metrics, error)
+}
+
+// Service implements billing.
+type Service struct {
+	Store Store
+	Now   func() time.Time
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+var metricPattern = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
+
+// RecordUsage records a batch of usage events from a trusted backend: the session's Hasura role
+// must be "service" (or "admin"). Each event is applied once by (tenant, idempotencyKey); a
+// repeated batch changes nothing. The batch is all-or-nothing. Errors: forbidden, invalid (also
+// for an unknown tenant), unavailable.
+func (s *Service) RecordUsage(ctx context.Context, sess tenantkit.Session, events []UsageEvent) (recorded, duplicates int, err error) {
+	if r := sess.Role(); r != "service" && r != "admin" {
+		return 0, 0, tenantkit.Errorf(tenantkit.Forbidden, "usage is reported by trusted backends (Hasura role service)")
+	}
+	if len(events) == 0 || len(events) > MaxBatch {
+		return 0, 0, tenantkit.Errorf(tenantkit.Invalid, "a batch holds 1 to %d events", MaxBatch)
+	}
+	now := s.now()
+	for i := range events {
+		e := &events[i]
+		switch {
+		case uuid.Validate(e.TenantID) != nil:
+			return 0, 0, tenantkit.Errorf(tenantkit.Invalid, "event %d: tenantId must be a UUID", i)
+		case !metricPattern.MatchString(e.Metric):
+			return 0, 0, tenantkit.Errorf(tenantkit.Invalid, "event %d: metric must be lowercase letters, digits and underscores", i)
+		case e.Quantity < 0 || e.Quantity > 1e12 || e.Quantity != e.Quantity:
+			return 0, 0, tenantkit.Errorf(tenantkit.Invalid, "event %d: quantity must be between 0 and 1e12", i)
+		case e.IdempotencyKey == "" || len(e.IdempotencyKey) > 255:
+			return 0, 0, tenantkit.Errorf(tenantkit.Invalid, "event %d: idempotencyKey must be 1 to 255 characters", i)
+		}
+		if e.OccurredAt.IsZero() {
+			e.OccurredAt = now
+		}
+		if e.OccurredAt.After(now.Add(5*time.Minute)) || e.OccurredAt.Before(now.AddDate(0, 0, -35)) {
+			return 0, 0, tenantkit.Errorf(tenantkit.Invalid, "event %d: occurredAt must be within the last 35 days", i)
+		}
+	}
+	recorded, err = s.Store.RecordUsage(ctx, events)
+	return recorded, len(events) - recorded, err
+}
+
+// Usage returns a tenant's usage per metric and period to its members: granularity "hour",
+// "day" (default) or "month"; the range defaults to the current UTC month and spans at most 400
+// days. Counters are summed; gauges report the highest hourly value of the period. A non-member
+// gets an empty list, whether or not the tenant exists. Errors: unauthenticated, invalid.
+func (s *Service) Usage(ctx context.Context, sess tenantkit.Session, tenantID string, from, to *time.Time, granularity string) ([]UsageTotal, error) {
+	if uuid.Validate(sess.UserID()) != nil {
+		return nil, tenantkit.Errorf(tenantkit.Unauthenticated, "sign in first")
+	}
+	if uuid.Validate(tenantID) != nil {
+		return nil, tenantkit.Errorf(tenantkit.Invalid, "tenantId must be a UUID")
+	}
+	switch granularity {
+	case "":
+		granularity = "day"
+	case "hour", "day", "month":
+	default:
+		return nil, tenantkit.Errorf(tenantkit.Invalid, "granularity must be hour, day or month")
+	}
+	now := s.now().UTC()
+	start := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	end := start.AddDate(0, 1, 0)
+	if from != nil {
+		start = *from
+	}
+	if to != nil {
+		end = *to
+	}
+	if !end.After(start) || end.Sub(start) > 400*24*time.Hour {
+		return nil, tenantkit.Errorf(tenantkit.Invalid, "the range must be positive and at most 400 days")
+	}
+	return s.Store.Usage(ctx, sess, tenantID, start, end, granularity)
+}
+
+// Metrics returns the platform's SaaS metrics to platform administrators (Hasura role admin).
+// Errors: forbidden, unavailable.
+func (s *Service) Metrics(ctx context.Context, sess tenantkit.Session) (Metrics, error) {
+	if sess.Role() != "admin" {
+		return Metrics{}, tenantkit.Errorf(tenantkit.Forbidden, "platform administrators only")
+	}
+	return s.Store.Metrics(ctx, s.now())
+}

@@ -1,0 +1,175 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tenantkit/tenantkit"
+	"github.com/tenantkit/tenantkit/internal/billing"
+)
+
+var _ billing.Store = (*DB)(nil)
+
+// recordCounters appends the events (each once, by tenant and idempotency key) and adds the new
+// ones to a counter row picked by slot, so concurrent writers of one tenant, metric and hour do not
+// queue on one row. Rows are written in key order: concurrent batches would deadlock otherwise.
+// Periods are UTC hours.
+const recordCounters = `
+WITH batch (tenant_id, idempotency_key, metric, quantity, occurred_at) AS (
+  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::numeric[], $5::timestamptz[])
+), inserted AS (
+  INSERT INTO tenantkit.usage_events AS e (tenant_id, idempotency_key, metric, quantity, occurred_at)
+  SELECT tenant_id, idempotency_key, metric, quantity, occurred_at FROM batch
+  ORDER BY tenant_id, idempotency_key
+  ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+  RETURNING e.tenant_id, e.metric, e.quantity, date_trunc('hour', e.occurred_at, 'UTC') AS period_start
+), added AS (
+  INSERT INTO billing_usage AS u (tenant_id, metric, period_start, period_end, slot, quantity)
+  SELECT tenant_id, metric, period_start, period_start + interval '1 hour', pg_backend_pid() % 16, sum(quantity)
+  FROM inserted
+  GROUP BY tenant_id, metric, period_start
+  ORDER BY tenant_id, metric, period_start
+  ON CONFLICT (tenant_id, metric, period_start, slot) DO UPDATE
+    SET quantity = u.quantity + EXCLUDED.quantity, updated_at = now()
+  RETURNING 1
+)
+SELECT count(*) FROM inserted`
+
+// recordGauges appends the events like recordCounters, then keeps, per tenant, metric and hour, the
+// latest observation (slot 0); an older observation arriving late changes nothing.
+const recordGauges = `
+WITH batch (tenant_id, idempotency_key, metric, quantity, occurred_at) AS (
+  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::numeric[], $5::timestamptz[])
+), inserted AS (
+  INSERT INTO tenantkit.usage_events AS e (tenant_id, idempotency_key, metric, quantity, occurred_at)
+  SELECT tenant_id, idempotency_key, metric, quantity, occurred_at FROM batch
+  ORDER BY tenant_id, idempotency_key
+  ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+  RETURNING e.tenant_id, e.metric, e.quantity, e.occurred_at, date_trunc('hour', e.occurred_at, 'UTC') AS period_start
+), latest AS (
+  SELECT DISTINCT ON (tenant_id, metric, period_start) *
+  FROM inserted
+  ORDER BY tenant_id, metric, period_start, occurred_at DESC
+), set AS (
+  INSERT INTO billing_usage AS u (tenant_id, metric, period_start, period_end, slot, quantity, observed_at)
+  SELECT tenant_id, metric, period_start, period_start + interval '1 hour', 0, quantity, occurred_at
+  FROM latest
+  ORDER BY tenant_id, metric, period_start
+  ON CONFLICT (tenant_id, metric, period_start, slot) DO UPDATE
+    SET quantity = EXCLUDED.quantity, observed_at = EXCLUDED.observed_at, updated_at = now()
+    WHERE u.observed_at IS NULL OR u.observed_at < EXCLUDED.observed_at
+  RETURNING 1
+)
+SELECT count(*) FROM inserted`
+
+// RecordUsage implements billing.Store on the system path (events come from trusted backends).
+func (db *DB) RecordUsage(ctx context.Context, events []billing.UsageEvent) (int, error) {
+	type columns struct {
+		tenants, keys, metrics []string
+		quantities             []float64
+		times                  []time.Time
+	}
+	var counters, gauges columns
+	for _, e := range events {
+		c := &counters
+		if billing.Gauges[e.Metric] {
+			c = &gauges
+		}
+		c.tenants = append(c.tenants, e.TenantID)
+		c.keys = append(c.keys, e.IdempotencyKey)
+		c.metrics = append(c.metrics, e.Metric)
+		c.quantities = append(c.quantities, e.Quantity)
+		c.times = append(c.times, e.OccurredAt)
+	}
+	recorded := 0
+	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
+		for sql, c := range map[string]*columns{recordCounters: &counters, recordGauges: &gauges} {
+			if len(c.keys) == 0 {
+				continue
+			}
+			var n int
+			if err := tx.QueryRow(ctx, sql, c.tenants, c.keys, c.metrics, c.quantities, c.times).Scan(&n); err != nil {
+				var pe *pgconn.PgError
+				if errors.As(err, &pe) && pe.Code == "23503" {
+					return tenantkit.Errorf(tenantkit.Invalid, "the batch names a tenant that does not exist")
+				}
+				return err
+			}
+			recorded += n
+		}
+		return nil
+	})
+	return recorded, err
+}
+
+// Usage implements billing.Store under RLS: members of the tenant read its usage.
+func (db *DB) Usage(ctx context.Context, s tenantkit.Session, tenantID string, from, to time.Time, granularity string) ([]billing.UsageTotal, error) {
+	gauges := make([]string, 0, len(billing.Gauges))
+	for g := range billing.Gauges {
+		gauges = append(gauges, g)
+	}
+	var totals []billing.UsageTotal
+	err := db.WithUser(ctx, s, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, `
+			SELECT metric, date_trunc($4, period_start, 'UTC') AS p,
+			       CASE WHEN metric = ANY ($5::text[]) THEN max(quantity) ELSE sum(quantity) END::float8
+			FROM billing_usage
+			WHERE tenant_id = $1 AND period_start >= $2 AND period_start < $3
+			GROUP BY metric, p
+			ORDER BY metric, p`, tenantID, from, to, granularity, gauges)
+		var err error
+		totals, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (billing.UsageTotal, error) {
+			var t billing.UsageTotal
+			err := r.Scan(&t.Metric, &t.PeriodStart, &t.Quantity)
+			t.PeriodStart = t.PeriodStart.UTC()
+			switch granularity {
+			case "hour":
+				t.PeriodEnd = t.PeriodStart.Add(time.Hour)
+			case "day":
+				t.PeriodEnd = t.PeriodStart.AddDate(0, 0, 1)
+			default:
+				t.PeriodEnd = t.PeriodStart.AddDate(0, 1, 0)
+			}
+			return t, err
+		})
+		return err
+	})
+	return totals, err
+}
+
+// Metrics implements billing.Store on the system path. MRR counts subscriptions whose status is
+// active or past_due (Stripe still bills those; trials and everything else do not count), each
+// once, at its plan's price, yearly prices divided by 12, per currency.
+func (db *DB) Metrics(ctx context.Context, now time.Time) (billing.Metrics, error) {
+	var m billing.Metrics
+	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `
+			SELECT (SELECT count(*) FROM tenants),
+			       (SELECT count(*) FROM tenant_subscriptions WHERE status = 'active'),
+			       (SELECT count(*) FROM tenant_subscriptions WHERE status = 'trialing'),
+			       (SELECT count(*) FROM tenant_subscriptions WHERE status = 'past_due'),
+			       (SELECT count(DISTINCT user_id) FROM tenant_users),
+			       (SELECT count(*) FROM tenants WHERE created_at > $1::timestamptz - interval '30 days'),
+			       (SELECT count(*) FROM tenant_subscriptions
+			        WHERE status IN ('canceled', 'incomplete_expired') AND canceled_at > $1::timestamptz - interval '30 days'),
+			       (SELECT coalesce(avg(extract(epoch FROM $1::timestamptz - created_at)) / 86400, 0)::float8 FROM tenants)`,
+			now).Scan(&m.TenantsTotal, &m.TenantsActive, &m.TenantsTrialing, &m.TenantsPastDue, &m.UsersTotal,
+			&m.TenantsCreated30d, &m.TenantsChurned30d, &m.AverageTenantAgeDays)
+		if err != nil {
+			return err
+		}
+		rows, _ := tx.Query(ctx, `
+			SELECT p.currency, round(sum(CASE p."interval" WHEN 'year' THEN p.unit_amount / 12.0 ELSE p.unit_amount END))::bigint
+			FROM tenant_subscriptions s JOIN subscription_plans p ON p.id = s.plan_id
+			WHERE s.status IN ('active', 'past_due')
+			GROUP BY p.currency
+			ORDER BY p.currency`)
+		m.MRR, err = pgx.CollectRows(rows, pgx.RowToStructByPos[billing.MRR])
+		return err
+	})
+	return m, err
+}
