@@ -29,6 +29,7 @@ import (
 type Handler struct {
 	Team    *team.Service
 	Billing *billing.Service
+	Meter   *billing.Meter // counts successful actions per tenant (api_calls); nil counts nothing
 	Events  tenantkit.EventLog
 }
 
@@ -150,12 +151,13 @@ func (h *Handler) ServeAction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	session := tenantkit.NewSession(p.SessionVariables)
+	var in struct {
+		TenantID string `json:"tenantId"`
+	}
+	_ = json.Unmarshal(p.Input, &in)
 	log.UpdateContext(func(c zerolog.Context) zerolog.Context {
 		c = c.Str("user_id", session.UserID())
-		var in struct {
-			TenantID string `json:"tenantId"`
-		}
-		if json.Unmarshal(p.Input, &in) == nil && in.TenantID != "" {
+		if in.TenantID != "" {
 			c = c.Str("tenant_id", in.TenantID)
 		}
 		return c
@@ -164,6 +166,9 @@ func (h *Handler) ServeAction(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, r, err)
 		return
+	}
+	if h.Meter != nil && in.TenantID != "" {
+		h.Meter.Count(in.TenantID)
 	}
 	writeJSON(w, http.StatusOK, out)
 }

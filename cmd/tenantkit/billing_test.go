@@ -219,3 +219,26 @@ func TestSaasMetrics(t *testing.T) {
 		t.Errorf("as a user: code %q", code)
 	}
 }
+
+func TestActionsAreMetered(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	tenant, owner := s.tenant(t)
+	for range 5 {
+		s.ok(t, "checkPermission", map[string]any{"tenantId": tenant, "permission": "projects:read"}, owner)
+	}
+	s.fails(t, "invalid", "checkPermission", map[string]any{"tenantId": tenant, "permission": "bad"}, owner) // failures do not count
+	s.ok(t, "checkPermission", map[string]any{"tenantId": "00000000-0000-4000-8000-000000000000", "permission": "projects:read"}, owner)
+	if err := s.m.Meter.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.count(t, `SELECT coalesce(sum(quantity), 0)::int FROM billing_usage WHERE tenant_id = $1 AND metric = 'api_calls'`, tenant); n != 5 {
+		t.Errorf("api_calls = %d, want 5", n)
+	}
+	if err := s.m.Meter.Flush(context.Background()); err != nil { // nothing new: nothing added
+		t.Fatal(err)
+	}
+	if n := s.count(t, `SELECT coalesce(sum(quantity), 0)::int FROM billing_usage WHERE tenant_id = $1 AND metric = 'api_calls'`, tenant); n != 5 {
+		t.Errorf("api_calls after an empty flush = %d, want 5", n)
+	}
+}

@@ -88,6 +88,9 @@ type Main struct {
 	Log    zerolog.Logger
 	DB     *postgres.DB
 	HTTP   *server.Server
+	Meter  *billing.Meter
+
+	stopMeter func() // stops the meter after its final flush
 }
 
 // Open connects to the database (refusing to start when the tenantkit roles are unusable) and
@@ -108,7 +111,8 @@ func (m *Main) Open(ctx context.Context) error {
 	m.DB = db
 	teams := &team.Service{Store: db, Box: box, Mailer: mailer{sender}, AppURL: m.Config.AppURL, InvitationTTL: m.Config.InvitationTTL}
 	bills := &billing.Service{Store: db}
-	hasura := &actions.Handler{Team: teams, Billing: bills, Events: db}
+	m.Meter = &billing.Meter{Store: db, Log: m.Log}
+	hasura := &actions.Handler{Team: teams, Billing: bills, Meter: m.Meter, Events: db}
 	m.HTTP = &server.Server{
 		Addr:    m.Config.ListenAddr,
 		Secret:  m.Config.Secret,
@@ -123,6 +127,10 @@ func (m *Main) Open(ctx context.Context) error {
 		db.Close()
 		return fmt.Errorf("listen on %s: %w", m.Config.ListenAddr, err)
 	}
+	meterCtx, stopMeter := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { defer close(done); m.Meter.Run(meterCtx) }()
+	m.stopMeter = func() { stopMeter(); <-done }
 	return nil
 }
 
@@ -131,6 +139,7 @@ func (m *Main) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	err := m.HTTP.Close(ctx)
+	m.stopMeter() // after the last request: its final flush records every counted call
 	m.DB.Close()
 	return err
 }

@@ -60,6 +60,8 @@ type Store interface {
 	// Usage returns the tenant's totals per metric and period (granularity "hour", "day" or
 	// "month", UTC) in [from, to), as far as the caller may read them.
 	Usage(ctx context.Context, s tenantkit.Session, tenantID string, from, to time.Time, granularity string) ([]UsageTotal, error)
+	// KnownTenants returns which of the ids are existing tenants (system path).
+	KnownTenants(ctx context.Context, ids []string) (map[string]bool, error)
 	// Metrics computes the platform metrics at now (system path).
 	Metrics(ctx context.Context, now time.Time) (Metrics, error)
 }

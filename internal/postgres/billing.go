@@ -66,8 +66,25 @@ WITH batch (tenant_id, idempotency_key, metric, quantity, occurred_at) AS (
 )
 SELECT count(*) FROM inserted`
 
+// KnownTenants implements billing.Store.
+func (db *DB) KnownTenants(ctx context.Context, ids []string) (map[string]bool, error) {
+	known := map[string]bool{}
+	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, `SELECT id::text FROM tenants WHERE id = ANY ($1::uuid[])`, ids)
+		found, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		for _, id := range found {
+			known[id] = true
+		}
+		return err
+	})
+	return known, err
+}
+
 // RecordUsage implements billing.Store on the system path (events come from trusted backends).
 func (db *DB) RecordUsage(ctx context.Context, events []billing.UsageEvent) (int, error) {
+	if len(events) == 0 {
+		return 0, nil
+	}
 	type columns struct {
 		tenants, keys, metrics []string
 		quantities             []float64

@@ -1,0 +1,115 @@
+package billing
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/rs/zerolog"
+)
+
+// Meter counts tenantkit's own API calls per tenant ("api_calls") in memory and records them in
+// batches, so counting costs a map increment on the request path. A batch keeps the idempotency
+// keys it was given until it is recorded, so a failed flush retried later never counts twice.
+// Counts not yet flushed are lost if the process dies (at most one interval's worth).
+type Meter struct {
+	Store    Store
+	Interval time.Duration // default 1 s
+	Log      zerolog.Logger
+	Now      func() time.Time
+
+	flushing sync.Mutex // one flush at a time
+	mu       sync.Mutex // guards counts and pending
+	counts   map[string]float64
+	pending  []UsageEvent // formed, not yet recorded
+}
+
+// Count adds one API call for the tenant.
+func (m *Meter) Count(tenantID string) {
+	if uuid.Validate(tenantID) != nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.counts == nil {
+		m.counts = map[string]float64{}
+	}
+	m.counts[tenantID]++
+}
+
+// Flush records what was counted so far. Calls for tenants that do not exist are dropped.
+func (m *Meter) Flush(ctx context.Context) error {
+	m.flushing.Lock()
+	defer m.flushing.Unlock()
+	now := time.Now
+	if m.Now != nil {
+		now = m.Now
+	}
+	m.mu.Lock()
+	for tenant, n := range m.counts {
+		m.pending = append(m.pending, UsageEvent{TenantID: tenant, Metric: "api_calls", Quantity: n,
+			IdempotencyKey: "api_calls-" + uuid.NewString(), OccurredAt: now()})
+	}
+	m.counts = nil
+	batch := m.pending
+	m.mu.Unlock()
+	for len(batch) > 0 {
+		n := min(len(batch), MaxBatch)
+		known, err := m.Store.KnownTenants(ctx, tenantsOf(batch[:n]))
+		if err == nil {
+			_, err = m.Store.RecordUsage(ctx, filter(batch[:n], known))
+		}
+		if err != nil {
+			return err // the rest stays pending with its keys
+		}
+		m.mu.Lock()
+		m.pending = m.pending[n:]
+		batch = m.pending
+		m.mu.Unlock()
+	}
+	return nil
+}
+
+// Run flushes every Interval until ctx ends, then once more.
+func (m *Meter) Run(ctx context.Context) {
+	interval := m.Interval
+	if interval <= 0 {
+		interval = time.Second
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			if err := m.Flush(fctx); err != nil {
+				m.Log.Error().Err(err).Msg("api_calls meter: final flush failed; counts lost")
+			}
+			cancel()
+			return
+		case <-tick.C:
+			if err := m.Flush(ctx); err != nil {
+				m.Log.Warn().Err(err).Msg("api_calls meter: flush failed; will retry")
+			}
+		}
+	}
+}
+
+func tenantsOf(events []UsageEvent) []string {
+	ids := make([]string, len(events))
+	for i, e := range events {
+		ids[i] = e.TenantID
+	}
+	return ids
+}
+
+func filter(events []UsageEvent, known map[string]bool) []UsageEvent {
+	var out []UsageEvent
+	for _, e := range events {
+		if known[e.TenantID] {
+			out = append(out, e)
+		}
+	}
+	return out
+}
