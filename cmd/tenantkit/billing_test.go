@@ -59,14 +59,17 @@ func (s *stack) graph(t *testing.T, q string, vars map[string]any, sess map[stri
 func TestUsage(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
-	hour := time.Now().UTC().Truncate(time.Hour)
+	// Two hours back, so that every event below (up to 50 minutes later) lies in the past.
+	hour := time.Now().UTC().Truncate(time.Hour).Add(-2 * time.Hour)
 	ev := func(tenant, metric, key string, q float64, at time.Time) map[string]any {
 		return map[string]any{"tenantId": tenant, "metric": metric, "quantity": q, "idempotencyKey": key, "occurredAt": at.Format(time.RFC3339Nano)}
 	}
 	usage := func(t *testing.T, tenant, user, granularity string) map[string]float64 {
 		t.Helper()
-		q := `query($t: ID!, $g: String) { usage(tenantId: $t, granularity: $g) { metric periodStart periodEnd quantity } }`
-		data, code := s.graph(t, q, map[string]any{"t": tenant, "g": granularity}, session(user))
+		q := `query($t: ID!, $g: String, $from: Time, $to: Time) {
+			usage(tenantId: $t, granularity: $g, from: $from, to: $to) { metric periodStart periodEnd quantity } }`
+		data, code := s.graph(t, q, map[string]any{"t": tenant, "g": granularity,
+			"from": hour.AddDate(0, 0, -2).Format(time.RFC3339), "to": hour.AddDate(0, 0, 2).Format(time.RFC3339)}, session(user))
 		if code != "" {
 			t.Fatalf("usage: %s", code)
 		}
