@@ -56,6 +56,7 @@ func (h *Handler) triggers() map[string]struct {
 	}
 	return map[string]t{
 		"invitation_email": {"public.tenant_invitations", h.invitationEmail},
+		"tenant_created":   {"public.tenants", h.tenantCreated},
 	}
 }
 
@@ -156,4 +157,20 @@ func (h *Handler) invitationEmail(ctx context.Context, ev *event) error {
 		return c.Str("tenant_id", newRow.TenantID).Str("invitation_id", newRow.ID)
 	})
 	return h.Team.SendInvitationEmail(ctx, newRow.TenantID, newRow.ID, hash)
+}
+
+// tenantCreated gives a new tenant its Stripe customer (a no-op while billing is off).
+func (h *Handler) tenantCreated(ctx context.Context, ev *event) error {
+	var row struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(ev.Event.Data.New, &row); err != nil || team.ValidateID("id", row.ID) != nil {
+		return tenantkit.Errorf(tenantkit.Invalid, "event has no new tenant row")
+	}
+	zerolog.Ctx(ctx).UpdateContext(func(c zerolog.Context) zerolog.Context { return c.Str("tenant_id", row.ID) })
+	_, err := h.Billing.EnsureCustomer(ctx, row.ID)
+	if tenantkit.ErrorCode(err) == tenantkit.NotFound {
+		return nil // the tenant was deleted before the event arrived: nothing to bill
+	}
+	return err
 }

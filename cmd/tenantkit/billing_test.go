@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tenantkit/tenantkit/internal/stripetest"
 )
 
 func serviceSession() map[string]string { return map[string]string{"x-hasura-role": "service"} }
@@ -244,4 +246,53 @@ func TestActionsAreMetered(t *testing.T) {
 	if n := s.count(t, `SELECT coalesce(sum(quantity), 0)::int FROM billing_usage WHERE tenant_id = $1 AND metric = 'api_calls'`, tenant); n != 5 {
 		t.Errorf("api_calls after an empty flush = %d, want 5", n)
 	}
+}
+
+func TestStripeCustomer(t *testing.T) {
+	t.Parallel()
+
+	t.Run("a new tenant gets one Stripe customer, whatever the deliveries", func(t *testing.T) {
+		t.Parallel()
+		s := newStack(t, withStripe(t)...)
+		tenant, _ := s.tenant(t)
+		row := s.row(t, "tenants", "id = $1", tenant)
+		eventID := "7d2e8e0a-0f2a-4c0a-97cb-2a3b4c5d6e7f"
+		if st := s.deliver(t, "tenant_created", "INSERT", nil, row, eventID); st != http.StatusOK {
+			t.Fatalf("event: %d", st)
+		}
+		customer := s.row(t, "tenant_subscriptions", "tenant_id = $1", tenant)["stripe_customer_id"]
+		if c, _ := customer.(string); len(c) < 5 || c[:4] != "cus_" {
+			t.Fatalf("stripe_customer_id = %v", customer)
+		}
+		// the same delivery, and another delivery of the same row: the customer stays the same
+		s.deliver(t, "tenant_created", "INSERT", nil, row, eventID)
+		if st := s.deliver(t, "tenant_created", "MANUAL", nil, row, ""); st != http.StatusOK {
+			t.Fatalf("manual redelivery: %d", st)
+		}
+		if again := s.row(t, "tenant_subscriptions", "tenant_id = $1", tenant)["stripe_customer_id"]; again != customer {
+			t.Errorf("customer changed from %v to %v", customer, again)
+		}
+	})
+
+	t.Run("Stripe unreachable: 5xx so Hasura retries, nothing written", func(t *testing.T) {
+		t.Parallel()
+		s := newStack(t, "STRIPE_SECRET_KEY", stripetest.TestKey, "STRIPE_API_URL", "http://127.0.0.1:1")
+		tenant, _ := s.tenant(t)
+		row := s.row(t, "tenants", "id = $1", tenant)
+		if st := s.deliver(t, "tenant_created", "INSERT", nil, row, ""); st != http.StatusServiceUnavailable {
+			t.Errorf("event with Stripe down: %d, want 503", st)
+		}
+		if c := s.row(t, "tenant_subscriptions", "tenant_id = $1", tenant)["stripe_customer_id"]; c != nil {
+			t.Errorf("stripe_customer_id = %v, want none", c)
+		}
+	})
+
+	t.Run("billing off: the event is acknowledged and does nothing", func(t *testing.T) {
+		t.Parallel()
+		s := newStack(t)
+		tenant, _ := s.tenant(t)
+		if st := s.deliver(t, "tenant_created", "INSERT", nil, s.row(t, "tenants", "id = $1", tenant), ""); st != http.StatusOK {
+			t.Errorf("event without Stripe: %d", st)
+		}
+	})
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/tenantkit/tenantkit/internal/pglocal"
 	"github.com/tenantkit/tenantkit/internal/postgres"
 	"github.com/tenantkit/tenantkit/internal/server"
+	"github.com/tenantkit/tenantkit/internal/stripe"
 	"github.com/tenantkit/tenantkit/internal/team"
 )
 
@@ -111,6 +112,9 @@ func (m *Main) Open(ctx context.Context) error {
 	m.DB = db
 	teams := &team.Service{Store: db, Box: box, Mailer: mailer{sender}, AppURL: m.Config.AppURL, InvitationTTL: m.Config.InvitationTTL}
 	bills := &billing.Service{Store: db}
+	if m.Config.StripeKey != "" {
+		bills.Stripe = stripe.New(m.Config.StripeKey, m.Config.StripeAPIURL)
+	}
 	m.Meter = &billing.Meter{Store: db, Log: m.Log}
 	hasura := &actions.Handler{Team: teams, Billing: bills, Meter: m.Meter, Events: db}
 	m.HTTP = &server.Server{
@@ -153,7 +157,10 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 	if cfg.SMTPURL == "" {
 		log.Warn().Msg("SMTP_URL is unset: emails, invitation links included, are written to this log (development only)")
 	}
-	log.Info().Str("addr", m.HTTP.URL()).Bool("smtp", cfg.SMTPURL != "").Msg("tenantkit listening")
+	if cfg.StripeKey == "" {
+		log.Warn().Msg("STRIPE_SECRET_KEY is unset: billing is off (no Stripe customers, checkouts or usage reports)")
+	}
+	log.Info().Str("addr", m.HTTP.URL()).Bool("smtp", cfg.SMTPURL != "").Bool("billing", cfg.StripeKey != "").Msg("tenantkit listening")
 	<-ctx.Done()
 	log.Info().Msg("shutting down")
 	return m.Close()

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/tenantkit/tenantkit/internal/hasuratest"
 	"github.com/tenantkit/tenantkit/internal/mail/mailtest"
+	"github.com/tenantkit/tenantkit/internal/stripetest"
 )
 
 // stack is the service as Hasura sees it: started on a fresh database, with an SMTP peer, and a
@@ -37,10 +39,26 @@ var metadata = func() func(t *testing.T) *hasuratest.Metadata {
 	}
 }()
 
-func newStack(t *testing.T) *stack {
+// stripeMock is one stripe-mock for the test process, started on first use (the kernel stops it
+// with the process).
+var stripeMock = sync.OnceValues(func() (*stripetest.Server, error) {
+	return stripetest.Start(context.Background())
+})
+
+// withStripe is the environment of a stack billing through stripe-mock.
+func withStripe(t *testing.T) []string {
+	t.Helper()
+	sm, err := stripeMock()
+	if err != nil {
+		t.Fatalf("stripe-mock: %v", err)
+	}
+	return []string{"STRIPE_SECRET_KEY", stripetest.TestKey, "STRIPE_API_URL", sm.URL}
+}
+
+func newStack(t *testing.T, env ...string) *stack {
 	t.Helper()
 	smtp := mailtest.Start(t)
-	m := start(t, "SMTP_URL", smtp.URL())
+	m := start(t, append([]string{"SMTP_URL", smtp.URL()}, env...)...)
 	admin, err := pgxpool.New(context.Background(), m.Config.DatabaseURL)
 	if err != nil {
 		t.Fatal(err)

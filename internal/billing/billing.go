@@ -60,16 +60,47 @@ type Store interface {
 	// Usage returns the tenant's totals per metric and period (granularity "hour", "day" or
 	// "month", UTC) in [from, to), as far as the caller may read them.
 	Usage(ctx context.Context, s tenantkit.Session, tenantID string, from, to time.Time, granularity string) ([]UsageTotal, error)
+	// Customer returns the tenant's name and Stripe customer id ("" when none); not_found when the
+	// tenant does not exist (system path).
+	Customer(ctx context.Context, tenantID string) (name, customerID string, err error)
+	// SetCustomer records the tenant's Stripe customer id, unless one is set already.
+	SetCustomer(ctx context.Context, tenantID, customerID string) error
 	// KnownTenants returns which of the ids are existing tenants (system path).
 	KnownTenants(ctx context.Context, ids []string) (map[string]bool, error)
 	// Metrics computes the platform metrics at now (system path).
 	Metrics(ctx context.Context, now time.Time) (Metrics, error)
 }
 
-// Service implements billing.
+// Stripe is what billing needs from Stripe (internal/stripe implements it).
+type Stripe interface {
+	// CreateCustomer creates the tenant's customer; repeated calls for one tenant create one.
+	CreateCustomer(ctx context.Context, tenantID, name string) (customerID string, err error)
+}
+
+// Service implements billing. Stripe is nil when STRIPE_SECRET_KEY is unset: billing is then off.
 type Service struct {
-	Store Store
-	Now   func() time.Time
+	Store  Store
+	Stripe Stripe
+	Now    func() time.Time
+}
+
+// EnsureCustomer gives the tenant a Stripe customer unless it has one: called by the tenant
+// created event trigger, and before any checkout. Without Stripe configured it does nothing.
+// Errors: not_found (no such tenant), unavailable.
+func (s *Service) EnsureCustomer(ctx context.Context, tenantID string) (string, error) {
+	if s.Stripe == nil {
+		return "", nil
+	}
+	name, customer, err := s.Store.Customer(ctx, tenantID)
+	if err != nil || customer != "" {
+		return customer, err
+	}
+	// No transaction is open across this call: read, call Stripe, then write.
+	customer, err = s.Stripe.CreateCustomer(ctx, tenantID, name)
+	if err != nil {
+		return "", err
+	}
+	return customer, s.Store.SetCustomer(ctx, tenantID, customer)
 }
 
 func (s *Service) now() time.Time {

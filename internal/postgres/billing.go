@@ -66,6 +66,30 @@ WITH batch (tenant_id, idempotency_key, metric, quantity, occurred_at) AS (
 )
 SELECT count(*) FROM inserted`
 
+// Customer implements billing.Store.
+func (db *DB) Customer(ctx context.Context, tenantID string) (name, customer string, err error) {
+	err = db.WithSystem(ctx, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, `
+			SELECT t.name, coalesce(s.stripe_customer_id, '')
+			FROM tenants t LEFT JOIN tenant_subscriptions s ON s.tenant_id = t.id
+			WHERE t.id = $1`, tenantID).Scan(&name, &customer)
+	})
+	return name, customer, err
+}
+
+// SetCustomer implements billing.Store. A tenant without a subscription row gets one on the
+// default plan, trialing, so that the customer has a place to live.
+func (db *DB) SetCustomer(ctx context.Context, tenantID, customer string) error {
+	return db.WithSystem(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `
+			INSERT INTO tenant_subscriptions (tenant_id, plan_id, status, stripe_customer_id)
+			SELECT $1, id, 'trialing', $2 FROM subscription_plans WHERE is_default
+			ON CONFLICT (tenant_id) DO UPDATE SET stripe_customer_id = EXCLUDED.stripe_customer_id
+			WHERE tenant_subscriptions.stripe_customer_id IS NULL`, tenantID, customer)
+		return err
+	})
+}
+
 // KnownTenants implements billing.Store.
 func (db *DB) KnownTenants(ctx context.Context, ids []string) (map[string]bool, error) {
 	known := map[string]bool{}
