@@ -276,7 +276,7 @@ func TestStripeCustomer(t *testing.T) {
 
 	t.Run("Stripe unreachable: 5xx so Hasura retries, nothing written", func(t *testing.T) {
 		t.Parallel()
-		s := newStack(t, "STRIPE_SECRET_KEY", stripetest.TestKey, "STRIPE_API_URL", "http://127.0.0.1:1")
+		s := newStack(t, "STRIPE_SECRET_KEY", stripetest.TestKey, "STRIPE_API_URL", "http://127.0.0.1:1", "STRIPE_WEBHOOK_SECRET", testWebhookSecret)
 		tenant, _ := s.tenant(t)
 		row := s.row(t, "tenants", "id = $1", tenant)
 		if st := s.deliver(t, "tenant_created", "INSERT", nil, row, ""); st != http.StatusServiceUnavailable {

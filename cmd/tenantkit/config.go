@@ -63,6 +63,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 			problems = append(problems, name+" must be a URL")
 		}
 	}
+	if c.StripeKey != "" && !strings.HasPrefix(c.StripeHook, "whsec_") {
+		problems = append(problems, "STRIPE_WEBHOOK_SECRET (whsec_…) is required when STRIPE_SECRET_KEY is set")
+	}
 	c.InvitationTTL = 7 * 24 * time.Hour
 	if v := getenv("INVITATION_TTL"); v != "" {
 		d, err := time.ParseDuration(v)

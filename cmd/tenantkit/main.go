@@ -112,8 +112,10 @@ func (m *Main) Open(ctx context.Context) error {
 	m.DB = db
 	teams := &team.Service{Store: db, Box: box, Mailer: mailer{sender}, AppURL: m.Config.AppURL, InvitationTTL: m.Config.InvitationTTL}
 	bills := &billing.Service{Store: db}
+	var webhooks http.Handler
 	if m.Config.StripeKey != "" {
 		bills.Stripe = stripe.New(m.Config.StripeKey, m.Config.StripeAPIURL)
+		webhooks = &stripe.Webhook{Secret: m.Config.StripeHook, Billing: bills}
 	}
 	m.Meter = &billing.Meter{Store: db, Log: m.Log}
 	hasura := &actions.Handler{Team: teams, Billing: bills, Meter: m.Meter, Events: db}
@@ -125,6 +127,7 @@ func (m *Main) Open(ctx context.Context) error {
 		Action:  http.HandlerFunc(hasura.ServeAction),
 		Event:   http.HandlerFunc(hasura.ServeEvent),
 		Metrics: server.NewMetrics(hasura.Names()),
+		Stripe:  webhooks,
 		Log:     m.Log,
 	}
 	if err := m.HTTP.Open(); err != nil {

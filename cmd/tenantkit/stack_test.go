@@ -52,8 +52,10 @@ func withStripe(t *testing.T) []string {
 	if err != nil {
 		t.Fatalf("stripe-mock: %v", err)
 	}
-	return []string{"STRIPE_SECRET_KEY", stripetest.TestKey, "STRIPE_API_URL", sm.URL}
+	return []string{"STRIPE_SECRET_KEY", stripetest.TestKey, "STRIPE_API_URL", sm.URL, "STRIPE_WEBHOOK_SECRET", testWebhookSecret}
 }
+
+const testWebhookSecret = "whsec_test_0123456789"
 
 func newStack(t *testing.T, env ...string) *stack {
 	t.Helper()

@@ -65,6 +65,10 @@ type Store interface {
 	Customer(ctx context.Context, tenantID string) (name, customerID string, err error)
 	// SetCustomer records the tenant's Stripe customer id, unless one is set already.
 	SetCustomer(ctx context.Context, tenantID, customerID string) error
+	// ApplyStripeEvent records the event id and applies its effect in one transaction (see
+	// Service.ApplyStripeEvent). With settle, a tie with the watermark is applied, not refused:
+	// the event carries state freshly fetched from Stripe.
+	ApplyStripeEvent(ctx context.Context, ev StripeEvent, settle bool) error
 	// KnownTenants returns which of the ids are existing tenants (system path).
 	KnownTenants(ctx context.Context, ids []string) (map[string]bool, error)
 	// Metrics computes the platform metrics at now (system path).
@@ -75,6 +79,8 @@ type Store interface {
 type Stripe interface {
 	// CreateCustomer creates the tenant's customer; repeated calls for one tenant create one.
 	CreateCustomer(ctx context.Context, tenantID, name string) (customerID string, err error)
+	// GetSubscription reads a subscription's current state.
+	GetSubscription(ctx context.Context, id string) (Subscription, error)
 }
 
 // Service implements billing. Stripe is nil when STRIPE_SECRET_KEY is unset: billing is then off.

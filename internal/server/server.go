@@ -30,6 +30,7 @@ type Server struct {
 	Action   http.Handler // Hasura actions, POST /actions/{name}
 	Event    http.Handler // Hasura event triggers, POST /events/{trigger}
 	Metrics  *Metrics     // GET /metrics, and the request counters
+	Stripe   http.Handler // Stripe webhooks, POST /webhooks/stripe (its own signature, not the Hasura secret)
 	Log      zerolog.Logger
 	server   *http.Server
 	listener net.Listener
@@ -43,6 +44,9 @@ func (s *Server) Handler() http.Handler {
 		_, _ = w.Write([]byte(`{"status":"ok"}`))
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
+	if s.Stripe != nil {
+		mux.Handle("POST /webhooks/stripe", s.Stripe)
+	}
 	for pattern, h := range map[string]http.Handler{
 		"POST /graphql":          s.Graph,
 		"POST /actions/{name}":   s.Action,

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stripe/stripe-go/v76/webhook"
+)
+
+// stripeEvent posts an event to /webhooks/stripe signed as Stripe signs it (secret "" leaves the
+// signature off) and returns the status.
+func (s *stack) stripeEvent(t *testing.T, secret, apiVersion, id, typ string, created int64, object map[string]any) int {
+	t.Helper()
+	payload, _ := json.Marshal(map[string]any{
+		"id": id, "object": "event", "api_version": apiVersion, "created": created, "type": typ,
+		"data": map[string]any{"object": object}, "livemode": false, "pending_webhooks": 1,
+		"request": map[string]any{"id": nil, "idempotency_key": nil},
+	})
+	req, _ := http.NewRequest(http.MethodPost, s.m.HTTP.URL()+"/webhooks/stripe", bytes.NewReader(payload))
+	if secret != "" {
+		signed := webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: payload, Secret: secret, Timestamp: time.Now()})
+		req.Header.Set("Stripe-Signature", signed.Header)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	return res.StatusCode
+}
+
+// subscriptionObject is a Stripe subscription as it appears in events.
+func subscriptionObject(tenant, plan, status string, periodStart int64) map[string]any {
+	return map[string]any{
+		"id": "sub_" + tenant[:8], "object": "subscription", "customer": "cus_" + tenant[:8], "status": status,
+		"current_period_start": periodStart, "current_period_end": periodStart + 30*86400, "cancel_at_period_end": false,
+		"metadata": map[string]any{"tenant_id": tenant, "plan_id": plan},
+		"items": map[string]any{"object": "list", "data": []any{
+			map[string]any{"id": "si_lic_" + tenant[:8], "object": "subscription_item",
+				"price": map[string]any{"id": "price_plan", "object": "price", "recurring": map[string]any{"interval": "month", "usage_type": "licensed"}}},
+			map[string]any{"id": "si_met_" + tenant[:8], "object": "subscription_item",
+				"price": map[string]any{"id": "price_api_calls", "object": "price", "recurring": map[string]any{"interval": "month", "usage_type": "metered"}}},
+		}},
+	}
+}
+
+type subState struct {
+	Status, Plan, Item string
+}
+
+func (s *stack) subState(t *testing.T, tenant string) subState {
+	t.Helper()
+	r := s.row(t, "tenant_subscriptions", "tenant_id = $1", tenant)
+	item, _ := r["stripe_usage_item_id"].(string)
+	return subState{Status: r["status"].(string), Plan: r["plan_id"].(string), Item: item}
+}
+
+func TestStripeWebhooks(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, withStripe(t)...)
+	plan := func(key string) string {
+		return s.row(t, "subscription_plans", "key = $1", key)["id"].(string)
+	}
+	pro, enterprise := plan("professional"), plan("enterprise")
+	base := time.Now().Add(-time.Hour).Unix()
+
+	t.Run("bad signatures and other API versions change nothing", func(t *testing.T) {
+		t.Parallel()
+		tenant, _ := s.tenant(t)
+		obj := subscriptionObject(tenant, pro, "active", base)
+		for name, st := range map[string]int{
+			"unsigned":     s.stripeEvent(t, "", "2023-10-16", "evt_u_"+tenant[:8], "customer.subscription.updated", base, obj),
+			"wrong secret": s.stripeEvent(t, "whsec_other", "2023-10-16", "evt_w_"+tenant[:8], "customer.subscription.updated", base, obj),
+			"old version":  s.stripeEvent(t, testWebhookSecret, "2022-11-15", "evt_v_"+tenant[:8], "customer.subscription.updated", base, obj),
+		} {
+			if st != http.StatusBadRequest {
+				t.Errorf("%s: %d, want 400", name, st)
+			}
+		}
+		if st := s.subState(t, tenant); st.Status != "trialing" {
+			t.Errorf("state changed to %v", st)
+		}
+		if n := s.count(t, `SELECT count(*) FROM tenantkit.stripe_events WHERE id LIKE 'evt___' || $1`, tenant[:8]); n != 0 {
+			t.Errorf("%d refused events recorded", n)
+		}
+	})
+
+	t.Run("duplicated and shuffled deliveries end as one clean delivery", func(t *testing.T) {
+		t.Parallel()
+		type ev struct {
+			id, typ      string
+			created      int64
+			status, plan string
+		}
+		seq := []ev{
+			{"created", "customer.subscription.created", base, "incomplete", pro},
+			{"active", "customer.subscription.updated", base + 10, "active", pro},
+			{"upgrade", "customer.subscription.updated", base + 20, "active", enterprise},
+			{"failed", "invoice.payment_failed", base + 30, "", ""},
+			{"paid", "invoice.paid", base + 35, "", ""},
+			{"recovered", "customer.subscription.updated", base + 40, "active", enterprise},
+			{"unknown", "customer.tax_id.created", base + 45, "", ""},
+		}
+		deliver := func(t *testing.T, tenant string, e ev) int {
+			obj := subscriptionObject(tenant, e.plan, e.status, base)
+			if e.typ == "invoice.payment_failed" || e.typ == "invoice.paid" {
+				obj = map[string]any{"id": "in_" + e.id, "object": "invoice", "subscription": "sub_" + tenant[:8], "customer": "cus_" + tenant[:8]}
+			}
+			return s.stripeEvent(t, testWebhookSecret, "2023-10-16", fmt.Sprintf("evt_%s_%s", e.id, tenant[:8]), e.typ, e.created, obj)
+		}
+		clean, _ := s.tenant(t)
+		for _, e := range seq {
+			if st := deliver(t, clean, e); st != http.StatusOK {
+				t.Fatalf("clean delivery of %s: %d", e.id, st)
+			}
+		}
+		want := s.subState(t, clean)
+		if want.Status != "active" || want.Plan != enterprise || want.Item != "si_met_"+clean[:8] {
+			t.Fatalf("clean delivery ends in %+v", want)
+		}
+		seed := uint64(time.Now().UnixNano())
+		rng := rand.New(rand.NewPCG(seed, 1))
+		for round := range 5 {
+			tenant, _ := s.tenant(t)
+			var deliveries []ev
+			for _, e := range seq {
+				deliveries = append(deliveries, e)
+				if rng.IntN(5) == 0 { // 20% duplicates
+					deliveries = append(deliveries, e)
+				}
+			}
+			rng.Shuffle(len(deliveries), func(i, j int) { deliveries[i], deliveries[j] = deliveries[j], deliveries[i] })
+			var wg sync.WaitGroup
+			for i, e := range deliveries {
+				wg.Add(1)
+				go func() { // concurrently, too
+					defer wg.Done()
+					time.Sleep(time.Duration(i) * time.Millisecond)
+					if st := deliver(t, tenant, e); st != http.StatusOK {
+						t.Errorf("seed %d round %d: %s: %d", seed, round, e.id, st)
+					}
+				}()
+			}
+			wg.Wait()
+			got := s.subState(t, tenant)
+			got.Item = got.Item[:7] + clean[:8]
+			if got != want {
+				t.Errorf("seed %d round %d: ended in %+v, want %+v", seed, round, got, want)
+			}
+			if n := s.count(t, `SELECT count(*) FROM tenantkit.stripe_events WHERE id LIKE '%' || $1`, tenant[:8]); n != len(seq) {
+				t.Errorf("seed %d round %d: %d events recorded, want %d", seed, round, n, len(seq))
+			}
+		}
+	})
+
+	t.Run("a same-second tie is settled by fetching the subscription", func(t *testing.T) {
+		t.Parallel()
+		tenant, _ := s.tenant(t)
+		s.stripeEvent(t, testWebhookSecret, "2023-10-16", "evt_t1_"+tenant[:8], "customer.subscription.updated", base, subscriptionObject(tenant, pro, "active", base))
+		st := s.stripeEvent(t, testWebhookSecret, "2023-10-16", "evt_t2_"+tenant[:8], "customer.subscription.updated", base, subscriptionObject(tenant, pro, "past_due", base))
+		if st != http.StatusOK {
+			t.Fatalf("tie: %d", st)
+		}
+		// stripe-mock's subscription fixture is what Stripe says now; its status is applied
+		sm, _ := stripeMock()
+		fetched, err := sm.Client("").Subscriptions.Get("sub_"+tenant[:8], nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.subState(t, tenant).Status; got != string(fetched.Status) {
+			t.Errorf("status after the tie = %s, want the fetched %s", got, fetched.Status)
+		}
+	})
+
+	t.Run("checkout completion links the subscription", func(t *testing.T) {
+		t.Parallel()
+		tenant, _ := s.tenant(t)
+		obj := map[string]any{"id": "cs_" + tenant[:8], "object": "checkout.session", "client_reference_id": tenant,
+			"customer": "cus_co_" + tenant[:8], "subscription": "sub_co_" + tenant[:8], "mode": "subscription", "status": "complete"}
+		if st := s.stripeEvent(t, testWebhookSecret, "2023-10-16", "evt_co_"+tenant[:8], "checkout.session.completed", base, obj); st != http.StatusOK {
+			t.Fatalf("checkout event: %d", st)
+		}
+		r := s.row(t, "tenant_subscriptions", "tenant_id = $1", tenant)
+		if r["stripe_subscription_id"] != "sub_co_"+tenant[:8] || r["stripe_customer_id"] != "cus_co_"+tenant[:8] {
+			t.Errorf("subscription row = %v", r)
+		}
+	})
+}

@@ -1,0 +1,159 @@
+package stripe
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	stripego "github.com/stripe/stripe-go/v76"
+	"github.com/stripe/stripe-go/v76/webhook"
+
+	"github.com/tenantkit/tenantkit"
+	"github.com/tenantkit/tenantkit/internal/billing"
+)
+
+// maxWebhookBody bounds a webhook request; Stripe's events are far smaller.
+const maxWebhookBody = 1 << 20
+
+// Webhook serves POST /webhooks/stripe: the signature is verified before anything else (400 and
+// nothing written when it fails), then the event is applied once, in any order. 2xx when applied
+// (or applied before, or of a type billing ignores); 5xx when a retry may succeed, so Stripe
+// retries.
+type Webhook struct {
+	Secret  string // STRIPE_WEBHOOK_SECRET
+	Billing interface {
+		ApplyStripeEvent(ctx context.Context, ev billing.StripeEvent) error
+	}
+}
+
+func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	log := zerolog.Ctx(r.Context())
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxWebhookBody))
+	if err != nil {
+		writeStatus(w, http.StatusRequestEntityTooLarge, "body too large")
+		return
+	}
+	ev, err := webhook.ConstructEvent(body, r.Header.Get("Stripe-Signature"), h.Secret)
+	if err != nil {
+		// Signature, age and API version failures alike; the event endpoint must be created with
+		// API version 2023-10-16 (README, "Connecting Stripe").
+		log.Warn().Err(err).Msg("stripe webhook refused")
+		writeStatus(w, http.StatusBadRequest, "invalid signature or API version")
+		return
+	}
+	log.UpdateContext(func(c zerolog.Context) zerolog.Context { return c.Str("stripe_event", ev.ID).Str("type", string(ev.Type)) })
+	be, err := decode(ev)
+	if err != nil {
+		log.Error().Err(err).Msg("stripe event undecodable")
+		writeStatus(w, http.StatusBadRequest, "undecodable event")
+		return
+	}
+	if err := h.Billing.ApplyStripeEvent(r.Context(), be); err != nil {
+		code := tenantkit.ErrorCode(err)
+		log.Error().Err(err).Str("code", code).Msg("stripe event not applied; Stripe will retry")
+		status := http.StatusInternalServerError
+		if code == tenantkit.Unavailable {
+			status = http.StatusServiceUnavailable
+		}
+		writeStatus(w, status, tenantkit.ErrorMessage(err))
+		return
+	}
+	writeStatus(w, http.StatusOK, "ok")
+}
+
+func writeStatus(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"status": msg})
+}
+
+// decode reduces a Stripe event to what billing applies.
+func decode(ev stripego.Event) (billing.StripeEvent, error) {
+	out := billing.StripeEvent{ID: ev.ID, Type: string(ev.Type), Created: time.Unix(ev.Created, 0).UTC()}
+	if ev.Data == nil {
+		return out, errors.New("event without data")
+	}
+	switch {
+	case strings.HasPrefix(out.Type, "customer.subscription."):
+		var s stripego.Subscription
+		if err := json.Unmarshal(ev.Data.Raw, &s); err != nil {
+			return out, err
+		}
+		sub := subscription(&s)
+		out.Subscription = &sub
+	case out.Type == "checkout.session.completed":
+		var cs stripego.CheckoutSession
+		if err := json.Unmarshal(ev.Data.Raw, &cs); err != nil {
+			return out, err
+		}
+		out.Checkout = &struct{ TenantID, CustomerID, SubscriptionID string }{TenantID: cs.ClientReferenceID}
+		if cs.Customer != nil {
+			out.Checkout.CustomerID = cs.Customer.ID
+		}
+		if cs.Subscription != nil {
+			out.Checkout.SubscriptionID = cs.Subscription.ID
+		}
+	case strings.HasPrefix(out.Type, "invoice."):
+		var in stripego.Invoice
+		if err := json.Unmarshal(ev.Data.Raw, &in); err != nil {
+			return out, err
+		}
+		if in.Subscription != nil {
+			out.InvoiceSubscriptionID = in.Subscription.ID
+		}
+	}
+	return out, nil
+}
+
+// subscription maps stripe-go's subscription to billing's: the licensed item's price is the plan,
+// a metered item is where usage goes.
+func subscription(s *stripego.Subscription) billing.Subscription {
+	sub := billing.Subscription{
+		ID: s.ID, Status: string(s.Status), CancelAtPeriodEnd: s.CancelAtPeriodEnd,
+		CurrentPeriodStart: unix(s.CurrentPeriodStart), CurrentPeriodEnd: unix(s.CurrentPeriodEnd),
+		TrialEnd: optUnix(s.TrialEnd), CancelAt: optUnix(s.CancelAt), CanceledAt: optUnix(s.CanceledAt),
+		TenantID: s.Metadata["tenant_id"], PlanID: s.Metadata["plan_id"],
+	}
+	if s.Customer != nil {
+		sub.CustomerID = s.Customer.ID
+	}
+	if s.Items != nil {
+		for _, it := range s.Items.Data {
+			if it.Price == nil {
+				continue
+			}
+			if it.Price.Recurring != nil && it.Price.Recurring.UsageType == stripego.PriceRecurringUsageTypeMetered {
+				sub.UsageItemID = it.ID
+			} else if sub.PriceID == "" {
+				sub.PriceID = it.Price.ID
+			}
+		}
+	}
+	return sub
+}
+
+// GetSubscription implements billing.Stripe. Errors: unavailable, internal.
+func (c *Client) GetSubscription(ctx context.Context, id string) (billing.Subscription, error) {
+	p := &stripego.SubscriptionParams{}
+	p.Context = ctx
+	s, err := c.api.Subscriptions.Get(id, p)
+	if err != nil {
+		return billing.Subscription{}, translate(err)
+	}
+	return subscription(s), nil
+}
+
+func unix(s int64) time.Time { return time.Unix(s, 0).UTC() }
+
+func optUnix(s int64) *time.Time {
+	if s == 0 {
+		return nil
+	}
+	t := unix(s)
+	return &t
+}
