@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	graphql "github.com/hasura/go-graphql-client"
 	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 
@@ -112,6 +113,28 @@ func TestService(t *testing.T) {
 		want := `{"currency":"usd","interval":"month","key":"starter","limits":[{"limit":10,"metric":"projects"},{"limit":5,"metric":"storage_gb"},{"limit":5,"metric":"users"}],"unitAmount":2900}`
 		if string(starter) != want {
 			t.Errorf("starter = %s\nwant      %s", starter, want)
+		}
+	})
+
+	t.Run("a GraphQL client reads the plans through the shared secret", func(t *testing.T) {
+		client := graphql.NewClient(base+"/graphql", http.DefaultClient).WithRequestModifier(func(r *http.Request) {
+			r.Header.Set("X-Tenantkit-Secret", testSecret)
+		})
+		var q struct {
+			Plans []struct {
+				Key        string
+				UnitAmount int
+				Limits     []struct {
+					Metric string
+					Limit  int
+				}
+			}
+		}
+		if err := client.Query(context.Background(), &q, nil); err != nil {
+			t.Fatal(err)
+		}
+		if len(q.Plans) != 3 || q.Plans[2].Key != "enterprise" || q.Plans[2].UnitAmount != 29900 || len(q.Plans[2].Limits) != 3 {
+			t.Errorf("plans = %+v", q.Plans)
 		}
 	})
 

@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantkit/tenantkit"
+	"github.com/tenantkit/tenantkit/internal/billing"
 	"github.com/tenantkit/tenantkit/internal/postgres"
 )
 
@@ -759,29 +760,6 @@ func TestLastOwner(t *testing.T) {
 	})
 }
 
-// usageIngest is the ingestion statement: one round trip per batch, safe to retry, safe to run
-// concurrently. New events are inserted once (a known idempotency key inserts nothing), and only the
-// newly inserted ones are added, per tenant, metric and UTC hour, to the counter row of this
-// backend's slot. Both inserts run in key order so that concurrent batches sharing events or
-// counter rows always lock them in the same order (no deadlock).
-const usageIngest = `
-WITH batch (tenant_id, idempotency_key, metric, quantity, occurred_at) AS (
-  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::numeric[], $5::timestamptz[])
-), inserted AS (
-  INSERT INTO tenantkit.usage_events AS e (tenant_id, idempotency_key, metric, quantity, occurred_at)
-  SELECT tenant_id, idempotency_key, metric, quantity, occurred_at FROM batch
-  ORDER BY tenant_id, idempotency_key
-  ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
-  RETURNING e.tenant_id, e.metric, e.quantity, date_trunc('hour', e.occurred_at, 'UTC') AS period_start
-)
-INSERT INTO billing_usage AS u (tenant_id, metric, period_start, period_end, slot, quantity)
-SELECT tenant_id, metric, period_start, period_start + interval '1 hour', pg_backend_pid() % 16, sum(quantity)
-FROM inserted
-GROUP BY tenant_id, metric, period_start
-ORDER BY tenant_id, metric, period_start
-ON CONFLICT (tenant_id, metric, period_start, slot) DO UPDATE
-  SET quantity = u.quantity + EXCLUDED.quantity, updated_at = now()`
-
 type usageEvent struct {
 	tenant, key, metric string
 	quantity            int64 // in ten-thousandths, the scale of numeric(20, 4)
@@ -856,18 +834,14 @@ func TestUsageAggregation(t *testing.T) {
 		}
 	}
 	ingest := func(batch []int) error {
-		var ts, ks, ms, qs []string
-		var ats []time.Time
-		for _, n := range batch {
+		events := make([]billing.UsageEvent, len(batch))
+		for i, n := range batch {
 			e := event(n)
-			ts, ks, ms = append(ts, e.tenant), append(ks, e.key), append(ms, e.metric)
-			qs = append(qs, fmt.Sprintf("%d.%04d", e.quantity/10000, e.quantity%10000))
-			ats = append(ats, e.at)
+			events[i] = billing.UsageEvent{TenantID: e.tenant, IdempotencyKey: e.key, Metric: e.metric,
+				Quantity: float64(e.quantity) / 10000, OccurredAt: e.at}
 		}
-		return wide.WithSystem(ctx, func(tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, usageIngest, ts, ks, ms, qs, ats)
-			return err
-		})
+		_, err := wide.RecordUsage(ctx, events) // the production ingestion path
+		return err
 	}
 	sendAll := func(t *testing.T) {
 		t.Helper()
@@ -956,13 +930,17 @@ func TestUsageAggregation(t *testing.T) {
 	t.Run("periods are UTC hours whatever the session time zone", func(t *testing.T) {
 		tn := fxTenant(t, admin)
 		at := time.Date(2025, 3, 1, 10, 45, 0, 0, time.UTC)
-		if err := db.WithSystem(ctx, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, "SET LOCAL TimeZone = 'Asia/Kolkata'"); err != nil { // UTC+05:30
-				return err
-			}
-			_, err := tx.Exec(ctx, usageIngest, []string{tn.id}, []string{"tz"}, []string{"api_calls"}, []string{"1"}, []time.Time{at})
-			return err
-		}); err != nil {
+		url := admin.Config().ConnString()
+		sep := "?"
+		if strings.Contains(url, "?") {
+			sep = "&"
+		}
+		kolkata, err := postgres.Open(ctx, url+sep+"timezone=Asia%2FKolkata") // UTC+05:30
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer kolkata.Close()
+		if _, err := kolkata.RecordUsage(ctx, []billing.UsageEvent{{TenantID: tn.id, IdempotencyKey: "tz", Metric: "api_calls", Quantity: 1, OccurredAt: at}}); err != nil {
 			t.Fatal(err)
 		}
 		var start, end time.Time

@@ -46,7 +46,9 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, http.StatusBadRequest, "invalid signature or API version")
 		return
 	}
-	log.UpdateContext(func(c zerolog.Context) zerolog.Context { return c.Str("stripe_event", ev.ID).Str("type", string(ev.Type)) })
+	log.UpdateContext(func(c zerolog.Context) zerolog.Context {
+		return c.Str("stripe_event", ev.ID).Str("type", string(ev.Type))
+	})
 	be, err := decode(ev)
 	if err != nil {
 		log.Error().Err(err).Msg("stripe event undecodable")
