@@ -115,6 +115,9 @@ func (h *Handler) actions() map[string]action {
 		"transferOwnership": typed(h.transferOwnership),
 		"checkPermission":   typed(h.checkPermission),
 		"recordUsage":       typed(h.recordUsage),
+
+		"createCheckoutSession":      typed(h.createCheckoutSession),
+		"createBillingPortalSession": typed(h.createBillingPortalSession),
 	}
 }
 
@@ -192,7 +195,7 @@ func statusOf(code string) int {
 		return http.StatusGone
 	case tenantkit.PlanLimit:
 		return http.StatusPaymentRequired
-	case tenantkit.Unavailable:
+	case tenantkit.Unavailable, billing.BillingUnavailable:
 		return http.StatusFailedDependency
 	case tenantkit.Internal:
 		return http.StatusInternalServerError

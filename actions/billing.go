@@ -34,3 +34,28 @@ func (h *Handler) recordUsage(ctx context.Context, s tenantkit.Session, in recor
 	}
 	return map[string]int{"recorded": recorded, "duplicates": duplicates}, nil
 }
+
+type checkoutInput struct {
+	TenantID string `json:"tenantId"`
+	PlanID   string `json:"planId"`
+}
+
+func (h *Handler) createCheckoutSession(ctx context.Context, s tenantkit.Session, in checkoutInput) (any, error) {
+	url, err := h.Billing.CreateCheckout(ctx, s, in.TenantID, in.PlanID)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"url": url}, nil
+}
+
+type tenantInput struct {
+	TenantID string `json:"tenantId"`
+}
+
+func (h *Handler) createBillingPortalSession(ctx context.Context, s tenantkit.Session, in tenantInput) (any, error) {
+	url, err := h.Billing.CreatePortal(ctx, s, in.TenantID)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"url": url}, nil
+}

@@ -296,3 +296,57 @@ func TestStripeCustomer(t *testing.T) {
 		}
 	})
 }
+
+func TestCheckoutAndPortal(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, withStripe(t)...)
+	tenant, owner := s.tenant(t)
+	admin, member := s.user(t, ""), s.user(t, "")
+	exec(t, s, `INSERT INTO tenant_users (tenant_id, user_id, role) VALUES ($1, $2, 'admin'), ($1, $3, 'member')`, tenant, admin, member)
+	pro := s.row(t, "subscription_plans", "key = 'professional'")["id"].(string)
+	checkout := map[string]any{"tenantId": tenant, "planId": pro}
+
+	s.fails(t, "invalid", "createCheckoutSession", checkout, owner) // not linked to Stripe yet
+
+	sm, _ := stripeMock()
+	var out bytes.Buffer
+	env := map[string]string{"DATABASE_URL": s.m.Config.DatabaseURL, "STRIPE_SECRET_KEY": stripetest.TestKey, "STRIPE_API_URL": sm.URL}
+	if err := plansSync(context.Background(), func(k string) string { return env[k] }, &out); err != nil {
+		t.Fatalf("plans sync: %v", err)
+	}
+	if n := s.count(t, `SELECT count(*) FROM subscription_plans WHERE stripe_product_id LIKE 'prod_%' AND stripe_price_id LIKE 'price_%'`); n != 3 {
+		t.Fatalf("%d plans linked after sync (%s)", n, out.String())
+	}
+
+	for _, u := range []string{owner, admin} {
+		r := s.ok(t, "createCheckoutSession", checkout, u)
+		if url, _ := r["url"].(string); len(url) < 8 || url[:8] != "https://" {
+			t.Errorf("checkout url = %v", r)
+		}
+		if r := s.ok(t, "createBillingPortalSession", map[string]any{"tenantId": tenant}, u); r["url"] == "" {
+			t.Errorf("portal = %v", r)
+		}
+	}
+	if c := s.row(t, "tenant_subscriptions", "tenant_id = $1", tenant)["stripe_customer_id"]; c == nil {
+		t.Error("checkout did not give the tenant a customer")
+	}
+	s.fails(t, "forbidden", "createCheckoutSession", checkout, member)
+	s.fails(t, "forbidden", "createBillingPortalSession", map[string]any{"tenantId": tenant}, member)
+	s.fails(t, "not_found", "createCheckoutSession", checkout, s.user(t, ""))
+	s.fails(t, "not_found", "createCheckoutSession", map[string]any{"tenantId": tenant, "planId": "00000000-0000-4000-8000-000000000000"}, owner)
+	s.fails(t, "invalid", "createCheckoutSession", map[string]any{"tenantId": tenant, "planId": "pro"}, owner)
+
+	down := newStack(t, "STRIPE_SECRET_KEY", stripetest.TestKey, "STRIPE_API_URL", "http://127.0.0.1:1", "STRIPE_WEBHOOK_SECRET", testWebhookSecret)
+	exec(t, down, `UPDATE subscription_plans SET stripe_product_id = 'prod_x', stripe_price_id = 'price_x' WHERE key = 'professional'`)
+	dt, downOwner := down.tenant(t)
+	proDown := down.row(t, "subscription_plans", "key = 'professional'")["id"].(string)
+	r := down.action(t, "createCheckoutSession", map[string]any{"tenantId": dt, "planId": proDown}, downOwner)
+	if r.status != http.StatusFailedDependency || r.code != "billing_unavailable" {
+		t.Errorf("checkout with Stripe down: %d %q", r.status, r.code)
+	}
+	offline := newStack(t)
+	ot, oo := offline.tenant(t)
+	if r := offline.action(t, "createBillingPortalSession", map[string]any{"tenantId": ot}, oo); r.code != "billing_unavailable" {
+		t.Errorf("portal with billing off: %d %q", r.status, r.code)
+	}
+}

@@ -41,6 +41,7 @@ commands:
   serve                          run the service (configuration from the environment)
   migrate up|down|reset|status   apply or inspect database migrations (DATABASE_URL)
   dev                            development: find or start PostgreSQL, migrate, serve with defaults
+  plans sync                     link every active plan to a Stripe product and price (idempotent)
 `
 
 func main() {
@@ -75,6 +76,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return postgres.Migrate(ctx, dbURL, args[1], stdout)
 	case "dev":
 		return dev(ctx, stdout)
+	case "plans":
+		if len(args) != 2 || args[1] != "sync" {
+			return errors.New("usage: tenantkit plans sync")
+		}
+		return plansSync(ctx, os.Getenv, stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -111,7 +117,7 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	m.DB = db
 	teams := &team.Service{Store: db, Box: box, Mailer: mailer{sender}, AppURL: m.Config.AppURL, InvitationTTL: m.Config.InvitationTTL}
-	bills := &billing.Service{Store: db}
+	bills := &billing.Service{Store: db, Authorize: teams.Check, AppURL: m.Config.AppURL}
 	var webhooks http.Handler
 	if m.Config.StripeKey != "" {
 		bills.Stripe = stripe.New(m.Config.StripeKey, m.Config.StripeAPIURL)
@@ -237,4 +243,25 @@ type mailer struct{ mail.Sender }
 
 func (m mailer) Send(ctx context.Context, e tenantkit.Email) error {
 	return m.Sender.Send(ctx, mail.Message{ID: e.ID, To: e.To, Subject: e.Subject, Text: e.Text, HTML: e.HTML})
+}
+
+// plansSync links the active plans to Stripe products and prices (DATABASE_URL, STRIPE_SECRET_KEY,
+// STRIPE_API_URL).
+func plansSync(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	dbURL, key := getenv("DATABASE_URL"), getenv("STRIPE_SECRET_KEY")
+	if dbURL == "" || key == "" {
+		return errors.New("config: DATABASE_URL and STRIPE_SECRET_KEY are required")
+	}
+	db, err := postgres.Open(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	bills := &billing.Service{Store: db, Stripe: stripe.New(key, getenv("STRIPE_API_URL"))}
+	changed, err := bills.SyncPlans(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "plans sync: %d plan(s) linked anew, the others already were\n", changed)
+	return nil
 }

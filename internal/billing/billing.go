@@ -69,6 +69,11 @@ type Store interface {
 	// Service.ApplyStripeEvent). With settle, a tie with the watermark is applied, not refused:
 	// the event carries state freshly fetched from Stripe.
 	ApplyStripeEvent(ctx context.Context, ev StripeEvent, settle bool) error
+	// PlanPrices returns the active plans; PlanPrice one active plan (not_found otherwise).
+	PlanPrices(ctx context.Context) ([]PlanPrice, error)
+	PlanPrice(ctx context.Context, planID string) (PlanPrice, error)
+	// LinkPlan records a plan's Stripe product and price.
+	LinkPlan(ctx context.Context, planID, productID, priceID string) error
 	// KnownTenants returns which of the ids are existing tenants (system path).
 	KnownTenants(ctx context.Context, ids []string) (map[string]bool, error)
 	// Metrics computes the platform metrics at now (system path).
@@ -81,13 +86,21 @@ type Stripe interface {
 	CreateCustomer(ctx context.Context, tenantID, name string) (customerID string, err error)
 	// GetSubscription reads a subscription's current state.
 	GetSubscription(ctx context.Context, id string) (Subscription, error)
+	// EnsurePrice finds or creates the plan's product and price.
+	EnsurePrice(ctx context.Context, p PlanPrice) (productID, priceID string, err error)
+	// CreateCheckoutSession returns the URL of a subscription checkout.
+	CreateCheckoutSession(ctx context.Context, c Checkout) (url string, err error)
+	// CreatePortalSession returns the URL of the customer's billing portal.
+	CreatePortalSession(ctx context.Context, customerID, returnURL string) (url string, err error)
 }
 
 // Service implements billing. Stripe is nil when STRIPE_SECRET_KEY is unset: billing is then off.
 type Service struct {
-	Store  Store
-	Stripe Stripe
-	Now    func() time.Time
+	Store     Store
+	Stripe    Stripe
+	Authorize Authorize // who may manage a tenant's billing
+	AppURL    string    // Stripe redirects back under it
+	Now       func() time.Time
 }
 
 // EnsureCustomer gives the tenant a Stripe customer unless it has one: called by the tenant

@@ -90,6 +90,49 @@ func (db *DB) SetCustomer(ctx context.Context, tenantID, customer string) error 
 	})
 }
 
+const planPriceColumns = `id::text, key, name, unit_amount, currency, "interval", coalesce(stripe_product_id, ''), coalesce(stripe_price_id, '')`
+
+func scanPlanPrice(r pgx.CollectableRow) (billing.PlanPrice, error) {
+	var p billing.PlanPrice
+	err := r.Scan(&p.ID, &p.Key, &p.Name, &p.UnitAmount, &p.Currency, &p.Interval, &p.ProductID, &p.PriceID)
+	return p, err
+}
+
+// PlanPrices implements billing.Store.
+func (db *DB) PlanPrices(ctx context.Context) ([]billing.PlanPrice, error) {
+	var plans []billing.PlanPrice
+	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, `SELECT `+planPriceColumns+` FROM subscription_plans WHERE is_active ORDER BY sort_order, key`)
+		var err error
+		plans, err = pgx.CollectRows(rows, scanPlanPrice)
+		return err
+	})
+	return plans, err
+}
+
+// PlanPrice implements billing.Store.
+func (db *DB) PlanPrice(ctx context.Context, planID string) (billing.PlanPrice, error) {
+	var p billing.PlanPrice
+	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, `SELECT `+planPriceColumns+` FROM subscription_plans WHERE is_active AND id = $1`, planID)
+		var err error
+		p, err = pgx.CollectExactlyOneRow(rows, scanPlanPrice)
+		return err
+	})
+	if tenantkit.ErrorCode(err) == tenantkit.NotFound {
+		return p, tenantkit.Errorf(tenantkit.NotFound, "plan not found")
+	}
+	return p, err
+}
+
+// LinkPlan implements billing.Store.
+func (db *DB) LinkPlan(ctx context.Context, planID, productID, priceID string) error {
+	return db.WithSystem(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `UPDATE subscription_plans SET stripe_product_id = $2, stripe_price_id = $3 WHERE id = $1`, planID, productID, priceID)
+		return err
+	})
+}
+
 // KnownTenants implements billing.Store.
 func (db *DB) KnownTenants(ctx context.Context, ids []string) (map[string]bool, error) {
 	known := map[string]bool{}

@@ -6,6 +6,7 @@ package stripe
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/stripe/stripe-go/v76/client"
 
 	"github.com/tenantkit/tenantkit"
+	"github.com/tenantkit/tenantkit/internal/billing"
 )
 
 // Client calls Stripe (or stripe-mock, when apiURL is set).
@@ -58,6 +60,92 @@ func (c *Client) CreateCustomer(ctx context.Context, tenantID, name string) (str
 		return "", translate(err)
 	}
 	return cus.ID, nil
+}
+
+// EnsurePrice finds the plan's price by its lookup key, or creates the product and price, and
+// returns their ids. A price whose amount, currency or interval no longer match the plan is
+// replaced: the new price takes over the lookup key (transfer_lookup_key). Idempotency keys name
+// the plan and its price terms, so concurrent or repeated syncs create one product and one price.
+// Errors: unavailable, internal.
+func (c *Client) EnsurePrice(ctx context.Context, p billing.PlanPrice) (productID, priceID string, err error) {
+	lookup := "tenantkit_" + p.Key + "_" + p.Interval
+	lp := &stripego.PriceListParams{LookupKeys: stripego.StringSlice([]string{lookup}), Active: stripego.Bool(true)}
+	lp.Context = ctx
+	it := c.api.Prices.List(lp)
+	for it.Next() {
+		pr := it.Price()
+		if pr.LookupKey == lookup && pr.UnitAmount == p.UnitAmount && string(pr.Currency) == p.Currency &&
+			pr.Recurring != nil && string(pr.Recurring.Interval) == p.Interval && pr.Product != nil {
+			return pr.Product.ID, pr.ID, nil
+		}
+	}
+	if err := it.Err(); err != nil {
+		return "", "", translate(err)
+	}
+	productID = p.ProductID
+	if productID == "" {
+		pp := &stripego.ProductParams{Name: stripego.String(p.Name), Metadata: map[string]string{"plan_key": p.Key}}
+		pp.Context = ctx
+		pp.SetIdempotencyKey("tk-product-" + p.Key)
+		prod, err := c.api.Products.New(pp)
+		if err != nil {
+			return "", "", translate(err)
+		}
+		productID = prod.ID
+	}
+	np := &stripego.PriceParams{
+		Product:           stripego.String(productID),
+		Currency:          stripego.String(p.Currency),
+		UnitAmount:        stripego.Int64(p.UnitAmount),
+		Recurring:         &stripego.PriceRecurringParams{Interval: stripego.String(p.Interval)},
+		LookupKey:         stripego.String(lookup),
+		TransferLookupKey: stripego.Bool(true),
+		Nickname:          stripego.String(p.Name),
+		Metadata:          map[string]string{"plan_key": p.Key},
+	}
+	np.Context = ctx
+	np.SetIdempotencyKey(fmt.Sprintf("tk-price-%s-%s-%d-%s-%s", p.Key, productID, p.UnitAmount, p.Currency, p.Interval))
+	price, err := c.api.Prices.New(np)
+	if err != nil {
+		return "", "", translate(err)
+	}
+	return productID, price.ID, nil
+}
+
+// CreateCheckoutSession starts a subscription checkout for a tenant's customer. The tenant and
+// plan travel in client_reference_id, metadata and subscription_data.metadata (the webhooks read
+// them back). The idempotency key names the tenant, plan and the minute, so a retried click within
+// a minute returns the same session. Errors: unavailable, internal.
+func (c *Client) CreateCheckoutSession(ctx context.Context, s billing.Checkout) (string, error) {
+	meta := map[string]string{"tenant_id": s.TenantID, "plan_id": s.PlanID}
+	p := &stripego.CheckoutSessionParams{
+		Mode:              stripego.String(string(stripego.CheckoutSessionModeSubscription)),
+		Customer:          stripego.String(s.CustomerID),
+		ClientReferenceID: stripego.String(s.TenantID),
+		LineItems:         []*stripego.CheckoutSessionLineItemParams{{Price: stripego.String(s.PriceID), Quantity: stripego.Int64(1)}},
+		Metadata:          meta,
+		SubscriptionData:  &stripego.CheckoutSessionSubscriptionDataParams{Metadata: meta},
+		SuccessURL:        stripego.String(s.SuccessURL),
+		CancelURL:         stripego.String(s.CancelURL),
+	}
+	p.Context = ctx
+	p.SetIdempotencyKey(fmt.Sprintf("tk-checkout-%s-%s-%d", s.TenantID, s.PlanID, s.At.Unix()/60))
+	cs, err := c.api.CheckoutSessions.New(p)
+	if err != nil {
+		return "", translate(err)
+	}
+	return cs.URL, nil
+}
+
+// CreatePortalSession opens Stripe's billing portal for a customer. Errors: unavailable, internal.
+func (c *Client) CreatePortalSession(ctx context.Context, customerID, returnURL string) (string, error) {
+	p := &stripego.BillingPortalSessionParams{Customer: stripego.String(customerID), ReturnURL: stripego.String(returnURL)}
+	p.Context = ctx
+	ps, err := c.api.BillingPortalSessions.New(p)
+	if err != nil {
+		return "", translate(err)
+	}
+	return ps.URL, nil
 }
 
 // translate maps Stripe and network errors to tenantkit errors.

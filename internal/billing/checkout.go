@@ -1,0 +1,130 @@
+package billing
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tenantkit/tenantkit"
+)
+
+// BillingUnavailable is the action error code when Stripe cannot be reached or billing is off.
+const BillingUnavailable = "billing_unavailable"
+
+// PlanPrice is a plan's price as Stripe needs it, with the Stripe ids it is linked to.
+type PlanPrice struct {
+	ID, Key, Name      string
+	UnitAmount         int64
+	Currency, Interval string
+	ProductID, PriceID string // "" until plans sync links them
+}
+
+// Checkout is what a checkout session is made of.
+type Checkout struct {
+	TenantID, PlanID, CustomerID, PriceID string
+	SuccessURL, CancelURL                 string
+	At                                    time.Time
+}
+
+// Authorize reports whether the caller holds a permission in a tenant (team.Service.Check).
+type Authorize func(ctx context.Context, s tenantkit.Session, tenantID, permission string) (bool, tenantkit.Role, error)
+
+// unavailable turns a failure to reach Stripe into the billing code; other errors pass through.
+func unavailable(err error) error {
+	if tenantkit.ErrorCode(err) == tenantkit.Unavailable {
+		return &tenantkit.Error{Code: BillingUnavailable, Message: "billing is unavailable, try again later", Err: err}
+	}
+	return err
+}
+
+// SyncPlans links every active plan to a Stripe product and price (found again by lookup key, or
+// created), safe to run any number of times. It returns how many plans changed links.
+// Errors: billing_unavailable, internal.
+func (s *Service) SyncPlans(ctx context.Context) (changed int, err error) {
+	if s.Stripe == nil {
+		return 0, tenantkit.Errorf(BillingUnavailable, "STRIPE_SECRET_KEY is not set")
+	}
+	plans, err := s.Store.PlanPrices(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for _, p := range plans {
+		product, price, err := s.Stripe.EnsurePrice(ctx, p)
+		if err != nil {
+			return changed, unavailable(err)
+		}
+		if product != p.ProductID || price != p.PriceID {
+			if err := s.Store.LinkPlan(ctx, p.ID, product, price); err != nil {
+				return changed, err
+			}
+			changed++
+		}
+	}
+	return changed, nil
+}
+
+// authorize requires billing:manage (admins and owners) in the tenant; a non-member gets not_found.
+func (s *Service) authorize(ctx context.Context, sess tenantkit.Session, tenantID string) error {
+	if uuid.Validate(sess.UserID()) != nil {
+		return tenantkit.Errorf(tenantkit.Unauthenticated, "sign in first")
+	}
+	ok, role, err := s.Authorize(ctx, sess, tenantID, "billing:manage")
+	switch {
+	case err != nil:
+		return err
+	case role == "":
+		return tenantkit.Errorf(tenantkit.NotFound, "tenant not found")
+	case !ok:
+		return tenantkit.Errorf(tenantkit.Forbidden, "managing billing needs billing:manage (admins and owners)")
+	}
+	return nil
+}
+
+// CreateCheckout returns the URL of a Stripe Checkout page subscribing the tenant to the plan.
+// Errors: unauthenticated, invalid, not_found, forbidden, billing_unavailable.
+func (s *Service) CreateCheckout(ctx context.Context, sess tenantkit.Session, tenantID, planID string) (string, error) {
+	if uuid.Validate(planID) != nil {
+		return "", tenantkit.Errorf(tenantkit.Invalid, "planId must be a UUID")
+	}
+	if err := s.authorize(ctx, sess, tenantID); err != nil {
+		return "", err
+	}
+	if s.Stripe == nil {
+		return "", tenantkit.Errorf(BillingUnavailable, "billing is not configured")
+	}
+	plan, err := s.Store.PlanPrice(ctx, planID)
+	if err != nil {
+		return "", err
+	}
+	if plan.PriceID == "" {
+		return "", tenantkit.Errorf(tenantkit.Invalid, "plan %s is not linked to Stripe yet (run tenantkit plans sync)", plan.Key)
+	}
+	customer, err := s.EnsureCustomer(ctx, tenantID)
+	if err != nil {
+		return "", unavailable(err)
+	}
+	url, err := s.Stripe.CreateCheckoutSession(ctx, Checkout{
+		TenantID: tenantID, PlanID: planID, CustomerID: customer, PriceID: plan.PriceID,
+		SuccessURL: s.AppURL + "/billing/success?session_id={CHECKOUT_SESSION_ID}",
+		CancelURL:  s.AppURL + "/billing/cancel", At: s.now(),
+	})
+	return url, unavailable(err)
+}
+
+// CreatePortal returns the URL of Stripe's billing portal for the tenant.
+// Errors: unauthenticated, invalid, not_found, forbidden, billing_unavailable.
+func (s *Service) CreatePortal(ctx context.Context, sess tenantkit.Session, tenantID string) (string, error) {
+	if err := s.authorize(ctx, sess, tenantID); err != nil {
+		return "", err
+	}
+	if s.Stripe == nil {
+		return "", tenantkit.Errorf(BillingUnavailable, "billing is not configured")
+	}
+	customer, err := s.EnsureCustomer(ctx, tenantID)
+	if err != nil {
+		return "", unavailable(err)
+	}
+	url, err := s.Stripe.CreatePortalSession(ctx, customer, s.AppURL+"/billing")
+	return url, unavailable(err)
+}
