@@ -118,6 +118,9 @@ func (h *Handler) actions() map[string]action {
 
 		"createCheckoutSession":      typed(h.createCheckoutSession),
 		"createBillingPortalSession": typed(h.createBillingPortalSession),
+		"cancelSubscription":         typed(h.cancelSubscription),
+		"resumeSubscription":         typed(h.resumeSubscription),
+		"changePlan":                 typed(h.changePlan),
 	}
 }
 

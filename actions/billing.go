@@ -59,3 +59,34 @@ func (h *Handler) createBillingPortalSession(ctx context.Context, s tenantkit.Se
 	}
 	return map[string]string{"url": url}, nil
 }
+
+// subscriptionOutput is what the subscription actions answer: Stripe's view right after the change
+// (the stored state follows with Stripe's webhook).
+func subscriptionOutput(sub billing.Subscription) map[string]any {
+	return map[string]any{"subscriptionId": sub.ID, "status": sub.Status, "cancelAtPeriodEnd": sub.CancelAtPeriodEnd,
+		"currentPeriodEnd": sub.CurrentPeriodEnd}
+}
+
+func (h *Handler) cancelSubscription(ctx context.Context, s tenantkit.Session, in tenantInput) (any, error) {
+	sub, err := h.Billing.SetCancelAtPeriodEnd(ctx, s, in.TenantID, true)
+	if err != nil {
+		return nil, err
+	}
+	return subscriptionOutput(sub), nil
+}
+
+func (h *Handler) resumeSubscription(ctx context.Context, s tenantkit.Session, in tenantInput) (any, error) {
+	sub, err := h.Billing.SetCancelAtPeriodEnd(ctx, s, in.TenantID, false)
+	if err != nil {
+		return nil, err
+	}
+	return subscriptionOutput(sub), nil
+}
+
+func (h *Handler) changePlan(ctx context.Context, s tenantkit.Session, in checkoutInput) (any, error) {
+	sub, err := h.Billing.ChangePlan(ctx, s, in.TenantID, in.PlanID)
+	if err != nil {
+		return nil, err
+	}
+	return subscriptionOutput(sub), nil
+}

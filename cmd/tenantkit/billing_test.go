@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tenantkit/tenantkit"
 	"github.com/tenantkit/tenantkit/internal/stripetest"
 )
 
@@ -349,4 +352,43 @@ func TestCheckoutAndPortal(t *testing.T) {
 	if r := offline.action(t, "createBillingPortalSession", map[string]any{"tenantId": ot}, oo); r.code != "billing_unavailable" {
 		t.Errorf("portal with billing off: %d %q", r.status, r.code)
 	}
+}
+
+func TestSubscriptionChanges(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, withStripe(t)...)
+	tenant, owner := s.tenant(t)
+	member := s.user(t, "")
+	exec(t, s, `INSERT INTO tenant_users (tenant_id, user_id, role) VALUES ($1, $2, 'member')`, tenant, member)
+	enterprise := s.row(t, "subscription_plans", "key = 'enterprise'")["id"].(string)
+	in := map[string]any{"tenantId": tenant}
+
+	s.fails(t, "invalid", "cancelSubscription", in, owner) // no paid subscription yet
+	exec(t, s, `UPDATE tenant_subscriptions SET stripe_subscription_id = 'sub_live1', status = 'active' WHERE tenant_id = $1`, tenant)
+	exec(t, s, `UPDATE subscription_plans SET stripe_product_id = 'prod_e', stripe_price_id = 'price_enterprise' WHERE key = 'enterprise'`)
+
+	for _, action := range []string{"cancelSubscription", "resumeSubscription"} {
+		out := s.ok(t, action, in, owner)
+		if out["subscriptionId"] != "sub_live1" {
+			t.Errorf("%s: %v", action, out)
+		}
+		s.fails(t, "forbidden", action, in, member)
+	}
+	// changing plan lifts the limits at once: Starter allows 10 projects, Enterprise unlimited
+	s.ok(t, "changePlan", map[string]any{"tenantId": tenant, "planId": enterprise}, owner)
+	if got := s.row(t, "tenant_subscriptions", "tenant_id = $1", tenant)["plan_id"]; got != enterprise {
+		t.Errorf("plan after changePlan = %v", got)
+	}
+	ctx := context.Background()
+	for i := range 12 {
+		err := s.m.DB.WithUser(ctx, tenantkit.UserSession(owner), func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `INSERT INTO projects (tenant_id, name, owner_id) VALUES ($1, 'p', $2)`, tenant, owner)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("project %d under Enterprise: %v", i+1, err)
+		}
+	}
+	s.fails(t, "forbidden", "changePlan", map[string]any{"tenantId": tenant, "planId": enterprise}, member)
+	s.fails(t, "not_found", "changePlan", map[string]any{"tenantId": tenant, "planId": "00000000-0000-4000-8000-000000000000"}, owner)
 }

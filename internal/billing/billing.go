@@ -72,6 +72,11 @@ type Store interface {
 	// PlanPrices returns the active plans; PlanPrice one active plan (not_found otherwise).
 	PlanPrices(ctx context.Context) ([]PlanPrice, error)
 	PlanPrice(ctx context.Context, planID string) (PlanPrice, error)
+	// StripeSubscription returns the tenant's Stripe subscription id ("" when none) and the id of
+	// the last Stripe event applied to it (its state version).
+	StripeSubscription(ctx context.Context, tenantID string) (subscriptionID, version string, err error)
+	// SetPlan switches the tenant's plan at once (entitlements follow the plan).
+	SetPlan(ctx context.Context, tenantID, planID string) error
 	// LinkPlan records a plan's Stripe product and price.
 	LinkPlan(ctx context.Context, planID, productID, priceID string) error
 	// KnownTenants returns which of the ids are existing tenants (system path).
@@ -92,6 +97,10 @@ type Stripe interface {
 	CreateCheckoutSession(ctx context.Context, c Checkout) (url string, err error)
 	// CreatePortalSession returns the URL of the customer's billing portal.
 	CreatePortalSession(ctx context.Context, customerID, returnURL string) (url string, err error)
+	// SetCancelAtPeriodEnd schedules or withdraws the cancellation at period end.
+	SetCancelAtPeriodEnd(ctx context.Context, subscriptionID string, cancel bool, version string) (Subscription, error)
+	// ChangePrice moves the subscription's plan item to another price, with proration.
+	ChangePrice(ctx context.Context, subscriptionID, priceID, planID, version string) (Subscription, error)
 }
 
 // Service implements billing. Stripe is nil when STRIPE_SECRET_KEY is unset: billing is then off.

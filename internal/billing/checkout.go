@@ -128,3 +128,54 @@ func (s *Service) CreatePortal(ctx context.Context, sess tenantkit.Session, tena
 	url, err := s.Stripe.CreatePortalSession(ctx, customer, s.AppURL+"/billing")
 	return url, unavailable(err)
 }
+
+// subscriptionOf returns the tenant's Stripe subscription after the billing:manage check.
+func (s *Service) subscriptionOf(ctx context.Context, sess tenantkit.Session, tenantID string) (id, version string, err error) {
+	if err := s.authorize(ctx, sess, tenantID); err != nil {
+		return "", "", err
+	}
+	if s.Stripe == nil {
+		return "", "", tenantkit.Errorf(BillingUnavailable, "billing is not configured")
+	}
+	id, version, err = s.Store.StripeSubscription(ctx, tenantID)
+	if err == nil && id == "" {
+		err = tenantkit.Errorf(tenantkit.Invalid, "the tenant has no paid subscription yet (start a checkout)")
+	}
+	return id, version, err
+}
+
+// SetCancelAtPeriodEnd cancels the tenant's subscription at the end of its period (cancel) or
+// withdraws that (resume). The stored state follows through the webhook Stripe sends.
+// Errors: unauthenticated, invalid, not_found, forbidden, billing_unavailable.
+func (s *Service) SetCancelAtPeriodEnd(ctx context.Context, sess tenantkit.Session, tenantID string, cancel bool) (Subscription, error) {
+	id, version, err := s.subscriptionOf(ctx, sess, tenantID)
+	if err != nil {
+		return Subscription{}, err
+	}
+	sub, err := s.Stripe.SetCancelAtPeriodEnd(ctx, id, cancel, version)
+	return sub, unavailable(err)
+}
+
+// ChangePlan moves the tenant's subscription to another plan with proration; the plan's limits
+// apply at once. Errors: unauthenticated, invalid, not_found, forbidden, billing_unavailable.
+func (s *Service) ChangePlan(ctx context.Context, sess tenantkit.Session, tenantID, planID string) (Subscription, error) {
+	if uuid.Validate(planID) != nil {
+		return Subscription{}, tenantkit.Errorf(tenantkit.Invalid, "planId must be a UUID")
+	}
+	id, version, err := s.subscriptionOf(ctx, sess, tenantID)
+	if err != nil {
+		return Subscription{}, err
+	}
+	plan, err := s.Store.PlanPrice(ctx, planID)
+	if err != nil {
+		return Subscription{}, err
+	}
+	if plan.PriceID == "" {
+		return Subscription{}, tenantkit.Errorf(tenantkit.Invalid, "plan %s is not linked to Stripe yet (run tenantkit plans sync)", plan.Key)
+	}
+	sub, err := s.Stripe.ChangePrice(ctx, id, plan.PriceID, planID, version)
+	if err != nil {
+		return sub, unavailable(err)
+	}
+	return sub, s.Store.SetPlan(ctx, tenantID, planID)
+}

@@ -125,6 +125,27 @@ func (db *DB) PlanPrice(ctx context.Context, planID string) (billing.PlanPrice, 
 	return p, err
 }
 
+// StripeSubscription implements billing.Store.
+func (db *DB) StripeSubscription(ctx context.Context, tenantID string) (id, version string, err error) {
+	err = db.WithSystem(ctx, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `SELECT coalesce(stripe_subscription_id, ''), coalesce(stripe_event_id, 'none')
+			FROM tenant_subscriptions WHERE tenant_id = $1`, tenantID).Scan(&id, &version)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		return err
+	})
+	return id, version, err
+}
+
+// SetPlan implements billing.Store.
+func (db *DB) SetPlan(ctx context.Context, tenantID, planID string) error {
+	return db.WithSystem(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `UPDATE tenant_subscriptions SET plan_id = $2 WHERE tenant_id = $1`, tenantID, planID)
+		return err
+	})
+}
+
 // LinkPlan implements billing.Store.
 func (db *DB) LinkPlan(ctx context.Context, planID, productID, priceID string) error {
 	return db.WithSystem(ctx, func(tx pgx.Tx) error {

@@ -148,6 +148,56 @@ func (c *Client) CreatePortalSession(ctx context.Context, customerID, returnURL 
 	return ps.URL, nil
 }
 
+// SetCancelAtPeriodEnd schedules (true) or withdraws (false) a subscription's cancellation at the
+// end of its period. version names the subscription state the request was made against, so that
+// a later, different request never replays an earlier response. Errors: unavailable, internal.
+func (c *Client) SetCancelAtPeriodEnd(ctx context.Context, subscriptionID string, cancel bool, version string) (billing.Subscription, error) {
+	p := &stripego.SubscriptionParams{CancelAtPeriodEnd: stripego.Bool(cancel)}
+	p.Context = ctx
+	p.SetIdempotencyKey(fmt.Sprintf("tk-cancel-%s-%t-%s", subscriptionID, cancel, version))
+	sub, err := c.api.Subscriptions.Update(subscriptionID, p)
+	if err != nil {
+		return billing.Subscription{}, translate(err)
+	}
+	return subscription(sub), nil
+}
+
+// ChangePrice moves a subscription's licensed item to another price, with proration, and records
+// the new plan in its metadata (the webhooks read it back). Errors: unavailable, internal, invalid
+// (the subscription has no licensed item).
+func (c *Client) ChangePrice(ctx context.Context, subscriptionID, priceID, planID, version string) (billing.Subscription, error) {
+	gp := &stripego.SubscriptionParams{}
+	gp.Context = ctx
+	current, err := c.api.Subscriptions.Get(subscriptionID, gp)
+	if err != nil {
+		return billing.Subscription{}, translate(err)
+	}
+	itemID := ""
+	if current.Items != nil {
+		for _, it := range current.Items.Data {
+			if it.Price == nil || it.Price.Recurring == nil || it.Price.Recurring.UsageType != stripego.PriceRecurringUsageTypeMetered {
+				itemID = it.ID
+				break
+			}
+		}
+	}
+	if itemID == "" {
+		return billing.Subscription{}, tenantkit.Errorf(tenantkit.Invalid, "the subscription has no plan item to change")
+	}
+	p := &stripego.SubscriptionParams{
+		Items:             []*stripego.SubscriptionItemsParams{{ID: stripego.String(itemID), Price: stripego.String(priceID)}},
+		ProrationBehavior: stripego.String("create_prorations"),
+		Metadata:          map[string]string{"plan_id": planID},
+	}
+	p.Context = ctx
+	p.SetIdempotencyKey(fmt.Sprintf("tk-plan-%s-%s-%s", subscriptionID, priceID, version))
+	sub, err := c.api.Subscriptions.Update(subscriptionID, p)
+	if err != nil {
+		return billing.Subscription{}, translate(err)
+	}
+	return subscription(sub), nil
+}
+
 // translate maps Stripe and network errors to tenantkit errors.
 func translate(err error) error {
 	var se *stripego.Error
