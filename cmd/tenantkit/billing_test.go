@@ -392,3 +392,45 @@ func TestSubscriptionChanges(t *testing.T) {
 	s.fails(t, "forbidden", "changePlan", map[string]any{"tenantId": tenant, "planId": enterprise}, member)
 	s.fails(t, "not_found", "changePlan", map[string]any{"tenantId": tenant, "planId": "00000000-0000-4000-8000-000000000000"}, owner)
 }
+
+func TestMeteredUsageReport(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, withStripe(t)...)
+	sm, _ := stripeMock()
+	env := map[string]string{"DATABASE_URL": s.m.Config.DatabaseURL, "STRIPE_SECRET_KEY": stripetest.TestKey, "STRIPE_API_URL": sm.URL}
+	getenv := func(k string) string { return env[k] }
+	exec(t, s, `UPDATE subscription_plans SET api_calls_unit_amount = 0.05 WHERE key = 'professional'`)
+	var out bytes.Buffer
+	if err := plansSync(context.Background(), getenv, &out); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.count(t, `SELECT count(*) FROM subscription_plans WHERE stripe_api_calls_price_id LIKE 'price_%'`); n != 1 {
+		t.Fatalf("%d plans with a metered price, want 1 (professional)", n)
+	}
+
+	tenant, _ := s.tenant(t)
+	start := time.Now().UTC().Add(-48 * time.Hour).Truncate(time.Hour)
+	exec(t, s, `UPDATE tenant_subscriptions SET status = 'active', stripe_subscription_id = 'sub_m', stripe_usage_item_id = 'si_m',
+		current_period_start = $2, current_period_end = $2::timestamptz + interval '30 days' WHERE tenant_id = $1`, tenant, start)
+	s.record(t,
+		map[string]any{"tenantId": tenant, "metric": "api_calls", "quantity": 2.5, "idempotencyKey": "a", "occurredAt": start.Add(time.Hour).Format(time.RFC3339)},
+		map[string]any{"tenantId": tenant, "metric": "api_calls", "quantity": 4, "idempotencyKey": "b", "occurredAt": start.Add(30 * time.Hour).Format(time.RFC3339)},
+		map[string]any{"tenantId": tenant, "metric": "api_calls", "quantity": 100, "idempotencyKey": "c", "occurredAt": start.Add(-time.Hour).Format(time.RFC3339)}, // before the period
+	)
+	reports, err := s.m.DB.UsageToReport(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reports) != 1 || reports[0].ItemID != "si_m" || reports[0].Total != 7 || !reports[0].PeriodStart.Equal(start) {
+		t.Fatalf("reports = %+v, want si_m with ceil(6.5) = 7 from %s", reports, start)
+	}
+	for range 2 { // twice: totals with "set", so the second run reports the same thing again
+		out.Reset()
+		if err := usageReport(context.Background(), getenv, &out); err != nil {
+			t.Fatal(err)
+		}
+		if out.String() != "usage report: 1 subscription(s) reported\n" {
+			t.Errorf("output %q", out.String())
+		}
+	}
+}

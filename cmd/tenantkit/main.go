@@ -42,6 +42,7 @@ commands:
   migrate up|down|reset|status   apply or inspect database migrations (DATABASE_URL)
   dev                            development: find or start PostgreSQL, migrate, serve with defaults
   plans sync                     link every active plan to a Stripe product and price (idempotent)
+  usage report                   push each subscription's api_calls total to Stripe (idempotent)
 `
 
 func main() {
@@ -81,6 +82,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			return errors.New("usage: tenantkit plans sync")
 		}
 		return plansSync(ctx, os.Getenv, stdout)
+	case "usage":
+		if len(args) != 2 || args[1] != "report" {
+			return errors.New("usage: tenantkit usage report")
+		}
+		return usageReport(ctx, os.Getenv, stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -245,9 +251,9 @@ func (m mailer) Send(ctx context.Context, e tenantkit.Email) error {
 	return m.Sender.Send(ctx, mail.Message{ID: e.ID, To: e.To, Subject: e.Subject, Text: e.Text, HTML: e.HTML})
 }
 
-// plansSync links the active plans to Stripe products and prices (DATABASE_URL, STRIPE_SECRET_KEY,
-// STRIPE_API_URL).
-func plansSync(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+// billingCommand opens what the billing commands need (DATABASE_URL, STRIPE_SECRET_KEY,
+// STRIPE_API_URL) and runs fn.
+func billingCommand(ctx context.Context, getenv func(string) string, fn func(*billing.Service) error) error {
 	dbURL, key := getenv("DATABASE_URL"), getenv("STRIPE_SECRET_KEY")
 	if dbURL == "" || key == "" {
 		return errors.New("config: DATABASE_URL and STRIPE_SECRET_KEY are required")
@@ -257,11 +263,26 @@ func plansSync(ctx context.Context, getenv func(string) string, stdout io.Writer
 		return err
 	}
 	defer db.Close()
-	bills := &billing.Service{Store: db, Stripe: stripe.New(key, getenv("STRIPE_API_URL"))}
-	changed, err := bills.SyncPlans(ctx)
-	if err != nil {
+	return fn(&billing.Service{Store: db, Stripe: stripe.New(key, getenv("STRIPE_API_URL"))})
+}
+
+// plansSync links the active plans to Stripe products and prices.
+func plansSync(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	return billingCommand(ctx, getenv, func(b *billing.Service) error {
+		changed, err := b.SyncPlans(ctx)
+		if err == nil {
+			fmt.Fprintf(stdout, "plans sync: %d plan(s) linked anew, the others already were\n", changed)
+		}
 		return err
-	}
-	fmt.Fprintf(stdout, "plans sync: %d plan(s) linked anew, the others already were\n", changed)
-	return nil
+	})
+}
+
+// usageReport pushes the current period's api_calls totals to Stripe. Run it as often as you like
+// (hourly, and once at the end of each period): it reports totals, not increments.
+func usageReport(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	return billingCommand(ctx, getenv, func(b *billing.Service) error {
+		n, err := b.ReportUsage(ctx)
+		fmt.Fprintf(stdout, "usage report: %d subscription(s) reported\n", n)
+		return err
+	})
 }

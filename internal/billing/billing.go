@@ -37,6 +37,33 @@ type UsageTotal struct {
 	Quantity    float64
 }
 
+// UsageReport is a subscription item's api_calls total for its current period.
+type UsageReport struct {
+	TenantID, ItemID string
+	PeriodStart      time.Time
+	Total            int64
+}
+
+// ReportUsage pushes every subscription's api_calls total for its current period to Stripe, as a
+// usage record with action "set" at the period's start: running it twice reports once, and a later
+// run with a larger total supersedes the earlier. It returns how many subscriptions were reported.
+// Errors: billing_unavailable.
+func (s *Service) ReportUsage(ctx context.Context) (int, error) {
+	if s.Stripe == nil {
+		return 0, tenantkit.Errorf(BillingUnavailable, "STRIPE_SECRET_KEY is not set")
+	}
+	reports, err := s.Store.UsageToReport(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for i, r := range reports {
+		if err := s.Stripe.ReportUsage(ctx, r.ItemID, r.PeriodStart, r.Total); err != nil {
+			return i, unavailable(err)
+		}
+	}
+	return len(reports), nil
+}
+
 // Metrics are the platform's SaaS metrics.
 type Metrics struct {
 	TenantsTotal, TenantsActive, TenantsTrialing, TenantsPastDue int
@@ -77,8 +104,11 @@ type Store interface {
 	StripeSubscription(ctx context.Context, tenantID string) (subscriptionID, version string, err error)
 	// SetPlan switches the tenant's plan at once (entitlements follow the plan).
 	SetPlan(ctx context.Context, tenantID, planID string) error
-	// LinkPlan records a plan's Stripe product and price.
-	LinkPlan(ctx context.Context, planID, productID, priceID string) error
+	// LinkPlan records a plan's Stripe product, price and metered price ("" when none).
+	LinkPlan(ctx context.Context, planID, productID, priceID, meteredPriceID string) error
+	// UsageToReport returns, per subscription with a metered item, the api_calls total of its
+	// current period so far.
+	UsageToReport(ctx context.Context) ([]UsageReport, error)
 	// KnownTenants returns which of the ids are existing tenants (system path).
 	KnownTenants(ctx context.Context, ids []string) (map[string]bool, error)
 	// Metrics computes the platform metrics at now (system path).
@@ -93,6 +123,10 @@ type Stripe interface {
 	GetSubscription(ctx context.Context, id string) (Subscription, error)
 	// EnsurePrice finds or creates the plan's product and price.
 	EnsurePrice(ctx context.Context, p PlanPrice) (productID, priceID string, err error)
+	// EnsureMeteredPrice finds or creates the plan's metered api_calls price (p.ProductID set).
+	EnsureMeteredPrice(ctx context.Context, p PlanPrice) (priceID string, err error)
+	// ReportUsage sets a subscription item's usage total for the period starting at periodStart.
+	ReportUsage(ctx context.Context, itemID string, periodStart time.Time, total int64) error
 	// CreateCheckoutSession returns the URL of a subscription checkout.
 	CreateCheckoutSession(ctx context.Context, c Checkout) (url string, err error)
 	// CreatePortalSession returns the URL of the customer's billing portal.

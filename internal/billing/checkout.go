@@ -18,11 +18,15 @@ type PlanPrice struct {
 	UnitAmount         int64
 	Currency, Interval string
 	ProductID, PriceID string // "" until plans sync links them
+	// APICallsUnitAmount prices one API call (smallest unit, may be fractional); "" when api_calls
+	// are not billed. APICallsPriceID is its Stripe metered price.
+	APICallsUnitAmount, APICallsPriceID string
 }
 
 // Checkout is what a checkout session is made of.
 type Checkout struct {
 	TenantID, PlanID, CustomerID, PriceID string
+	MeteredPriceID                        string // "" when the plan does not bill api_calls
 	SuccessURL, CancelURL                 string
 	At                                    time.Time
 }
@@ -54,8 +58,15 @@ func (s *Service) SyncPlans(ctx context.Context) (changed int, err error) {
 		if err != nil {
 			return changed, unavailable(err)
 		}
-		if product != p.ProductID || price != p.PriceID {
-			if err := s.Store.LinkPlan(ctx, p.ID, product, price); err != nil {
+		metered := ""
+		if p.APICallsUnitAmount != "" {
+			p.ProductID = product
+			if metered, err = s.Stripe.EnsureMeteredPrice(ctx, p); err != nil {
+				return changed, unavailable(err)
+			}
+		}
+		if product != p.ProductID || price != p.PriceID || metered != p.APICallsPriceID {
+			if err := s.Store.LinkPlan(ctx, p.ID, product, price, metered); err != nil {
 				return changed, err
 			}
 			changed++
@@ -105,7 +116,7 @@ func (s *Service) CreateCheckout(ctx context.Context, sess tenantkit.Session, te
 		return "", unavailable(err)
 	}
 	url, err := s.Stripe.CreateCheckoutSession(ctx, Checkout{
-		TenantID: tenantID, PlanID: planID, CustomerID: customer, PriceID: plan.PriceID,
+		TenantID: tenantID, PlanID: planID, CustomerID: customer, PriceID: plan.PriceID, MeteredPriceID: plan.APICallsPriceID,
 		SuccessURL: s.AppURL + "/billing/success?session_id={CHECKOUT_SESSION_ID}",
 		CancelURL:  s.AppURL + "/billing/cancel", At: s.now(),
 	})

@@ -90,11 +90,13 @@ func (db *DB) SetCustomer(ctx context.Context, tenantID, customer string) error 
 	})
 }
 
-const planPriceColumns = `id::text, key, name, unit_amount, currency, "interval", coalesce(stripe_product_id, ''), coalesce(stripe_price_id, '')`
+const planPriceColumns = `id::text, key, name, unit_amount, currency, "interval", coalesce(stripe_product_id, ''),
+	coalesce(stripe_price_id, ''), coalesce(api_calls_unit_amount::text, ''), coalesce(stripe_api_calls_price_id, '')`
 
 func scanPlanPrice(r pgx.CollectableRow) (billing.PlanPrice, error) {
 	var p billing.PlanPrice
-	err := r.Scan(&p.ID, &p.Key, &p.Name, &p.UnitAmount, &p.Currency, &p.Interval, &p.ProductID, &p.PriceID)
+	err := r.Scan(&p.ID, &p.Key, &p.Name, &p.UnitAmount, &p.Currency, &p.Interval, &p.ProductID, &p.PriceID,
+		&p.APICallsUnitAmount, &p.APICallsPriceID)
 	return p, err
 }
 
@@ -147,11 +149,34 @@ func (db *DB) SetPlan(ctx context.Context, tenantID, planID string) error {
 }
 
 // LinkPlan implements billing.Store.
-func (db *DB) LinkPlan(ctx context.Context, planID, productID, priceID string) error {
+func (db *DB) LinkPlan(ctx context.Context, planID, productID, priceID, meteredPriceID string) error {
 	return db.WithSystem(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `UPDATE subscription_plans SET stripe_product_id = $2, stripe_price_id = $3 WHERE id = $1`, planID, productID, priceID)
+		_, err := tx.Exec(ctx, `UPDATE subscription_plans SET stripe_product_id = $2, stripe_price_id = $3,
+			stripe_api_calls_price_id = nullif($4, '') WHERE id = $1`, planID, productID, priceID, meteredPriceID)
 		return err
 	})
+}
+
+// UsageToReport implements billing.Store: subscriptions Stripe still bills (active, trialing,
+// past_due) with a metered item and a known period; the api_calls total since the period began,
+// rounded up to whole calls.
+func (db *DB) UsageToReport(ctx context.Context) ([]billing.UsageReport, error) {
+	var out []billing.UsageReport
+	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, `
+			SELECT s.tenant_id::text, s.stripe_usage_item_id, s.current_period_start,
+			       coalesce((SELECT ceil(sum(u.quantity)) FROM billing_usage u
+			                 WHERE u.tenant_id = s.tenant_id AND u.metric = 'api_calls'
+			                   AND u.period_start >= s.current_period_start AND u.period_start < s.current_period_end), 0)::bigint
+			FROM tenant_subscriptions s
+			WHERE s.stripe_usage_item_id IS NOT NULL AND s.current_period_start IS NOT NULL
+			  AND s.status IN ('active', 'trialing', 'past_due')
+			ORDER BY s.tenant_id`)
+		var err error
+		out, err = pgx.CollectRows(rows, pgx.RowToStructByPos[billing.UsageReport])
+		return err
+	})
+	return out, err
 }
 
 // KnownTenants implements billing.Store.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	stripego "github.com/stripe/stripe-go/v76"
@@ -112,6 +113,63 @@ func (c *Client) EnsurePrice(ctx context.Context, p billing.PlanPrice) (productI
 	return productID, price.ID, nil
 }
 
+// EnsureMeteredPrice finds or creates the plan's metered api_calls price on its product (lookup
+// key tenantkit_<key>_api_calls_<interval>). Errors: unavailable, internal.
+func (c *Client) EnsureMeteredPrice(ctx context.Context, p billing.PlanPrice) (string, error) {
+	lookup := "tenantkit_" + p.Key + "_api_calls_" + p.Interval
+	unit, err := strconv.ParseFloat(p.APICallsUnitAmount, 64)
+	if err != nil {
+		return "", err
+	}
+	lp := &stripego.PriceListParams{LookupKeys: stripego.StringSlice([]string{lookup}), Active: stripego.Bool(true)}
+	lp.Context = ctx
+	it := c.api.Prices.List(lp)
+	for it.Next() {
+		pr := it.Price()
+		if pr.LookupKey == lookup && pr.UnitAmountDecimal == unit && string(pr.Currency) == p.Currency &&
+			pr.Recurring != nil && pr.Recurring.UsageType == stripego.PriceRecurringUsageTypeMetered {
+			return pr.ID, nil
+		}
+	}
+	if err := it.Err(); err != nil {
+		return "", translate(err)
+	}
+	np := &stripego.PriceParams{
+		Product:           stripego.String(p.ProductID),
+		Currency:          stripego.String(p.Currency),
+		UnitAmountDecimal: stripego.Float64(unit),
+		Recurring: &stripego.PriceRecurringParams{Interval: stripego.String(p.Interval),
+			UsageType: stripego.String("metered"), AggregateUsage: stripego.String("sum")},
+		LookupKey:         stripego.String(lookup),
+		TransferLookupKey: stripego.Bool(true),
+		Nickname:          stripego.String(p.Name + " API calls"),
+		Metadata:          map[string]string{"plan_key": p.Key, "metric": "api_calls"},
+	}
+	np.Context = ctx
+	np.SetIdempotencyKey(fmt.Sprintf("tk-metered-%s-%s-%s-%s-%s", p.Key, p.ProductID, p.APICallsUnitAmount, p.Currency, p.Interval))
+	price, err := c.api.Prices.New(np)
+	if err != nil {
+		return "", translate(err)
+	}
+	return price.ID, nil
+}
+
+// ReportUsage sets the usage of a metered subscription item for the period starting at
+// periodStart to total (action "set" at that one timestamp, so re-running reports once). The
+// idempotency key names the item, period and total. Errors: unavailable, internal.
+func (c *Client) ReportUsage(ctx context.Context, itemID string, periodStart time.Time, total int64) error {
+	p := &stripego.UsageRecordParams{
+		SubscriptionItem: stripego.String(itemID),
+		Quantity:         stripego.Int64(total),
+		Timestamp:        stripego.Int64(periodStart.Unix()),
+		Action:           stripego.String(stripego.UsageRecordActionSet),
+	}
+	p.Context = ctx
+	p.SetIdempotencyKey(fmt.Sprintf("tk-usage-%s-%d-%d", itemID, periodStart.Unix(), total))
+	_, err := c.api.UsageRecords.New(p)
+	return translate(err)
+}
+
 // CreateCheckoutSession starts a subscription checkout for a tenant's customer. The tenant and
 // plan travel in client_reference_id, metadata and subscription_data.metadata (the webhooks read
 // them back). The idempotency key names the tenant, plan and the minute, so a retried click within
@@ -122,7 +180,7 @@ func (c *Client) CreateCheckoutSession(ctx context.Context, s billing.Checkout) 
 		Mode:              stripego.String(string(stripego.CheckoutSessionModeSubscription)),
 		Customer:          stripego.String(s.CustomerID),
 		ClientReferenceID: stripego.String(s.TenantID),
-		LineItems:         []*stripego.CheckoutSessionLineItemParams{{Price: stripego.String(s.PriceID), Quantity: stripego.Int64(1)}},
+		LineItems:         lineItems(s),
 		Metadata:          meta,
 		SubscriptionData:  &stripego.CheckoutSessionSubscriptionDataParams{Metadata: meta},
 		SuccessURL:        stripego.String(s.SuccessURL),
@@ -198,8 +256,19 @@ func (c *Client) ChangePrice(ctx context.Context, subscriptionID, priceID, planI
 	return subscription(sub), nil
 }
 
-// translate maps Stripe and network errors to tenantkit errors.
+func lineItems(s billing.Checkout) []*stripego.CheckoutSessionLineItemParams {
+	items := []*stripego.CheckoutSessionLineItemParams{{Price: stripego.String(s.PriceID), Quantity: stripego.Int64(1)}}
+	if s.MeteredPriceID != "" { // metered prices take no quantity
+		items = append(items, &stripego.CheckoutSessionLineItemParams{Price: stripego.String(s.MeteredPriceID)})
+	}
+	return items
+}
+
+// translate maps Stripe and network errors to tenantkit errors (nil stays nil).
 func translate(err error) error {
+	if err == nil {
+		return nil
+	}
 	var se *stripego.Error
 	if !errors.As(err, &se) || se.HTTPStatusCode >= 500 || se.HTTPStatusCode == http.StatusTooManyRequests {
 		return &tenantkit.Error{Code: tenantkit.Unavailable, Message: "billing is unavailable, try again later", Err: err}
