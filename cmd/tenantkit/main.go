@@ -28,6 +28,7 @@ import (
 	"github.com/tenantkit/tenantkit/graph"
 	"github.com/tenantkit/tenantkit/internal/billing"
 	"github.com/tenantkit/tenantkit/internal/mail"
+	"github.com/tenantkit/tenantkit/internal/outbox"
 	"github.com/tenantkit/tenantkit/internal/pglocal"
 	"github.com/tenantkit/tenantkit/internal/postgres"
 	"github.com/tenantkit/tenantkit/internal/server"
@@ -102,8 +103,9 @@ type Main struct {
 	DB     *postgres.DB
 	HTTP   *server.Server
 	Meter  *billing.Meter
+	Outbox *outbox.Sender
 
-	stopMeter func() // stops the meter after its final flush
+	stopMeter func() // stops the meter (after its final flush) and the outbox sender
 }
 
 // Open connects to the database (refusing to start when the tenantkit roles are unusable) and
@@ -130,6 +132,7 @@ func (m *Main) Open(ctx context.Context) error {
 		webhooks = &stripe.Webhook{Secret: m.Config.StripeHook, Billing: bills}
 	}
 	m.Meter = &billing.Meter{Store: db, Log: m.Log}
+	m.Outbox = &outbox.Sender{Store: db, Mailer: mailer{sender}, Log: m.Log}
 	hasura := &actions.Handler{Team: teams, Billing: bills, Meter: m.Meter, Events: db}
 	m.HTTP = &server.Server{
 		Addr:    m.Config.ListenAddr,
@@ -147,9 +150,10 @@ func (m *Main) Open(ctx context.Context) error {
 		return fmt.Errorf("listen on %s: %w", m.Config.ListenAddr, err)
 	}
 	meterCtx, stopMeter := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	go func() { defer close(done); m.Meter.Run(meterCtx) }()
-	m.stopMeter = func() { stopMeter(); <-done }
+	done := make(chan struct{}, 2)
+	go func() { defer func() { done <- struct{}{} }(); m.Meter.Run(meterCtx) }()
+	go func() { defer func() { done <- struct{}{} }(); m.Outbox.Run(meterCtx) }()
+	m.stopMeter = func() { stopMeter(); <-done; <-done }
 	return nil
 }
 

@@ -2,10 +2,13 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -175,6 +178,48 @@ func TestStripeWebhooks(t *testing.T) {
 		}
 		if got := s.subState(t, tenant).Status; got != string(fetched.Status) {
 			t.Errorf("status after the tie = %s, want the fetched %s", got, fetched.Status)
+		}
+	})
+
+	t.Run("a failed payment makes the tenant past_due and emails its owners once", func(t *testing.T) {
+		t.Parallel()
+		s := newStack(t, withStripe(t)...) // its own SMTP peer, to count the emails
+		tenant, _ := s.tenant(t)
+		co := s.user(t, "co.owner.billing@example.com")
+		exec(t, s, `INSERT INTO tenant_users (tenant_id, user_id, role) VALUES ($1, $2, 'owner'), ($1, $3, 'member')`, tenant, co, s.user(t, ""))
+		exec(t, s, `UPDATE tenant_subscriptions SET stripe_subscription_id = 'sub_pf', status = 'active' WHERE tenant_id = $1`, tenant)
+		obj := map[string]any{"id": "in_pf", "object": "invoice", "subscription": "sub_pf", "customer": "cus_pf"}
+		for range 2 { // a duplicate delivery queues nothing more
+			if st := s.stripeEvent(t, testWebhookSecret, "2023-10-16", "evt_pf_"+tenant[:8], "invoice.payment_failed", base, obj); st != http.StatusOK {
+				t.Fatalf("payment_failed: %d", st)
+			}
+		}
+		if got := s.subState(t, tenant).Status; got != "past_due" {
+			t.Errorf("status = %s, want past_due", got)
+		}
+		if _, err := s.m.Outbox.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		var to []string
+		for _, m := range s.smtp.Messages() {
+			d, _ := m.Decode()
+			if strings.HasPrefix(d.Subject, "Payment failed for Acme") {
+				to = append(to, m.To...)
+			}
+		}
+		slices.Sort(to)
+		if len(to) != 2 || to[0] != "co.owner.billing@example.com" {
+			t.Errorf("payment-failed emails went to %v, want the two owners once each", to)
+		}
+		if n, _ := s.m.Outbox.Flush(context.Background()); n != 0 {
+			t.Errorf("a second flush sent %d more", n)
+		}
+		trial := subscriptionObject(tenant, pro, "trialing", base)
+		if st := s.stripeEvent(t, testWebhookSecret, "2023-10-16", "evt_tw_"+tenant[:8], "customer.subscription.trial_will_end", base+1, trial); st != http.StatusOK {
+			t.Fatalf("trial_will_end: %d", st)
+		}
+		if n := s.count(t, `SELECT count(*) FROM tenantkit.email_outbox WHERE tenant_id = $1 AND subject = 'The trial of Acme ends soon'`, tenant); n != 2 {
+			t.Errorf("trial-ending emails queued = %d, want 2 (the owners)", n)
 		}
 	})
 

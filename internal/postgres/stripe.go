@@ -22,6 +22,12 @@ func (db *DB) ApplyStripeEvent(ctx context.Context, ev billing.StripeEvent, sett
 			return err // applied before: nothing to do
 		}
 		switch {
+		case ev.Type == "customer.subscription.trial_will_end" && ev.Subscription != nil:
+			if err := applySubscription(ctx, tx, ev, settle); err != nil {
+				return err
+			}
+			return emailOwners(ctx, tx, ev.Subscription.TenantID, ev.Subscription.ID, "The trial of %s ends soon",
+				"The trial of %s ends in three days. Choose a plan in the billing settings to keep your data and your team's access.")
 		case ev.Subscription != nil && strings.HasPrefix(ev.Type, "customer.subscription."):
 			return applySubscription(ctx, tx, ev, settle)
 		case ev.Checkout != nil:
@@ -32,7 +38,11 @@ func (db *DB) ApplyStripeEvent(ctx context.Context, ev billing.StripeEvent, sett
 				WHERE tenant_id = $1::uuid`, ev.Checkout.TenantID, ev.Checkout.CustomerID, ev.Checkout.SubscriptionID)
 			return err
 		case ev.Type == "invoice.payment_failed" && ev.InvoiceSubscriptionID != "":
-			return applyStatus(ctx, tx, ev, "past_due", settle)
+			if err := applyStatus(ctx, tx, ev, "past_due", settle); err != nil {
+				return err
+			}
+			return emailOwners(ctx, tx, "", ev.InvoiceSubscriptionID, "Payment failed for %s",
+				"We could not collect the latest payment for %s. Please update the payment method in the billing settings to keep the subscription active.")
 		}
 		return nil // recorded; nothing else to apply (invoice.paid, trial_will_end, unknown types)
 	})
@@ -112,5 +122,21 @@ func applyStatus(ctx context.Context, tx pgx.Tx, ev billing.StripeEvent, status 
 	}
 	_, err = tx.Exec(ctx, `UPDATE tenant_subscriptions SET status = $2::subscription_status, stripe_event_at = $3, stripe_event_id = $4
 		WHERE tenant_id = $1::uuid`, tenant, status, ev.Created, ev.ID)
+	return err
+}
+
+// emailOwners queues one email to each owner of the tenant (found by id, else by subscription id),
+// in the transaction that applies the event, so the email exists exactly when the event applied.
+// subject and body take the tenant's name.
+func emailOwners(ctx context.Context, tx pgx.Tx, tenantID, subscriptionID, subject, body string) error {
+	_, err := tx.Exec(ctx, `
+		INSERT INTO tenantkit.email_outbox (tenant_id, to_email, subject, body)
+		SELECT t.id, u.email, format($3, t.name), format($4, t.name)
+		FROM tenants t
+		JOIN tenant_subscriptions s ON s.tenant_id = t.id
+		JOIN tenant_users m ON m.tenant_id = t.id AND m.role = 'owner'
+		JOIN auth.users u ON u.id = m.user_id AND u.email IS NOT NULL
+		WHERE ($1 <> '' AND t.id::text = $1) OR ($1 = '' AND s.stripe_subscription_id = $2)`,
+		tenantID, subscriptionID, subject, body)
 	return err
 }

@@ -1,0 +1,45 @@
+package postgres
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tenantkit/tenantkit/internal/outbox"
+)
+
+var _ outbox.Store = (*DB)(nil)
+
+// ClaimEmails implements outbox.Store: due emails are leased (next_at moves past the lease) in one
+// statement; SKIP LOCKED keeps concurrent senders apart.
+func (db *DB) ClaimEmails(ctx context.Context, limit int, lease time.Duration) ([]outbox.Email, error) {
+	var emails []outbox.Email
+	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, `
+			UPDATE tenantkit.email_outbox SET next_at = now() + make_interval(secs => $2), attempts = attempts + 1
+			WHERE id IN (SELECT id FROM tenantkit.email_outbox WHERE sent_at IS NULL AND next_at <= now()
+			             ORDER BY next_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+			RETURNING id::text, to_email, subject, body, attempts`, limit, lease.Seconds())
+		var err error
+		emails, err = pgx.CollectRows(rows, pgx.RowToStructByPos[outbox.Email])
+		return err
+	})
+	return emails, err
+}
+
+// EmailSent implements outbox.Store.
+func (db *DB) EmailSent(ctx context.Context, id string) error {
+	return db.WithSystem(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `UPDATE tenantkit.email_outbox SET sent_at = now() WHERE id = $1`, id)
+		return err
+	})
+}
+
+// EmailFailed implements outbox.Store.
+func (db *DB) EmailFailed(ctx context.Context, id string, retryIn time.Duration) error {
+	return db.WithSystem(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `UPDATE tenantkit.email_outbox SET next_at = now() + make_interval(secs => $2) WHERE id = $1`, id, retryIn.Seconds())
+		return err
+	})
+}
