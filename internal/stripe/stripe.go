@@ -195,10 +195,12 @@ func (c *Client) CreateCheckoutSession(ctx context.Context, s billing.Checkout) 
 	return cs.URL, nil
 }
 
-// CreatePortalSession opens Stripe's billing portal for a customer. Errors: unavailable, internal.
+// CreatePortalSession opens Stripe's billing portal for a customer. A retry within the same minute
+// gets the same session (idempotency key per customer and minute). Errors: unavailable, internal.
 func (c *Client) CreatePortalSession(ctx context.Context, customerID, returnURL string) (string, error) {
 	p := &stripego.BillingPortalSessionParams{Customer: stripego.String(customerID), ReturnURL: stripego.String(returnURL)}
 	p.Context = ctx
+	p.SetIdempotencyKey(fmt.Sprintf("tk-portal-%s-%d", customerID, time.Now().Unix()/60))
 	ps, err := c.api.BillingPortalSessions.New(p)
 	if err != nil {
 		return "", translate(err)
