@@ -14,11 +14,10 @@ import (
 
 var _ billing.Store = (*DB)(nil)
 
-// recordCounters appends the events (each once, by tenant and idempotency key) and adds the new
-// ones to a counter row picked by slot, so concurrent writers of one tenant, metric and hour do not
-// queue on one row. Rows are written in key order: concurrent batches would deadlock otherwise.
-// Periods are UTC hours.
-const recordCounters = `
+// insertUsage appends a batch of events, each once by tenant and idempotency key, in key order
+// (concurrent batches would deadlock otherwise), and yields the newly inserted ones with their UTC
+// hour as "inserted". recordCounters and recordGauges build on it.
+const insertUsage = `
 WITH batch (tenant_id, idempotency_key, metric, quantity, occurred_at) AS (
   SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::numeric[], $5::timestamptz[])
 ), inserted AS (
@@ -26,8 +25,12 @@ WITH batch (tenant_id, idempotency_key, metric, quantity, occurred_at) AS (
   SELECT tenant_id, idempotency_key, metric, quantity, occurred_at FROM batch
   ORDER BY tenant_id, idempotency_key
   ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
-  RETURNING e.tenant_id, e.metric, e.quantity, date_trunc('hour', e.occurred_at, 'UTC') AS period_start
-), added AS (
+  RETURNING e.tenant_id, e.metric, e.quantity, e.occurred_at, date_trunc('hour', e.occurred_at, 'UTC') AS period_start
+)`
+
+// recordCounters adds the new events to a counter row picked by slot, so concurrent writers of one
+// tenant, metric and hour do not queue on one row.
+const recordCounters = insertUsage + `, added AS (
   INSERT INTO billing_usage AS u (tenant_id, metric, period_start, period_end, slot, quantity)
   SELECT tenant_id, metric, period_start, period_start + interval '1 hour', pg_backend_pid() % 16, sum(quantity)
   FROM inserted
@@ -39,18 +42,9 @@ WITH batch (tenant_id, idempotency_key, metric, quantity, occurred_at) AS (
 )
 SELECT count(*) FROM inserted`
 
-// recordGauges appends the events like recordCounters, then keeps, per tenant, metric and hour, the
-// latest observation (slot 0); an older observation arriving late changes nothing.
-const recordGauges = `
-WITH batch (tenant_id, idempotency_key, metric, quantity, occurred_at) AS (
-  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::numeric[], $5::timestamptz[])
-), inserted AS (
-  INSERT INTO tenantkit.usage_events AS e (tenant_id, idempotency_key, metric, quantity, occurred_at)
-  SELECT tenant_id, idempotency_key, metric, quantity, occurred_at FROM batch
-  ORDER BY tenant_id, idempotency_key
-  ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
-  RETURNING e.tenant_id, e.metric, e.quantity, e.occurred_at, date_trunc('hour', e.occurred_at, 'UTC') AS period_start
-), latest AS (
+// recordGauges keeps, per tenant, metric and hour, the latest observation (slot 0); an older
+// observation arriving late changes nothing.
+const recordGauges = insertUsage + `, latest AS (
   SELECT DISTINCT ON (tenant_id, metric, period_start) *
   FROM inserted
   ORDER BY tenant_id, metric, period_start, occurred_at DESC
