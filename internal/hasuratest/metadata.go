@@ -361,8 +361,6 @@ func (m *Metadata) checkVersion() error {
 	return nil
 }
 
-var builtinScalars = map[string]bool{"String": true, "Int": true, "Float": true, "Boolean": true, "ID": true}
-
 func (m *Metadata) loadActions() error {
 	v, err := m.readOptional("actions.yaml")
 	if err != nil {
