@@ -2,7 +2,7 @@
 .DEFAULT_GOAL := help
 GO ?= go
 
-.PHONY: help run test race generate check-generate bench-rls build
+.PHONY: help run test race lint generate check-generate bench-rls build
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -15,6 +15,9 @@ test: ## run every test against a real PostgreSQL (vet, gofmt, go test)
 	@unformatted="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) test -count=1 ./...
+
+lint: ## staticcheck (pinned as a tool in go.mod)
+	$(GO) tool staticcheck ./...
 
 race: ## the tests under the race detector
 	$(GO) test -count=1 -race ./...
