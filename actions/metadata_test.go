@@ -1,8 +1,12 @@
 package actions_test
 
 import (
+	"os"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/goccy/go-yaml"
 
 	"github.com/tenantkit/tenantkit/actions"
 	"github.com/tenantkit/tenantkit/internal/hasuratest"
@@ -77,5 +81,42 @@ func TestMetadataMatchesHandlers(t *testing.T) {
 	}
 	if len(seen) < 9 || len(found) < 1 {
 		t.Fatalf("metadata lists %d actions and %d triggers: too few to be the real metadata", len(seen), len(found))
+	}
+}
+
+// TestMetadataEnvironment: every environment variable the metadata refers to is given to Hasura in
+// docker-compose.yml and documented in the README.
+func TestMetadataEnvironment(t *testing.T) {
+	meta, err := hasuratest.Load("../hasura/metadata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile("../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compose struct {
+		Services map[string]struct {
+			Environment map[string]string `yaml:"environment"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(raw, &compose); err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := meta.EnvVarsReferenced()
+	if len(vars) < 4 {
+		t.Fatalf("metadata refers to only %v", vars)
+	}
+	for _, v := range vars {
+		if _, ok := compose.Services["hasura"].Environment[v]; !ok {
+			t.Errorf("metadata uses %s but docker-compose.yml does not give it to the hasura service", v)
+		}
+		if !strings.Contains(string(readme), "`"+v+"`") {
+			t.Errorf("metadata uses %s but the README does not document it", v)
+		}
 	}
 }

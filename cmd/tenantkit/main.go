@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -44,6 +45,7 @@ commands:
   dev                            development: find or start PostgreSQL, migrate, serve with defaults
   plans sync                     link every active plan to a Stripe product and price (idempotent)
   usage report                   push each subscription's api_calls total to Stripe (idempotent)
+  healthcheck                    exit 0 when the local service is ready (for container health checks)
 `
 
 func main() {
@@ -88,6 +90,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			return errors.New("usage: tenantkit usage report")
 		}
 		return usageReport(ctx, os.Getenv, stdout)
+	case "healthcheck":
+		return healthcheck(ctx, os.Getenv("LISTEN_ADDR"))
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -289,4 +293,31 @@ func usageReport(ctx context.Context, getenv func(string) string, stdout io.Writ
 		fmt.Fprintf(stdout, "usage report: %d subscription(s) reported\n", n)
 		return err
 	})
+}
+
+// healthcheck asks the service on LISTEN_ADDR (default :8081) whether it is ready: the container
+// image has no shell or curl.
+func healthcheck(ctx context.Context, addr string) error {
+	if addr == "" {
+		addr = ":8081"
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/readyz", nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("not ready: %s", res.Status)
+	}
+	return nil
 }
