@@ -11,6 +11,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -33,6 +34,7 @@ import (
 	"github.com/tenantkit/tenantkit/internal/pglocal"
 	"github.com/tenantkit/tenantkit/internal/postgres"
 	"github.com/tenantkit/tenantkit/internal/server"
+	"github.com/tenantkit/tenantkit/internal/smoke"
 	"github.com/tenantkit/tenantkit/internal/stripe"
 	"github.com/tenantkit/tenantkit/internal/team"
 )
@@ -46,6 +48,8 @@ commands:
   plans sync                     link every active plan to a Stripe product and price (idempotent)
   usage report                   push each subscription's api_calls total to Stripe (idempotent)
   healthcheck                    exit 0 when the local service is ready (for container health checks)
+  smoke --hasura-url URL --admin-secret S [--mailpit-url URL]
+                                 drive a running stack through Hasura; one PASS/FAIL line per step
 `
 
 func main() {
@@ -90,6 +94,19 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			return errors.New("usage: tenantkit usage report")
 		}
 		return usageReport(ctx, os.Getenv, stdout)
+	case "smoke":
+		fs := flag.NewFlagSet("smoke", flag.ContinueOnError)
+		check := &smoke.Check{Out: stdout}
+		fs.StringVar(&check.HasuraURL, "hasura-url", "http://localhost:8080", "Hasura's base URL")
+		fs.StringVar(&check.AdminSecret, "admin-secret", os.Getenv("HASURA_GRAPHQL_ADMIN_SECRET"), "Hasura's admin secret")
+		fs.StringVar(&check.MailpitURL, "mailpit-url", "", "mailpit's base URL, to read and accept the invitation (optional)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if n := check.Run(ctx); n > 0 {
+			return fmt.Errorf("smoke: %d step(s) failed", n)
+		}
+		return nil
 	case "healthcheck":
 		return healthcheck(ctx, os.Getenv("LISTEN_ADDR"))
 	case "help", "-h", "--help":

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -234,4 +236,54 @@ func TestOpenChecksTheServiceRoles(t *testing.T) {
 		t.Fatalf("a login role granted both roles: %v", err)
 	}
 	db.Close()
+}
+
+// TestSmoke runs the smoke check against the service's own /graphql, behind a minimal stand-in for
+// Hasura that forwards every GraphQL request to the remote schema the way Hasura forwards a
+// remote-schema field (shared secret, session as X-Hasura-* headers). Here only the remote-schema
+// step can pass; the next one needs Hasura's tables and fails, and every later step must then be
+// reported failed without running.
+func TestSmoke(t *testing.T) {
+	t.Parallel()
+	m := start(t)
+	hasura := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/graphql" || r.Header.Get("X-Hasura-Admin-Secret") != "adm" {
+			http.Error(w, "not Hasura", http.StatusNotFound)
+			return
+		}
+		req, _ := http.NewRequest(http.MethodPost, m.HTTP.URL()+"/graphql", r.Body)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Tenantkit-Secret", testSecret)
+		for _, h := range []string{"X-Hasura-Role", "X-Hasura-User-Id"} {
+			req.Header.Set(h, r.Header.Get(h))
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer res.Body.Close()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(res.StatusCode)
+		_, _ = io.Copy(w, res.Body)
+	}))
+	defer hasura.Close()
+
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"smoke", "--hasura-url", hasura.URL, "--admin-secret", "adm"}, &out)
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if err == nil || len(lines) != 9 {
+		t.Fatalf("err %v, output:\n%s", err, out.String())
+	}
+	if lines[0] != "PASS remote schema lists the plans" || !strings.HasPrefix(lines[1], "FAIL two users exist") {
+		t.Errorf("first steps:\n%s\n%s", lines[0], lines[1])
+	}
+	for _, l := range lines[2:8] {
+		if !strings.HasPrefix(l, "FAIL ") || !strings.HasSuffix(l, ": an earlier step failed") {
+			t.Errorf("a step after the failure: %q", l)
+		}
+	}
+	if lines[8] != "smoke: 1 passed, 7 failed" {
+		t.Errorf("summary %q", lines[8])
+	}
 }
