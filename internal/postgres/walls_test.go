@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
+	"github.com/goccy/go-yaml"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tenantkit/tenantkit/internal/hasuratest"
@@ -136,4 +139,76 @@ func TestHasuraRulesEqualRLS(t *testing.T) {
 		t.Fatalf("only %d user×table×command comparisons: the walls were not really compared", checked)
 	}
 	t.Logf("seed %d: %d comparisons of Hasura's rules with RLS", s, checked)
+}
+
+// TestMetadataMatchesDatabase: every table Hasura tracks exists in the migrated database, every
+// column a permission names or presets exists, and every relationship resolves to a real foreign
+// key (compiling `{relationship: {}}` makes the translator find it).
+func TestMetadataMatchesDatabase(t *testing.T) {
+	t.Parallel()
+	_, admin := setup(t)
+	ctx := context.Background()
+	meta, err := hasuratest.Load("../../hasura/metadata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := hasuratest.LoadCatalog(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := meta.Rules("user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tablesSeen := map[string]bool{}
+	for _, r := range rules {
+		q := r.Schema + "." + r.Table
+		if !tablesSeen[q] {
+			tablesSeen[q] = true
+			var exists bool
+			if err := admin.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, q).Scan(&exists); err != nil || !exists {
+				t.Errorf("tracked table %s does not exist (%v)", q, err)
+				continue
+			}
+		}
+		var cols []string
+		if !(len(r.Columns) == 1 && r.Columns[0] == "*") {
+			cols = append(cols, r.Columns...)
+		}
+		for c := range r.Set {
+			cols = append(cols, c)
+		}
+		for _, c := range cols {
+			if typ, err := cat.ColumnType(r.Schema, r.Table, c); err != nil || typ == "" {
+				t.Errorf("%s permission on %s names column %s, which does not exist", r.Command, q, c)
+			}
+		}
+	}
+	if len(tablesSeen) < 9 {
+		t.Fatalf("only %d tracked tables", len(tablesSeen))
+	}
+	// relationships, read from the table files
+	files, _ := filepath.Glob("../../hasura/metadata/databases/default/tables/*.yaml")
+	rels := 0
+	for _, f := range files {
+		raw, _ := os.ReadFile(f)
+		var tf struct {
+			Table  struct{ Schema, Name string }
+			Object []struct{ Name string } `yaml:"object_relationships"`
+			Array  []struct{ Name string } `yaml:"array_relationships"`
+		}
+		if err := yaml.Unmarshal(raw, &tf); err != nil || tf.Table.Name == "" {
+			continue // tables.yaml
+		}
+		for _, rel := range append(tf.Object, tf.Array...) {
+			rels++
+			if _, _, err := meta.SQL(tf.Table.Schema, tf.Table.Name, "t", map[string]any{rel.Name: map[string]any{}},
+				map[string]string{"x-hasura-role": "user"}, 1, cat); err != nil {
+				t.Errorf("relationship %s on %s.%s: %v", rel.Name, tf.Table.Schema, tf.Table.Name, err)
+			}
+		}
+	}
+	if rels < 10 {
+		t.Fatalf("only %d relationships checked", rels)
+	}
 }
