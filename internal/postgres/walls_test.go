@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/goccy/go-yaml"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tenantkit/tenantkit/internal/hasuratest"
@@ -132,6 +133,52 @@ func TestHasuraRulesEqualRLS(t *testing.T) {
 						s, s, u, cmd, tb.name, len(got), len(want), minus(got, want), minus(want, got))
 					return
 				}
+			}
+		}
+	}
+	// Inserts: the one table Hasura's user role inserts into. For a sample of users and every
+	// tenant, Hasura's check on the new row (with its owner_id preset) must accept exactly the
+	// inserts RLS accepts.
+	ins := byTable["projects"]["insert"]
+	if !ins.Allowed {
+		t.Fatal("projects has no insert permission for role user")
+	}
+	for i, u := range w.users {
+		if i%4 != 0 {
+			continue
+		}
+		session := map[string]string{"x-hasura-role": "user", "x-hasura-user-id": u}
+		check, args, err := meta.SQL("public", "projects", "t", ins.Check, session, 2, cat)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tn := range w.tenants {
+			id := uuid.NewString()
+			insert := fmt.Sprintf("INSERT INTO projects (tenant_id, id, name, owner_id) VALUES ('%s', '%s', 'new', '%s')", tn, id, u)
+			var rlsResult string
+			if err := asUser(ctx, db, u, func(tx pgx.Tx) error {
+				return tx.QueryRow(ctx, "SELECT public.tk_try($1)", insert).Scan(&rlsResult)
+			}); err != nil {
+				t.Fatal(err)
+			}
+			var hasuraOK bool
+			err := pgx.BeginFunc(ctx, admin, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, insert); err != nil {
+					return err
+				}
+				if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM projects t WHERE t.id = $1 AND ("+check+"))",
+					append([]any{id}, args...)...).Scan(&hasuraOK); err != nil {
+					return err
+				}
+				return errRollback
+			})
+			if err != nil && err != errRollback {
+				t.Fatal(err)
+			}
+			checked++
+			if hasuraOK != (rlsResult == "ok:1") {
+				t.Errorf("seed %d: user %s inserting a project into %s: RLS %s, Hasura allowed=%v", s, u, tn, rlsResult, hasuraOK)
+				return
 			}
 		}
 	}
