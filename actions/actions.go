@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"sync"
 
 	"github.com/rs/zerolog"
 
@@ -31,6 +32,16 @@ type Handler struct {
 	Billing *billing.Service
 	Meter   *billing.Meter // counts successful actions per tenant (api_calls); nil counts nothing
 	Events  tenantkit.EventLog
+
+	routes sync.Once // builds the two tables below once, not on every request
+	acts   map[string]action
+	trigs  map[string]trigger
+}
+
+// tables returns the action and trigger tables, built on first use.
+func (h *Handler) tables() (map[string]action, map[string]trigger) {
+	h.routes.Do(func() { h.acts, h.trigs = h.actions(), h.triggers() })
+	return h.acts, h.trigs
 }
 
 // payload is what Hasura POSTs for an action.
@@ -67,7 +78,8 @@ func typed[In any](fn func(ctx context.Context, s tenantkit.Session, in In) (any
 // Inputs returns, for every action, the JSON names of the input fields its handler decodes.
 func (h *Handler) Inputs() map[string][]string {
 	out := map[string][]string{}
-	for name, a := range h.actions() {
+	acts, _ := h.tables()
+	for name, a := range acts {
 		fields := []string{}
 		for f := range a.input.Fields() {
 			if tag, _, _ := strings.Cut(f.Tag.Get("json"), ","); tag != "" && tag != "-" {
@@ -82,7 +94,8 @@ func (h *Handler) Inputs() map[string][]string {
 // Triggers returns, for every event trigger, the table ("schema.name") it must come from.
 func (h *Handler) Triggers() map[string]string {
 	out := map[string]string{}
-	for name, t := range h.triggers() {
+	_, trigs := h.tables()
+	for name, t := range trigs {
 		out[name] = t.table
 	}
 	return out
@@ -127,10 +140,11 @@ func (h *Handler) actions() map[string]action {
 // Names returns the names of every action and event trigger served.
 func (h *Handler) Names() []string {
 	var names []string
-	for n := range h.actions() {
+	acts, trigs := h.tables()
+	for n := range acts {
 		names = append(names, n)
 	}
-	for n := range h.triggers() {
+	for n := range trigs {
 		names = append(names, n)
 	}
 	return names
@@ -142,7 +156,8 @@ func (h *Handler) ServeAction(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	log := zerolog.Ctx(ctx)
 	log.UpdateContext(func(c zerolog.Context) zerolog.Context { return c.Str("action", name) })
-	fn, ok := h.actions()[name]
+	acts, _ := h.tables()
+	fn, ok := acts[name]
 	if !ok {
 		writeError(w, r, tenantkit.Errorf(tenantkit.NotFound, "unknown action %q", name))
 		return

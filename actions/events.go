@@ -45,16 +45,15 @@ type event struct {
 // must exceed the slowest handler (an SMTP send has a 30 s deadline).
 const eventLease = 2 * time.Minute
 
-// triggers lists every event trigger by name, with the table it must come from.
-func (h *Handler) triggers() map[string]struct {
+// trigger is one event trigger: the table its events must come from, and its handler.
+type trigger struct {
 	table string
 	fn    func(context.Context, *event) error
-} {
-	type t = struct {
-		table string
-		fn    func(context.Context, *event) error
-	}
-	return map[string]t{
+}
+
+// triggers lists every event trigger by name.
+func (h *Handler) triggers() map[string]trigger {
+	return map[string]trigger{
 		"invitation_email": {"public.tenant_invitations", h.invitationEmail},
 		"tenant_created":   {"public.tenants", h.tenantCreated},
 	}
@@ -68,7 +67,8 @@ func (h *Handler) ServeEvent(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("trigger")
 	log := zerolog.Ctx(ctx)
 	log.UpdateContext(func(c zerolog.Context) zerolog.Context { return c.Str("trigger", name) })
-	tr, ok := h.triggers()[name]
+	_, trigs := h.tables()
+	tr, ok := trigs[name]
 	if !ok {
 		writeError(w, r, tenantkit.Errorf(tenantkit.NotFound, "unknown event trigger %q", name))
 		return

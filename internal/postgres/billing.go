@@ -211,7 +211,13 @@ func (db *DB) RecordUsage(ctx context.Context, events []billing.UsageEvent) (int
 	}
 	recorded := 0
 	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
-		for sql, c := range map[string]*columns{recordCounters: &counters, recordGauges: &gauges} {
+		// Always counters first, then gauges: a fixed order, so concurrent batches never take each
+		// other's locks in opposite orders.
+		for _, st := range []struct {
+			sql string
+			c   *columns
+		}{{recordCounters, &counters}, {recordGauges, &gauges}} {
+			sql, c := st.sql, st.c
 			if len(c.keys) == 0 {
 				continue
 			}

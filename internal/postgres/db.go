@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -154,7 +155,7 @@ func translate(err error) error {
 		case "57P01", "57P02", "57P03", "53300": // shutdown, crash, cannot connect now, too many connections
 			return &tenantkit.Error{Code: tenantkit.Unavailable, Message: "database unavailable", Err: err}
 		}
-		if len(pe.Code) == 2+3 && pe.Code[:2] == "08" { // connection exceptions
+		if strings.HasPrefix(pe.Code, "08") { // class 08: connection exceptions
 			return &tenantkit.Error{Code: tenantkit.Unavailable, Message: "database unavailable", Err: err}
 		}
 		return err

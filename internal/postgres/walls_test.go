@@ -12,6 +12,7 @@ import (
 	"github.com/goccy/go-yaml"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantkit/tenantkit/internal/hasuratest"
 )
@@ -38,18 +39,7 @@ func TestHasuraRulesEqualRLS(t *testing.T) {
 	ctx := context.Background()
 	w.load(ctx, t, admin)
 
-	meta, err := hasuratest.Load("../../hasura/metadata")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cat, err := hasuratest.LoadCatalog(ctx, admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rules, err := meta.Rules("user")
-	if err != nil {
-		t.Fatal(err)
-	}
+	meta, cat, rules := userRules(ctx, t, admin)
 	byTable := map[string]map[string]hasuratest.Rule{}
 	for _, r := range rules {
 		if byTable[r.Table] == nil {
@@ -195,18 +185,7 @@ func TestMetadataMatchesDatabase(t *testing.T) {
 	t.Parallel()
 	_, admin := setup(t)
 	ctx := context.Background()
-	meta, err := hasuratest.Load("../../hasura/metadata")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cat, err := hasuratest.LoadCatalog(ctx, admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rules, err := meta.Rules("user")
-	if err != nil {
-		t.Fatal(err)
-	}
+	meta, cat, rules := userRules(ctx, t, admin)
 	tablesSeen := map[string]bool{}
 	for _, r := range rules {
 		q := r.Schema + "." + r.Table
@@ -258,4 +237,22 @@ func TestMetadataMatchesDatabase(t *testing.T) {
 	if rels < 10 {
 		t.Fatalf("only %d relationships checked", rels)
 	}
+}
+
+// userRules loads hasura/metadata, the migrated database's catalog, and the `user` role's rules.
+func userRules(ctx context.Context, t *testing.T, admin *pgxpool.Pool) (*hasuratest.Metadata, *hasuratest.PGCatalog, []hasuratest.Rule) {
+	t.Helper()
+	meta, err := hasuratest.Load("../../hasura/metadata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := hasuratest.LoadCatalog(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := meta.Rules("user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return meta, cat, rules
 }
