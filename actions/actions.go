@@ -54,15 +54,23 @@ type payload struct {
 	RequestQuery     string            `json:"request_query"`
 }
 
-// action is one action: its input decoded, its output any JSON-encodable value.
+// action is one action: its input decoded, its output a JSON-encodable value.
 type action struct {
-	run   func(ctx context.Context, s tenantkit.Session, input json.RawMessage) (any, error)
-	input reflect.Type // the decoded input, for the metadata consistency test
+	run func(ctx context.Context, s tenantkit.Session, input json.RawMessage) (any, error)
+	sig Signature
 }
 
-// typed adapts a domain call taking a decoded input. Unknown input fields are refused: they mean
-// the metadata and the handler disagree about the action's arguments.
-func typed[In any](fn func(ctx context.Context, s tenantkit.Session, in In) (any, error)) action {
+// Signature is the Go types an action's handler decodes and answers. The metadata consistency
+// test compares them field by field with the action's arguments and output type in
+// hasura/metadata/actions.graphql.
+type Signature struct {
+	Input  reflect.Type // a struct: one field per argument
+	Output reflect.Type // a struct: one field per field of the output type
+}
+
+// typed adapts a domain call taking a decoded input and answering a typed output. Unknown input
+// fields are refused: they mean the metadata and the handler disagree about the action's arguments.
+func typed[In, Out any](fn func(ctx context.Context, s tenantkit.Session, in In) (Out, error)) action {
 	run := func(ctx context.Context, s tenantkit.Session, raw json.RawMessage) (any, error) {
 		var in In
 		dec := json.NewDecoder(bytes.NewReader(raw))
@@ -70,23 +78,21 @@ func typed[In any](fn func(ctx context.Context, s tenantkit.Session, in In) (any
 		if err := dec.Decode(&in); err != nil {
 			return nil, tenantkit.Errorf(tenantkit.Invalid, "malformed input: %s", decodeProblem(err))
 		}
-		return fn(ctx, s, in)
+		out, err := fn(ctx, s, in)
+		if err != nil {
+			return nil, err
+		}
+		return out, nil
 	}
-	return action{run: run, input: reflect.TypeFor[In]()}
+	return action{run: run, sig: Signature{Input: reflect.TypeFor[In](), Output: reflect.TypeFor[Out]()}}
 }
 
-// Inputs returns, for every action, the JSON names of the input fields its handler decodes.
-func (h *Handler) Inputs() map[string][]string {
-	out := map[string][]string{}
+// Signatures returns every action's input and output types.
+func (h *Handler) Signatures() map[string]Signature {
+	out := map[string]Signature{}
 	acts, _ := h.tables()
 	for name, a := range acts {
-		fields := []string{}
-		for f := range a.input.Fields() {
-			if tag, _, _ := strings.Cut(f.Tag.Get("json"), ","); tag != "" && tag != "-" {
-				fields = append(fields, tag)
-			}
-		}
-		out[name] = fields
+		out[name] = a.sig
 	}
 	return out
 }

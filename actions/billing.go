@@ -20,7 +20,12 @@ type recordUsageInput struct {
 	Events []usageEventInput `json:"events"`
 }
 
-func (h *Handler) recordUsage(ctx context.Context, s tenantkit.Session, in recordUsageInput) (any, error) {
+type recordUsageOutput struct {
+	Recorded   int `json:"recorded"`
+	Duplicates int `json:"duplicates"`
+}
+
+func (h *Handler) recordUsage(ctx context.Context, s tenantkit.Session, in recordUsageInput) (recordUsageOutput, error) {
 	events := make([]billing.UsageEvent, len(in.Events))
 	for i, e := range in.Events {
 		events[i] = billing.UsageEvent{TenantID: e.TenantID, Metric: e.Metric, Quantity: e.Quantity, IdempotencyKey: e.IdempotencyKey}
@@ -30,9 +35,9 @@ func (h *Handler) recordUsage(ctx context.Context, s tenantkit.Session, in recor
 	}
 	recorded, duplicates, err := h.Billing.RecordUsage(ctx, s, events)
 	if err != nil {
-		return nil, err
+		return recordUsageOutput{}, err
 	}
-	return map[string]int{"recorded": recorded, "duplicates": duplicates}, nil
+	return recordUsageOutput{Recorded: recorded, Duplicates: duplicates}, nil
 }
 
 type checkoutInput struct {
@@ -40,53 +45,64 @@ type checkoutInput struct {
 	PlanID   string `json:"planId"`
 }
 
-func (h *Handler) createCheckoutSession(ctx context.Context, s tenantkit.Session, in checkoutInput) (any, error) {
+func (h *Handler) createCheckoutSession(ctx context.Context, s tenantkit.Session, in checkoutInput) (billingSessionOutput, error) {
 	url, err := h.Billing.CreateCheckout(ctx, s, in.TenantID, in.PlanID)
 	if err != nil {
-		return nil, err
+		return billingSessionOutput{}, err
 	}
-	return map[string]string{"url": url}, nil
+	return billingSessionOutput{URL: url}, nil
+}
+
+type billingSessionOutput struct {
+	URL string `json:"url"`
 }
 
 type tenantInput struct {
 	TenantID string `json:"tenantId"`
 }
 
-func (h *Handler) createBillingPortalSession(ctx context.Context, s tenantkit.Session, in tenantInput) (any, error) {
+func (h *Handler) createBillingPortalSession(ctx context.Context, s tenantkit.Session, in tenantInput) (billingSessionOutput, error) {
 	url, err := h.Billing.CreatePortal(ctx, s, in.TenantID)
 	if err != nil {
-		return nil, err
+		return billingSessionOutput{}, err
 	}
-	return map[string]string{"url": url}, nil
+	return billingSessionOutput{URL: url}, nil
 }
 
 // subscriptionOutput is what the subscription actions answer: Stripe's view right after the change
 // (the stored state follows with Stripe's webhook).
-func subscriptionOutput(sub billing.Subscription) map[string]any {
-	return map[string]any{"subscriptionId": sub.ID, "status": sub.Status, "cancelAtPeriodEnd": sub.CancelAtPeriodEnd,
-		"currentPeriodEnd": sub.CurrentPeriodEnd}
+type subscriptionOutput struct {
+	SubscriptionID    string    `json:"subscriptionId"`
+	Status            string    `json:"status"`
+	CancelAtPeriodEnd bool      `json:"cancelAtPeriodEnd"`
+	CurrentPeriodEnd  time.Time `json:"currentPeriodEnd"`
 }
 
-func (h *Handler) cancelSubscription(ctx context.Context, s tenantkit.Session, in tenantInput) (any, error) {
+func newSubscriptionOutput(sub billing.Subscription) subscriptionOutput {
+	return subscriptionOutput{SubscriptionID: sub.ID, Status: sub.Status, CancelAtPeriodEnd: sub.CancelAtPeriodEnd,
+		CurrentPeriodEnd: sub.CurrentPeriodEnd}
+}
+
+func (h *Handler) cancelSubscription(ctx context.Context, s tenantkit.Session, in tenantInput) (subscriptionOutput, error) {
 	sub, err := h.Billing.SetCancelAtPeriodEnd(ctx, s, in.TenantID, true)
 	if err != nil {
-		return nil, err
+		return subscriptionOutput{}, err
 	}
-	return subscriptionOutput(sub), nil
+	return newSubscriptionOutput(sub), nil
 }
 
-func (h *Handler) resumeSubscription(ctx context.Context, s tenantkit.Session, in tenantInput) (any, error) {
+func (h *Handler) resumeSubscription(ctx context.Context, s tenantkit.Session, in tenantInput) (subscriptionOutput, error) {
 	sub, err := h.Billing.SetCancelAtPeriodEnd(ctx, s, in.TenantID, false)
 	if err != nil {
-		return nil, err
+		return subscriptionOutput{}, err
 	}
-	return subscriptionOutput(sub), nil
+	return newSubscriptionOutput(sub), nil
 }
 
-func (h *Handler) changePlan(ctx context.Context, s tenantkit.Session, in checkoutInput) (any, error) {
+func (h *Handler) changePlan(ctx context.Context, s tenantkit.Session, in checkoutInput) (subscriptionOutput, error) {
 	sub, err := h.Billing.ChangePlan(ctx, s, in.TenantID, in.PlanID)
 	if err != nil {
-		return nil, err
+		return subscriptionOutput{}, err
 	}
-	return subscriptionOutput(sub), nil
+	return newSubscriptionOutput(sub), nil
 }

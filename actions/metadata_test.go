@@ -1,31 +1,36 @@
 package actions_test
 
 import (
+	"fmt"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/goccy/go-yaml"
+	gqlast "github.com/vektah/gqlparser/v2/ast"
 
 	"github.com/tenantkit/tenantkit/actions"
 	"github.com/tenantkit/tenantkit/internal/hasuratest"
 )
 
 // TestMetadataMatchesHandlers: every action and event trigger in hasura/metadata has a handler
-// here and the other way round, with the same argument names, the handler path Hasura will call,
-// the shared-secret header, and a permission for role user.
+// here and the other way round, with the same arguments and output fields (names and types, see
+// checkType), the handler path Hasura will call, the shared-secret header, and a permission for
+// role user.
 func TestMetadataMatchesHandlers(t *testing.T) {
 	meta, err := hasuratest.Load("../hasura/metadata")
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := &actions.Handler{}
-	inputs := h.Inputs()
+	sigs := h.Signatures()
 	seen := map[string]bool{}
 	for _, a := range meta.ListActions() {
 		seen[a.Name] = true
-		fields, ok := inputs[a.Name]
+		sig, ok := sigs[a.Name]
 		if !ok {
 			t.Errorf("action %s is in the metadata but has no handler", a.Name)
 			continue
@@ -33,14 +38,16 @@ func TestMetadataMatchesHandlers(t *testing.T) {
 		if a.HandlerPath != "/actions/"+a.Name {
 			t.Errorf("action %s: handler path %q, want /actions/%s", a.Name, a.HandlerPath, a.Name)
 		}
-		var args []string
-		for _, arg := range a.Arguments {
-			args = append(args, arg.Name)
+		field := meta.Action(a.Name).Field
+		args := gqlast.FieldList{}
+		for _, arg := range field.Arguments {
+			args = append(args, &gqlast.FieldDefinition{Name: arg.Name, Type: arg.Type})
 		}
-		slices.Sort(args)
-		slices.Sort(fields)
-		if !slices.Equal(args, fields) {
-			t.Errorf("action %s: metadata arguments %v, handler decodes %v", a.Name, args, fields)
+		for _, p := range checkFields(a.Name+" input", args, sig.Input, meta.Types, false) {
+			t.Errorf("action %s: %s", a.Name, p)
+		}
+		for _, p := range checkType(a.Name+" output", field.Type, sig.Output, meta.Types, true) {
+			t.Errorf("action %s: %s", a.Name, p)
 		}
 		role := "user"
 		if a.Name == "recordUsage" {
@@ -50,7 +57,7 @@ func TestMetadataMatchesHandlers(t *testing.T) {
 			t.Errorf("action %s: permissions for %v, want only %s", a.Name, a.Roles, role)
 		}
 	}
-	for name := range inputs {
+	for name := range sigs {
 		if !seen[name] {
 			t.Errorf("handler for action %s has no metadata entry", name)
 		}
@@ -117,6 +124,163 @@ func TestMetadataEnvironment(t *testing.T) {
 		}
 		if !strings.Contains(string(readme), "`"+v+"`") {
 			t.Errorf("metadata uses %s but the README does not document it", v)
+		}
+	}
+}
+
+// checkType lists where the Go type goT cannot carry GraphQL type gt of actions.graphql: in an
+// output (what the handler answers), a non-null field must never encode as null or be left out; in
+// an input (what it decodes), a nullable argument must decode to a pointer or slice so that
+// "absent" stays visible. Scalars map as Hasura encodes them (uuid, timestamptz: strings on the
+// wire; timestamptz may decode to time.Time).
+func checkType(path string, gt *gqlast.Type, goT reflect.Type, types map[string]*gqlast.Definition, output bool) []string {
+	if goT.Kind() == reflect.Pointer {
+		if output && gt.NonNull {
+			return []string{path + ": non-null " + gt.String() + " is the pointer " + goT.String() + ", which may encode as null"}
+		}
+		goT = goT.Elem()
+	} else if !output && !gt.NonNull && goT.Kind() != reflect.Slice {
+		return []string{path + ": nullable " + gt.String() + " decodes into " + goT.String() + "; use a pointer"}
+	}
+	if gt.Elem != nil {
+		if goT.Kind() != reflect.Slice {
+			return []string{fmt.Sprintf("%s: list %s is %s", path, gt, goT)}
+		}
+		return checkType(path+"[]", gt.Elem, goT.Elem(), types, output)
+	}
+	kind := goT.Kind()
+	ok := false
+	switch gt.NamedType {
+	case "String", "ID", "uuid":
+		ok = kind == reflect.String
+	case "timestamptz":
+		ok = goT == reflect.TypeFor[time.Time]() || kind == reflect.String
+	case "Boolean":
+		ok = kind == reflect.Bool
+	case "Int":
+		ok = kind >= reflect.Int && kind <= reflect.Int64
+	case "Float":
+		ok = kind == reflect.Float64 || kind == reflect.Float32
+	default:
+		def, known := types[gt.NamedType]
+		switch {
+		case !known:
+			return []string{path + ": type " + gt.NamedType + " is not defined in actions.graphql and not a known scalar"}
+		case def.Kind == gqlast.Enum || def.Kind == gqlast.Scalar:
+			ok = kind == reflect.String
+		case kind == reflect.Struct:
+			return checkFields(path, def.Fields, goT, types, output)
+		}
+	}
+	if !ok {
+		return []string{fmt.Sprintf("%s: %s is %s", path, gt, goT)}
+	}
+	return nil
+}
+
+// checkFields compares a GraphQL object's (or an argument list's) fields with the JSON fields of
+// the struct goT, by name and by checkType.
+func checkFields(path string, fields gqlast.FieldList, goT reflect.Type, types map[string]*gqlast.Definition, output bool) []string {
+	if goT.Kind() != reflect.Struct {
+		return []string{path + " is " + goT.String() + ", want a struct"}
+	}
+	var problems []string
+	goFields := map[string]reflect.StructField{}
+	for f := range goT.Fields() {
+		name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if !f.IsExported() || name == "-" {
+			continue
+		}
+		if name == "" {
+			problems = append(problems, path+"."+f.Name+": no json tag")
+			continue
+		}
+		if output && strings.Contains(opts, "omitempty") {
+			problems = append(problems, path+"."+name+": omitempty may leave the field out")
+		}
+		goFields[name] = f
+	}
+	for _, fd := range fields {
+		f, ok := goFields[fd.Name]
+		if !ok {
+			problems = append(problems, path+"."+fd.Name+": declared in actions.graphql, missing from "+goT.String())
+			continue
+		}
+		delete(goFields, fd.Name)
+		problems = append(problems, checkType(path+"."+fd.Name, fd.Type, f.Type, types, output)...)
+	}
+	for name := range goFields {
+		problems = append(problems, path+"."+name+": in "+goT.String()+" but not declared in actions.graphql")
+	}
+	slices.Sort(problems)
+	return problems
+}
+
+// TestCheckTypeCatchesMismatches: the type comparison above finds each kind of disagreement.
+func TestCheckTypeCatchesMismatches(t *testing.T) {
+	meta, err := hasuratest.Load("../hasura/metadata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := meta.Types["TransferOwnershipOutput"]
+	in := meta.Types["UsageEventInput"]
+	if out == nil || in == nil {
+		t.Fatal("actions.graphql lacks TransferOwnershipOutput or UsageEventInput")
+	}
+	type good struct {
+		TenantID        string `json:"tenantId"`
+		OwnerID         string `json:"ownerId"`
+		PreviousOwnerID string `json:"previousOwnerId"`
+	}
+	if p := checkFields("ok", out.Fields, reflect.TypeFor[good](), meta.Types, true); len(p) != 0 {
+		t.Fatalf("a matching struct was refused: %v", p)
+	}
+	cases := map[string]struct {
+		typ    reflect.Type
+		fields gqlast.FieldList
+		output bool
+	}{
+		"field missing": {reflect.TypeFor[struct {
+			TenantID string `json:"tenantId"`
+			OwnerID  string `json:"ownerId"`
+		}](), out.Fields, true},
+		"extra field": {reflect.TypeFor[struct {
+			good
+			Extra string `json:"extra"`
+		}](), out.Fields, true},
+		"wrong scalar": {reflect.TypeFor[struct {
+			TenantID        int    `json:"tenantId"`
+			OwnerID         string `json:"ownerId"`
+			PreviousOwnerID string `json:"previousOwnerId"`
+		}](), out.Fields, true},
+		"nullable pointer for non-null": {reflect.TypeFor[struct {
+			TenantID        *string `json:"tenantId"`
+			OwnerID         string  `json:"ownerId"`
+			PreviousOwnerID string  `json:"previousOwnerId"`
+		}](), out.Fields, true},
+		"omitempty": {reflect.TypeFor[struct {
+			TenantID        string `json:"tenantId,omitempty"`
+			OwnerID         string `json:"ownerId"`
+			PreviousOwnerID string `json:"previousOwnerId"`
+		}](), out.Fields, true},
+		"nullable input into a value": {reflect.TypeFor[struct {
+			TenantID       string    `json:"tenantId"`
+			Metric         string    `json:"metric"`
+			Quantity       float64   `json:"quantity"`
+			IdempotencyKey string    `json:"idempotencyKey"`
+			OccurredAt     time.Time `json:"occurredAt"`
+		}](), in.Fields, false},
+		"float as int": {reflect.TypeFor[struct {
+			TenantID       string     `json:"tenantId"`
+			Metric         string     `json:"metric"`
+			Quantity       int        `json:"quantity"`
+			IdempotencyKey string     `json:"idempotencyKey"`
+			OccurredAt     *time.Time `json:"occurredAt"`
+		}](), in.Fields, false},
+	}
+	for name, c := range cases {
+		if p := checkFields(name, c.fields, c.typ, meta.Types, c.output); len(p) == 0 {
+			t.Errorf("%s: not caught", name)
 		}
 	}
 }

@@ -22,10 +22,10 @@ type tenantOutput struct {
 	Role     tenantkit.Role `json:"role"`
 }
 
-func (h *Handler) createTenant(ctx context.Context, s tenantkit.Session, in createTenantInput) (any, error) {
+func (h *Handler) createTenant(ctx context.Context, s tenantkit.Session, in createTenantInput) (tenantOutput, error) {
 	t, err := h.Team.CreateTenant(ctx, s, in.Name, in.Slug)
 	if err != nil {
-		return nil, err
+		return tenantOutput{}, err
 	}
 	return tenantOutput{TenantID: t.ID, Slug: t.Slug, Name: t.Name, Role: tenantkit.Owner}, nil
 }
@@ -45,10 +45,10 @@ type invitationOutput struct {
 	ExpiresAt    time.Time      `json:"expiresAt"`
 }
 
-func (h *Handler) inviteMember(ctx context.Context, s tenantkit.Session, in inviteMemberInput) (any, error) {
+func (h *Handler) inviteMember(ctx context.Context, s tenantkit.Session, in inviteMemberInput) (invitationOutput, error) {
 	inv, err := h.Team.Invite(ctx, s, in.TenantID, in.Email, in.Role)
 	if err != nil {
-		return nil, err
+		return invitationOutput{}, err
 	}
 	return invitationOutput{inv.ID, inv.TenantID, inv.Email, inv.Role, inv.Status, inv.ExpiresAt}, nil
 }
@@ -57,18 +57,18 @@ type invitationIDInput struct {
 	InvitationID string `json:"invitationId"`
 }
 
-func (h *Handler) revokeInvitation(ctx context.Context, s tenantkit.Session, in invitationIDInput) (any, error) {
+func (h *Handler) revokeInvitation(ctx context.Context, s tenantkit.Session, in invitationIDInput) (invitationOutput, error) {
 	inv, err := h.Team.Revoke(ctx, s, in.InvitationID)
 	if err != nil {
-		return nil, err
+		return invitationOutput{}, err
 	}
 	return invitationOutput{inv.ID, inv.TenantID, inv.Email, inv.Role, "revoked", inv.ExpiresAt}, nil
 }
 
-func (h *Handler) resendInvitation(ctx context.Context, s tenantkit.Session, in invitationIDInput) (any, error) {
+func (h *Handler) resendInvitation(ctx context.Context, s tenantkit.Session, in invitationIDInput) (invitationOutput, error) {
 	inv, err := h.Team.Resend(ctx, s, in.InvitationID)
 	if err != nil {
-		return nil, err
+		return invitationOutput{}, err
 	}
 	return invitationOutput{inv.ID, inv.TenantID, inv.Email, inv.Role, inv.Status, inv.ExpiresAt}, nil
 }
@@ -84,10 +84,10 @@ type membershipOutput struct {
 	Permissions []string       `json:"permissions"`
 }
 
-func (h *Handler) acceptInvitation(ctx context.Context, s tenantkit.Session, in acceptInvitationInput) (any, error) {
+func (h *Handler) acceptInvitation(ctx context.Context, s tenantkit.Session, in acceptInvitationInput) (membershipOutput, error) {
 	m, err := h.Team.Accept(ctx, s, in.Token)
 	if err != nil {
-		return nil, err
+		return membershipOutput{}, err
 	}
 	return membershipOutput{m.TenantID, m.UserID, m.Role, nonNil(m.Permissions)}, nil
 }
@@ -99,10 +99,10 @@ type changeMemberRoleInput struct {
 	Permissions []string `json:"permissions"` // optional: null keeps the custom grants
 }
 
-func (h *Handler) changeMemberRole(ctx context.Context, s tenantkit.Session, in changeMemberRoleInput) (any, error) {
+func (h *Handler) changeMemberRole(ctx context.Context, s tenantkit.Session, in changeMemberRoleInput) (membershipOutput, error) {
 	m, err := h.Team.ChangeRole(ctx, s, in.TenantID, in.UserID, in.Role, in.Permissions)
 	if err != nil {
-		return nil, err
+		return membershipOutput{}, err
 	}
 	return membershipOutput{m.TenantID, m.UserID, m.Role, nonNil(m.Permissions)}, nil
 }
@@ -112,18 +112,30 @@ type memberInput struct {
 	UserID   string `json:"userId"`
 }
 
-func (h *Handler) removeMember(ctx context.Context, s tenantkit.Session, in memberInput) (any, error) {
-	if err := h.Team.Remove(ctx, s, in.TenantID, in.UserID); err != nil {
-		return nil, err
-	}
-	return map[string]any{"tenantId": in.TenantID, "userId": in.UserID, "removed": true}, nil
+type removeMemberOutput struct {
+	TenantID string `json:"tenantId"`
+	UserID   string `json:"userId"`
+	Removed  bool   `json:"removed"`
 }
 
-func (h *Handler) transferOwnership(ctx context.Context, s tenantkit.Session, in memberInput) (any, error) {
-	if err := h.Team.Transfer(ctx, s, in.TenantID, in.UserID); err != nil {
-		return nil, err
+type transferOwnershipOutput struct {
+	TenantID        string `json:"tenantId"`
+	OwnerID         string `json:"ownerId"`
+	PreviousOwnerID string `json:"previousOwnerId"`
+}
+
+func (h *Handler) removeMember(ctx context.Context, s tenantkit.Session, in memberInput) (removeMemberOutput, error) {
+	if err := h.Team.Remove(ctx, s, in.TenantID, in.UserID); err != nil {
+		return removeMemberOutput{}, err
 	}
-	return map[string]any{"tenantId": in.TenantID, "ownerId": in.UserID, "previousOwnerId": s.UserID()}, nil
+	return removeMemberOutput{TenantID: in.TenantID, UserID: in.UserID, Removed: true}, nil
+}
+
+func (h *Handler) transferOwnership(ctx context.Context, s tenantkit.Session, in memberInput) (transferOwnershipOutput, error) {
+	if err := h.Team.Transfer(ctx, s, in.TenantID, in.UserID); err != nil {
+		return transferOwnershipOutput{}, err
+	}
+	return transferOwnershipOutput{TenantID: in.TenantID, OwnerID: in.UserID, PreviousOwnerID: s.UserID()}, nil
 }
 
 type checkPermissionInput struct {
@@ -131,16 +143,22 @@ type checkPermissionInput struct {
 	Permission string `json:"permission"`
 }
 
-func (h *Handler) checkPermission(ctx context.Context, s tenantkit.Session, in checkPermissionInput) (any, error) {
+// checkPermissionOutput: role is null for a non-member.
+type checkPermissionOutput struct {
+	Allowed bool            `json:"allowed"`
+	Role    *tenantkit.Role `json:"role"`
+}
+
+func (h *Handler) checkPermission(ctx context.Context, s tenantkit.Session, in checkPermissionInput) (checkPermissionOutput, error) {
 	allowed, role, err := h.Team.Check(ctx, s, in.TenantID, in.Permission)
 	if err != nil {
-		return nil, err
+		return checkPermissionOutput{}, err
 	}
-	var r *tenantkit.Role
+	out := checkPermissionOutput{Allowed: allowed}
 	if role != "" {
-		r = &role
+		out.Role = &role
 	}
-	return map[string]any{"allowed": allowed, "role": r}, nil
+	return out, nil
 }
 
 func nonNil(xs []string) []string {
