@@ -346,6 +346,31 @@ type actionPayload struct {
 // the session's role has no permission entry for the action (role "admin" always may). The
 // response's HasuraError tells whether Hasura would accept what the service answered.
 func (c *Client) Action(ctx context.Context, name string, input map[string]any, session map[string]string) (*Response, error) {
+	req, err := c.ActionRequest(name, input, session)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.post(ctx, req.URL, req.Timeout, req.Headers, json.RawMessage(req.Body))
+	if err != nil {
+		return nil, err
+	}
+	resp.HasuraError = c.Meta.checkActionResponse(req.action, resp)
+	return resp, nil
+}
+
+// Request is an HTTP request as Hasura would send it, built but not sent.
+type Request struct {
+	URL     string
+	Headers [][2]string // in Hasura's order
+	Body    []byte      // the JSON payload
+	Timeout time.Duration
+
+	action *Action
+}
+
+// ActionRequest builds the request Action would send, without sending it: for a load generator
+// that sends the very same bytes many times. Errors as Action's.
+func (c *Client) ActionRequest(name string, input map[string]any, session map[string]string) (*Request, error) {
 	a := c.Meta.Action(name)
 	if a == nil {
 		return nil, rejected("action %q is not in the metadata (Hasura: field %q not found in type: 'mutation_root'/'query_root')", name, name)
@@ -387,12 +412,12 @@ func (c *Client) Action(ctx context.Context, name string, input map[string]any, 
 		q := c.Meta.requestQuery(a, in)
 		payload.RequestQuery = &q
 	}
-	resp, err := c.post(ctx, url, time.Duration(a.TimeoutSeconds)*time.Second, headers, payload)
+	body, err := json.Marshal(payload)
 	if err != nil {
 		return nil, err
 	}
-	resp.HasuraError = c.Meta.checkActionResponse(a, resp)
-	return resp, nil
+	return &Request{URL: url, Headers: headers, Body: body, Timeout: time.Duration(a.TimeoutSeconds) * time.Second,
+		action: a}, nil
 }
 
 // requestQuery renders the GraphQL operation a client would have sent for this call: the

@@ -89,6 +89,32 @@ func (db *DB) WithUser(ctx context.Context, s tenantkit.Session, fn func(pgx.Tx)
 	return db.in(ctx, AppRole, claims, fn)
 }
 
+// QueryRowAsUser runs one read-only statement as tenantkit_app for the session, under RLS exactly
+// as WithUser would, in a single round trip: the settings and the statement are sent as one
+// pipeline, which PostgreSQL runs as one implicit transaction (the settings are
+// transaction-local, so they end with it, as after WithUser). For the hot reads (checkPermission),
+// where WithUser's four round trips (begin, settings, statement, commit) would cost more than the
+// statement. scan reads the row; errors are translated as WithUser's.
+func (db *DB) QueryRowAsUser(ctx context.Context, s tenantkit.Session, scan func(pgx.Row) error, sql string, args ...any) error {
+	claims, err := claimsOf(s)
+	if err != nil {
+		return err
+	}
+	batch := &pgx.Batch{}
+	batch.Queue("SELECT set_config('role', $1, true), set_config('hasura.user', $2, true)", AppRole, claims)
+	batch.Queue(sql, args...)
+	br := db.Pool.SendBatch(ctx, batch)
+	if _, err := br.Exec(); err != nil {
+		_ = br.Close()
+		return translate(err)
+	}
+	if err := scan(br.QueryRow()); err != nil {
+		_ = br.Close()
+		return translate(err)
+	}
+	return translate(br.Close())
+}
+
 // WithSystem runs fn in a transaction as tenantkit_system: the explicit cross-tenant path for
 // webhooks, event triggers, metrics and the few writes no member can make (creating a tenant,
 // accepting an invitation). Every caller of WithSystem is a place to audit.
@@ -150,7 +176,7 @@ func translate(err error) error {
 			return &tenantkit.Error{Code: tenantkit.Forbidden, Message: "not allowed", Err: err}
 		case "23505": // unique_violation
 			return &tenantkit.Error{Code: tenantkit.Conflict, Message: "already exists", Err: err}
-		case "23503", "23514", "22P02", "22001": // foreign key, check, invalid text, too long
+		case "23503", "23514", "22P02", "22001", "22021": // foreign key, check, invalid text, too long, NUL byte
 			return &tenantkit.Error{Code: tenantkit.Invalid, Message: "invalid value", Err: err}
 		case "57P01", "57P02", "57P03", "53300": // shutdown, crash, cannot connect now, too many connections
 			return &tenantkit.Error{Code: tenantkit.Unavailable, Message: "database unavailable", Err: err}

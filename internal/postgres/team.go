@@ -45,10 +45,8 @@ func (db *DB) CreateTenant(ctx context.Context, s tenantkit.Session, nt team.New
 // Membership implements team.Store.
 func (db *DB) Membership(ctx context.Context, s tenantkit.Session, tenantID string) (team.Membership, error) {
 	m := team.Membership{TenantID: tenantID, UserID: s.UserID()}
-	err := db.WithUser(ctx, s, func(tx pgx.Tx) error {
-		return tx.QueryRow(ctx, `SELECT role, permissions FROM tenant_users WHERE tenant_id = $1 AND user_id = $2`,
-			tenantID, s.UserID()).Scan(&m.Role, &m.Permissions)
-	})
+	err := db.QueryRowAsUser(ctx, s, func(row pgx.Row) error { return row.Scan(&m.Role, &m.Permissions) },
+		`SELECT role, permissions FROM tenant_users WHERE tenant_id = $1 AND user_id = $2`, tenantID, s.UserID())
 	return m, err
 }
 

@@ -1,0 +1,303 @@
+package bench_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tenantkit/tenantkit/internal/pgtest"
+)
+
+// This file is the load generator of the service benchmarks: `tenantkit serve` runs in a process
+// of its own (built from this checkout), and this test process drives it over loopback HTTP, as
+// Hasura and Stripe would.
+
+const benchSecret = "bench-secret-0123456789"
+
+// service is one `tenantkit serve` process on a fresh database.
+type service struct {
+	url   string
+	db    string
+	admin *pgxpool.Pool
+	cmd   *exec.Cmd
+}
+
+var buildOnce = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "tenantkit-bench-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "tenantkit")
+	out, err := exec.Command("go", "build", "-o", bin, "../cmd/tenantkit").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// startService builds (once per process) and starts `tenantkit serve` on a free loopback port
+// against db, with the production log level (info: one line per request, to a file), and waits
+// until /readyz answers. env adds variables. The process gets SIGTERM when the benchmark ends.
+func startService(b *testing.B, db string, env ...string) *service {
+	b.Helper()
+	bin, err := buildOnce()
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	logFile, err := os.Create(filepath.Join(b.TempDir(), "tenantkit.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(bin, "serve")
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+db, "TENANTKIT_SECRET="+benchSecret, "APP_URL=http://app.test",
+		"LISTEN_ADDR="+addr, "LOG_LEVEL=info")
+	cmd.Env = append(cmd.Env, env...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	b.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+		}
+		logFile.Close()
+	})
+	s := &service{url: "http://" + addr, db: db, cmd: cmd}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := http.Get(s.url + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		select {
+		case err := <-done:
+			log, _ := os.ReadFile(logFile.Name())
+			b.Fatalf("tenantkit serve exited: %v\n%s", err, log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("tenantkit serve not ready after 30 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.admin, err = pgxpool.New(context.Background(), db)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(s.admin.Close)
+	return s
+}
+
+// rssMiB is the resident memory of the service process (VmRSS), in MiB.
+func (s *service) rssMiB(b *testing.B) float64 {
+	b.Helper()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	if err != nil {
+		b.Fatalf("memory of tenantkit serve: %v (needs Linux /proc)", err)
+	}
+	for line := range strings.Lines(string(raw)) {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
+			if err != nil {
+				b.Fatalf("VmRSS %q: %v", rest, err)
+			}
+			return float64(kb) / 1024
+		}
+	}
+	b.Fatal("no VmRSS in /proc/PID/status")
+	return 0
+}
+
+// newDB is a freshly migrated database for one benchmark (dropped at its end).
+func newDB(b *testing.B) string { return pgtest.NewDB(b) }
+
+// client is the load generator's HTTP client: keep-alive connections, enough of them for the
+// concurrency used here.
+var client = &http.Client{
+	Transport: &http.Transport{MaxIdleConns: 512, MaxIdleConnsPerHost: 512, IdleConnTimeout: time.Minute, DisableCompression: true},
+	Timeout:   30 * time.Second,
+}
+
+// call POSTs body to url with the headers and returns the status and the body read in full.
+func call(ctx context.Context, url string, body []byte, header map[string]string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer res.Body.Close()
+	out, err := io.ReadAll(res.Body)
+	return res.StatusCode, out, err
+}
+
+// stats is what one load phase measured.
+type stats struct {
+	ok, failed int
+	firstErr   error
+	elapsed    time.Duration
+	latencies  []time.Duration // one per request, sorted
+}
+
+func (s *stats) rate() float64 { return float64(s.ok) / s.elapsed.Seconds() }
+
+// pct returns the p-th percentile latency (p in 0..100), in milliseconds.
+func (s *stats) pct(p float64) float64 {
+	if len(s.latencies) == 0 {
+		return 0
+	}
+	i := min(len(s.latencies)-1, int(float64(len(s.latencies))*p/100))
+	return float64(s.latencies[i]) / float64(time.Millisecond)
+}
+
+func (s *stats) String() string {
+	return fmt.Sprintf("%d ok, %d failed in %s: %.0f/s, p50 %.2f ms, p99 %.2f ms, max %.2f ms",
+		s.ok, s.failed, s.elapsed.Round(time.Millisecond), s.rate(), s.pct(50), s.pct(99), s.pct(100))
+}
+
+// recorder collects the outcome of requests from many goroutines.
+type recorder struct {
+	mu        sync.Mutex
+	latencies []time.Duration
+	ok        int
+	failed    int
+	firstErr  error
+}
+
+func (r *recorder) add(d time.Duration, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.latencies = append(r.latencies, d)
+	if err != nil {
+		r.failed++
+		if r.firstErr == nil {
+			r.firstErr = err
+		}
+		return
+	}
+	r.ok++
+}
+
+func (r *recorder) stats(elapsed time.Duration) *stats {
+	slices.Sort(r.latencies)
+	return &stats{ok: r.ok, failed: r.failed, firstErr: r.firstErr, elapsed: elapsed, latencies: r.latencies}
+}
+
+// closedLoop runs do from workers goroutines, each starting its next request when the last one
+// ends, for d: the highest rate the service sustains at that concurrency. i numbers the requests.
+func closedLoop(ctx context.Context, workers int, d time.Duration, do func(ctx context.Context, i int) error) *stats {
+	var rec recorder
+	var next atomic.Int64
+	start := time.Now()
+	deadline := start.Add(d)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				t := time.Now()
+				err := do(ctx, i)
+				rec.add(time.Since(t), err)
+			}
+		})
+	}
+	wg.Wait()
+	return rec.stats(time.Since(start))
+}
+
+// openLoop starts requests at a fixed rate for d, whatever the answers' latency, and measures each
+// latency from the moment the request was due (so a stall counts for every request it delays:
+// no coordinated omission). Up to maxInFlight requests run at once.
+func openLoop(ctx context.Context, rate int, d time.Duration, maxInFlight int, do func(ctx context.Context, i int) error) *stats {
+	var rec recorder
+	interval := time.Second / time.Duration(rate)
+	total := int(d / interval)
+	due := make(chan struct {
+		i  int
+		at time.Time
+	}, total)
+	var wg sync.WaitGroup
+	for range maxInFlight {
+		wg.Go(func() {
+			for r := range due {
+				err := do(ctx, r.i)
+				rec.add(time.Since(r.at), err)
+			}
+		})
+	}
+	start := time.Now()
+	for i := range total {
+		at := start.Add(time.Duration(i) * interval)
+		if wait := time.Until(at); wait > 0 {
+			time.Sleep(wait)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		due <- struct {
+			i  int
+			at time.Time
+		}{i, at}
+	}
+	close(due)
+	wg.Wait()
+	return rec.stats(time.Since(start))
+}
+
+// report adds the metrics to the benchmark's result line, which scripts/bench.sh turns into the
+// table (units are the table's keys).
+func report(b *testing.B, metrics map[string]float64) {
+	for unit, v := range metrics {
+		b.ReportMetric(v, unit)
+	}
+	// ns/op means nothing for these one-shot benchmarks; the metrics above are the results.
+	b.ReportMetric(0, "ns/op")
+}
+
+// statusError is a response other than the one expected.
+func statusError(status int, body []byte) error {
+	return fmt.Errorf("status %d: %s", status, bytes.TrimSpace(body[:min(len(body), 300)]))
+}
+
+var errWrongAnswer = errors.New("wrong answer")
+
+// loadWorkers is the concurrency of the closed-loop phases: enough to keep both cores busy.
+func loadWorkers() int { return 16 * runtime.GOMAXPROCS(0) }

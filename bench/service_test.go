@@ -1,0 +1,440 @@
+package bench_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stripe/stripe-go/v76/webhook"
+
+	"github.com/tenantkit/tenantkit"
+	"github.com/tenantkit/tenantkit/internal/hasuratest"
+	"github.com/tenantkit/tenantkit/internal/stripetest"
+)
+
+// The service benchmarks run once each (-benchtime=1x): every one is a fixed load with its own
+// baseline measured in the same run, and reports its figures as metrics (see report).
+
+// hasura returns a client that builds requests exactly as Hasura would from hasura/metadata.
+func hasura(b *testing.B, svc *service) *hasuratest.Client {
+	b.Helper()
+	meta, err := hasuratest.Load("../hasura/metadata")
+	if err != nil {
+		b.Fatal(err)
+	}
+	return hasuratest.NewClient(meta, map[string]string{
+		"TENANTKIT_URL": svc.url, "TENANTKIT_SECRET": benchSecret, "TENANTKIT_GRAPHQL_URL": svc.url + "/graphql",
+	})
+}
+
+func headerMap(req *hasuratest.Request) map[string]string {
+	h := map[string]string{}
+	for _, kv := range req.Headers {
+		h[kv[0]] = kv[1]
+	}
+	return h
+}
+
+// checkPermissionRate is the fixed rate at which the latency of checkPermission is measured.
+const checkPermissionRate = 2000
+
+// BenchmarkCheckPermission: checkPermission as Hasura calls it, from this process to `tenantkit
+// serve` in another, for members (allowed or not by their role) and non-members of 1,000 tenants.
+// Phases: the HTTP baseline (GET /healthz, the same server and client, no database), the highest
+// rate at full concurrency, and latency at a fixed 2,000 checks/s. Every answer is checked. Then a
+// role change and a removal, committed directly in the database, must be seen by the very next
+// check. The service's memory is read idle and after the load.
+func BenchmarkCheckPermission(b *testing.B) {
+	ctx := b.Context()
+	db := newDB(b)
+	ds := load(b, db, sizes{tenants: 1_000, projectsPerTenant: 1, extraUsers: 2_000})
+	svc := startService(b, db)
+	time.Sleep(time.Second)
+	idle := svc.rssMiB(b)
+	hc := hasura(b, svc)
+
+	// Checks: every membership, and as many non-members (owner of tenant i, asking about i+1).
+	type check struct {
+		req  *hasuratest.Request
+		want []byte
+	}
+	const perm = "projects:write"
+	var checks []check
+	add := func(tenant, user string, allowed bool) {
+		req, err := hc.ActionRequest("checkPermission", map[string]any{"tenantId": tenant, "permission": perm},
+			map[string]string{"x-hasura-role": "user", "x-hasura-user-id": user})
+		if err != nil {
+			b.Fatal(err)
+		}
+		checks = append(checks, check{req, fmt.Appendf(nil, `"allowed":%t`, allowed)})
+	}
+	member := map[[2]string]bool{}
+	rows, err := svc.admin.Query(ctx, `SELECT tenant_id::text, user_id::text, role::text FROM tenant_users ORDER BY tenant_id, user_id`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for rows.Next() {
+		var tenant, user, role string
+		if err := rows.Scan(&tenant, &user, &role); err != nil {
+			b.Fatal(err)
+		}
+		member[[2]string{tenant, user}] = true
+		add(tenant, user, tenantkit.Allows(tenantkit.Role(role), nil, perm))
+	}
+	if err := rows.Err(); err != nil {
+		b.Fatal(err)
+	}
+	for i, owner := range ds.owners {
+		tenant := ds.tenants[(i+1)%len(ds.tenants)]
+		if !member[[2]string{tenant, owner}] {
+			add(tenant, owner, false)
+		}
+	}
+	rand.New(rand.NewPCG(1, 2)).Shuffle(len(checks), func(i, j int) { checks[i], checks[j] = checks[j], checks[i] })
+	header := headerMap(checks[0].req)
+	do := func(ctx context.Context, i int) error {
+		c := checks[i%len(checks)]
+		status, body, err := call(ctx, c.req.URL, c.req.Body, header)
+		if err != nil {
+			return err
+		}
+		if status != http.StatusOK {
+			return statusError(status, body)
+		}
+		if !bytes.Contains(body, c.want) {
+			return fmt.Errorf("%w: %s, want %s", errWrongAnswer, body, c.want)
+		}
+		return nil
+	}
+	healthz := func(ctx context.Context, _ int) error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, svc.url+"/healthz", nil)
+		res, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			return fmt.Errorf("healthz: %d", res.StatusCode)
+		}
+		return nil
+	}
+
+	closedLoop(ctx, loadWorkers(), 2*time.Second, do) // warm-up: connections, prepared statements
+	base := closedLoop(ctx, loadWorkers(), 5*time.Second, healthz)
+	max := closedLoop(ctx, loadWorkers(), 10*time.Second, do)
+	fixed := openLoop(ctx, checkPermissionRate, 10*time.Second, 256, do)
+	loaded := svc.rssMiB(b)
+	for name, st := range map[string]*stats{"healthz": base, "max": max, "fixed": fixed} {
+		b.Logf("checkPermission %s: %s", name, st)
+		if st.failed > 0 {
+			b.Fatalf("checkPermission %s: %d requests failed, first: %v", name, st.failed, st.firstErr)
+		}
+	}
+
+	// No stale grants: a committed change is seen by the next check.
+	var tenant, user string
+	if err := svc.admin.QueryRow(ctx, `SELECT tenant_id::text, user_id::text FROM tenant_users WHERE role = 'member' LIMIT 1`).Scan(&tenant, &user); err != nil {
+		b.Fatal(err)
+	}
+	expect := func(step string, allowed bool) {
+		req, err := hc.ActionRequest("checkPermission", map[string]any{"tenantId": tenant, "permission": perm},
+			map[string]string{"x-hasura-role": "user", "x-hasura-user-id": user})
+		if err != nil {
+			b.Fatal(err)
+		}
+		status, body, err := call(ctx, req.URL, req.Body, header)
+		if err != nil || status != http.StatusOK || !bytes.Contains(body, fmt.Appendf(nil, `"allowed":%t`, allowed)) {
+			b.Fatalf("%s: %d %s (%v), want allowed=%t", step, status, body, err, allowed)
+		}
+	}
+	expect("member before the change", true)
+	if _, err := svc.admin.Exec(ctx, `UPDATE tenant_users SET role = 'guest' WHERE tenant_id = $1 AND user_id = $2`, tenant, user); err != nil {
+		b.Fatal(err)
+	}
+	expect("right after the demotion to guest", false)
+	if _, err := svc.admin.Exec(ctx, `UPDATE tenant_users SET role = 'member' WHERE tenant_id = $1 AND user_id = $2`, tenant, user); err != nil {
+		b.Fatal(err)
+	}
+	expect("right after the promotion back", true)
+	if _, err := svc.admin.Exec(ctx, `DELETE FROM tenant_users WHERE tenant_id = $1 AND user_id = $2`, tenant, user); err != nil {
+		b.Fatal(err)
+	}
+	expect("right after the removal", false)
+
+	report(b, map[string]float64{
+		"checks/s": max.rate(), "healthz/s": base.rate(),
+		"p50-ms@2000/s": fixed.pct(50), "p99-ms@2000/s": fixed.pct(99), "achieved/s@2000/s": fixed.rate(),
+		"idle-MiB": idle, "loaded-MiB": loaded,
+	})
+}
+
+// usageBatch is the number of events per recordUsage call.
+const usageBatch = 1_000
+
+// BenchmarkUsageIngestion: recordUsage as Hasura calls it for a backend (role service), in batches
+// of 1,000 distinct events over 1,000 tenants, from 4 concurrent senders; each call answers only
+// after its transaction committed. Afterwards the stored totals must equal what was acknowledged,
+// exactly. The baseline is the guide's per-event upsert (one statement and commit per event, with
+// the unique key it lacks added), from as many concurrent connections, in the same run.
+func BenchmarkUsageIngestion(b *testing.B) {
+	ctx := b.Context()
+	db := newDB(b)
+	ds := load(b, db, sizes{tenants: 1_000, projectsPerTenant: 1, extraUsers: 0})
+	svc := startService(b, db)
+	hc := hasura(b, svc)
+	const senders = 4
+	const batches = 300
+	const metric = "emails_sent"
+
+	event := func(n int) map[string]any {
+		return map[string]any{"tenantId": ds.tenants[n%len(ds.tenants)], "metric": metric, "quantity": 1,
+			"idempotencyKey": fmt.Sprintf("bench-%d", n)}
+	}
+	first := make([]any, usageBatch)
+	for j := range first {
+		first[j] = event(j)
+	}
+	req, err := hc.ActionRequest("recordUsage", map[string]any{"events": first}, map[string]string{"x-hasura-role": "service"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	header := headerMap(req)
+	// The other batches: the same payload (as Hasura built it) with the next events as input.
+	var payload map[string]any
+	if err := json.Unmarshal(req.Body, &payload); err != nil {
+		b.Fatal(err)
+	}
+	bodies := make([][]byte, batches)
+	for i := range bodies {
+		evs := make([]any, usageBatch)
+		for j := range evs {
+			evs[j] = event(i*usageBatch + j)
+		}
+		payload["input"] = map[string]any{"events": evs}
+		if bodies[i], err = json.Marshal(payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+	want := fmt.Appendf(nil, `{"recorded":%d,"duplicates":0}`, usageBatch)
+	send := func(ctx context.Context, i int) error {
+		status, body, err := call(ctx, req.URL, bodies[i], header)
+		if err != nil {
+			return err
+		}
+		if status != http.StatusOK {
+			return statusError(status, body)
+		}
+		if !bytes.Equal(bytes.TrimSpace(body), want) {
+			return fmt.Errorf("%w: %s, want %s", errWrongAnswer, body, want)
+		}
+		return nil
+	}
+	ours := fixedWork(ctx, senders, batches, send)
+	b.Logf("recordUsage: %s (batches of %d)", ours, usageBatch)
+	if ours.failed > 0 {
+		b.Fatalf("recordUsage: %d batches failed, first: %v", ours.failed, ours.firstErr)
+	}
+	var stored float64
+	if err := svc.admin.QueryRow(ctx, `SELECT coalesce(sum(quantity), 0) FROM billing_usage WHERE metric = $1`, metric).Scan(&stored); err != nil {
+		b.Fatal(err)
+	}
+	if acked := float64(ours.ok * usageBatch); stored != acked {
+		b.Fatalf("stored %v events, acknowledged %v", stored, acked)
+	}
+
+	// The guide's way: one upsert per event.
+	if _, err := svc.admin.Exec(ctx, `CREATE TABLE bench_guide_usage (
+		tenant_id uuid NOT NULL, metric text NOT NULL, quantity numeric NOT NULL,
+		period_start timestamptz NOT NULL, period_end timestamptz NOT NULL, metadata jsonb,
+		UNIQUE (tenant_id, metric, period_start))`); err != nil {
+		b.Fatal(err)
+	}
+	const guideEvents = 20_000
+	guide := fixedWork(ctx, senders, guideEvents, func(ctx context.Context, i int) error {
+		_, err := svc.admin.Exec(ctx, `
+			INSERT INTO bench_guide_usage (tenant_id, metric, quantity, period_start, period_end, metadata)
+			VALUES ($1, $2, 1, date_trunc('hour', NOW()), date_trunc('hour', NOW()) + INTERVAL '1 hour', $3)
+			ON CONFLICT (tenant_id, metric, period_start)
+			DO UPDATE SET quantity = bench_guide_usage.quantity + 1`,
+			ds.tenants[i%len(ds.tenants)], metric, map[string]string{"key": fmt.Sprintf("bench-%d", i)})
+		return err
+	})
+	b.Logf("guide's per-event upsert: %s", guide)
+	if guide.failed > 0 {
+		b.Fatalf("guide: %d failed, first: %v", guide.failed, guide.firstErr)
+	}
+	if err := svc.admin.QueryRow(ctx, `SELECT coalesce(sum(quantity), 0) FROM bench_guide_usage`).Scan(&stored); err != nil {
+		b.Fatal(err)
+	}
+	if stored != guideEvents {
+		b.Fatalf("guide stored %v events, sent %d", stored, guideEvents)
+	}
+	report(b, map[string]float64{
+		"events/s": ours.rate() * usageBatch, "guide-events/s": guide.rate(),
+		"batch-p99-ms": ours.pct(99),
+	})
+}
+
+// fixedWork runs do for i = 0 … n-1 from workers goroutines and measures how long all took.
+func fixedWork(ctx context.Context, workers, n int, do func(ctx context.Context, i int) error) *stats {
+	var rec recorder
+	var next atomic.Int64
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				t := time.Now()
+				err := do(ctx, i)
+				rec.add(time.Since(t), err)
+			}
+		})
+	}
+	wg.Wait()
+	return rec.stats(time.Since(start))
+}
+
+const benchWebhookSecret = "whsec_bench_0123456789"
+
+// BenchmarkWebhooks: signed Stripe events to /webhooks/stripe, five per subscription (created,
+// three updates, a failed payment) for 1,000 tenants. The baseline is a clean delivery: each
+// tenant's events once and in order (tenants in parallel). The measured run delivers another
+// 1,000 tenants' events with 20% duplicates, all shuffled, from 16 concurrent senders. Both must
+// end in the same state for every tenant.
+func BenchmarkWebhooks(b *testing.B) {
+	ctx := b.Context()
+	sm, err := stripetest.Start(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	db := newDB(b)
+	ds := load(b, db, sizes{tenants: 2_000, projectsPerTenant: 1, extraUsers: 0})
+	svc := startService(b, db, "STRIPE_SECRET_KEY="+stripetest.TestKey, "STRIPE_API_URL="+sm.URL, "STRIPE_WEBHOOK_SECRET="+benchWebhookSecret)
+	plan := func(key string) string {
+		var id string
+		if err := svc.admin.QueryRow(ctx, `SELECT id::text FROM subscription_plans WHERE key = $1`, key).Scan(&id); err != nil {
+			b.Fatal(err)
+		}
+		return id
+	}
+	pro, enterprise := plan("professional"), plan("enterprise")
+	base := time.Now().Add(-time.Hour).Unix()
+
+	type delivery struct{ tenant, body, signature []byte }
+	events := func(tenant string) []delivery {
+		seq := []struct {
+			id, typ      string
+			created      int64
+			status, plan string
+		}{
+			{"created", "customer.subscription.created", base, "incomplete", pro},
+			{"active", "customer.subscription.updated", base + 10, "active", pro},
+			{"upgrade", "customer.subscription.updated", base + 20, "active", enterprise},
+			{"failed", "invoice.payment_failed", base + 30, "", ""},
+			{"pastdue", "customer.subscription.updated", base + 40, "past_due", enterprise},
+		}
+		var out []delivery
+		for _, e := range seq {
+			obj := subscriptionObject(tenant, e.plan, e.status, base)
+			if e.typ == "invoice.payment_failed" {
+				obj = map[string]any{"id": "in_" + e.id + tenant[:8], "object": "invoice", "subscription": "sub_" + tenant[:8], "customer": "cus_" + tenant[:8]}
+			}
+			payload, err := json.Marshal(map[string]any{
+				"id": "evt_" + e.id + "_" + tenant, "object": "event", "api_version": "2023-10-16", "created": e.created, "type": e.typ,
+				"data": map[string]any{"object": obj}, "livemode": false, "pending_webhooks": 1,
+				"request": map[string]any{"id": nil, "idempotency_key": nil},
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			signed := webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: payload, Secret: benchWebhookSecret, Timestamp: time.Now()})
+			out = append(out, delivery{[]byte(tenant), payload, []byte(signed.Header)})
+		}
+		return out
+	}
+	post := func(ctx context.Context, d delivery) error {
+		status, body, err := call(ctx, svc.url+"/webhooks/stripe", d.body, map[string]string{"Stripe-Signature": string(d.signature)})
+		if err != nil {
+			return err
+		}
+		if status != http.StatusOK {
+			return statusError(status, body)
+		}
+		return nil
+	}
+	half := len(ds.tenants) / 2
+	const senders = 16
+
+	// Baseline: clean, in order per tenant.
+	var clean [][]delivery
+	for _, tenant := range ds.tenants[:half] {
+		clean = append(clean, events(tenant))
+	}
+	cleanRun := fixedWork(ctx, senders, len(clean), func(ctx context.Context, i int) error {
+		for _, d := range clean[i] {
+			if err := post(ctx, d); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	cleanEvents := cleanRun.ok * 5
+	// Measured: 20% duplicates, shuffled.
+	rng := rand.New(rand.NewPCG(2026, 11))
+	var mixed []delivery
+	for _, tenant := range ds.tenants[half:] {
+		for _, d := range events(tenant) {
+			mixed = append(mixed, d)
+			if rng.IntN(5) == 0 {
+				mixed = append(mixed, d)
+			}
+		}
+	}
+	rng.Shuffle(len(mixed), func(i, j int) { mixed[i], mixed[j] = mixed[j], mixed[i] })
+	mixedRun := fixedWork(ctx, senders, len(mixed), func(ctx context.Context, i int) error { return post(ctx, mixed[i]) })
+	for name, st := range map[string]*stats{"clean": cleanRun, "shuffled": mixedRun} {
+		b.Logf("webhooks %s: %s", name, st)
+		if st.failed > 0 {
+			b.Fatalf("webhooks %s: %d failed, first: %v", name, st.failed, st.firstErr)
+		}
+	}
+	var wrong int
+	if err := svc.admin.QueryRow(ctx, `SELECT count(*) FROM tenant_subscriptions s
+		WHERE s.status <> 'past_due' OR s.plan_id <> $1 OR s.stripe_usage_item_id IS DISTINCT FROM 'si_met_' || left(s.tenant_id::text, 8)`,
+		enterprise).Scan(&wrong); err != nil {
+		b.Fatal(err)
+	}
+	if wrong != 0 {
+		b.Fatalf("%d of %d subscriptions are not in the state of a clean delivery", wrong, len(ds.tenants))
+	}
+	cleanRate := float64(cleanEvents) / cleanRun.elapsed.Seconds()
+	report(b, map[string]float64{
+		"events/s": float64(len(mixed)) / mixedRun.elapsed.Seconds(), "clean-events/s": cleanRate,
+	})
+}
+
+// subscriptionObject is a Stripe subscription as it appears in events (as in the service's tests).
+func subscriptionObject(tenant, plan, status string, periodStart int64) map[string]any {
+	return map[string]any{
+		"id": "sub_" + tenant[:8], "object": "subscription", "customer": "cus_" + tenant[:8], "status": status,
+		"current_period_start": periodStart, "current_period_end": periodStart + 30*86400, "cancel_at_period_end": false,
+		"metadata": map[string]any{"tenant_id": tenant, "plan_id": plan},
+		"items": map[string]any{"object": "list", "data": []any{
+			map[string]any{"id": "si_lic_" + tenant[:8], "object": "subscription_item",
+				"price": map[string]any{"id": "price_plan", "object": "price", "recurring": map[string]any{"interval": "month", "usage_type": "licensed"}}},
+			map[string]any{"id": "si_met_" + tenant[:8], "object": "subscription_item",
+				"price": map[string]any{"id": "price_api_calls", "object": "price", "recurring": map[string]any{"interval": "month", "usage_type": "metered"}}},
+		}},
+	}
+}

@@ -1,0 +1,90 @@
+package postgres_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tenantkit/tenantkit"
+	"github.com/tenantkit/tenantkit/internal/pgtest"
+	"github.com/tenantkit/tenantkit/internal/postgres"
+)
+
+// TestQueryRowAsUser: the one-round-trip read runs as tenantkit_app with the session's claims, so
+// RLS applies as under WithUser; the settings end with the statement (the connection goes back to
+// the pool clean, also after an error); and a committed change is seen by the next read.
+func TestQueryRowAsUser(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDB(t)
+	ctx := context.Background()
+	admin, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admin.Close)
+	// One connection: every read below reuses it.
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 1
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	db := &postgres.DB{Pool: pool}
+	tn := fxTenant(t, admin)
+	member := fxMember(t, admin, tn.id, tenantkit.Member)
+	outsider := fxUser(t, admin)
+
+	read := func(user string) (who, role string, rows int) {
+		t.Helper()
+		err := db.QueryRowAsUser(ctx, tenantkit.UserSession(user), func(row pgx.Row) error {
+			return row.Scan(&who, &role, &rows)
+		}, `SELECT current_user::text,
+		           coalesce((SELECT role::text FROM tenant_users WHERE tenant_id = $1 AND user_id = $2), ''),
+		           (SELECT count(*)::int FROM tenant_users WHERE tenant_id = $1)`, tn.id, user)
+		if err != nil {
+			t.Fatalf("read as %s: %v", user, err)
+		}
+		return who, role, rows
+	}
+	clean := func(step string) {
+		t.Helper()
+		var who, claims string
+		if err := db.Pool.QueryRow(ctx, `SELECT current_user::text, coalesce(current_setting('hasura.user', true), '')`).Scan(&who, &claims); err != nil {
+			t.Fatal(err)
+		}
+		if who == postgres.AppRole || claims != "" {
+			t.Fatalf("%s: the pooled connection kept role %s and claims %q", step, who, claims)
+		}
+	}
+
+	if who, role, rows := read(member); who != postgres.AppRole || role != "member" || rows != 2 {
+		t.Fatalf("member: ran as %s, saw role %q and %d memberships; want %s, member, 2", who, role, rows, postgres.AppRole)
+	}
+	clean("after a member's read")
+	if _, role, rows := read(outsider); role != "" || rows != 0 {
+		t.Fatalf("non-member saw role %q and %d memberships", role, rows)
+	}
+	clean("after a non-member's read")
+
+	err = db.QueryRowAsUser(ctx, tenantkit.UserSession(member), func(row pgx.Row) error { var x int; return row.Scan(&x) },
+		`SELECT 1 / 0`)
+	if tenantkit.ErrorCode(err) == "" {
+		t.Fatal("a failing statement returned no error")
+	}
+	clean("after an error")
+
+	fxExec(t, admin, `UPDATE tenant_users SET role = 'guest' WHERE tenant_id = $1 AND user_id = $2`, tn.id, member)
+	if _, role, _ := read(member); role != "guest" {
+		t.Fatalf("after the demotion: role %q, want guest", role)
+	}
+	fxExec(t, admin, `DELETE FROM tenant_users WHERE tenant_id = $1 AND user_id = $2`, tn.id, member)
+	if _, role, rows := read(member); role != "" || rows != 0 {
+		t.Fatalf("after the removal: role %q and %d rows", role, rows)
+	}
+}
