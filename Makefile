@@ -2,7 +2,7 @@
 .DEFAULT_GOAL := help
 GO ?= go
 
-.PHONY: help run test race lint generate check-generate bench-rls build
+.PHONY: help run test race lint generate check-generate bench bench-rls build
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,5 +32,8 @@ check-generate: generate ## fail when committed generated code is stale
 	@git diff --exit-code -- graph gqlgen.yml >/dev/null || { git diff --stat -- graph; echo "generated code is stale: run make generate and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- graph)" || { git status --porcelain -- graph; echo "untracked generated files: run make generate and commit"; exit 1; }
 
-bench-rls: ## benchmark: RLS cost on 10,000 tenants / 1,000,000 projects (several minutes)
-	scripts/bench-rls.sh
+bench: ## every benchmark, and the table of figures, baselines and targets (about 6 minutes)
+	scripts/bench.sh
+
+bench-rls: ## only the RLS benchmark (1,000 / 10,000 / 100,000 tenants)
+	BENCH=rls scripts/bench.sh

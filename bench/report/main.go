@@ -1,0 +1,201 @@
+// Command report turns the output of tenantkit's benchmarks (`go test ./bench -bench …`, on
+// stdin) into the table `make bench` prints: one row per figure, with its baseline from the same
+// run, the ratio, the target and whether it was met. See bench/README.md.
+//
+// Repeated runs of a sub-benchmark (name#01, name#02, … and -count) are reduced to their median.
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+func main() {
+	results, err := parse(os.Stdin)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "report:", err)
+		os.Exit(2)
+	}
+	if len(results) == 0 {
+		fmt.Fprintln(os.Stderr, "report: no benchmark results on stdin")
+		os.Exit(2)
+	}
+	rows := table(results)
+	print(os.Stdout, rows)
+}
+
+// results maps a benchmark name (without -GOMAXPROCS and #NN) and a unit to every value measured.
+type results map[string]map[string][]float64
+
+var line = regexp.MustCompile(`^(Benchmark\S+?)(#\d+)?(-\d+)?\s+\d+\s+(.*)$`)
+
+func parse(r io.Reader) (results, error) {
+	out := results{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		m := line.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		name, fields := m[1], strings.Fields(m[4])
+		for i := 0; i+1 < len(fields); i += 2 {
+			v, err := strconv.ParseFloat(fields[i], 64)
+			if err != nil {
+				return nil, fmt.Errorf("%s: value %q: %w", name, fields[i], err)
+			}
+			if out[name] == nil {
+				out[name] = map[string][]float64{}
+			}
+			out[name][fields[i+1]] = append(out[name][fields[i+1]], v)
+		}
+	}
+	return out, sc.Err()
+}
+
+// median of name's unit, and whether it was measured.
+func (r results) median(name, unit string) (float64, bool) {
+	vs := slices.Clone(r[name][unit])
+	if len(vs) == 0 {
+		return 0, false
+	}
+	slices.Sort(vs)
+	if len(vs)%2 == 1 {
+		return vs[len(vs)/2], true
+	}
+	return (vs[len(vs)/2-1] + vs[len(vs)/2]) / 2, true
+}
+
+// row is one line of the table. target is nil for a figure shown for information only.
+type row struct {
+	figure, value, baseline, ratio, target string
+	met                                    *bool
+}
+
+func check(ok bool) *bool { return &ok }
+
+func ms(ns float64) string { return fmt.Sprintf("%.3f ms", ns/1e6) }
+
+func per(v float64, unit string) string { return fmt.Sprintf("%s %s", thousands(v), unit) }
+
+func thousands(v float64) string {
+	s := strconv.FormatFloat(v, 'f', 0, 64)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+var sizes = []int{1_000, 10_000, 100_000}
+
+func table(r results) []row {
+	var rows []row
+	const list = "BenchmarkListProjects/tenants=%d/%s"
+	for _, kind := range []struct{ suffix, label string }{{"", "request"}, {"-query-only", "statement"}} {
+		for _, n := range sizes {
+			rls, ok1 := r.median(fmt.Sprintf(list, n, "rls"+kind.suffix), "ns/op")
+			bypass, ok2 := r.median(fmt.Sprintf(list, n, "bypass"+kind.suffix), "ns/op")
+			naive, ok3 := r.median(fmt.Sprintf(list, n, "naive"+kind.suffix), "ns/op")
+			if !ok1 || !ok2 {
+				continue
+			}
+			rows = append(rows, row{
+				figure: fmt.Sprintf("RLS, list projects, %s, %s tenants", kind.label, thousands(float64(n))),
+				value:  ms(rls), baseline: "bypass " + ms(bypass), ratio: fmt.Sprintf("%.2f", rls/bypass),
+				target: "ratio ≤ 1.20", met: check(rls/bypass <= 1.20),
+			})
+			if ok3 {
+				rows = append(rows, row{
+					figure: fmt.Sprintf("  guide's policy, %s, %s tenants", kind.label, thousands(float64(n))),
+					value:  ms(naive), baseline: "bypass " + ms(bypass), ratio: fmt.Sprintf("%.2f", naive/bypass),
+				})
+			}
+		}
+	}
+	small, ok1 := r.median(fmt.Sprintf(list, sizes[0], "rls"), "ns/op")
+	large, ok2 := r.median(fmt.Sprintf(list, sizes[len(sizes)-1], "rls"), "ns/op")
+	if ok1 && ok2 {
+		rows = append(rows, row{
+			figure: "RLS growth, request, 100,000 vs 1,000 tenants", value: ms(large), baseline: "1,000: " + ms(small),
+			ratio: fmt.Sprintf("%.2f", large/small), target: "ratio ≤ 1.25", met: check(large/small <= 1.25),
+		})
+	}
+
+	const cp = "BenchmarkCheckPermission"
+	if v, ok := r.median(cp, "checks/s"); ok {
+		base, _ := r.median(cp, "healthz/s")
+		rows = append(rows, row{figure: "checkPermission, highest rate, no errors", value: per(v, "/s"),
+			baseline: "GET /healthz " + per(base, "/s"), ratio: fmt.Sprintf("%.2f", v/base),
+			target: "≥ 10,000/s", met: check(v >= 10_000)})
+		p50, _ := r.median(cp, "p50-ms@2000/s")
+		p99, _ := r.median(cp, "p99-ms@2000/s")
+		rows = append(rows, row{figure: "checkPermission at 2,000/s, p50", value: fmt.Sprintf("%.2f ms", p50)})
+		rows = append(rows, row{figure: "checkPermission at 2,000/s, p99", value: fmt.Sprintf("%.2f ms", p99),
+			target: "≤ 5 ms", met: check(p99 <= 5)})
+		idle, _ := r.median(cp, "idle-MiB")
+		loaded, _ := r.median(cp, "loaded-MiB")
+		rows = append(rows, row{figure: "memory (RSS) of tenantkit serve, idle", value: fmt.Sprintf("%.1f MiB", idle),
+			target: "< 50 MiB", met: check(idle < 50)})
+		rows = append(rows, row{figure: "memory (RSS), after the checkPermission load", value: fmt.Sprintf("%.1f MiB", loaded),
+			target: "< 200 MiB", met: check(loaded < 200)})
+	}
+	const us = "BenchmarkUsageIngestion"
+	if v, ok := r.median(us, "events/s"); ok {
+		guide, _ := r.median(us, "guide-events/s")
+		rows = append(rows, row{figure: "usage ingestion, batches of 1,000", value: per(v, "events/s"),
+			baseline: "guide's upsert " + per(guide, "/s"), ratio: fmt.Sprintf("%.1f", v/guide),
+			target: "≥ 50,000/s and ratio ≥ 20", met: check(v >= 50_000 && v/guide >= 20)})
+	}
+	const wh = "BenchmarkWebhooks"
+	if v, ok := r.median(wh, "events/s"); ok {
+		clean, _ := r.median(wh, "clean-events/s")
+		rows = append(rows, row{figure: "Stripe webhooks, 20% duplicates, shuffled", value: per(v, "events/s"),
+			baseline: "clean, in order " + per(clean, "/s"), ratio: fmt.Sprintf("%.2f", v/clean),
+			target: "≥ 1,000/s", met: check(v >= 1_000)})
+	}
+	return rows
+}
+
+func print(w io.Writer, rows []row) {
+	head := row{figure: "figure", value: "measured", baseline: "baseline (same run)", ratio: "ratio", target: "target"}
+	width := [5]int{}
+	cells := func(r row) [6]string {
+		met := ""
+		if r.met != nil {
+			met = map[bool]string{true: "met", false: "NOT met"}[*r.met]
+		}
+		return [6]string{r.figure, r.value, r.baseline, r.ratio, r.target, met}
+	}
+	for _, r := range append([]row{head}, rows...) {
+		c := cells(r)
+		for i := range width {
+			width[i] = max(width[i], len([]rune(c[i])))
+		}
+	}
+	pad := func(s string, n int) string { return s + strings.Repeat(" ", n-len([]rune(s))) }
+	for i, r := range append([]row{head}, rows...) {
+		c := cells(r)
+		if i == 0 {
+			c[5] = "met?"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", pad(c[0], width[0]), pad(c[1], width[1]), pad(c[2], width[2]),
+			pad(c[3], width[3]), pad(c[4], width[4]), c[5])
+		if i == 0 {
+			fmt.Fprintf(w, "|%s|%s|%s|%s|%s|---|\n", strings.Repeat("-", width[0]+2), strings.Repeat("-", width[1]+2),
+				strings.Repeat("-", width[2]+2), strings.Repeat("-", width[3]+2), strings.Repeat("-", width[4]+2))
+		}
+	}
+	notMet := 0
+	for _, r := range rows {
+		if r.met != nil && !*r.met {
+			notMet++
+		}
+	}
+	fmt.Fprintf(w, "\n%d figures, %d targets not met\n", len(rows), notMet)
+}
