@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -23,6 +25,9 @@ const (
 	SystemRole = "tenantkit_system"
 )
 
+// DefaultMaxConns is the pool size unless DATABASE_URL sets pool_max_conns.
+const DefaultMaxConns = 16
+
 // DB is a pool of connections to tenantkit's database.
 type DB struct {
 	Pool *pgxpool.Pool
@@ -35,6 +40,11 @@ func Open(ctx context.Context, databaseURL string) (*DB, error) {
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		return nil, tenantkit.Errorf(tenantkit.Invalid, "DATABASE_URL is malformed: %s", redact(err))
+	}
+	if !strings.Contains(databaseURL, "pool_max_conns") {
+		// pgxpool's default (4 on a 2-core machine) leaves the service waiting on round trips:
+		// most of a request's time is spent waiting on the network, not on a CPU here or there.
+		cfg.MaxConns = DefaultMaxConns
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -142,14 +152,19 @@ func claimsOf(s tenantkit.Session) (string, error) {
 }
 
 func (db *DB) in(ctx context.Context, role, claims string, fn func(pgx.Tx) error) error {
-	err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
-		// One round trip: the role and the claims, both transaction-local.
-		if _, err := tx.Exec(ctx, "SELECT set_config('role', $1, true), set_config('hasura.user', $2, true)", role, claims); err != nil {
-			return err
-		}
-		return fn(tx)
-	})
-	return translate(err)
+	// One round trip for the BEGIN and both settings (transaction-local): the begin query is sent
+	// as one simple-protocol message, so the values are quoted literals (see quoteLiteral).
+	begin := "BEGIN; SELECT set_config('role', " + quoteLiteral(role) + ", true), set_config('hasura.user', " + quoteLiteral(claims) + ", true)"
+	return translate(pgx.BeginTxFunc(ctx, db.Pool, pgx.TxOptions{BeginQuery: begin}, fn))
+}
+
+// quoteLiteral quotes s as an escape-string constant (E'…'), whose meaning does not depend on
+// standard_conforming_strings: backslashes and quotes are escaped, and a NUL (which no text value
+// may hold) is dropped. Claims are JSON built from Hasura's session, so they may hold both quotes
+// and backslashes (TestSettingsQuoting).
+func quoteLiteral(s string) string {
+	s = strings.ReplaceAll(s, "\x00", "")
+	return "E'" + strings.ReplaceAll(strings.ReplaceAll(s, `\`, `\\`), `'`, `\'`) + "'"
 }
 
 // translate turns pgx and PostgreSQL errors into tenantkit errors by SQLSTATE and constraint name,
@@ -193,7 +208,21 @@ func translate(err error) error {
 	if errors.As(err, &ce) {
 		return &tenantkit.Error{Code: tenantkit.Unavailable, Message: "database unavailable", Err: err}
 	}
+	if connectionLost(err) {
+		return &tenantkit.Error{Code: tenantkit.Unavailable, Message: "database unavailable", Err: err}
+	}
 	return err
+}
+
+// connectionLost reports whether err says the connection broke under a statement (the server
+// crashed, restarted or was stopped in the middle): the socket was reset or closed, or pgx had
+// closed the connection after an earlier failure of the same operation. A crash sends no error
+// message first, so these arrive without a SQLSTATE. If the statement was COMMIT, its outcome is
+// unknown; a caller that retries meets its own committed work as a conflict.
+func connectionLost(err error) bool {
+	var ne net.Error
+	return errors.Is(err, pgconn.ErrConnClosed) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.As(err, &ne) || pgconn.Timeout(err)
 }
 
 // redact drops a connection string's password from a parse error.

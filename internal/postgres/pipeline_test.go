@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -86,5 +87,44 @@ func TestQueryRowAsUser(t *testing.T) {
 	fxExec(t, admin, `DELETE FROM tenant_users WHERE tenant_id = $1 AND user_id = $2`, tn.id, member)
 	if _, role, rows := read(member); role != "" || rows != 0 {
 		t.Fatalf("after the removal: role %q and %d rows", role, rows)
+	}
+}
+
+// TestSettingsQuoting: whatever the session holds (quotes, backslashes, SQL), the transaction runs
+// as the role with hasura.user exactly the session's JSON, under either setting of
+// standard_conforming_strings.
+func TestSettingsQuoting(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDB(t)
+	ctx := context.Background()
+	for _, scs := range []string{"on", "off"} {
+		cfg, err := pgxpool.ParseConfig(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.ConnConfig.RuntimeParams["standard_conforming_strings"] = scs
+		pool, err := pgxpool.NewWithConfig(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pool.Close()
+		db := &postgres.DB{Pool: pool}
+		for _, v := range []string{`it's`, `back\slash`, `\'`, `'\'; SELECT 1; --`, `"quoted"`, `\\'' OR 1=1`, "tab\tnewline\n", `E'x'`, "é 🙂"} {
+			s := tenantkit.NewSession(map[string]string{"x-hasura-role": "user", "x-hasura-user-id": v, "x-hasura-extra": v})
+			want, err := json.Marshal(s.Vars)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var who, got, gotSCS string
+			err = db.WithUser(ctx, s, func(tx pgx.Tx) error {
+				return tx.QueryRow(ctx, `SELECT current_user::text, current_setting('hasura.user'), current_setting('standard_conforming_strings')`).Scan(&who, &got, &gotSCS)
+			})
+			if err != nil {
+				t.Fatalf("%q (scs %s): %v", v, scs, err)
+			}
+			if who != postgres.AppRole || got != string(want) || gotSCS != scs {
+				t.Errorf("%q (scs %s): ran as %s with hasura.user %s (scs %s), want %s with %s", v, scs, who, got, gotSCS, postgres.AppRole, want)
+			}
+		}
 	}
 }

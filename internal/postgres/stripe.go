@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tenantkit/tenantkit"
@@ -30,7 +31,9 @@ func (db *DB) ApplyStripeEvent(ctx context.Context, ev billing.StripeEvent, sett
 				"The trial of %s ends in three days. Choose a plan in the billing settings to keep your data and your team's access.")
 		case ev.Subscription != nil && strings.HasPrefix(ev.Type, "customer.subscription."):
 			return applySubscription(ctx, tx, ev, settle)
-		case ev.Checkout != nil:
+		case ev.Checkout != nil && uuid.Validate(ev.Checkout.TenantID) == nil:
+			// Other checkouts (a Payment Link, another integration on the account) name no tenant
+			// of ours: recorded below, ignored.
 			_, err := tx.Exec(ctx, `
 				UPDATE tenant_subscriptions
 				SET stripe_customer_id = coalesce(stripe_customer_id, $2),
@@ -49,15 +52,26 @@ func (db *DB) ApplyStripeEvent(ctx context.Context, ev billing.StripeEvent, sett
 }
 
 // lockSubscription finds and locks the row an event is about: by tenant id from the metadata,
-// else by subscription id, else by customer id. Missing: ("", nil).
+// else by subscription id, else by customer id. Missing: ("", nil). Absent ids are NULL, which
+// matches nothing, so each condition is an index lookup.
 func lockSubscription(ctx context.Context, tx pgx.Tx, tenantID, subscriptionID, customerID string) (tenant string, watermark *time.Time, lastEvent string, err error) {
+	orNull := func(s string) *string {
+		if s == "" {
+			return nil
+		}
+		return &s
+	}
+	var tenantUUID *string
+	if uuid.Validate(tenantID) == nil {
+		tenantUUID = &tenantID
+	}
 	err = tx.QueryRow(ctx, `
 		SELECT tenant_id::text, stripe_event_at, coalesce(stripe_event_id, '')
 		FROM tenant_subscriptions
-		WHERE ($1 <> '' AND tenant_id::text = $1) OR ($2 <> '' AND stripe_subscription_id = $2) OR ($3 <> '' AND stripe_customer_id = $3)
-		ORDER BY (tenant_id::text = $1) DESC
+		WHERE tenant_id = $1::uuid OR stripe_subscription_id = $2 OR stripe_customer_id = $3
+		ORDER BY tenant_id = $1::uuid DESC NULLS LAST
 		LIMIT 1
-		FOR UPDATE`, tenantID, subscriptionID, customerID).Scan(&tenant, &watermark, &lastEvent)
+		FOR UPDATE`, tenantUUID, orNull(subscriptionID), orNull(customerID)).Scan(&tenant, &watermark, &lastEvent)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", nil, "", nil
 	}
