@@ -2,7 +2,7 @@
 .DEFAULT_GOAL := help
 GO ?= go
 
-.PHONY: help run test race lint generate check-generate bench bench-rls build
+.PHONY: help run test race lint generate check-generate bench bench-rls soak build
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,3 +37,6 @@ bench: ## every benchmark, and the table of figures, baselines and targets (abou
 
 bench-rls: ## only the RLS benchmark (1,000 / 10,000 / 100,000 tenants)
 	BENCH=rls scripts/bench.sh
+
+soak: ## 10 minutes of mixed traffic at 100/s (SOAK_DURATION, SOAK_RATE): no errors, flat memory, steady p99
+	scripts/soak.sh

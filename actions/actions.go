@@ -194,10 +194,18 @@ func (h *Handler) ServeAction(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	if h.Meter != nil && in.TenantID != "" {
+	if h.Meter != nil && in.TenantID != "" && !answersOutsider(out) {
 		h.Meter.Count(in.TenantID)
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// answersOutsider reports an answer to a caller who is not a member of the tenant named in the
+// input (checkPermission's role null). A tenant's api_calls are its members' calls: anyone else's
+// are not metered, so nobody can run up another tenant's bill by naming it.
+func answersOutsider(out any) bool {
+	o, ok := out.(interface{ outsider() bool })
+	return ok && o.outsider()
 }
 
 // statusOf is the one table from error code to HTTP status for Hasura. Everything the caller can

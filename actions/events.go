@@ -85,6 +85,7 @@ func (h *Handler) ServeEvent(w http.ResponseWriter, r *http.Request) {
 	log.UpdateContext(func(c zerolog.Context) zerolog.Context {
 		return c.Str("event_id", ev.ID).Str("op", ev.Event.Op).Int("retry", ev.DeliveryInfo.CurrentRetry)
 	})
+	claimed := time.Now()
 	claim, err := h.Events.ClaimEvent(ctx, ev.ID, name, eventLease)
 	switch {
 	case err != nil:
@@ -98,19 +99,62 @@ func (h *Handler) ServeEvent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := tr.fn(ctx, &ev); err != nil {
-		if rerr := h.Events.ReleaseEvent(context.WithoutCancel(ctx), ev.ID); rerr != nil {
+		if rerr := settle(ctx, claimed, "release", func(ctx context.Context) error { return h.Events.ReleaseEvent(ctx, ev.ID) }); rerr != nil {
 			log.Error().Err(rerr).Msg("release event claim")
 		}
 		writeEventError(w, r, err)
 		return
 	}
-	if err := h.Events.FinishEvent(context.WithoutCancel(ctx), ev.ID); err != nil {
-		// The work is done but not recorded: a retry may repeat it. Handlers are idempotent on
+	if err := settle(ctx, claimed, "finish", func(ctx context.Context) error { return h.Events.FinishEvent(ctx, ev.ID) }); err != nil {
+		// The work is done but not recorded yet: a retry may repeat it. Handlers are idempotent on
 		// their own state (e.g. the invitation outbox), so the repeat finds nothing left to do.
 		writeEventError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "processed"})
+}
+
+// settleWithin bounds, from the claim, how long settle keeps trying: well inside the lease, so
+// that a late release never frees a claim that a later delivery took after the lease ran out.
+const settleWithin = eventLease * 3 / 4
+
+// settle records how a claimed delivery ended: finished, or released for the next delivery. Both
+// need the database, and its absence is the usual reason a delivery fails. If it is unavailable,
+// settle returns that error at once (the delivery is answered 5xx) and keeps trying in the
+// background, with back-off, until the database answers or settleWithin of the claim has passed:
+// otherwise a database outage of a second would leave the event leased, and every redelivery
+// refused with 409, for the whole lease.
+func settle(ctx context.Context, claimed time.Time, what string, fn func(context.Context) error) error {
+	ctx = context.WithoutCancel(ctx)
+	attempt := func() error {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		return fn(actx)
+	}
+	err := attempt()
+	if tenantkit.ErrorCode(err) != tenantkit.Unavailable {
+		return err
+	}
+	log := *zerolog.Ctx(ctx) // a copy: the request's logger is updated after this returns
+	go func() {
+		for delay := 100 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
+			if time.Since(claimed)+delay > settleWithin {
+				log.Error().Str("settle", what).Msg("database still unavailable: the event stays leased until the lease ends")
+				return
+			}
+			time.Sleep(delay)
+			err := attempt()
+			if err == nil {
+				log.Info().Str("settle", what).Msg("event claim settled after the database came back")
+				return
+			}
+			if tenantkit.ErrorCode(err) != tenantkit.Unavailable {
+				log.Error().Err(err).Str("settle", what).Msg("settle event claim")
+				return
+			}
+		}
+	}()
+	return err
 }
 
 // writeEventError answers a failed delivery: 5xx for what a retry may fix, 4xx for the rest;

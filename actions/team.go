@@ -149,6 +149,9 @@ type checkPermissionOutput struct {
 	Role    *tenantkit.Role `json:"role"`
 }
 
+// outsider: a non-member's check is not metered as the tenant's API call.
+func (o checkPermissionOutput) outsider() bool { return o.Role == nil }
+
 func (h *Handler) checkPermission(ctx context.Context, s tenantkit.Session, in checkPermissionInput) (checkPermissionOutput, error) {
 	allowed, role, err := h.Team.Check(ctx, s, in.TenantID, in.Permission)
 	if err != nil {

@@ -2,7 +2,9 @@ package graph
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"mime"
 	"net/http"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -30,7 +32,24 @@ func NewHandler(r *Resolver) http.Handler {
 		zerolog.Ctx(ctx).Error().Interface("panic", v).Msg("graphql resolver panicked")
 		return errors.New("internal error")
 	})
-	return srv
+	return jsonOnly(srv)
+}
+
+// jsonOnly answers a request whose body is not declared application/json (Hasura always sends
+// JSON) with a GraphQL error coded invalid, where gqlgen would answer "transport not supported"
+// without a code.
+func jsonOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			_ = json.NewEncoder(w).Encode(map[string]any{"data": nil, "errors": []any{map[string]any{
+				"message": "Content-Type must be application/json", "extensions": map[string]string{"code": tenantkit.Invalid},
+			}}})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func presentError(ctx context.Context, err error) *gqlerror.Error {

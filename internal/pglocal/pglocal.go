@@ -47,6 +47,8 @@ type Server struct {
 	pgCtl    string // set only for a cluster this process started
 	tmpDir   string // socket dir, log file and (by default) DataDir; removed by Stop
 	osUser   string // OS user that runs initdb and pg_ctl; "" = current user
+	opts     string // the server options pg_ctl start passes on (port, socket dir, tuning)
+	logFile  string
 	started  bool
 	stopOnce sync.Once
 	stopErr  error
@@ -108,6 +110,57 @@ func Find(ctx context.Context, o Options) (*Server, error) {
 		return nil, fmt.Errorf("pglocal: start throwaway cluster with %s: %w", initdb, err)
 	}
 	return s, nil
+}
+
+// ErrNoBinaries is returned (wrapped) by StartCluster when initdb and pg_ctl are not installed.
+var ErrNoBinaries = errors.New("pglocal: initdb and pg_ctl were not found in PATH or /usr/lib/postgresql/*/bin: install PostgreSQL server binaries (Debian: apt-get install postgresql)")
+
+// StartCluster always starts a new cluster with initdb and pg_ctl, ignoring
+// environment variables and any running server: a cluster of its own that a
+// test may stop and start again (StopServer, StartServer) without disturbing
+// other tests. Call Stop when done.
+func StartCluster(ctx context.Context, o Options) (*Server, error) {
+	initdb, pgCtl, ok := findBinaries()
+	if !ok {
+		return nil, ErrNoBinaries
+	}
+	s, err := startCluster(ctx, initdb, pgCtl, o)
+	if err != nil {
+		return nil, fmt.Errorf("pglocal: start cluster with %s: %w", initdb, err)
+	}
+	return s, nil
+}
+
+// StopServer stops a cluster this process started, as an outage would, and
+// keeps its data directory so that StartServer can bring it back: mode is
+// pg_ctl's shutdown mode, "fast" (sessions are terminated, every committed
+// transaction is kept) or "immediate" (a crash; the cluster runs with
+// synchronous_commit=off, so the last acknowledged commits may be lost unless
+// the database sets it on: ALTER DATABASE … SET synchronous_commit = on). It
+// returns once the server has exited. Not safe for concurrent use with
+// StartServer or Stop.
+func (s *Server) StopServer(ctx context.Context, mode string) error {
+	if s == nil || s.pgCtl == "" || !s.started {
+		return errors.New("pglocal: StopServer: not a running cluster started by this process")
+	}
+	if err := s.run(ctx, s.pgCtl, "stop", "-D", s.DataDir, "-m", mode, "-w", "-t", "30"); err != nil {
+		return fmt.Errorf("pglocal: stop server: %w", err)
+	}
+	s.started = false
+	return nil
+}
+
+// StartServer starts a cluster stopped by StopServer again, on the same port
+// and data directory, and returns once it accepts connections.
+func (s *Server) StartServer(ctx context.Context) error {
+	if s == nil || s.pgCtl == "" || s.started {
+		return errors.New("pglocal: StartServer: not a cluster stopped by StopServer")
+	}
+	s.started = true // from here on Stop must stop it, even if it fails to come up
+	if err := s.start(ctx); err != nil {
+		return fmt.Errorf("pglocal: start server: %w", err)
+	}
+	return nil
 }
 
 // Stop stops the cluster this process started and removes its temporary
@@ -256,22 +309,31 @@ func startCluster(ctx context.Context, initdb, pgCtl string, o Options) (_ *Serv
 			return nil, err
 		}
 	}
-	logFile := filepath.Join(tmp, "postgres.log")
+	s.logFile = filepath.Join(tmp, "postgres.log")
 	// pg_ctl passes these options through /bin/sh, hence the quoting.
-	opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k %s -c fsync=off -c synchronous_commit=off -c full_page_writes=off", port, shellQuote([]string{tmp}))
-	s.started = true
-	if err := s.run(ctx, pgCtl, "start", "-D", s.DataDir, "-l", logFile, "-w", "-t", "30", "-o", opts); err != nil {
-		log, _ := os.ReadFile(logFile)
-		return nil, fmt.Errorf("%w\nserver log:\n%s", err, log)
-	}
+	s.opts = fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k %s -c fsync=off -c synchronous_commit=off -c full_page_writes=off", port, shellQuote([]string{tmp}))
 	s.URL = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
+	s.started = true
+	if err := s.start(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// start runs pg_ctl start with the cluster's options and waits until the
+// server accepts connections.
+func (s *Server) start(ctx context.Context) error {
+	if err := s.run(ctx, s.pgCtl, "start", "-D", s.DataDir, "-l", s.logFile, "-w", "-t", "30", "-o", s.opts); err != nil {
+		log, _ := os.ReadFile(s.logFile)
+		return fmt.Errorf("%w\nserver log:\n%s", err, log)
+	}
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		err := probe(ctx, s.URL, 2*time.Second)
 		if err == nil {
-			return s, nil
+			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return nil, fmt.Errorf("cluster does not accept connections: %w", err)
+			return fmt.Errorf("cluster does not accept connections: %w", err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -179,3 +179,39 @@ func selectOne(t *testing.T, url string) {
 		t.Fatalf("select 1 = %d, %v", one, err)
 	}
 }
+
+// TestStopServerStartServer checks that a cluster from StartCluster can be stopped and started
+// again on the same URL with its data, as the fault tests do.
+func TestStopServerStartServer(t *testing.T) {
+	requireBinaries(t)
+	t.Parallel()
+	s, err := StartCluster(t.Context(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	if _, err := connect(t, s.URL).Exec(t.Context(), "create database survives"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StopServer(t.Context(), "immediate"); err != nil {
+		t.Fatal(err)
+	}
+	if conn, err := pgx.Connect(t.Context(), s.URL); err == nil {
+		conn.Close(t.Context())
+		t.Fatal("the server accepts connections after StopServer")
+	}
+	if err := s.StopServer(t.Context(), "fast"); err == nil {
+		t.Error("StopServer of a stopped server: want an error")
+	}
+	if err := s.StartServer(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := connect(t, s.URL).QueryRow(t.Context(), "select count(*) from pg_database where datname = 'survives'").Scan(&n); err != nil || n != 1 {
+		t.Errorf("after StartServer: %d databases named survives, %v; want 1", n, err)
+	}
+}

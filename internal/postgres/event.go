@@ -46,10 +46,11 @@ func (db *DB) FinishEvent(ctx context.Context, id string) error {
 	})
 }
 
-// ReleaseEvent implements tenantkit.EventLog.
+// ReleaseEvent implements tenantkit.EventLog: the claim goes away, so a delivery that failed
+// leaves nothing behind and the next one claims afresh.
 func (db *DB) ReleaseEvent(ctx context.Context, id string) error {
 	return db.WithSystem(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `UPDATE tenantkit.processed_events SET claimed_until = NULL WHERE id = $1 AND done_at IS NULL`, id)
+		_, err := tx.Exec(ctx, `DELETE FROM tenantkit.processed_events WHERE id = $1 AND done_at IS NULL`, id)
 		return err
 	})
 }

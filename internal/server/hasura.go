@@ -1,8 +1,11 @@
 package server
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
 	"strings"
 
@@ -15,7 +18,7 @@ import (
 // from an environment variable); its value must equal TENANTKIT_SECRET.
 const SecretHeader = "X-Tenantkit-Secret"
 
-// maxHasuraBody bounds what Hasura may send in one request.
+// maxHasuraBody bounds what Hasura may send in one request; a larger body gets 413 (code invalid).
 const maxHasuraBody = 1 << 20
 
 // fromHasura guards a route Hasura calls: without the shared secret it answers 401 and does
@@ -33,7 +36,25 @@ func (s *Server) fromHasura(next http.Handler) http.Handler {
 			})
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, maxHasuraBody)
+		// The whole body, read here so that the limit holds for every route alike: a larger body is
+		// refused before any handler runs (a JSON decoder would otherwise stop at the first value
+		// and gqlgen would answer 200).
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxHasuraBody))
+		if err != nil {
+			status, msg := http.StatusBadRequest, "could not read the request body"
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				status, msg = http.StatusRequestEntityTooLarge, "request body larger than 1 MiB"
+			}
+			zerolog.Ctx(r.Context()).Warn().Err(err).Msg("rejected: request body")
+			SetCode(r.Context(), tenantkit.Invalid)
+			writeJSON(w, status, map[string]any{
+				"message":    msg,
+				"extensions": map[string]string{"code": tenantkit.Invalid},
+			})
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
 		vars := map[string]string{}
 		for name, values := range r.Header {
 			if n := strings.ToLower(name); strings.HasPrefix(n, "x-hasura-") && len(values) > 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -22,7 +23,8 @@ const maxWebhookBody = 1 << 20
 
 // Webhook serves POST /webhooks/stripe: the signature is verified before anything else (400 and
 // nothing written when it fails), then the event is applied once, in any order. 2xx when applied
-// (or applied before, or of a type billing ignores); 5xx when a retry may succeed, so Stripe
+// (or applied before, or of a type billing ignores); 400 when the event cannot be decoded or holds
+// a value the database refuses (a retry would fail alike); 5xx when a retry may succeed, so Stripe
 // retries.
 type Webhook struct {
 	Secret  string // STRIPE_WEBHOOK_SECRET
@@ -59,8 +61,11 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		code := tenantkit.ErrorCode(err)
 		log.Error().Err(err).Str("code", code).Msg("stripe event not applied; Stripe will retry")
 		status := http.StatusInternalServerError
-		if code == tenantkit.Unavailable {
+		switch code {
+		case tenantkit.Unavailable:
 			status = http.StatusServiceUnavailable
+		case tenantkit.Invalid:
+			status = http.StatusBadRequest // refused for good: the same event would be refused again
 		}
 		writeStatus(w, status, tenantkit.ErrorMessage(err))
 		return
@@ -74,17 +79,29 @@ func writeStatus(w http.ResponseWriter, status int, msg string) {
 	_ = json.NewEncoder(w).Encode(map[string]string{"status": msg})
 }
 
+// maxUnix is the last second of year 9999. Stripe's timestamps are far inside [0, maxUnix]; beyond
+// it PostgreSQL refuses a timestamp, or pgx's conversion to microseconds overflows into another date.
+const maxUnix = 253402300799
+
 // decode reduces a Stripe event to what billing applies.
 func decode(ev stripego.Event) (billing.StripeEvent, error) {
 	out := billing.StripeEvent{ID: ev.ID, Type: string(ev.Type), Created: time.Unix(ev.Created, 0).UTC()}
 	if ev.Data == nil {
 		return out, errors.New("event without data")
 	}
+	if ev.Created < 0 || ev.Created > maxUnix {
+		return out, fmt.Errorf("created %d out of range", ev.Created)
+	}
 	switch {
 	case strings.HasPrefix(out.Type, "customer.subscription."):
 		var s stripego.Subscription
 		if err := json.Unmarshal(ev.Data.Raw, &s); err != nil {
 			return out, err
+		}
+		for _, t := range []int64{s.CurrentPeriodStart, s.CurrentPeriodEnd, s.TrialEnd, s.CancelAt, s.CanceledAt} {
+			if t < 0 || t > maxUnix {
+				return out, fmt.Errorf("subscription timestamp %d out of range", t)
+			}
 		}
 		sub := subscription(&s)
 		out.Subscription = &sub

@@ -150,7 +150,7 @@ func (s *Service) Resend(ctx context.Context, sess tenantkit.Session, invitation
 		return Invitation{}, err
 	}
 	inv, err := s.Store.RotateInvitation(ctx, sess, invitationID, tok, s.now().Add(s.ttl()))
-	return inv, invitationStateError(inv, err)
+	return inv, invitationStateError(inv, err, "pending", "expired")
 }
 
 // Revoke ends a pending invitation. Revoking a revoked invitation again succeeds (idempotent).
@@ -166,19 +166,23 @@ func (s *Service) Revoke(ctx context.Context, sess tenantkit.Session, invitation
 	if tenantkit.ErrorCode(err) == tenantkit.Conflict && inv.Status == "revoked" {
 		return inv, nil
 	}
-	return inv, invitationStateError(inv, err)
+	return inv, invitationStateError(inv, err, "pending")
 }
 
-// invitationStateError turns a refused state change into the code of the invitation's state.
-func invitationStateError(inv Invitation, err error) error {
+// invitationStateError turns a refused state change into the code of the invitation's state. An
+// invitation the caller sees in a state the change allows (changeable) was refused by the rank
+// rule: an admin acting on an owner's invitation is forbidden, as with memberships.
+func invitationStateError(inv Invitation, err error, changeable ...string) error {
 	if tenantkit.ErrorCode(err) != tenantkit.Conflict {
 		return err
 	}
-	switch inv.Status {
-	case "accepted":
+	switch {
+	case inv.Status == "accepted":
 		return tenantkit.Errorf(InvitationUsed, "the invitation was already accepted")
-	case "revoked":
+	case inv.Status == "revoked":
 		return tenantkit.Errorf(InvitationRevoked, "the invitation was revoked")
+	case slices.Contains(changeable, inv.Status):
+		return tenantkit.Errorf(tenantkit.Forbidden, "you cannot change an invitation above your own role")
 	}
 	return err
 }
@@ -372,7 +376,9 @@ func (s *Service) AuditLog(ctx context.Context, sess tenantkit.Session, tenantID
 // SendInvitationEmail emails the invitation link for the token whose hash the event carried, if
 // that token is still the invitation's current one and has not been emailed yet; the outbox entry
 // is cleared only after the mail server accepted the message, so a failure is retried with the
-// same link. Errors: unavailable (retry), invalid (the recipient was refused for good).
+// same link; a database outage right after the mail server accepted the message is waited out
+// (up to clearPatience) rather than answered with a retry that would send it twice. Errors:
+// unavailable (retry), invalid (the recipient was refused for good).
 func (s *Service) SendInvitationEmail(ctx context.Context, tenantID, invitationID string, tokenHash []byte) error {
 	e, ok, err := s.Store.PendingInvitationEmail(ctx, tenantID, invitationID, tokenHash)
 	if err != nil || !ok {
@@ -403,5 +409,28 @@ func (s *Service) SendInvitationEmail(ctx context.Context, tenantID, invitationI
 	if err != nil {
 		return err
 	}
-	return s.Store.ClearInvitationEmail(ctx, tenantID, invitationID, tokenHash)
+	return s.clearInvitationEmail(ctx, tenantID, invitationID, tokenHash)
+}
+
+// clearPatience bounds how long SendInvitationEmail waits for the database to record an email the
+// mail server has accepted. Past it (or if the process dies meanwhile) the outbox entry stays and
+// a retried event sends the email again.
+const clearPatience = 20 * time.Second
+
+// clearInvitationEmail records that the mail server accepted the email. The database may be away
+// just then (an outage is often why an event is being retried at all): it tries again, with
+// back-off and even if the caller gave up, for up to clearPatience, because giving up here means
+// the next delivery of the event sends the same email a second time.
+func (s *Service) clearInvitationEmail(ctx context.Context, tenantID, invitationID string, tokenHash []byte) error {
+	ctx = context.WithoutCancel(ctx)
+	deadline := time.Now().Add(clearPatience)
+	for delay := 50 * time.Millisecond; ; delay = min(2*delay, 2*time.Second) {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := s.Store.ClearInvitationEmail(actx, tenantID, invitationID, tokenHash)
+		cancel()
+		if err == nil || tenantkit.ErrorCode(err) != tenantkit.Unavailable || time.Now().Add(delay).After(deadline) {
+			return err
+		}
+		time.Sleep(delay)
+	}
 }

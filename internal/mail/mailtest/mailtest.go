@@ -1,7 +1,8 @@
 // Package mailtest runs a real SMTP server inside a test, for the tests of internal/mail and of
 // every package that sends email through it (e.g. the invitation email event handler). The server
 // speaks SMTP on 127.0.0.1 (github.com/emersion/go-smtp), records every accepted message, and can
-// be told to reject a recipient, fail DATA or require authentication.
+// be told to reject a recipient, fail DATA, hold a message before answering it, require
+// authentication, or go away and come back (Stop, Restart).
 //
 // Typical use:
 //
@@ -53,12 +54,19 @@ type Server struct {
 	addr        string
 	implicitTLS bool
 	roots       *x509.CertPool // nil without TLS
+	tlsConfig   *tls.Config    // nil without TLS
+
+	run     sync.Mutex // guards the fields below: the SMTP server currently serving addr, if any
+	smtp    *smtp.Server
+	ln      net.Listener
+	stopped chan struct{} // closed when the current server's Serve has returned
 
 	mu       sync.Mutex
 	messages []Message
-	rejected map[string]bool // recipients answered with 550
-	failData int             // DATA commands still to fail with 451
-	user     string          // AUTH PLAIN user required before MAIL when non-empty
+	rejected map[string]bool  // recipients answered with 550
+	failData int              // DATA commands still to fail with 451
+	held     map[string]*hold // recipients whose next message waits for a verdict
+	user     string           // AUTH PLAIN user required before MAIL when non-empty
 	pass     string
 }
 
@@ -83,7 +91,26 @@ func StartImplicitTLS(t testing.TB) *Server {
 
 func start(t testing.TB, withTLS, implicitTLS bool) *Server {
 	t.Helper()
-	s := &Server{rejected: map[string]bool{}, implicitTLS: implicitTLS}
+	s := &Server{rejected: map[string]bool{}, held: map[string]*hold{}, implicitTLS: implicitTLS}
+	if withTLS {
+		cfg, roots, err := selfSigned()
+		if err != nil {
+			t.Fatalf("mailtest: certificate: %v", err)
+		}
+		s.tlsConfig, s.roots = cfg, roots
+	}
+	addr, err := s.listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("mailtest: listen: %v", err)
+	}
+	s.addr = addr // set once: Restart listens on it again
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// listen starts a new SMTP server on addr and returns the address it listens on; s.run must not
+// be held.
+func (s *Server) listen(addr string) (string, error) {
 	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
 		return &session{srv: s}, nil
 	}))
@@ -94,35 +121,57 @@ func start(t testing.TB, withTLS, implicitTLS bool) *Server {
 	srv.MaxMessageBytes = 10 << 20
 	srv.ErrorLog = log.New(io.Discard, "", 0) // clients hanging up are expected in tests
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		t.Fatalf("mailtest: listen: %v", err)
+		return "", err
 	}
-	if withTLS {
-		cfg, roots, err := selfSigned()
-		if err != nil {
-			l.Close()
-			t.Fatalf("mailtest: certificate: %v", err)
-		}
-		s.roots = roots
-		if implicitTLS {
-			l = tls.NewListener(l, cfg)
+	if s.tlsConfig != nil {
+		if s.implicitTLS {
+			l = tls.NewListener(l, s.tlsConfig)
 		} else {
-			srv.TLSConfig = cfg
+			srv.TLSConfig = s.tlsConfig
 		}
 	}
-	s.addr = l.Addr().String()
 	done := make(chan struct{})
+	s.run.Lock()
+	s.smtp, s.ln, s.stopped = srv, l, done
+	s.run.Unlock()
 	go func() {
 		defer close(done)
 		srv.Serve(l) // returns once Close is called
 	}()
-	t.Cleanup(func() {
-		srv.Close()
-		l.Close() // Close misses a listener that Serve has not registered yet
-		<-done
-	})
-	return s
+	return l.Addr().String(), nil
+}
+
+// Stop takes the server down, as a mail server that crashed or is restarting: it stops listening
+// and drops every open connection, so senders get "connection refused" until Restart. Messages
+// accepted so far are kept. Stopping a stopped server does nothing.
+func (s *Server) Stop() {
+	s.run.Lock()
+	srv, l, done := s.smtp, s.ln, s.stopped
+	s.smtp, s.ln, s.stopped = nil, nil, nil
+	s.run.Unlock()
+	if srv == nil {
+		return
+	}
+	srv.Close()
+	l.Close() // Close misses a listener that Serve has not registered yet
+	<-done
+}
+
+// Restart brings a stopped server back on the same address (URL is unchanged), with its
+// messages and settings. It fails if the port was taken in the meantime.
+func (s *Server) Restart() error {
+	s.run.Lock()
+	running := s.smtp != nil
+	s.run.Unlock()
+	if running {
+		return errors.New("mailtest: Restart: the server is running")
+	}
+	if _, err := s.listen(s.addr); err != nil {
+		return fmt.Errorf("mailtest: listen again on %s: %w", s.addr, err)
+	}
+	return nil
 }
 
 // Addr returns the server's host:port.
@@ -174,6 +223,26 @@ func (s *Server) FailData(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.failData = n
+}
+
+// hold is a message kept waiting between its data and the server's answer.
+type hold struct {
+	arrived chan struct{} // closed when the message's data is in
+	verdict chan bool     // true: accept (250), false: refuse for now (451)
+}
+
+// HoldRecipient makes the server keep the next message to addr waiting after its data is sent,
+// with no answer, until release is called: release(true) accepts it (250), release(false) answers
+// 451 4.3.0 (try again later) and records nothing. arrived is closed once the message is waiting;
+// this lets a test change the world at the exact moment a sender waits for the verdict. Only the
+// first call of release counts; call it (e.g. from t.Cleanup) even when the message never came.
+func (s *Server) HoldRecipient(addr string) (arrived <-chan struct{}, release func(accept bool)) {
+	h := &hold{arrived: make(chan struct{}), verdict: make(chan bool, 1)}
+	s.mu.Lock()
+	s.held[strings.ToLower(addr)] = h
+	s.mu.Unlock()
+	var once sync.Once
+	return h.arrived, func(accept bool) { once.Do(func() { h.verdict <- accept }) }
 }
 
 // RequireAuth makes the server offer AUTH PLAIN and refuse MAIL FROM (502 5.7.0) until the client
@@ -244,6 +313,21 @@ func (c *session) Data(r io.Reader) error {
 	data, err := io.ReadAll(r)
 	if err != nil {
 		return err
+	}
+	c.srv.mu.Lock()
+	var h *hold
+	for _, to := range c.to {
+		if h = c.srv.held[strings.ToLower(to)]; h != nil {
+			delete(c.srv.held, strings.ToLower(to))
+			break
+		}
+	}
+	c.srv.mu.Unlock()
+	if h != nil {
+		close(h.arrived)
+		if !<-h.verdict {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Requested action aborted: try again later"}
+		}
 	}
 	c.srv.mu.Lock()
 	defer c.srv.mu.Unlock()

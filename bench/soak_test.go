@@ -1,0 +1,445 @@
+package bench_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stripe/stripe-go/v76/webhook"
+
+	"github.com/tenantkit/tenantkit/internal/hasuratest"
+	"github.com/tenantkit/tenantkit/internal/mail/mailtest"
+	"github.com/tenantkit/tenantkit/internal/stripetest"
+)
+
+// BenchmarkSoak is `make soak`: SOAK_DURATION (default 10m) of mixed traffic at a steady
+// SOAK_RATE (default 100 operations/s) against `tenantkit serve` in its own process, with
+// stripe-mock and an SMTP peer: permission checks (60%), usage batches of 100 events (10%),
+// Stripe webhooks with duplicates (15%), invitations delivered as Hasura would deliver the
+// invitation_email event (5%), acceptances of the emailed links (5%) and new tenants (5%).
+//
+// It fails on any unexpected answer, on a wrong total afterwards, when the service's memory or
+// goroutines grow after the first minute (warm-up), or when the p99 latency of the last minute is
+// more than 1.5× that of the first.
+func BenchmarkSoak(b *testing.B) {
+	duration := 10 * time.Minute
+	if v := os.Getenv("SOAK_DURATION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 2*time.Minute {
+			b.Fatalf("SOAK_DURATION=%q: want a duration of at least 2m", v)
+		}
+		duration = d
+	}
+	rate := 100
+	if v := os.Getenv("SOAK_RATE"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 20 {
+			b.Fatalf("SOAK_RATE=%q: want at least 20", v)
+		}
+		rate = n
+	}
+	ctx := b.Context()
+	sm, err := stripetest.Start(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	smtp := mailtest.Start(b)
+	db := newDB(b)
+	ds := load(b, db, sizes{tenants: 200, projectsPerTenant: 1, extraUsers: 400})
+	svc := startService(b, db, "SMTP_URL="+smtp.URL(), "STRIPE_SECRET_KEY="+stripetest.TestKey, "STRIPE_API_URL="+sm.URL,
+		"STRIPE_WEBHOOK_SECRET="+benchWebhookSecret)
+	hc := hasura(b, svc)
+	w := &soak{b: b, svc: svc, hc: hc, ds: ds, smtp: smtp, base: time.Now().Add(-time.Hour).Unix(),
+		tokens: map[string]string{}, started: time.Now()}
+	w.members()
+
+	samples := w.sample(ctx, duration)
+	ops := []func(context.Context, int) error{}
+	for range 12 {
+		ops = append(ops, w.check)
+	}
+	ops = append(ops, w.usage, w.usage, w.webhook, w.webhook, w.webhook, w.invite, w.accept, w.createTenant)
+	st := openLoop(ctx, rate, duration, 64, func(ctx context.Context, i int) error {
+		t := time.Now()
+		err := ops[i%len(ops)](ctx, i)
+		w.observe(t, time.Since(t))
+		return err
+	})
+	b.Logf("soak: %s", st)
+	if st.failed > 0 {
+		b.Fatalf("soak: %d operations failed, first: %v", st.failed, st.firstErr)
+	}
+	w.verify(ctx)
+
+	// Flat after warm-up: the first sample after one minute against the rest.
+	s := <-samples
+	warm := slices.IndexFunc(s, func(x sampleAt) bool { return x.at >= time.Minute })
+	if warm < 0 || len(s) < warm+2 {
+		b.Fatalf("too few samples (%d) for a soak of %s", len(s), duration)
+	}
+	maxRSS, maxG := 0.0, 0
+	for _, x := range s[warm:] {
+		maxRSS, maxG = max(maxRSS, x.rss), max(maxG, x.goroutines)
+	}
+	first, last := w.p99(0), w.p99(int(duration/time.Minute)-1)
+	b.Logf("soak: RSS %.1f MiB after warm-up, at most %.1f MiB after; goroutines %d after warm-up, at most %d after; p99 %.2f ms in the first minute, %.2f ms in the last",
+		s[warm].rss, maxRSS, s[warm].goroutines, maxG, first, last)
+	if maxRSS > s[warm].rss*1.25+8 {
+		b.Errorf("memory grew after warm-up: %.1f MiB to %.1f MiB", s[warm].rss, maxRSS)
+	}
+	if maxG > s[warm].goroutines+20 {
+		b.Errorf("goroutines grew after warm-up: %d to %d", s[warm].goroutines, maxG)
+	}
+	if last > 1.5*first {
+		b.Errorf("p99 of the last minute %.2f ms is more than 1.5× that of the first, %.2f ms", last, first)
+	}
+	report(b, map[string]float64{
+		"ops": float64(st.ok), "ops/s": st.rate(), "p99-first-ms": first, "p99-last-ms": last,
+		"rss-warm-MiB": s[warm].rss, "rss-max-MiB": maxRSS, "goroutines-warm": float64(s[warm].goroutines), "goroutines-max": float64(maxG),
+	})
+}
+
+// soak is the state of the mixed traffic.
+type soak struct {
+	b       *testing.B
+	svc     *service
+	hc      *hasuratest.Client
+	ds      *dataset
+	smtp    *mailtest.Server
+	base    int64
+	started time.Time
+
+	checks []soakCheck // fixed memberships: their answers never change
+
+	mu        sync.Mutex
+	minutes   [][]time.Duration // latencies by minute since start
+	tokens    map[string]string // invitee email → token, from the emails
+	pending   []string          // invited emails whose token arrived, not yet accepted
+	seenMail  int
+	recorded  atomic.Int64 // usage events acknowledged
+	accepted  atomic.Int64
+	created   atomic.Int64
+	invited   atomic.Int64
+	webhookAt []atomic.Int64 // per tenant: the created second of the next subscription event
+}
+
+type soakCheck struct {
+	req  *hasuratest.Request
+	want string
+}
+
+type sampleAt struct {
+	at         time.Duration
+	rss        float64
+	goroutines int
+}
+
+func (w *soak) observe(start time.Time, d time.Duration) {
+	m := int(start.Sub(w.started) / time.Minute)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for len(w.minutes) <= m {
+		w.minutes = append(w.minutes, nil)
+	}
+	w.minutes[m] = append(w.minutes[m], d)
+}
+
+// p99 of the minute m, in milliseconds.
+func (w *soak) p99(m int) float64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if m >= len(w.minutes) || len(w.minutes[m]) == 0 {
+		return 0
+	}
+	ls := slices.Clone(w.minutes[m])
+	slices.Sort(ls)
+	return float64(ls[len(ls)*99/100]) / float64(time.Millisecond)
+}
+
+// sample reads the service's memory and goroutines every 10 s until d has passed.
+func (w *soak) sample(ctx context.Context, d time.Duration) <-chan []sampleAt {
+	out := make(chan []sampleAt, 1)
+	go func() {
+		var s []sampleAt
+		tick := time.NewTicker(10 * time.Second)
+		defer tick.Stop()
+		for {
+			at := time.Since(w.started)
+			s = append(s, sampleAt{at: at, rss: w.svc.rssMiB(w.b), goroutines: w.goroutines(ctx)})
+			if at >= d {
+				out <- s
+				return
+			}
+			select {
+			case <-ctx.Done():
+				out <- s
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return out
+}
+
+var goroutinesLine = regexp.MustCompile(`^go_goroutines (\d+)`)
+
+func (w *soak) goroutines(ctx context.Context) int {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, w.svc.url+"/metrics", nil)
+	res, err := client.Do(req)
+	if err != nil {
+		return -1
+	}
+	defer res.Body.Close()
+	sc := bufio.NewScanner(res.Body)
+	for sc.Scan() {
+		if m := goroutinesLine.FindStringSubmatch(sc.Text()); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			return n
+		}
+	}
+	return -1
+}
+
+// members prepares the permission checks from the memberships loaded (nobody leaves them).
+func (w *soak) members() {
+	ctx := w.b.Context()
+	rows, err := w.svc.admin.Query(ctx, `SELECT tenant_id::text, user_id::text, role::text FROM tenant_users ORDER BY tenant_id, user_id`)
+	if err != nil {
+		w.b.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var tenant, user, role string
+		if err := rows.Scan(&tenant, &user, &role); err != nil {
+			w.b.Fatal(err)
+		}
+		req, err := w.hc.ActionRequest("checkPermission", map[string]any{"tenantId": tenant, "permission": "users:invite"},
+			map[string]string{"x-hasura-role": "user", "x-hasura-user-id": user})
+		if err != nil {
+			w.b.Fatal(err)
+		}
+		w.checks = append(w.checks, soakCheck{req, fmt.Sprintf(`"allowed":%t`, role == "owner" || role == "admin")})
+	}
+	if err := rows.Err(); err != nil {
+		w.b.Fatal(err)
+	}
+	w.webhookAt = make([]atomic.Int64, len(w.ds.tenants))
+}
+
+// action calls an action as Hasura would and decodes a 200 answer into out.
+func (w *soak) action(ctx context.Context, name string, input map[string]any, session map[string]string, out any) error {
+	res, err := w.hc.Action(ctx, name, input, session)
+	if err != nil {
+		return err
+	}
+	if res.Status != http.StatusOK || res.HasuraError != nil {
+		return fmt.Errorf("%s: %w (Hasura: %v)", name, statusError(res.Status, res.Body), res.HasuraError)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(res.Body, out)
+}
+
+func user(id string) map[string]string {
+	return map[string]string{"x-hasura-role": "user", "x-hasura-user-id": id}
+}
+
+func (w *soak) check(ctx context.Context, i int) error {
+	c := w.checks[i%len(w.checks)]
+	status, body, err := call(ctx, c.req.URL, c.req.Body, headerMap(c.req))
+	if err != nil {
+		return err
+	}
+	if status != http.StatusOK || !strings.Contains(string(body), c.want) {
+		return fmt.Errorf("checkPermission: %w, want %s", statusError(status, body), c.want)
+	}
+	return nil
+}
+
+func (w *soak) usage(ctx context.Context, i int) error {
+	events := make([]any, 100)
+	for j := range events {
+		events[j] = map[string]any{"tenantId": w.ds.tenants[(i+j)%len(w.ds.tenants)], "metric": "emails_sent", "quantity": 1,
+			"idempotencyKey": fmt.Sprintf("soak-%d-%d", i, j)}
+	}
+	var out struct{ Recorded, Duplicates int }
+	if err := w.action(ctx, "recordUsage", map[string]any{"events": events}, map[string]string{"x-hasura-role": "service"}, &out); err != nil {
+		return err
+	}
+	if out.Recorded != 100 {
+		return fmt.Errorf("recordUsage: %+v, want 100 recorded", out)
+	}
+	w.recorded.Add(100)
+	return nil
+}
+
+// webhook sends the next subscription update of a tenant, and one time in five the same event
+// again (a redelivery).
+func (w *soak) webhook(ctx context.Context, i int) error {
+	k := i % len(w.ds.tenants)
+	tenant := w.ds.tenants[k]
+	created := w.base + w.webhookAt[k].Add(1)
+	status := []string{"active", "past_due", "active", "trialing"}[created%4]
+	payload, err := json.Marshal(map[string]any{
+		"id": fmt.Sprintf("evt_soak_%s_%d", tenant[:8], created), "object": "event", "api_version": "2023-10-16", "created": created,
+		"type": "customer.subscription.updated", "data": map[string]any{"object": subscriptionObject(tenant, "", status, w.base)},
+		"livemode": false, "pending_webhooks": 1, "request": map[string]any{"id": nil, "idempotency_key": nil},
+	})
+	if err != nil {
+		return err
+	}
+	for range 1 + btoi(i%5 == 0) {
+		signed := webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: payload, Secret: benchWebhookSecret, Timestamp: time.Now()})
+		code, body, err := call(ctx, w.svc.url+"/webhooks/stripe", payload, map[string]string{"Stripe-Signature": signed.Header})
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK {
+			return fmt.Errorf("webhook: %w", statusError(code, body))
+		}
+	}
+	return nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// invite: a tenant's owner invites a new address; Hasura then delivers the invitation_email event
+// with the row as written, and the service emails the link.
+func (w *soak) invite(ctx context.Context, i int) error {
+	k := rand.IntN(len(w.ds.tenants))
+	email := fmt.Sprintf("soak-invitee-%d-%s@example.com", i, uuid.NewString()[:8])
+	var out struct{ InvitationID string }
+	if err := w.action(ctx, "inviteMember", map[string]any{"tenantId": w.ds.tenants[k], "email": email, "role": "member"},
+		user(w.ds.owners[k]), &out); err != nil {
+		return err
+	}
+	var row map[string]any
+	var raw []byte
+	if err := w.svc.admin.QueryRow(ctx, `SELECT row_to_json(t) FROM tenant_invitations t WHERE id = $1`, out.InvitationID).Scan(&raw); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(raw, &row); err != nil {
+		return err
+	}
+	res, err := w.hc.Event(ctx, "invitation_email", "INSERT", nil, row, hasuratest.EventOptions{Session: user(w.ds.owners[k])})
+	if err != nil {
+		return err
+	}
+	if res.Status != http.StatusOK {
+		return fmt.Errorf("invitation_email event: %w", statusError(res.Status, res.Body))
+	}
+	w.invited.Add(1)
+	return w.readMail()
+}
+
+var soakLink = regexp.MustCompile(`http://app\.test/invitations/accept\?token=([A-Za-z0-9_%-]+)`)
+
+// readMail takes the invitation links of the emails that arrived since the last call.
+func (w *soak) readMail() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	msgs := w.smtp.Messages()
+	for _, m := range msgs[w.seenMail:] {
+		d, err := m.Decode()
+		if err != nil {
+			return err
+		}
+		match := soakLink.FindStringSubmatch(d.Text)
+		if match == nil || len(m.To) != 1 {
+			return fmt.Errorf("email without one recipient and an invitation link: %v\n%s", m.To, d.Text)
+		}
+		tok, err := url.QueryUnescape(match[1])
+		if err != nil {
+			return err
+		}
+		if _, dup := w.tokens[m.To[0]]; dup {
+			return fmt.Errorf("a second invitation email to %s", m.To[0])
+		}
+		w.tokens[m.To[0]] = tok
+		w.pending = append(w.pending, m.To[0])
+	}
+	w.seenMail = len(msgs)
+	return nil
+}
+
+// accept: the invitee of a link that arrived signs up and accepts it.
+func (w *soak) accept(ctx context.Context, _ int) error {
+	w.mu.Lock()
+	if len(w.pending) == 0 {
+		w.mu.Unlock()
+		return nil // nothing to accept yet
+	}
+	email := w.pending[0]
+	w.pending = w.pending[1:]
+	tok := w.tokens[email]
+	w.mu.Unlock()
+	var id string
+	if err := w.svc.admin.QueryRow(ctx, `INSERT INTO auth.users (email, display_name) VALUES ($1, 'invitee') RETURNING id::text`, email).Scan(&id); err != nil {
+		return err
+	}
+	if err := w.action(ctx, "acceptInvitation", map[string]any{"token": tok}, user(id), nil); err != nil {
+		return err
+	}
+	w.accepted.Add(1)
+	return nil
+}
+
+func (w *soak) createTenant(ctx context.Context, i int) error {
+	var id string
+	if err := w.svc.admin.QueryRow(ctx, `INSERT INTO auth.users (email, display_name) VALUES ($1, 'founder') RETURNING id::text`,
+		fmt.Sprintf("soak-founder-%d@example.com", i)).Scan(&id); err != nil {
+		return err
+	}
+	if err := w.action(ctx, "createTenant", map[string]any{"name": "Soak", "slug": fmt.Sprintf("soak-%d", i)}, user(id), nil); err != nil {
+		return err
+	}
+	w.created.Add(1)
+	return nil
+}
+
+// verify compares the database with what the service acknowledged.
+func (w *soak) verify(ctx context.Context) {
+	var usage float64
+	var invitees, tenants, emails int
+	if err := w.svc.admin.QueryRow(ctx, `SELECT
+		(SELECT coalesce(sum(quantity), 0) FROM billing_usage WHERE metric = 'emails_sent'),
+		(SELECT count(*) FROM tenant_users m JOIN auth.users u ON u.id = m.user_id WHERE u.email LIKE 'soak-invitee-%'),
+		(SELECT count(*) FROM tenants WHERE slug LIKE 'soak-%')`).Scan(&usage, &invitees, &tenants); err != nil {
+		w.b.Fatal(err)
+	}
+	emails = len(w.smtp.Messages())
+	w.b.Logf("soak totals: %d usage events, %d invitations emailed (%d emails), %d accepted, %d tenants created",
+		w.recorded.Load(), w.invited.Load(), emails, w.accepted.Load(), w.created.Load())
+	if usage != float64(w.recorded.Load()) {
+		w.b.Errorf("usage: stored %v, acknowledged %d", usage, w.recorded.Load())
+	}
+	if int64(emails) != w.invited.Load() {
+		w.b.Errorf("%d emails for %d invitations", emails, w.invited.Load())
+	}
+	if int64(invitees) != w.accepted.Load() {
+		w.b.Errorf("%d invitees are members, %d acceptances acknowledged", invitees, w.accepted.Load())
+	}
+	if int64(tenants) != w.created.Load() {
+		w.b.Errorf("%d tenants created, %d acknowledged", tenants, w.created.Load())
+	}
+}
