@@ -54,9 +54,10 @@ type payload struct {
 	RequestQuery     string            `json:"request_query"`
 }
 
-// action is one action: its input decoded, its output a JSON-encodable value.
+// action is one action: its input decoded, its output a JSON-encodable value, and the tenant the
+// input names ("" if none), for the logs and the api_calls meter.
 type action struct {
-	run func(ctx context.Context, s tenantkit.Session, input json.RawMessage) (any, error)
+	run func(ctx context.Context, s tenantkit.Session, input json.RawMessage) (out any, tenant string, err error)
 	sig Signature
 }
 
@@ -70,19 +71,27 @@ type Signature struct {
 
 // typed adapts a domain call taking a decoded input and answering a typed output. Unknown input
 // fields are refused: they mean the metadata and the handler disagree about the action's arguments.
+// An input's TenantID field, if it has one, is the tenant the call is about: it is added to the
+// request's log context before fn runs.
 func typed[In, Out any](fn func(ctx context.Context, s tenantkit.Session, in In) (Out, error)) action {
-	run := func(ctx context.Context, s tenantkit.Session, raw json.RawMessage) (any, error) {
+	tenantField, scoped := reflect.TypeFor[In]().FieldByName("TenantID")
+	run := func(ctx context.Context, s tenantkit.Session, raw json.RawMessage) (any, string, error) {
 		var in In
 		dec := json.NewDecoder(bytes.NewReader(raw))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&in); err != nil {
-			return nil, tenantkit.Errorf(tenantkit.Invalid, "malformed input: %s", decodeProblem(err))
+			return nil, "", tenantkit.Errorf(tenantkit.Invalid, "malformed input: %s", decodeProblem(err))
+		}
+		tenant := ""
+		if scoped {
+			tenant = reflect.ValueOf(&in).Elem().FieldByIndex(tenantField.Index).String()
+			zerolog.Ctx(ctx).UpdateContext(func(c zerolog.Context) zerolog.Context { return c.Str("tenant_id", tenant) })
 		}
 		out, err := fn(ctx, s, in)
 		if err != nil {
-			return nil, err
+			return nil, tenant, err
 		}
-		return out, nil
+		return out, tenant, nil
 	}
 	return action{run: run, sig: Signature{Input: reflect.TypeFor[In](), Output: reflect.TypeFor[Out]()}}
 }
@@ -178,24 +187,14 @@ func (h *Handler) ServeAction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	session := tenantkit.NewSession(p.SessionVariables)
-	var in struct {
-		TenantID string `json:"tenantId"`
-	}
-	_ = json.Unmarshal(p.Input, &in)
-	log.UpdateContext(func(c zerolog.Context) zerolog.Context {
-		c = c.Str("user_id", session.UserID())
-		if in.TenantID != "" {
-			c = c.Str("tenant_id", in.TenantID)
-		}
-		return c
-	})
-	out, err := fn.run(tenantkit.WithSession(ctx, session), session, p.Input)
+	log.UpdateContext(func(c zerolog.Context) zerolog.Context { return c.Str("user_id", session.UserID()) })
+	out, tenant, err := fn.run(tenantkit.WithSession(ctx, session), session, p.Input)
 	if err != nil {
 		writeError(w, r, err)
 		return
 	}
-	if h.Meter != nil && in.TenantID != "" && !answersOutsider(out) {
-		h.Meter.Count(in.TenantID)
+	if h.Meter != nil && tenant != "" && !answersOutsider(out) {
+		h.Meter.Count(tenant)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
