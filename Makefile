@@ -2,7 +2,7 @@
 .DEFAULT_GOAL := help
 GO ?= go
 
-.PHONY: help run test race lint generate check-generate bench bench-rls soak build
+.PHONY: help run test race lint generate check-generate bench bench-rls soak fuzz build
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,6 +37,11 @@ bench: ## every benchmark, and the table of figures, baselines and targets (abou
 
 bench-rls: ## only the RLS benchmark (1,000 / 10,000 / 100,000 tenants)
 	BENCH=rls scripts/bench.sh
+
+FUZZTIME ?= 30s
+
+fuzz: ## every Go fuzz target for FUZZTIME each (default 30s, about 5 minutes); FUZZ=regexp picks targets
+	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh $(FUZZ)
 
 soak: ## 10 minutes of mixed traffic at 100/s (SOAK_DURATION, SOAK_RATE): no errors, flat memory, steady p99
 	scripts/soak.sh
