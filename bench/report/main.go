@@ -136,8 +136,9 @@ func table(r results) []row {
 		p50, _ := r.median(cp, "p50-ms@2000/s")
 		p99, _ := r.median(cp, "p99-ms@2000/s")
 		rows = append(rows, row{figure: "checkPermission at 2,000/s, p50", value: fmt.Sprintf("%.2f ms", p50)})
+		lag, _ := r.median(cp, "lag-p99-ms@2000/s")
 		rows = append(rows, row{figure: "checkPermission at 2,000/s, p99", value: fmt.Sprintf("%.2f ms", p99),
-			target: "≤ 5 ms", met: check(p99 <= 5)})
+			baseline: fmt.Sprintf("of which generator lag %.2f ms", lag), target: "≤ 5 ms", met: check(p99 <= 5)})
 		idle, _ := r.median(cp, "idle-MiB")
 		loaded, _ := r.median(cp, "loaded-MiB")
 		rows = append(rows, row{figure: "memory (RSS) of tenantkit serve, idle", value: fmt.Sprintf("%.1f MiB", idle),

@@ -14,8 +14,9 @@ import (
 )
 
 // TestQueryRowAsUser: the one-round-trip read runs as tenantkit_app with the session's claims, so
-// RLS applies as under WithUser; the settings end with the statement (the connection goes back to
-// the pool clean, also after an error); and a committed change is seen by the next read.
+// RLS applies as under WithUser (and QueryRowAsSystem as tenantkit_system, without claims); the
+// settings end with the statement (the connection goes back to the pool clean, also after an
+// error); and a committed change is seen by the next read.
 func TestQueryRowAsUser(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewDB(t)
@@ -79,6 +80,13 @@ func TestQueryRowAsUser(t *testing.T) {
 		t.Fatal("a failing statement returned no error")
 	}
 	clean("after an error")
+
+	var who, claims string
+	if err := db.QueryRowAsSystem(ctx, func(row pgx.Row) error { return row.Scan(&who, &claims) },
+		`SELECT current_user::text, current_setting('hasura.user')`); err != nil || who != postgres.SystemRole || claims != "" {
+		t.Fatalf("QueryRowAsSystem ran as %s with claims %q (%v), want %s and none", who, claims, err, postgres.SystemRole)
+	}
+	clean("after a system read")
 
 	fxExec(t, admin, `UPDATE tenant_users SET role = 'guest' WHERE tenant_id = $1 AND user_id = $2`, tn.id, member)
 	if _, role, _ := read(member); role != "guest" {

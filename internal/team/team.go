@@ -89,7 +89,8 @@ type InvitationEmail struct {
 // last_owner, unavailable.
 type Store interface {
 	CreateTenant(ctx context.Context, s tenantkit.Session, t NewTenant) (Tenant, error)
-	// Membership returns the caller's own membership of the tenant; not_found when none.
+	// Membership returns the caller's own membership of the tenant; not_found when none. It reads
+	// on the system path, selecting the row by the caller's id (what RLS would allow anyway).
 	Membership(ctx context.Context, s tenantkit.Session, tenantID string) (Membership, error)
 	CreateInvitation(ctx context.Context, s tenantkit.Session, inv NewInvitation) (Invitation, error)
 	// RotateInvitation replaces the token and expiry of a pending or expired invitation.
