@@ -183,7 +183,7 @@ func BenchmarkCheckPermission(b *testing.B) {
 		"checks/s": median(max, rate), "healthz/s": median(base, rate),
 		"p50-ms@2000/s": median(fixed, p(50)), "p99-ms@2000/s": median(fixed, p(99)), "achieved/s@2000/s": median(fixed, rate),
 		"lag-p99-ms@2000/s": median(fixed, func(s *stats) float64 { return s.lag.pct(99) }),
-		"idle-MiB": idle, "loaded-MiB": loaded,
+		"idle-MiB":          idle, "loaded-MiB": loaded,
 	})
 }
 
