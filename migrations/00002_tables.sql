@@ -202,7 +202,7 @@ CREATE TABLE billing_usage (
   updated_at   timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (tenant_id, metric, period_start, slot),
   CHECK (period_end > period_start)
-);
+) WITH (fillfactor = 70); -- counters are updated in place: room on the page makes those updates HOT
 COMMENT ON TABLE billing_usage IS 'Metered usage per tenant, metric and period (sum over slot)';
 
 CREATE TABLE tenantkit.usage_events (
