@@ -311,16 +311,19 @@ func explain(ctx context.Context, tb testing.TB, url string, role, user, tenant 
 }
 
 // checkPlan reports a plan that does not read projects through projects_tenant_created_idx, or
-// (under RLS) evaluates the policy other than once per statement.
-func checkPlan(tb testing.TB, name, plan string, rls bool) {
+// (under RLS) evaluates the policy other than once per statement. whole: the tenant has no more
+// rows than the page, so reading them all through the index and sorting them (a bitmap scan) is as
+// good as an ordered index scan, and the planner may choose it, with or without RLS.
+func checkPlan(tb testing.TB, name, plan string, rls, whole bool) {
 	tb.Helper()
-	if !strings.Contains(plan, "Index Scan using projects_tenant_created_idx on projects") {
+	if !strings.Contains(plan, "Index Scan using projects_tenant_created_idx on projects") &&
+		!(whole && strings.Contains(plan, "Bitmap Index Scan on projects_tenant_created_idx")) {
 		tb.Errorf("%s: the plan does not use projects_tenant_created_idx:\n%s", name, plan)
 	}
 	if strings.Contains(plan, "Seq Scan") {
 		tb.Errorf("%s: the plan has a Seq Scan:\n%s", name, plan)
 	}
-	if strings.Contains(plan, "Sort") {
+	if strings.Contains(plan, "Sort") && !whole {
 		tb.Errorf("%s: the plan sorts instead of reading the index in order:\n%s", name, plan)
 	}
 	if rls != onceOnly(plan) {
@@ -468,7 +471,7 @@ func BenchmarkListProjects(b *testing.B) {
 		} {
 			plan := explain(ctx, b, ds.url, c.role, c.user, ds.tenants[k], c.generic)
 			b.Logf("tenants=%d: EXPLAIN (ANALYZE, BUFFERS), %s:\n%s", size.tenants, c.name, plan)
-			checkPlan(b, c.name, plan, c.rls)
+			checkPlan(b, c.name, plan, c.rls, size.projectsPerTenant <= pageSize)
 		}
 		b.Logf("tenants=%d: EXPLAIN (ANALYZE, BUFFERS), naive:\n%s", size.tenants,
 			explain(ctx, b, ds.url, naiveRole, ds.owners[k], ds.tenants[k], false))

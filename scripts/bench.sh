@@ -27,7 +27,7 @@ echo "bench: raw output in $raw"
 # the console shows the result lines and the phase summaries.
 run() {
 	go test ./bench -run '^$' -timeout 30m -v "$@" 2>&1 | tee -a "$raw" |
-		grep -E '^(Benchmark|ok|FAIL|---|panic)|(dataset:|checkPermission |recordUsage:|upsert:|webhooks )' || true
+		grep -E '^Benchmark\S+\s+[0-9]+\s|^(ok|FAIL|---|panic)|(dataset:|checkPermission |recordUsage:|upsert:|webhooks )' || true
 	if grep -qE '^(FAIL|--- FAIL|panic:)' "$raw"; then
 		echo "bench: a benchmark failed; see $raw" >&2
 		exit 1
