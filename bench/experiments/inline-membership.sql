@@ -9,7 +9,9 @@ CREATE VIEW tenantkit.caller_memberships WITH (security_barrier) AS
   SELECT m.tenant_id, m.role, m.permissions
   FROM public.tenant_users m
   WHERE m.user_id = coalesce(
-    substring(current_setting('hasura.user', true) from '^\{(?:"x-hasura-[a-z0-9-]+":"[^"\\]*",)*"x-hasura-user-id":"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"(?:,"x-hasura-[a-z0-9-]+":"[^"\\]*")*\}$')::uuid,
+    CASE WHEN current_setting('hasura.user', true) ~ '^\s*\{\s*("[a-z0-9_-]*"\s*:\s*"([^"\\[:cntrl:]]|\\["\\/bfnrt])*"\s*(,\s*"[a-z0-9_-]*"\s*:\s*"([^"\\[:cntrl:]]|\\["\\/bfnrt])*"\s*)*)?\}\s*$'
+          AND (current_setting('hasura.user', true)::jsonb ->> 'x-hasura-user-id') ~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$'
+         THEN (current_setting('hasura.user', true)::jsonb ->> 'x-hasura-user-id')::uuid END,
     tenantkit.current_user_id());
 ALTER VIEW tenantkit.caller_memberships OWNER TO tenantkit_system;
 GRANT USAGE ON SCHEMA tenantkit TO tenantkit_app;
