@@ -368,7 +368,7 @@ func BenchmarkWebhooks(b *testing.B) {
 		}
 		var out []delivery
 		for _, e := range seq {
-			obj := subscriptionObject(tenant, e.plan, e.status, base)
+			obj := stripetest.SubscriptionObject(tenant, e.plan, e.status, base)
 			if e.typ == "invoice.payment_failed" {
 				obj = map[string]any{"id": "in_" + e.id + tenant[:8], "object": "invoice", "subscription": "sub_" + tenant[:8], "customer": "cus_" + tenant[:8]}
 			}
@@ -444,19 +444,4 @@ func BenchmarkWebhooks(b *testing.B) {
 	report(b, map[string]float64{
 		"events/s": float64(len(mixed)) / mixedRun.elapsed.Seconds(), "clean-events/s": cleanRate,
 	})
-}
-
-// subscriptionObject is a Stripe subscription as it appears in events (as in the service's tests).
-func subscriptionObject(tenant, plan, status string, periodStart int64) map[string]any {
-	return map[string]any{
-		"id": "sub_" + tenant[:8], "object": "subscription", "customer": "cus_" + tenant[:8], "status": status,
-		"current_period_start": periodStart, "current_period_end": periodStart + 30*86400, "cancel_at_period_end": false,
-		"metadata": map[string]any{"tenant_id": tenant, "plan_id": plan},
-		"items": map[string]any{"object": "list", "data": []any{
-			map[string]any{"id": "si_lic_" + tenant[:8], "object": "subscription_item",
-				"price": map[string]any{"id": "price_plan", "object": "price", "recurring": map[string]any{"interval": "month", "usage_type": "licensed"}}},
-			map[string]any{"id": "si_met_" + tenant[:8], "object": "subscription_item",
-				"price": map[string]any{"id": "price_api_calls", "object": "price", "recurring": map[string]any{"interval": "month", "usage_type": "metered"}}},
-		}},
-	}
 }

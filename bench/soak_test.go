@@ -68,15 +68,21 @@ func BenchmarkSoak(b *testing.B) {
 	w.members()
 
 	samples := w.sample(ctx, duration)
-	ops := []func(context.Context, int) error{}
-	for range 12 {
-		ops = append(ops, w.check)
+	type op struct {
+		name string
+		fn   func(context.Context, int) error
 	}
-	ops = append(ops, w.usage, w.usage, w.webhook, w.webhook, w.webhook, w.invite, w.accept, w.createTenant)
+	var ops []op
+	for range 12 {
+		ops = append(ops, op{"check", w.check})
+	}
+	ops = append(ops, op{"usage", w.usage}, op{"usage", w.usage}, op{"webhook", w.webhook}, op{"webhook", w.webhook},
+		op{"webhook", w.webhook}, op{"invite", w.invite}, op{"accept", w.accept}, op{"createTenant", w.createTenant})
 	st := openLoop(ctx, rate, duration, 64, func(ctx context.Context, i int) error {
+		o := ops[i%len(ops)]
 		t := time.Now()
-		err := ops[i%len(ops)](ctx, i)
-		w.observe(t, time.Since(t))
+		err := o.fn(ctx, i)
+		w.observe(o.name, t, time.Since(t))
 		return err
 	})
 	b.Logf("soak: %s", st)
@@ -95,7 +101,10 @@ func BenchmarkSoak(b *testing.B) {
 	for _, x := range s[warm:] {
 		maxRSS, maxG = max(maxRSS, x.rss), max(maxG, x.goroutines)
 	}
-	first, last := w.p99(0), w.p99(int(duration/time.Minute)-1)
+	lastMinute := int(duration/time.Minute) - 1
+	first, last := w.p99(0, ""), w.p99(lastMinute, "")
+	b.Logf("soak: p99 (ms) by operation, first minute: %s", w.byOp(0))
+	b.Logf("soak: p99 (ms) by operation, last minute: %s", w.byOp(lastMinute))
 	b.Logf("soak: RSS %.1f MiB after warm-up, at most %.1f MiB after; goroutines %d after warm-up, at most %d after; p99 %.2f ms in the first minute, %.2f ms in the last",
 		s[warm].rss, maxRSS, s[warm].goroutines, maxG, first, last)
 	if maxRSS > s[warm].rss*1.25+8 {
@@ -126,7 +135,7 @@ type soak struct {
 	checks []soakCheck // fixed memberships: their answers never change
 
 	mu        sync.Mutex
-	minutes   [][]time.Duration // latencies by minute since start
+	minutes   []map[string][]time.Duration // latencies by minute since start and operation ("" for all)
 	tokens    map[string]string // invitee email → token, from the emails
 	pending   []string          // invited emails whose token arrived, not yet accepted
 	seenMail  int
@@ -148,26 +157,36 @@ type sampleAt struct {
 	goroutines int
 }
 
-func (w *soak) observe(start time.Time, d time.Duration) {
+func (w *soak) observe(op string, start time.Time, d time.Duration) {
 	m := int(start.Sub(w.started) / time.Minute)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for len(w.minutes) <= m {
-		w.minutes = append(w.minutes, nil)
+		w.minutes = append(w.minutes, map[string][]time.Duration{})
 	}
-	w.minutes[m] = append(w.minutes[m], d)
+	w.minutes[m][""] = append(w.minutes[m][""], d)
+	w.minutes[m][op] = append(w.minutes[m][op], d)
 }
 
-// p99 of the minute m, in milliseconds.
-func (w *soak) p99(m int) float64 {
+// p99 of operation op ("" for all) in minute m, in milliseconds.
+func (w *soak) p99(m int, op string) float64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if m >= len(w.minutes) || len(w.minutes[m]) == 0 {
+	if m >= len(w.minutes) || len(w.minutes[m][op]) == 0 {
 		return 0
 	}
-	ls := slices.Clone(w.minutes[m])
+	ls := slices.Clone(w.minutes[m][op])
 	slices.Sort(ls)
 	return float64(ls[len(ls)*99/100]) / float64(time.Millisecond)
+}
+
+// byOp describes the p99 of each operation in minute m.
+func (w *soak) byOp(m int) string {
+	var parts []string
+	for _, op := range []string{"check", "usage", "webhook", "invite", "accept", "createTenant"} {
+		parts = append(parts, fmt.Sprintf("%s %.2f", op, w.p99(m, op)))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // sample reads the service's memory and goroutines every 10 s until d has passed.
@@ -297,7 +316,7 @@ func (w *soak) webhook(ctx context.Context, i int) error {
 	status := []string{"active", "past_due", "active", "trialing"}[created%4]
 	payload, err := json.Marshal(map[string]any{
 		"id": fmt.Sprintf("evt_soak_%s_%d", tenant[:8], created), "object": "event", "api_version": "2023-10-16", "created": created,
-		"type": "customer.subscription.updated", "data": map[string]any{"object": subscriptionObject(tenant, "", status, w.base)},
+		"type": "customer.subscription.updated", "data": map[string]any{"object": stripetest.SubscriptionObject(tenant, "", status, w.base)},
 		"livemode": false, "pending_webhooks": 1, "request": map[string]any{"id": nil, "idempotency_key": nil},
 	})
 	if err != nil {

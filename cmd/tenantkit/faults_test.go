@@ -508,7 +508,7 @@ func TestFaultDatabaseOutage(t *testing.T) {
 	stripeEvent := func(tenant string, i int) func(int) faultCall {
 		e := seq[i]
 		return func(int) faultCall {
-			return s.tryStripeEvent(fmt.Sprintf("evt_%s_%s", e.id, tenant[:8]), e.typ, base+e.at, subscriptionObject(tenant, e.plan, e.status, base))
+			return s.tryStripeEvent(fmt.Sprintf("evt_%s_%s", e.id, tenant[:8]), e.typ, base+e.at, stripetest.SubscriptionObject(tenant, e.plan, e.status, base))
 		}
 	}
 	clean, _ := s.tenant(t)

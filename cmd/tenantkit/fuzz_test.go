@@ -19,7 +19,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -29,11 +28,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/rs/zerolog"
 
 	"github.com/tenantkit/tenantkit"
 	"github.com/tenantkit/tenantkit/internal/billing"
-	"github.com/tenantkit/tenantkit/internal/pgtest"
 	"github.com/tenantkit/tenantkit/internal/team"
 )
 
@@ -105,31 +102,14 @@ type fuzzHarness struct {
 func newFuzzHarness(f *testing.F, extra ...string) *fuzzHarness {
 	f.Helper()
 	ctx := context.Background()
-	env := map[string]string{
-		"DATABASE_URL":     pgtest.NewDB(f),
-		"TENANTKIT_SECRET": testSecret,
-		"APP_URL":          "http://app.test",
-		"LISTEN_ADDR":      "127.0.0.1:0",
-	}
-	for i := 0; i+1 < len(extra); i += 2 {
-		env[extra[i]] = extra[i+1]
-	}
-	cfg, err := LoadConfig(func(k string) string { return env[k] })
-	if err != nil {
-		f.Fatal(err)
-	}
-	m := &Main{Config: cfg, Log: zerolog.New(io.Discard)}
-	if err := m.Open(ctx); err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { _ = m.Close() })
+	m := start(f, extra...)
 	// The meter and the outbox sender write on their own schedule; stop them (Close would) so that
 	// every change is the effect of the input just served. The targets flush the meter themselves.
 	stop := m.stopMeter
 	m.stopMeter = func() {}
 	stop()
 
-	admin, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	admin, err := pgxpool.New(ctx, m.Config.DatabaseURL)
 	if err != nil {
 		f.Fatal(err)
 	}

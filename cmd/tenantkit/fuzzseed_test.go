@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tenantkit/tenantkit/internal/hasuratest"
+	"github.com/tenantkit/tenantkit/internal/stripetest"
 )
 
 var writeFuzzSeeds = flag.Bool("write-fuzz-seeds", false, "rewrite the seed corpora of the fuzz targets under testdata/fuzz")
@@ -387,7 +388,7 @@ func writeStripeSeeds(t *testing.T) {
 		}
 		return b
 	}
-	sub := subscriptionObject(fuzzTenant, "", "active", created-86400)
+	sub := stripetest.SubscriptionObject(fuzzTenant, "", "active", created-86400)
 	sub["id"], sub["customer"] = fuzzStripeSub, fuzzStripeCus
 	checkout := map[string]any{"id": "cs_fuzz", "object": "checkout.session", "client_reference_id": fuzzTenant,
 		"customer": fuzzStripeCus, "subscription": fuzzStripeSub, "mode": "subscription", "status": "complete"}

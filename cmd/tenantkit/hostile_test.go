@@ -26,6 +26,7 @@ import (
 	gqlast "github.com/vektah/gqlparser/v2/ast"
 
 	"github.com/tenantkit/tenantkit/internal/hasuratest"
+	"github.com/tenantkit/tenantkit/internal/stripetest"
 )
 
 // hostileStatus is README's table from error code to HTTP status, plus the shared-secret guard's
@@ -715,7 +716,7 @@ func TestHostileBodies(t *testing.T) {
 	stripeBody := func(id string) string {
 		b, _ := json.Marshal(map[string]any{"id": id, "object": "event", "api_version": "2023-10-16", "created": time.Now().Unix(),
 			"type": "customer.subscription.updated", "livemode": false, "pending_webhooks": 1,
-			"data": map[string]any{"object": subscriptionObject(w.a, w.plan, "active", time.Now().Unix())}})
+			"data": map[string]any{"object": stripetest.SubscriptionObject(w.a, w.plan, "active", time.Now().Unix())}})
 		return string(b)
 	}
 	healthy := func(t *testing.T) {

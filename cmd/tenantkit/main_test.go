@@ -27,7 +27,7 @@ const testSecret = "test-secret-0123456789"
 
 // start runs the whole service on a free port against a fresh database, as serve does; extra
 // overrides the environment.
-func start(t *testing.T, extra ...string) *Main {
+func start(t testing.TB, extra ...string) *Main {
 	t.Helper()
 	env := map[string]string{
 		"DATABASE_URL":     pgtest.NewDB(t),

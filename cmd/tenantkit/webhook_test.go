@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/stripe/stripe-go/v76/webhook"
+
+	"github.com/tenantkit/tenantkit/internal/stripetest"
 )
 
 // stripeEvent posts an event to /webhooks/stripe signed as Stripe signs it (secret "" leaves the
@@ -36,21 +38,6 @@ func (s *stack) stripeEvent(t *testing.T, secret, apiVersion, id, typ string, cr
 	}
 	res.Body.Close()
 	return res.StatusCode
-}
-
-// subscriptionObject is a Stripe subscription as it appears in events.
-func subscriptionObject(tenant, plan, status string, periodStart int64) map[string]any {
-	return map[string]any{
-		"id": "sub_" + tenant[:8], "object": "subscription", "customer": "cus_" + tenant[:8], "status": status,
-		"current_period_start": periodStart, "current_period_end": periodStart + 30*86400, "cancel_at_period_end": false,
-		"metadata": map[string]any{"tenant_id": tenant, "plan_id": plan},
-		"items": map[string]any{"object": "list", "data": []any{
-			map[string]any{"id": "si_lic_" + tenant[:8], "object": "subscription_item",
-				"price": map[string]any{"id": "price_plan", "object": "price", "recurring": map[string]any{"interval": "month", "usage_type": "licensed"}}},
-			map[string]any{"id": "si_met_" + tenant[:8], "object": "subscription_item",
-				"price": map[string]any{"id": "price_api_calls", "object": "price", "recurring": map[string]any{"interval": "month", "usage_type": "metered"}}},
-		}},
-	}
 }
 
 type subState struct {
@@ -76,7 +63,7 @@ func TestStripeWebhooks(t *testing.T) {
 	t.Run("bad signatures and other API versions change nothing", func(t *testing.T) {
 		t.Parallel()
 		tenant, _ := s.tenant(t)
-		obj := subscriptionObject(tenant, pro, "active", base)
+		obj := stripetest.SubscriptionObject(tenant, pro, "active", base)
 		for name, st := range map[string]int{
 			"unsigned":     s.stripeEvent(t, "", "2023-10-16", "evt_u_"+tenant[:8], "customer.subscription.updated", base, obj),
 			"wrong secret": s.stripeEvent(t, "whsec_other", "2023-10-16", "evt_w_"+tenant[:8], "customer.subscription.updated", base, obj),
@@ -111,7 +98,7 @@ func TestStripeWebhooks(t *testing.T) {
 			{"unknown", "customer.tax_id.created", base + 45, "", ""},
 		}
 		deliver := func(t *testing.T, tenant string, e ev) int {
-			obj := subscriptionObject(tenant, e.plan, e.status, base)
+			obj := stripetest.SubscriptionObject(tenant, e.plan, e.status, base)
 			if e.typ == "invoice.payment_failed" || e.typ == "invoice.paid" {
 				obj = map[string]any{"id": "in_" + e.id, "object": "invoice", "subscription": "sub_" + tenant[:8], "customer": "cus_" + tenant[:8]}
 			}
@@ -165,8 +152,8 @@ func TestStripeWebhooks(t *testing.T) {
 	t.Run("a same-second tie is settled by fetching the subscription", func(t *testing.T) {
 		t.Parallel()
 		tenant, _ := s.tenant(t)
-		s.stripeEvent(t, testWebhookSecret, "2023-10-16", "evt_t1_"+tenant[:8], "customer.subscription.updated", base, subscriptionObject(tenant, pro, "active", base))
-		st := s.stripeEvent(t, testWebhookSecret, "2023-10-16", "evt_t2_"+tenant[:8], "customer.subscription.updated", base, subscriptionObject(tenant, pro, "past_due", base))
+		s.stripeEvent(t, testWebhookSecret, "2023-10-16", "evt_t1_"+tenant[:8], "customer.subscription.updated", base, stripetest.SubscriptionObject(tenant, pro, "active", base))
+		st := s.stripeEvent(t, testWebhookSecret, "2023-10-16", "evt_t2_"+tenant[:8], "customer.subscription.updated", base, stripetest.SubscriptionObject(tenant, pro, "past_due", base))
 		if st != http.StatusOK {
 			t.Fatalf("tie: %d", st)
 		}
@@ -214,7 +201,7 @@ func TestStripeWebhooks(t *testing.T) {
 		if n, _ := s.m.Outbox.Flush(context.Background()); n != 0 {
 			t.Errorf("a second flush sent %d more", n)
 		}
-		trial := subscriptionObject(tenant, pro, "trialing", base)
+		trial := stripetest.SubscriptionObject(tenant, pro, "trialing", base)
 		if st := s.stripeEvent(t, testWebhookSecret, "2023-10-16", "evt_tw_"+tenant[:8], "customer.subscription.trial_will_end", base+1, trial); st != http.StatusOK {
 			t.Fatalf("trial_will_end: %d", st)
 		}

@@ -339,3 +339,20 @@ func (t *tail) String() string {
 	}
 	return s
 }
+
+// SubscriptionObject is a Stripe subscription as it appears in webhook events, for tenant (its
+// metadata names the tenant and plan): ids derived from the tenant, a licensed plan price and a
+// metered api_calls item, the period starting at periodStart (Unix seconds) for 30 days.
+func SubscriptionObject(tenant, plan, status string, periodStart int64) map[string]any {
+	return map[string]any{
+		"id": "sub_" + tenant[:8], "object": "subscription", "customer": "cus_" + tenant[:8], "status": status,
+		"current_period_start": periodStart, "current_period_end": periodStart + 30*86400, "cancel_at_period_end": false,
+		"metadata": map[string]any{"tenant_id": tenant, "plan_id": plan},
+		"items": map[string]any{"object": "list", "data": []any{
+			map[string]any{"id": "si_lic_" + tenant[:8], "object": "subscription_item",
+				"price": map[string]any{"id": "price_plan", "object": "price", "recurring": map[string]any{"interval": "month", "usage_type": "licensed"}}},
+			map[string]any{"id": "si_met_" + tenant[:8], "object": "subscription_item",
+				"price": map[string]any{"id": "price_api_calls", "object": "price", "recurring": map[string]any{"interval": "month", "usage_type": "metered"}}},
+		}},
+	}
+}
