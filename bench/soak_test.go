@@ -136,8 +136,8 @@ type soak struct {
 
 	mu        sync.Mutex
 	minutes   []map[string][]time.Duration // latencies by minute since start and operation ("" for all)
-	tokens    map[string]string // invitee email → token, from the emails
-	pending   []string          // invited emails whose token arrived, not yet accepted
+	tokens    map[string]string            // invitee email → token, from the emails
+	pending   []string                     // invited emails whose token arrived, not yet accepted
 	seenMail  int
 	recorded  atomic.Int64 // usage events acknowledged
 	accepted  atomic.Int64
