@@ -67,6 +67,7 @@ func BenchmarkSoak(b *testing.B) {
 		tokens: map[string]string{}, started: time.Now()}
 	w.members()
 
+	bg := w.background(ctx)
 	samples := w.sample(ctx, duration)
 	type op struct {
 		name string
@@ -90,6 +91,9 @@ func BenchmarkSoak(b *testing.B) {
 		b.Fatalf("soak: %d operations failed, first: %v", st.failed, st.firstErr)
 	}
 	w.verify(ctx)
+	after := w.background(ctx)
+	b.Logf("soak: PostgreSQL meanwhile: %d checkpoints, %d autovacuum and %d autoanalyze runs on this database's tables",
+		after[0]-bg[0], after[1]-bg[1], after[2]-bg[2])
 
 	// Flat after warm-up: the first sample after one minute against the rest.
 	s := <-samples
@@ -187,6 +191,19 @@ func (w *soak) byOp(m int) string {
 		parts = append(parts, fmt.Sprintf("%s %.2f", op, w.p99(m, op)))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// background counts PostgreSQL's own work so far: checkpoints, and autovacuum and autoanalyze
+// runs on the tables of the soak's database (what may raise latency late in a run).
+func (w *soak) background(ctx context.Context) [3]int64 {
+	var c [3]int64
+	if err := w.svc.admin.QueryRow(ctx, `SELECT
+		(SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter),
+		(SELECT coalesce(sum(autovacuum_count), 0) FROM pg_stat_all_tables),
+		(SELECT coalesce(sum(autoanalyze_count), 0) FROM pg_stat_all_tables)`).Scan(&c[0], &c[1], &c[2]); err != nil {
+		w.b.Fatal(err)
+	}
+	return c
 }
 
 // sample reads the service's memory and goroutines every 10 s until d has passed.
