@@ -41,7 +41,7 @@ bench-rls: ## only the RLS benchmark (1,000 / 10,000 / 100,000 tenants)
 FUZZTIME ?= 30s
 
 fuzz: ## every Go fuzz target for FUZZTIME each (default 30s, about 5 minutes); FUZZ=regexp picks targets
-	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh $(FUZZ)
+	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh '$(FUZZ)'
 
 soak: ## 10 minutes of mixed traffic at 100/s (SOAK_DURATION, SOAK_RATE): no errors, flat memory, steady p99
 	scripts/soak.sh
