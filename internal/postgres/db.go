@@ -28,6 +28,13 @@ const (
 // DefaultMaxConns is the pool size unless DATABASE_URL sets pool_max_conns.
 const DefaultMaxConns = 16
 
+// DefaultTimeouts are the session settings of the pool's connections unless DATABASE_URL sets them.
+// Actions answer within Hasura's 30-second action timeout or not at all.
+var DefaultTimeouts = map[string]string{
+	"statement_timeout":                   "25s",
+	"idle_in_transaction_session_timeout": "60s",
+}
+
 // DB is a pool of connections to tenantkit's database.
 type DB struct {
 	Pool *pgxpool.Pool
@@ -45,6 +52,14 @@ func Open(ctx context.Context, databaseURL string) (*DB, error) {
 		// pgxpool's default (4 on a 2-core machine) leaves the service waiting on round trips:
 		// most of a request's time is spent waiting on the network, not on a CPU here or there.
 		cfg.MaxConns = DefaultMaxConns
+	}
+	// Bounds, unless DATABASE_URL sets them (e.g. ?statement_timeout=60s): a statement stuck behind
+	// a lock, or a transaction left open, must not hold a pooled connection for ever. A statement
+	// stopped this way is an unavailable error (retry later).
+	for name, value := range DefaultTimeouts {
+		if _, set := cfg.ConnConfig.RuntimeParams[name]; !set {
+			cfg.ConnConfig.RuntimeParams[name] = value
+		}
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -205,7 +220,7 @@ func translate(err error) error {
 			return &tenantkit.Error{Code: tenantkit.Conflict, Message: "already exists", Err: err}
 		case "23503", "23514", "22P02", "22001", "22021": // foreign key, check, invalid text, too long, NUL byte
 			return &tenantkit.Error{Code: tenantkit.Invalid, Message: "invalid value", Err: err}
-		case "57P01", "57P02", "57P03", "53300": // shutdown, crash, cannot connect now, too many connections
+		case "57P01", "57P02", "57P03", "53300", "57014": // shutdown, crash, cannot connect now, too many connections, statement timeout or canceled
 			return &tenantkit.Error{Code: tenantkit.Unavailable, Message: "database unavailable", Err: err}
 		}
 		if strings.HasPrefix(pe.Code, "08") { // class 08: connection exceptions

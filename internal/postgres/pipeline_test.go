@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -134,5 +135,47 @@ func TestSettingsQuoting(t *testing.T) {
 				t.Errorf("%q (scs %s): ran as %s with hasura.user %s (scs %s), want %s with %s", v, scs, who, got, gotSCS, postgres.AppRole, want)
 			}
 		}
+	}
+}
+
+// TestTimeouts: the pool's connections carry the default timeouts unless DATABASE_URL sets its own,
+// and a statement stopped by statement_timeout is an unavailable error, not an internal one.
+func TestTimeouts(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDB(t)
+	ctx := context.Background()
+	show := func(db *postgres.DB) (stmt, idle string) {
+		t.Helper()
+		if err := db.Pool.QueryRow(ctx, `SELECT current_setting('statement_timeout'), current_setting('idle_in_transaction_session_timeout')`).Scan(&stmt, &idle); err != nil {
+			t.Fatal(err)
+		}
+		return stmt, idle
+	}
+	db, err := postgres.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if stmt, idle := show(db); stmt != "25s" || idle != "1min" {
+		t.Fatalf("defaults: statement_timeout %s, idle_in_transaction_session_timeout %s", stmt, idle)
+	}
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	custom, err := postgres.Open(ctx, url+sep+"statement_timeout=300ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer custom.Close()
+	if stmt, _ := show(custom); stmt != "300ms" {
+		t.Fatalf("DATABASE_URL's statement_timeout not kept: %s", stmt)
+	}
+	err = custom.WithSystem(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `SELECT pg_sleep(2)`)
+		return err
+	})
+	if code := tenantkit.ErrorCode(err); code != tenantkit.Unavailable {
+		t.Fatalf("a statement over statement_timeout: %v (code %q), want unavailable", err, code)
 	}
 }
