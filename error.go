@@ -1,8 +1,10 @@
 package tenantkit
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Error codes. Every transport maps them to its wire format with one table (Hasura actions: a 4xx
@@ -65,4 +67,26 @@ func ErrorMessage(err error) string {
 		return e.Message
 	}
 	return "internal error"
+}
+
+// RetryUnavailable calls fn until it returns anything but an unavailable error, as long as the
+// next call would start before deadline; between calls it waits wait, doubling up to maxWait. Each
+// call gets at most 5 s. It returns fn's last error. For the few writes that must be recorded
+// once a dependency is back (see actions' settle and team's clearInvitationEmail); pass a context
+// that outlives the request (context.WithoutCancel) when the caller may have gone.
+func RetryUnavailable(ctx context.Context, deadline time.Time, wait, maxWait time.Duration, fn func(context.Context) error) error {
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := fn(cctx)
+		cancel()
+		if ErrorCode(err) != Unavailable || time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, maxWait)
+	}
 }

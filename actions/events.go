@@ -126,33 +126,18 @@ const settleWithin = eventLease * 3 / 4
 // refused with 409, for the whole lease.
 func settle(ctx context.Context, claimed time.Time, what string, fn func(context.Context) error) error {
 	ctx = context.WithoutCancel(ctx)
-	attempt := func() error {
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		return fn(actx)
-	}
-	err := attempt()
+	err := tenantkit.RetryUnavailable(ctx, time.Now(), 0, 0, fn) // one call
 	if tenantkit.ErrorCode(err) != tenantkit.Unavailable {
 		return err
 	}
 	log := *zerolog.Ctx(ctx) // a copy: the request's logger is updated after this returns
 	go func() {
-		for delay := 100 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
-			if time.Since(claimed)+delay > settleWithin {
-				log.Error().Str("settle", what).Msg("database still unavailable: the event stays leased until the lease ends")
-				return
-			}
-			time.Sleep(delay)
-			err := attempt()
-			if err == nil {
-				log.Info().Str("settle", what).Msg("event claim settled after the database came back")
-				return
-			}
-			if tenantkit.ErrorCode(err) != tenantkit.Unavailable {
-				log.Error().Err(err).Str("settle", what).Msg("settle event claim")
-				return
-			}
+		time.Sleep(100 * time.Millisecond)
+		if err := tenantkit.RetryUnavailable(ctx, claimed.Add(settleWithin), 100*time.Millisecond, 5*time.Second, fn); err != nil {
+			log.Error().Err(err).Str("settle", what).Msg("event claim not settled: it stays leased until the lease ends")
+			return
 		}
+		log.Info().Str("settle", what).Msg("event claim settled after the database came back")
 	}()
 	return err
 }

@@ -114,31 +114,15 @@ func (db *DB) WithUser(ctx context.Context, s tenantkit.Session, fn func(pgx.Tx)
 	return db.in(ctx, AppRole, claims, fn)
 }
 
-// QueryRowAsUser runs one read-only statement as tenantkit_app for the session, under RLS exactly
-// as WithUser would, in a single round trip (see queryRow). scan reads the row; errors are
-// translated as WithUser's.
-func (db *DB) QueryRowAsUser(ctx context.Context, s tenantkit.Session, scan func(pgx.Row) error, sql string, args ...any) error {
-	claims, err := claimsOf(s)
-	if err != nil {
-		return err
-	}
-	return db.queryRow(ctx, AppRole, claims, scan, sql, args...)
-}
-
-// QueryRowAsSystem runs one read-only statement as tenantkit_system in a single round trip: for
-// the hottest read, the caller's own membership (checkPermission), which its statement selects by
-// the caller's id, so RLS would add its cost and no protection (docs/decisions.md).
+// QueryRowAsSystem runs one read-only statement as tenantkit_system in a single round trip: the
+// role setting and the statement are sent as one pipeline, which PostgreSQL runs as one implicit
+// transaction, so the transaction-local role ends with it. For the hottest read, the caller's own
+// membership (checkPermission), which its statement selects by the caller's id, so RLS would add
+// its cost and no protection (docs/decisions.md); a transaction's four round trips (begin, role,
+// statement, commit) would cost more than the statement. scan reads the row; errors are translated.
 func (db *DB) QueryRowAsSystem(ctx context.Context, scan func(pgx.Row) error, sql string, args ...any) error {
-	return db.queryRow(ctx, SystemRole, "", scan, sql, args...)
-}
-
-// queryRow sends the settings and the statement as one pipeline, which PostgreSQL runs as one
-// implicit transaction: the settings are transaction-local, so they end with it, as after
-// WithUser. For the hot reads, where a transaction's four round trips (begin, settings, statement,
-// commit) would cost more than the statement.
-func (db *DB) queryRow(ctx context.Context, role, claims string, scan func(pgx.Row) error, sql string, args ...any) error {
 	batch := &pgx.Batch{}
-	batch.Queue("SELECT set_config('role', $1, true), set_config('hasura.user', $2, true)", role, claims)
+	batch.Queue("SELECT set_config('role', $1, true)", SystemRole)
 	batch.Queue(sql, args...)
 	br := db.Pool.SendBatch(ctx, batch)
 	if _, err := br.Exec(); err != nil {

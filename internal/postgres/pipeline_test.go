@@ -14,11 +14,10 @@ import (
 	"github.com/tenantkit/tenantkit/internal/postgres"
 )
 
-// TestQueryRowAsUser: the one-round-trip read runs as tenantkit_app with the session's claims, so
-// RLS applies as under WithUser (and QueryRowAsSystem as tenantkit_system, without claims); the
-// settings end with the statement (the connection goes back to the pool clean, also after an
-// error); and a committed change is seen by the next read.
-func TestQueryRowAsUser(t *testing.T) {
+// TestMembershipRead: the caller's membership (checkPermission's read, QueryRowAsSystem) gives the
+// caller's own row only, runs as tenantkit_system in one round trip whose role setting ends with it
+// (the pooled connection goes back clean, also after an error), and sees a committed change at once.
+func TestMembershipRead(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewDB(t)
 	ctx := context.Background()
@@ -43,59 +42,59 @@ func TestQueryRowAsUser(t *testing.T) {
 	member := fxMember(t, admin, tn.id, tenantkit.Member)
 	outsider := fxUser(t, admin)
 
-	read := func(user string) (who, role string, rows int) {
+	role := func(user string) string {
 		t.Helper()
-		err := db.QueryRowAsUser(ctx, tenantkit.UserSession(user), func(row pgx.Row) error {
-			return row.Scan(&who, &role, &rows)
-		}, `SELECT current_user::text,
-		           coalesce((SELECT role::text FROM tenant_users WHERE tenant_id = $1 AND user_id = $2), ''),
-		           (SELECT count(*)::int FROM tenant_users WHERE tenant_id = $1)`, tn.id, user)
-		if err != nil {
-			t.Fatalf("read as %s: %v", user, err)
+		m, err := db.Membership(ctx, tenantkit.UserSession(user), tn.id)
+		switch {
+		case tenantkit.ErrorCode(err) == tenantkit.NotFound:
+			return ""
+		case err != nil:
+			t.Fatalf("membership of %s: %v", user, err)
+		case m.UserID != user || m.TenantID != tn.id:
+			t.Fatalf("membership of %s: got %+v", user, m)
 		}
-		return who, role, rows
+		return string(m.Role)
 	}
 	clean := func(step string) {
 		t.Helper()
-		var who, claims string
-		if err := db.Pool.QueryRow(ctx, `SELECT current_user::text, coalesce(current_setting('hasura.user', true), '')`).Scan(&who, &claims); err != nil {
+		var who string
+		if err := db.Pool.QueryRow(ctx, `SELECT current_user::text`).Scan(&who); err != nil {
 			t.Fatal(err)
 		}
-		if who == postgres.AppRole || claims != "" {
-			t.Fatalf("%s: the pooled connection kept role %s and claims %q", step, who, claims)
+		if who == postgres.SystemRole || who == postgres.AppRole {
+			t.Fatalf("%s: the pooled connection kept role %s", step, who)
 		}
 	}
 
-	if who, role, rows := read(member); who != postgres.AppRole || role != "member" || rows != 2 {
-		t.Fatalf("member: ran as %s, saw role %q and %d memberships; want %s, member, 2", who, role, rows, postgres.AppRole)
+	if got := role(member); got != "member" {
+		t.Fatalf("member's role %q, want member", got)
 	}
 	clean("after a member's read")
-	if _, role, rows := read(outsider); role != "" || rows != 0 {
-		t.Fatalf("non-member saw role %q and %d memberships", role, rows)
+	if got := role(tn.owner); got != "owner" {
+		t.Fatalf("owner's role %q, want owner", got)
+	}
+	if got := role(outsider); got != "" {
+		t.Fatalf("a non-member got role %q", got)
 	}
 	clean("after a non-member's read")
 
-	err = db.QueryRowAsUser(ctx, tenantkit.UserSession(member), func(row pgx.Row) error { var x int; return row.Scan(&x) },
-		`SELECT 1 / 0`)
+	var who string
+	if err := db.QueryRowAsSystem(ctx, func(row pgx.Row) error { return row.Scan(&who) }, `SELECT current_user::text`); err != nil || who != postgres.SystemRole {
+		t.Fatalf("QueryRowAsSystem ran as %s (%v), want %s", who, err, postgres.SystemRole)
+	}
+	err = db.QueryRowAsSystem(ctx, func(row pgx.Row) error { var x int; return row.Scan(&x) }, `SELECT 1 / 0`)
 	if tenantkit.ErrorCode(err) == "" {
 		t.Fatal("a failing statement returned no error")
 	}
 	clean("after an error")
 
-	var who, claims string
-	if err := db.QueryRowAsSystem(ctx, func(row pgx.Row) error { return row.Scan(&who, &claims) },
-		`SELECT current_user::text, current_setting('hasura.user')`); err != nil || who != postgres.SystemRole || claims != "" {
-		t.Fatalf("QueryRowAsSystem ran as %s with claims %q (%v), want %s and none", who, claims, err, postgres.SystemRole)
-	}
-	clean("after a system read")
-
 	fxExec(t, admin, `UPDATE tenant_users SET role = 'guest' WHERE tenant_id = $1 AND user_id = $2`, tn.id, member)
-	if _, role, _ := read(member); role != "guest" {
-		t.Fatalf("after the demotion: role %q, want guest", role)
+	if got := role(member); got != "guest" {
+		t.Fatalf("after the demotion: role %q, want guest", got)
 	}
 	fxExec(t, admin, `DELETE FROM tenant_users WHERE tenant_id = $1 AND user_id = $2`, tn.id, member)
-	if _, role, rows := read(member); role != "" || rows != 0 {
-		t.Fatalf("after the removal: role %q and %d rows", role, rows)
+	if got := role(member); got != "" {
+		t.Fatalf("after the removal: role %q", got)
 	}
 }
 

@@ -422,15 +422,8 @@ const clearPatience = 20 * time.Second
 // back-off and even if the caller gave up, for up to clearPatience, because giving up here means
 // the next delivery of the event sends the same email a second time.
 func (s *Service) clearInvitationEmail(ctx context.Context, tenantID, invitationID string, tokenHash []byte) error {
-	ctx = context.WithoutCancel(ctx)
-	deadline := time.Now().Add(clearPatience)
-	for delay := 50 * time.Millisecond; ; delay = min(2*delay, 2*time.Second) {
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := s.Store.ClearInvitationEmail(actx, tenantID, invitationID, tokenHash)
-		cancel()
-		if err == nil || tenantkit.ErrorCode(err) != tenantkit.Unavailable || time.Now().Add(delay).After(deadline) {
-			return err
-		}
-		time.Sleep(delay)
-	}
+	return tenantkit.RetryUnavailable(context.WithoutCancel(ctx), time.Now().Add(clearPatience), 50*time.Millisecond, 2*time.Second,
+		func(ctx context.Context) error {
+			return s.Store.ClearInvitationEmail(ctx, tenantID, invitationID, tokenHash)
+		})
 }
