@@ -233,15 +233,28 @@ func (r *recorder) stats(elapsed time.Duration) *stats {
 // closedLoop runs do from workers goroutines, each starting its next request when the last one
 // ends, for d: the highest rate the service sustains at that concurrency. i numbers the requests.
 func closedLoop(ctx context.Context, workers int, d time.Duration, do func(ctx context.Context, i int) error) *stats {
+	deadline := time.Now().Add(d)
+	return workLoop(ctx, workers, func(int) bool { return time.Now().Before(deadline) }, do)
+}
+
+// fixedWork runs do for i = 0 … n-1 from workers goroutines and measures how long all took.
+func fixedWork(ctx context.Context, workers, n int, do func(ctx context.Context, i int) error) *stats {
+	return workLoop(ctx, workers, func(i int) bool { return i < n }, do)
+}
+
+// workLoop is closedLoop and fixedWork: workers goroutines take the next i while more(i) holds.
+func workLoop(ctx context.Context, workers int, more func(i int) bool, do func(ctx context.Context, i int) error) *stats {
 	var rec recorder
 	var next atomic.Int64
 	start := time.Now()
-	deadline := start.Add(d)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
-			for time.Now().Before(deadline) && ctx.Err() == nil {
+			for ctx.Err() == nil {
 				i := int(next.Add(1) - 1)
+				if !more(i) {
+					return
+				}
 				t := time.Now()
 				err := do(ctx, i)
 				rec.add(time.Since(t), err)

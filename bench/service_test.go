@@ -8,12 +8,8 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/stripe/stripe-go/v76/webhook"
 
 	"github.com/tenantkit/tenantkit"
 	"github.com/tenantkit/tenantkit/internal/hasuratest"
@@ -304,29 +300,6 @@ func BenchmarkUsageIngestion(b *testing.B) {
 	})
 }
 
-// fixedWork runs do for i = 0 … n-1 from workers goroutines and measures how long all took.
-func fixedWork(ctx context.Context, workers, n int, do func(ctx context.Context, i int) error) *stats {
-	var rec recorder
-	var next atomic.Int64
-	start := time.Now()
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				t := time.Now()
-				err := do(ctx, i)
-				rec.add(time.Since(t), err)
-			}
-		})
-	}
-	wg.Wait()
-	return rec.stats(time.Since(start))
-}
-
 const benchWebhookSecret = "whsec_bench_0123456789"
 
 // BenchmarkWebhooks: signed Stripe events to /webhooks/stripe, five per subscription (created,
@@ -372,16 +345,8 @@ func BenchmarkWebhooks(b *testing.B) {
 			if e.typ == "invoice.payment_failed" {
 				obj = map[string]any{"id": "in_" + e.id + tenant[:8], "object": "invoice", "subscription": "sub_" + tenant[:8], "customer": "cus_" + tenant[:8]}
 			}
-			payload, err := json.Marshal(map[string]any{
-				"id": "evt_" + e.id + "_" + tenant, "object": "event", "api_version": "2023-10-16", "created": e.created, "type": e.typ,
-				"data": map[string]any{"object": obj}, "livemode": false, "pending_webhooks": 1,
-				"request": map[string]any{"id": nil, "idempotency_key": nil},
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
-			signed := webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: payload, Secret: benchWebhookSecret, Timestamp: time.Now()})
-			out = append(out, delivery{[]byte(tenant), payload, []byte(signed.Header)})
+			payload := stripetest.Event(stripetest.APIVersion, "evt_"+e.id+"_"+tenant, e.typ, e.created, obj)
+			out = append(out, delivery{[]byte(tenant), payload, []byte(stripetest.Signature(payload, benchWebhookSecret))})
 		}
 		return out
 	}

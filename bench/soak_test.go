@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/stripe/stripe-go/v76/webhook"
 
 	"github.com/tenantkit/tenantkit/internal/hasuratest"
 	"github.com/tenantkit/tenantkit/internal/mail/mailtest"
@@ -151,8 +150,9 @@ type soak struct {
 }
 
 type soakCheck struct {
-	req  *hasuratest.Request
-	want string
+	req    *hasuratest.Request
+	header map[string]string
+	want   string
 }
 
 type sampleAt struct {
@@ -268,7 +268,7 @@ func (w *soak) members() {
 		if err != nil {
 			w.b.Fatal(err)
 		}
-		w.checks = append(w.checks, soakCheck{req, fmt.Sprintf(`"allowed":%t`, role == "owner" || role == "admin")})
+		w.checks = append(w.checks, soakCheck{req, headerMap(req), fmt.Sprintf(`"allowed":%t`, role == "owner" || role == "admin")})
 	}
 	if err := rows.Err(); err != nil {
 		w.b.Fatal(err)
@@ -297,7 +297,7 @@ func user(id string) map[string]string {
 
 func (w *soak) check(ctx context.Context, i int) error {
 	c := w.checks[i%len(w.checks)]
-	status, body, err := call(ctx, c.req.URL, c.req.Body, headerMap(c.req))
+	status, body, err := call(ctx, c.req.URL, c.req.Body, c.header)
 	if err != nil {
 		return err
 	}
@@ -331,17 +331,10 @@ func (w *soak) webhook(ctx context.Context, i int) error {
 	tenant := w.ds.tenants[k]
 	created := w.base + w.webhookAt[k].Add(1)
 	status := []string{"active", "past_due", "active", "trialing"}[created%4]
-	payload, err := json.Marshal(map[string]any{
-		"id": fmt.Sprintf("evt_soak_%s_%d", tenant[:8], created), "object": "event", "api_version": "2023-10-16", "created": created,
-		"type": "customer.subscription.updated", "data": map[string]any{"object": stripetest.SubscriptionObject(tenant, "", status, w.base)},
-		"livemode": false, "pending_webhooks": 1, "request": map[string]any{"id": nil, "idempotency_key": nil},
-	})
-	if err != nil {
-		return err
-	}
+	payload := stripetest.Event(stripetest.APIVersion, fmt.Sprintf("evt_soak_%s_%d", tenant[:8], created), "customer.subscription.updated",
+		created, stripetest.SubscriptionObject(tenant, "", status, w.base))
 	for range 1 + btoi(i%5 == 0) {
-		signed := webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: payload, Secret: benchWebhookSecret, Timestamp: time.Now()})
-		code, body, err := call(ctx, w.svc.url+"/webhooks/stripe", payload, map[string]string{"Stripe-Signature": signed.Header})
+		code, body, err := call(ctx, w.svc.url+"/webhooks/stripe", payload, map[string]string{"Stripe-Signature": stripetest.Signature(payload, benchWebhookSecret)})
 		if err != nil {
 			return err
 		}

@@ -31,7 +31,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/stripe/stripe-go/v76/webhook"
 
 	"github.com/tenantkit/tenantkit/internal/hasuratest"
 	"github.com/tenantkit/tenantkit/internal/pglocal"
@@ -150,35 +149,24 @@ func (s *stack) tryEvent(trigger, op string, old, new map[string]any, id string,
 
 // tryStripeEvent posts a Stripe event signed with testWebhookSecret, within faultCallBound.
 func (s *stack) tryStripeEvent(id, typ string, created int64, object map[string]any) faultCall {
-	payload, _ := json.Marshal(map[string]any{
-		"id": id, "object": "event", "api_version": "2023-10-16", "created": created, "type": typ,
-		"data": map[string]any{"object": object}, "livemode": false, "pending_webhooks": 1,
-		"request": map[string]any{"id": nil, "idempotency_key": nil},
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), faultCallBound)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.m.HTTP.URL()+"/webhooks/stripe", bytes.NewReader(payload))
-	signed := webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: payload, Secret: testWebhookSecret, Timestamp: time.Now()})
-	req.Header.Set("Stripe-Signature", signed.Header)
-	c := faultCall{kind: "stripe", key: id, start: time.Now()}
-	res, err := http.DefaultClient.Do(req)
-	c.end = time.Now()
-	if err != nil {
-		c.err = err
-		return c
-	}
-	res.Body.Close()
-	c.status = res.StatusCode
-	return c
+	payload := stripetest.Event(stripetest.APIVersion, id, typ, created, object)
+	req, _ := http.NewRequest(http.MethodPost, s.m.HTTP.URL()+"/webhooks/stripe", bytes.NewReader(payload))
+	req.Header.Set("Stripe-Signature", stripetest.Signature(payload, testWebhookSecret))
+	return timedCall("stripe", id, req)
 }
 
 // tryReady asks /readyz.
 func (s *stack) tryReady() faultCall {
+	req, _ := http.NewRequest(http.MethodGet, s.m.HTTP.URL()+"/readyz", nil)
+	return timedCall("readyz", "", req)
+}
+
+// timedCall sends req within faultCallBound and records its answer and timing.
+func timedCall(kind, key string, req *http.Request) faultCall {
 	ctx, cancel := context.WithTimeout(context.Background(), faultCallBound)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.m.HTTP.URL()+"/readyz", nil)
-	c := faultCall{kind: "readyz", start: time.Now()}
-	res, err := http.DefaultClient.Do(req)
+	c := faultCall{kind: kind, key: key, start: time.Now()}
+	res, err := http.DefaultClient.Do(req.WithContext(ctx))
 	c.end = time.Now()
 	if err != nil {
 		c.err = err

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -805,9 +806,7 @@ func TestHostileBodies(t *testing.T) {
 	t.Run("malformed actions", func(t *testing.T) {
 		u := base + "/actions/createTenant"
 		good := map[string]any{"name": "Fine", "slug": "fine-" + w.a[:8]}
-		for _, c := range []struct {
-			name, path, contentType, body, code string
-		}{
+		for _, c := range []malformedCase{
 			{"not JSON", "", "", `{"action":`, "invalid"},
 			{"an array", "", "", `[{"action":{"name":"createTenant"}}]`, "invalid"},
 			{"a string", "", "", `"createTenant"`, "invalid"},
@@ -826,36 +825,18 @@ func TestHostileBodies(t *testing.T) {
 			{"unknown action", "/actions/dropTables", "", actionBody("dropTables", good), "not_found"},
 			{"unknown action named with SQL", "/actions/" + url.PathEscape("x'; DROP TABLE tenants; --"), "", actionBody("x'; DROP TABLE tenants; --", good), "not_found"},
 		} {
-			t.Run(c.name, func(t *testing.T) {
-				target, ct := u, "application/json"
-				if c.path != "" {
-					target = base + c.path
-				}
-				if c.contentType != "" {
-					ct = c.contentType
-				}
-				hostileSend(t, target, strings.NewReader(c.body), "Content-Type", ct, "X-Tenantkit-Secret", testSecret).hasuraError(t, hostileStatus[c.code], c.code)
-				db.unchanged(t)
-			})
+			t.Run(c.name, func(t *testing.T) { c.send(t, base, u, db) })
 		}
 	})
 
 	t.Run("malformed events", func(t *testing.T) {
 		u := base + "/events/tenant_created"
 		invitation := s.row(t, "tenant_invitations", "id = $1", w.pending)
-		sqlRow := map[string]any{}
-		for k, v := range invitation {
-			sqlRow[k] = v
-		}
+		sqlRow := maps.Clone(invitation)
 		sqlRow["id"], sqlRow["tenant_id"] = "'; DROP TABLE tenant_invitations; --", "' OR '1'='1"
-		nulRow := map[string]any{}
-		for k, v := range invitation {
-			nulRow[k] = v
-		}
+		nulRow := maps.Clone(invitation)
 		nulRow["tenant_id"] = w.a + "\x00"
-		for _, c := range []struct {
-			name, path, contentType, body, code string
-		}{
+		for _, c := range []malformedCase{
 			{"not JSON", "", "", `{"id":`, "invalid"},
 			{"an array", "", "", `[` + eventBody + `]`, "invalid"},
 			{"null", "", "", `null`, "invalid"},
@@ -870,17 +851,7 @@ func TestHostileBodies(t *testing.T) {
 			{"an invitation row with a NUL in its tenant id", "/events/invitation_email", "", string(hostileEvent("invitation_email", "public", "tenant_invitations", eventID, nulRow)), "invalid"},
 			{"unknown trigger", "/events/drop_tables", "", string(hostileEvent("drop_tables", "public", "tenants", eventID, tenantRow)), "not_found"},
 		} {
-			t.Run(c.name, func(t *testing.T) {
-				target, ct := u, "application/json"
-				if c.path != "" {
-					target = base + c.path
-				}
-				if c.contentType != "" {
-					ct = c.contentType
-				}
-				hostileSend(t, target, strings.NewReader(c.body), "Content-Type", ct, "X-Tenantkit-Secret", testSecret).hasuraError(t, hostileStatus[c.code], c.code)
-				db.unchanged(t)
-			})
+			t.Run(c.name, func(t *testing.T) { c.send(t, base, u, db) })
 		}
 	})
 
@@ -945,4 +916,23 @@ func TestHostileBodies(t *testing.T) {
 			})
 		}
 	})
+}
+
+// malformedCase is a body the route must refuse with code: sent to path (default: the route under
+// test) with contentType (default JSON) and the secret.
+type malformedCase struct {
+	name, path, contentType, body, code string
+}
+
+func (c malformedCase) send(t *testing.T, base, route string, db *hostileDB) {
+	t.Helper()
+	target, ct := route, "application/json"
+	if c.path != "" {
+		target = base + c.path
+	}
+	if c.contentType != "" {
+		ct = c.contentType
+	}
+	hostileSend(t, target, strings.NewReader(c.body), "Content-Type", ct, "X-Tenantkit-Secret", testSecret).hasuraError(t, hostileStatus[c.code], c.code)
+	db.unchanged(t)
 }

@@ -26,7 +26,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/stripe/stripe-go/v76/webhook"
 
 	"github.com/tenantkit/tenantkit/internal/hasuratest"
 	"github.com/tenantkit/tenantkit/internal/stripetest"
@@ -522,14 +521,10 @@ func TestRaces(t *testing.T) {
 // raceStripeEvent posts a Stripe event signed as Stripe signs it and returns the status (0 when it
 // could not be sent); safe from any goroutine.
 func raceStripeEvent(s *stack, id, typ string, created int64, object map[string]any) int {
-	payload, _ := json.Marshal(map[string]any{
-		"id": id, "object": "event", "api_version": "2023-10-16", "created": created, "type": typ,
-		"data": map[string]any{"object": object}, "livemode": false, "pending_webhooks": 1,
-	})
-	signed := webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: payload, Secret: testWebhookSecret, Timestamp: time.Now()})
+	payload := stripetest.Event(stripetest.APIVersion, id, typ, created, object)
 	req, _ := http.NewRequest(http.MethodPost, s.m.HTTP.URL()+"/webhooks/stripe", bytes.NewReader(payload))
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Stripe-Signature", signed.Header)
+	req.Header.Set("Stripe-Signature", stripetest.Signature(payload, testWebhookSecret))
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -13,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stripe/stripe-go/v76/webhook"
-
 	"github.com/tenantkit/tenantkit/internal/stripetest"
 )
 
@@ -22,15 +19,10 @@ import (
 // signature off) and returns the status.
 func (s *stack) stripeEvent(t *testing.T, secret, apiVersion, id, typ string, created int64, object map[string]any) int {
 	t.Helper()
-	payload, _ := json.Marshal(map[string]any{
-		"id": id, "object": "event", "api_version": apiVersion, "created": created, "type": typ,
-		"data": map[string]any{"object": object}, "livemode": false, "pending_webhooks": 1,
-		"request": map[string]any{"id": nil, "idempotency_key": nil},
-	})
+	payload := stripetest.Event(apiVersion, id, typ, created, object)
 	req, _ := http.NewRequest(http.MethodPost, s.m.HTTP.URL()+"/webhooks/stripe", bytes.NewReader(payload))
 	if secret != "" {
-		signed := webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: payload, Secret: secret, Timestamp: time.Now()})
-		req.Header.Set("Stripe-Signature", signed.Header)
+		req.Header.Set("Stripe-Signature", stripetest.Signature(payload, secret))
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -17,6 +17,7 @@ package stripetest
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +32,7 @@ import (
 
 	"github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/client"
+	"github.com/stripe/stripe-go/v76/webhook"
 )
 
 const (
@@ -355,4 +357,25 @@ func SubscriptionObject(tenant, plan, status string, periodStart int64) map[stri
 				"price": map[string]any{"id": "price_api_calls", "object": "price", "recurring": map[string]any{"interval": "month", "usage_type": "metered"}}},
 		}},
 	}
+}
+
+// APIVersion is the API version of the events tenantkit accepts (the one stripe-go v76 pins).
+const APIVersion = "2023-10-16"
+
+// Event is a webhook event's body as Stripe sends it, with object as data.object.
+func Event(apiVersion, id, typ string, created int64, object any) []byte {
+	b, err := json.Marshal(map[string]any{
+		"id": id, "object": "event", "api_version": apiVersion, "created": created, "type": typ,
+		"data": map[string]any{"object": object}, "livemode": false, "pending_webhooks": 1,
+		"request": map[string]any{"id": nil, "idempotency_key": nil},
+	})
+	if err != nil {
+		panic(err) // maps of JSON values only
+	}
+	return b
+}
+
+// Signature is the Stripe-Signature header of payload signed with secret now, as Stripe signs.
+func Signature(payload []byte, secret string) string {
+	return webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: payload, Secret: secret, Timestamp: time.Now()}).Header
 }
