@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"sort"
@@ -842,12 +843,7 @@ func (c *Client) RemoteSchema(ctx context.Context, name, query string, variables
 	if rs.ForwardClientHeaders {
 		headers = append(headers, c.forwardedClientHeaders()...)
 	}
-	keys := make([]string, 0, len(sess))
-	for k := range sess {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(sess)) {
 		headers = append(headers, [2]string{k, sess[k]})
 	}
 	headers = append(headers, conf...)

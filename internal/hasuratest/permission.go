@@ -69,6 +69,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -740,11 +741,7 @@ func (c *bxCompiler) boolExp(t bxTable, alias string, v any, path string) (strin
 	if !ok {
 		return "", fmt.Errorf("%s: a boolean expression must be an object, got %s", bxPathOr(path), bxKind(v))
 	}
-	keys := make([]string, 0, len(obj))
-	for k := range obj {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(obj))
 	var parts []string
 	for _, k := range keys {
 		val, p := obj[k], bxPath(path, k)
@@ -1064,11 +1061,7 @@ func (c *bxCompiler) columnOps(t bxTable, alias, col, typ string, val any, path 
 		}
 		return bxEquals(lhs, v), nil
 	}
-	keys := make([]string, 0, len(ops))
-	for k := range ops {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(ops))
 	var parts []string
 	for _, op := range keys {
 		arg, p := ops[op], bxPath(path, op)
