@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,7 +26,15 @@ type Config struct {
 	// INVITATION_TTL, optional (Go duration, 1h to 90 days; default 168h): how long an invitation
 	// link stays valid.
 	InvitationTTL time.Duration
+	// TRIAL_PLAN, optional (a plan key; default starter): the plan a new tenant tries.
+	TrialPlan string
+	// TRIAL_DAYS, optional (0 to 365; default 14): the trial's length; 0 puts a new tenant on the
+	// default (free) plan at once.
+	TrialDays int
 }
+
+// planKey is the form of subscription_plans.key.
+var planKey = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
 
 // minSecretLen keeps guessable shared secrets out of production.
 const minSecretLen = 16
@@ -73,6 +83,20 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 			problems = append(problems, "INVITATION_TTL must be a duration between 1h and 2160h (e.g. 168h)")
 		}
 		c.InvitationTTL = d
+	}
+	c.TrialPlan, c.TrialDays = "starter", 14
+	if v := getenv("TRIAL_PLAN"); v != "" {
+		if !planKey.MatchString(v) {
+			problems = append(problems, "TRIAL_PLAN must be a plan key (lowercase letters, digits, - and _)")
+		}
+		c.TrialPlan = v
+	}
+	if v := getenv("TRIAL_DAYS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 365 {
+			problems = append(problems, "TRIAL_DAYS must be a whole number of days from 0 to 365")
+		}
+		c.TrialDays = n
 	}
 	level := getenv("LOG_LEVEL")
 	if level == "" {

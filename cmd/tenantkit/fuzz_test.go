@@ -343,11 +343,11 @@ func FuzzStripeWebhook(f *testing.F) {
 		switch {
 		case rec.Code >= 200 && rec.Code <= 299:
 			// Applied (or recorded and ignored): the event id, the subscription, owners' emails.
-			h.settle(t, "tenantkit.stripe_events", "public.tenant_subscriptions", "tenantkit.email_outbox")
+			h.settle(t, "tenantkit.stripe_events", "tenantkit.stripe_subscriptions", "public.tenant_subscriptions", "tenantkit.email_outbox")
 		case rec.Code >= 400 && rec.Code <= 499:
 			h.settle(t)
 		case rec.Code == http.StatusInternalServerError && rec.Body.String() == unexpectedSubscription:
-			// The one deliberate 5xx (internal/postgres/stripe.go, applySubscription): a
+			// The one deliberate 5xx (internal/postgres/stripe.go, ApplyStripeEvent): a
 			// subscription of ours whose values the database refuses (a status the enum lacks) is a
 			// bug to fix, and Stripe's retries apply the event once it is fixed.
 			h.settle(t)

@@ -160,8 +160,18 @@ func (m *Main) Open(ctx context.Context) error {
 		return err
 	}
 	m.DB = db
-	teams := &team.Service{Store: db, Box: box, Mailer: mailer{sender}, AppURL: m.Config.AppURL, InvitationTTL: m.Config.InvitationTTL}
-	bills := &billing.Service{Store: db, Authorize: teams.Check, AppURL: m.Config.AppURL}
+	if err := db.CheckPlan(ctx, m.Config.TrialPlan); err != nil {
+		db.Close()
+		return fmt.Errorf("TRIAL_PLAN: %w", err)
+	}
+	trial := time.Duration(m.Config.TrialDays) * 24 * time.Hour
+	if trial == 0 {
+		trial = -1 // no trial
+	}
+	teams := &team.Service{Store: db, Box: box, Mailer: mailer{sender}, AppURL: m.Config.AppURL, InvitationTTL: m.Config.InvitationTTL,
+		TrialPeriod: trial, TrialPlan: m.Config.TrialPlan}
+	metrics := server.NewMetrics((&actions.Handler{}).Names())
+	bills := &billing.Service{Store: db, Authorize: teams.Check, AppURL: m.Config.AppURL, Count: metrics.Count}
 	var webhooks http.Handler
 	if m.Config.StripeKey != "" {
 		bills.Stripe = stripe.New(m.Config.StripeKey, m.Config.StripeAPIURL)
@@ -177,7 +187,7 @@ func (m *Main) Open(ctx context.Context) error {
 		Graph:   graph.NewHandler(&graph.Resolver{Plans: db, Team: teams, Billing: bills}),
 		Action:  http.HandlerFunc(hasura.ServeAction),
 		Event:   http.HandlerFunc(hasura.ServeEvent),
-		Metrics: server.NewMetrics(hasura.Names()),
+		Metrics: metrics,
 		Stripe:  webhooks,
 		Log:     m.Log,
 	}

@@ -108,10 +108,10 @@ func TestService(t *testing.T) {
 		for _, p := range plans {
 			keys = append(keys, p.(map[string]any)["key"].(string))
 		}
-		if strings.Join(keys, ",") != "starter,professional,enterprise" {
+		if strings.Join(keys, ",") != "free,starter,professional,enterprise" {
 			t.Errorf("plans = %v", keys)
 		}
-		starter, _ := json.Marshal(plans[0])
+		starter, _ := json.Marshal(plans[1])
 		want := `{"currency":"usd","interval":"month","key":"starter","limits":[{"limit":10,"metric":"projects"},{"limit":5,"metric":"storage_gb"},{"limit":5,"metric":"users"}],"unitAmount":2900}`
 		if string(starter) != want {
 			t.Errorf("starter = %s\nwant      %s", starter, want)
@@ -135,7 +135,7 @@ func TestService(t *testing.T) {
 		if err := client.Query(context.Background(), &q, nil); err != nil {
 			t.Fatal(err)
 		}
-		if len(q.Plans) != 3 || q.Plans[2].Key != "enterprise" || q.Plans[2].UnitAmount != 29900 || len(q.Plans[2].Limits) != 3 {
+		if len(q.Plans) != 4 || q.Plans[3].Key != "enterprise" || q.Plans[3].UnitAmount != 29900 || len(q.Plans[3].Limits) != 3 {
 			t.Errorf("plans = %+v", q.Plans)
 		}
 	})

@@ -330,14 +330,14 @@ func TestRaces(t *testing.T) {
 		s := newStack(t, withStripe(t)...)
 		tenant, _ := s.tenant(t)
 		sub, id := "sub_race_"+tenant[:8], "evt_race_"+tenant[:8]
-		exec(t, s, `UPDATE tenant_subscriptions SET stripe_subscription_id = $2, status = 'active' WHERE tenant_id = $1`, tenant, sub)
+		created := time.Now().Add(-time.Minute).Unix()
+		s.subscribe(t, tenant, sub, "active", created-10)
 		// invoice.payment_failed applies past_due and queues one email per owner in the same
 		// transaction: the emails count the applications.
 		blocker := newRaceBlocker(t, s, `INSERT INTO tenantkit.stripe_events (id, type, created) VALUES ($1, 'invoice.payment_failed', now())`, id)
 		released := blocker.releaseWhenQueued(t, raceN)
 		statuses := make([]int, raceN)
-		created := time.Now().Add(-time.Minute).Unix()
-		obj := map[string]any{"id": "in_race", "object": "invoice", "subscription": sub, "customer": "cus_race"}
+		obj := map[string]any{"id": "in_race", "object": "invoice", "subscription": sub, "customer": "cus_" + tenant[:8], "attempt_count": 1}
 		raceTogether(raceN, func(i int) {
 			statuses[i] = raceStripeEvent(s, id, "invoice.payment_failed", created, obj)
 		})

@@ -13,7 +13,7 @@ func TestCreateTenant(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
 
-	t.Run("the caller owns a new tenant on a trial of the default plan", func(t *testing.T) {
+	t.Run("the caller owns a new tenant on a trial of Starter", func(t *testing.T) {
 		t.Parallel()
 		owner := s.user(t, "")
 		out := s.ok(t, "createTenant", map[string]any{"name": "  Acme Inc ", "slug": "acme-inc"}, owner)
@@ -25,7 +25,8 @@ func TestCreateTenant(t *testing.T) {
 			t.Errorf("owner memberships = %d", n)
 		}
 		if n := s.count(t, `SELECT count(*) FROM tenant_subscriptions s JOIN subscription_plans p ON p.id = s.plan_id
-			WHERE s.tenant_id = $1 AND s.status = 'trialing' AND p.is_default AND s.trial_ends_at > now() + interval '13 days'`, id); n != 1 {
+			WHERE s.tenant_id = $1 AND s.status = 'trialing' AND p.key = 'starter' AND s.trial_ends_at > now() + interval '13 days'
+			  AND tenantkit.effective_plan(s.tenant_id) = p.id`, id); n != 1 {
 			t.Errorf("trial subscriptions = %d", n)
 		}
 		if n := s.count(t, `SELECT count(*) FROM audit_log WHERE tenant_id = $1 AND action = 'tenant.created' AND actor_id = $2`, id, owner); n != 1 {

@@ -32,6 +32,26 @@ func (s *stack) stripeEvent(t *testing.T, secret, apiVersion, id, typ string, cr
 	return res.StatusCode
 }
 
+// linkCustomer records cus_<tenant[:8]> as the tenant's Stripe customer, as the tenant-created
+// event does with the customer tenantkit creates: events are linked to a tenant only through it.
+func (s *stack) linkCustomer(t *testing.T, tenant string) string {
+	t.Helper()
+	customer := "cus_" + tenant[:8]
+	exec(t, s, `UPDATE tenant_subscriptions SET stripe_customer_id = $2 WHERE tenant_id = $1`, tenant, customer)
+	return customer
+}
+
+// subscribe links the tenant's customer and delivers customer.subscription.created for a
+// subscription of it (id sub, at created) in status.
+func (s *stack) subscribe(t *testing.T, tenant, sub, status string, created int64) {
+	t.Helper()
+	obj := stripetest.SubscriptionObject(tenant, "", status, created)
+	obj["id"], obj["customer"] = sub, s.linkCustomer(t, tenant)
+	if st := s.stripeEvent(t, testWebhookSecret, "2023-10-16", "evt_sub_"+sub, "customer.subscription.created", created, obj); st != http.StatusOK {
+		t.Fatalf("customer.subscription.created: %d", st)
+	}
+}
+
 type subState struct {
 	Status, Plan, Item string
 }
@@ -97,6 +117,7 @@ func TestStripeWebhooks(t *testing.T) {
 			return s.stripeEvent(t, testWebhookSecret, "2023-10-16", fmt.Sprintf("evt_%s_%s", e.id, tenant[:8]), e.typ, e.created, obj)
 		}
 		clean, _ := s.tenant(t)
+		s.linkCustomer(t, clean)
 		for _, e := range seq {
 			if st := deliver(t, clean, e); st != http.StatusOK {
 				t.Fatalf("clean delivery of %s: %d", e.id, st)
@@ -110,6 +131,7 @@ func TestStripeWebhooks(t *testing.T) {
 		rng := rand.New(rand.NewPCG(seed, 1))
 		for round := range 5 {
 			tenant, _ := s.tenant(t)
+			s.linkCustomer(t, tenant)
 			var deliveries []ev
 			for _, e := range seq {
 				deliveries = append(deliveries, e)
@@ -144,6 +166,7 @@ func TestStripeWebhooks(t *testing.T) {
 	t.Run("a same-second tie is settled by fetching the subscription", func(t *testing.T) {
 		t.Parallel()
 		tenant, _ := s.tenant(t)
+		s.linkCustomer(t, tenant)
 		s.stripeEvent(t, testWebhookSecret, "2023-10-16", "evt_t1_"+tenant[:8], "customer.subscription.updated", base, stripetest.SubscriptionObject(tenant, pro, "active", base))
 		st := s.stripeEvent(t, testWebhookSecret, "2023-10-16", "evt_t2_"+tenant[:8], "customer.subscription.updated", base, stripetest.SubscriptionObject(tenant, pro, "past_due", base))
 		if st != http.StatusOK {
@@ -166,8 +189,8 @@ func TestStripeWebhooks(t *testing.T) {
 		tenant, _ := s.tenant(t)
 		co := s.user(t, "co.owner.billing@example.com")
 		exec(t, s, `INSERT INTO tenant_users (tenant_id, user_id, role) VALUES ($1, $2, 'owner'), ($1, $3, 'member')`, tenant, co, s.user(t, ""))
-		exec(t, s, `UPDATE tenant_subscriptions SET stripe_subscription_id = 'sub_pf', status = 'active' WHERE tenant_id = $1`, tenant)
-		obj := map[string]any{"id": "in_pf", "object": "invoice", "subscription": "sub_pf", "customer": "cus_pf"}
+		s.subscribe(t, tenant, "sub_pf", "active", base-10)
+		obj := map[string]any{"id": "in_pf", "object": "invoice", "subscription": "sub_pf", "customer": "cus_" + tenant[:8], "attempt_count": 1}
 		for range 2 { // a duplicate delivery queues nothing more
 			if st := s.stripeEvent(t, testWebhookSecret, "2023-10-16", "evt_pf_"+tenant[:8], "invoice.payment_failed", base, obj); st != http.StatusOK {
 				t.Fatalf("payment_failed: %d", st)
@@ -194,6 +217,7 @@ func TestStripeWebhooks(t *testing.T) {
 			t.Errorf("a second flush sent %d more", n)
 		}
 		trial := stripetest.SubscriptionObject(tenant, pro, "trialing", base)
+		trial["id"] = "sub_pf"
 		if st := s.stripeEvent(t, testWebhookSecret, "2023-10-16", "evt_tw_"+tenant[:8], "customer.subscription.trial_will_end", base+1, trial); st != http.StatusOK {
 			t.Fatalf("trial_will_end: %d", st)
 		}
@@ -202,17 +226,34 @@ func TestStripeWebhooks(t *testing.T) {
 		}
 	})
 
-	t.Run("checkout completion links the subscription", func(t *testing.T) {
+	t.Run("a stranger's checkout naming the tenant links nothing", func(t *testing.T) {
 		t.Parallel()
 		tenant, _ := s.tenant(t)
+		s.linkCustomer(t, tenant)
+		before := s.row(t, "tenant_subscriptions", "tenant_id = $1", tenant)
+		// A Payment Link takes client_reference_id from its URL: anyone can name any tenant.
 		obj := map[string]any{"id": "cs_" + tenant[:8], "object": "checkout.session", "client_reference_id": tenant,
-			"customer": "cus_co_" + tenant[:8], "subscription": "sub_co_" + tenant[:8], "mode": "subscription", "status": "complete"}
+			"customer": "cus_stranger_" + tenant[:8], "subscription": "sub_stranger_" + tenant[:8], "mode": "subscription", "status": "complete",
+			"metadata": map[string]any{"tenant_id": tenant}}
 		if st := s.stripeEvent(t, testWebhookSecret, "2023-10-16", "evt_co_"+tenant[:8], "checkout.session.completed", base, obj); st != http.StatusOK {
 			t.Fatalf("checkout event: %d", st)
 		}
-		r := s.row(t, "tenant_subscriptions", "tenant_id = $1", tenant)
-		if r["stripe_subscription_id"] != "sub_co_"+tenant[:8] || r["stripe_customer_id"] != "cus_co_"+tenant[:8] {
-			t.Errorf("subscription row = %v", r)
+		sub := stripetest.SubscriptionObject(tenant, enterprise, "active", base)
+		sub["id"], sub["customer"] = "sub_stranger_"+tenant[:8], "cus_stranger_"+tenant[:8]
+		if st := s.stripeEvent(t, testWebhookSecret, "2023-10-16", "evt_cs_"+tenant[:8], "customer.subscription.created", base, sub); st != http.StatusOK {
+			t.Fatalf("subscription event: %d", st)
+		}
+		after := s.row(t, "tenant_subscriptions", "tenant_id = $1", tenant)
+		delete(before, "updated_at")
+		delete(after, "updated_at")
+		if fmt.Sprint(before) != fmt.Sprint(after) {
+			t.Errorf("the tenant's row changed:\n%v\n%v", before, after)
+		}
+		if n := s.count(t, `SELECT count(*) FROM tenantkit.stripe_subscriptions WHERE tenant_id = $1`, tenant); n != 0 {
+			t.Errorf("%d subscriptions linked to the tenant, want none", n)
+		}
+		if n := s.count(t, `SELECT count(*) FROM tenantkit.stripe_events WHERE id IN ($1, $2) AND outcome = 'not_ours'`, "evt_co_"+tenant[:8], "evt_cs_"+tenant[:8]); n != 2 {
+			t.Errorf("%d of the stranger's events recorded as not_ours, want 2", n)
 		}
 	})
 }

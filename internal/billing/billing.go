@@ -92,10 +92,14 @@ type Store interface {
 	Customer(ctx context.Context, tenantID string) (name, customerID string, err error)
 	// SetCustomer records the tenant's Stripe customer id, unless one is set already.
 	SetCustomer(ctx context.Context, tenantID, customerID string) error
-	// ApplyStripeEvent records the event id and applies its effect in one transaction (see
-	// Service.ApplyStripeEvent). With settle, a tie with the watermark is applied, not refused:
-	// the event carries state freshly fetched from Stripe.
-	ApplyStripeEvent(ctx context.Context, ev StripeEvent, settle bool) error
+	// ApplyStripeEvent records the event and applies it in one transaction: it finds the tenant
+	// the event is about only through ids tenantkit created or recorded (the tenant's customer, a
+	// subscription already linked), locks it, loads its Account and the Catalog, saves what decide
+	// returns (the subscription, the tenant's current subscription and plan, the emails to its
+	// owners) and records the event id with the outcome. An event recorded before returns
+	// Outcome Duplicate, one that names no tenant NotOurs, both without calling decide. When
+	// decide asks for a fetch (NeedFetch) nothing is written and the decision is returned.
+	ApplyStripeEvent(ctx context.Context, ev StripeEvent, decide func(Account, Catalog) Decision) (Decision, error)
 	// PlanPrices returns the active plans; PlanPrice one active plan (not_found otherwise).
 	PlanPrices(ctx context.Context) ([]PlanPrice, error)
 	PlanPrice(ctx context.Context, planID string) (PlanPrice, error)
@@ -144,6 +148,9 @@ type Service struct {
 	Authorize Authorize // who may manage a tenant's billing
 	AppURL    string    // Stripe redirects back under it
 	Now       func() time.Time
+	// Count, when set, adds one to a named counter on /metrics (stripe_event_<outcome>,
+	// stripe_unknown_price).
+	Count func(name string)
 }
 
 // EnsureCustomer gives the tenant a Stripe customer unless it has one: called by the tenant

@@ -2,8 +2,9 @@ package billing
 
 import (
 	"context"
-	"errors"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/tenantkit/tenantkit"
 )
@@ -12,17 +13,20 @@ import (
 type Subscription struct {
 	ID                 string
 	CustomerID         string
-	TenantID           string // metadata.tenant_id (set by our checkout); may be empty
-	PlanID             string // metadata.plan_id; may be empty
+	TenantID           string // metadata.tenant_id (set by our checkout): never trusted, logged only
+	PlanID             string // metadata.plan_id: a hint, used only when the price maps to no plan
 	Status             string // Stripe's status, verbatim
 	PriceID            string // the licensed (plan) price
+	Quantity           int64  // the licensed item's quantity
 	UsageItemID        string // the metered item, if any
+	Created            time.Time
 	CurrentPeriodStart time.Time
 	CurrentPeriodEnd   time.Time
 	TrialEnd           *time.Time
 	CancelAtPeriodEnd  bool
 	CancelAt           *time.Time
 	CanceledAt         *time.Time
+	EndedAt            *time.Time
 }
 
 // StripeEvent is a verified Stripe webhook event, reduced to what billing applies.
@@ -32,43 +36,60 @@ type StripeEvent struct {
 	Created time.Time // one-second resolution
 	// Subscription is set for customer.subscription.* events.
 	Subscription *Subscription
-	// Checkout is set for checkout.session.completed: the tenant (client_reference_id), customer and
-	// subscription ids.
-	Checkout *struct{ TenantID, CustomerID, SubscriptionID string }
-	// InvoiceSubscriptionID is set for invoice.* events.
-	InvoiceSubscriptionID string
+	// Checkout is set for checkout.session.completed.
+	Checkout *CheckoutSession
+	// Invoice is set for invoice.* events.
+	Invoice *Invoice
+
+	// Set by Service.ApplyStripeEvent, not by the decoder: whether Stripe can be asked, and the
+	// state it answered (Fetched) over which version of the account (FetchedOver).
+	CanFetch    bool
+	Fetched     *Subscription
+	FetchedOver string
 }
 
-// ErrTie is returned by Store.ApplyStripeEvent when the event has the same created second as the
-// state already applied from another event: their order is unknown, so the subscription must be
-// fetched from Stripe and applied instead.
-var ErrTie = errors.New("stripe event ties with the applied state")
+// maxFetches bounds how often one event may send billing back to Stripe for a fresher state
+// (each time because another event changed the subscription in between).
+const maxFetches = 3
 
 // ApplyStripeEvent applies a verified webhook event once, in any order: a repeated event changes
-// nothing, a stale one (older than the subscription's watermark) is recorded and ignored, and on a
-// tie at one-second resolution the subscription is fetched from Stripe. Unknown event types are
-// recorded and ignored. Errors: unavailable (retry), internal.
-func (s *Service) ApplyStripeEvent(ctx context.Context, ev StripeEvent) error {
-	err := s.Store.ApplyStripeEvent(ctx, ev, false)
-	if !errors.Is(err, ErrTie) {
-		return err
+// nothing, a stale one is recorded and ignored, and on a same-second tie (or when an invoice leaves
+// the subscription's status in doubt) the subscription is fetched from Stripe, outside any
+// transaction, and the event decided again over the fetched state. Unknown event types are
+// recorded and ignored. It returns the outcome (Applied, Stale, NotCurrent, NotOurs, Ignored or
+// Duplicate). Errors: unavailable (retry), internal.
+func (s *Service) ApplyStripeEvent(ctx context.Context, ev StripeEvent) (string, error) {
+	ev.CanFetch = s.Stripe != nil
+	log := zerolog.Ctx(ctx)
+	for range maxFetches + 1 {
+		d, err := s.Store.ApplyStripeEvent(ctx, ev, func(a Account, cat Catalog) Decision { return Decide(a, cat, ev) })
+		if err != nil {
+			return "", err
+		}
+		if d.NeedFetch == "" {
+			if d.UnknownPrice != "" {
+				s.count("stripe_unknown_price")
+				log.Warn().Str("price", d.UnknownPrice).Str("tenant", d.Account.TenantID).
+					Msg("Stripe subscription billed at a price no plan is linked to: plan left unchanged (run tenantkit plans sync, or link the price)")
+			}
+			s.count("stripe_event_" + d.Outcome)
+			return d.Outcome, nil
+		}
+		if s.Stripe == nil {
+			return "", tenantkit.Errorf(tenantkit.Unavailable, "cannot settle a Stripe event without Stripe (STRIPE_SECRET_KEY)")
+		}
+		sub, err := s.Stripe.GetSubscription(ctx, d.NeedFetch) // outside any transaction
+		if err != nil {
+			return "", err
+		}
+		ev.Fetched, ev.FetchedOver = &sub, d.Account.Version(d.NeedFetch)
 	}
-	id := ""
-	switch {
-	case ev.Subscription != nil:
-		id = ev.Subscription.ID
-	default:
-		id = ev.InvoiceSubscriptionID
+	return "", tenantkit.Errorf(tenantkit.Unavailable, "the subscription kept changing while its event was applied; retry")
+}
+
+// count adds one to a named counter on /metrics, when the service has one.
+func (s *Service) count(name string) {
+	if s.Count != nil {
+		s.Count(name)
 	}
-	if s.Stripe == nil || id == "" {
-		return tenantkit.Errorf(tenantkit.Unavailable, "cannot settle a same-second Stripe event without Stripe")
-	}
-	sub, err := s.Stripe.GetSubscription(ctx, id) // outside any transaction
-	if err != nil {
-		return err
-	}
-	fetched := ev
-	fetched.Subscription = &sub
-	fetched.Type = "customer.subscription.updated" // the fetched object is the current state
-	return s.Store.ApplyStripeEvent(ctx, fetched, true)
 }

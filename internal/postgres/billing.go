@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -98,7 +99,8 @@ func scanPlanPrice(r pgx.CollectableRow) (billing.PlanPrice, error) {
 func (db *DB) PlanPrices(ctx context.Context) ([]billing.PlanPrice, error) {
 	var plans []billing.PlanPrice
 	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
-		rows, _ := tx.Query(ctx, `SELECT `+planPriceColumns+` FROM subscription_plans WHERE is_active ORDER BY sort_order, key`)
+		// A free plan is never a Stripe price: tenants on it have no subscription.
+		rows, _ := tx.Query(ctx, `SELECT `+planPriceColumns+` FROM subscription_plans WHERE is_active AND unit_amount > 0 ORDER BY sort_order, key`)
 		var err error
 		plans, err = pgx.CollectRows(rows, scanPlanPrice)
 		return err
@@ -137,7 +139,9 @@ func (db *DB) StripeSubscription(ctx context.Context, tenantID string) (id, vers
 // SetPlan implements billing.Store.
 func (db *DB) SetPlan(ctx context.Context, tenantID, planID string) error {
 	return db.WithSystem(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `UPDATE tenant_subscriptions SET plan_id = $2 WHERE tenant_id = $1`, tenantID, planID)
+		_, err := tx.Exec(ctx, `
+			WITH t AS (UPDATE tenant_subscriptions SET plan_id = $2 WHERE tenant_id = $1 RETURNING stripe_subscription_id)
+			UPDATE tenantkit.stripe_subscriptions SET plan_id = $2 WHERE id = (SELECT stripe_subscription_id FROM t)`, tenantID, planID)
 		return err
 	})
 }
@@ -145,8 +149,15 @@ func (db *DB) SetPlan(ctx context.Context, tenantID, planID string) error {
 // LinkPlan implements billing.Store.
 func (db *DB) LinkPlan(ctx context.Context, planID, productID, priceID, meteredPriceID string) error {
 	return db.WithSystem(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `UPDATE subscription_plans SET stripe_product_id = $2, stripe_price_id = $3,
-			stripe_api_calls_price_id = nullif($4, '') WHERE id = $1`, planID, productID, priceID, meteredPriceID)
+		// Prices replaced by newer ones stay known: subscriptions billed at them keep their plan.
+		_, err := tx.Exec(ctx, `
+			WITH linked AS (
+			  UPDATE subscription_plans SET stripe_product_id = $2, stripe_price_id = $3,
+			    stripe_api_calls_price_id = nullif($4, '') WHERE id = $1 RETURNING id)
+			INSERT INTO tenantkit.plan_prices (price_id, plan_id, metered)
+			SELECT price, id, metered FROM linked, (VALUES ($3, false), (nullif($4, ''), true)) v (price, metered)
+			WHERE price IS NOT NULL
+			ON CONFLICT (price_id) DO NOTHING`, planID, productID, priceID, meteredPriceID)
 		return err
 	})
 }
@@ -302,4 +313,16 @@ func (db *DB) Metrics(ctx context.Context, now time.Time) (billing.Metrics, erro
 		return err
 	})
 	return m, err
+}
+
+// CheckPlan reports a clear error when no active plan has the key (a misconfigured TRIAL_PLAN).
+func (db *DB) CheckPlan(ctx context.Context, key string) error {
+	var ok bool
+	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM subscription_plans WHERE key = $1 AND is_active)`, key).Scan(&ok)
+	})
+	if err == nil && !ok {
+		err = fmt.Errorf("no active plan has the key %q (see subscription_plans)", key)
+	}
+	return err
 }

@@ -269,8 +269,8 @@ func TestSessions(t *testing.T) {
 				if n, code := fxTry(t, tx, "SELECT * FROM tenantkit.usage_events"); code != "42501" {
 					t.Errorf("usage_events: %d rows, SQLSTATE %q; want 42501", n, code)
 				}
-				if n := fxTxCount(t, tx, "SELECT count(*) FROM subscription_plans"); n != 3 {
-					t.Errorf("sees %d plans, want the 3 seeded ones", n)
+				if n := fxTxCount(t, tx, "SELECT count(*) FROM subscription_plans"); n != 4 {
+					t.Errorf("sees %d plans, want the 4 seeded ones", n)
 				}
 			})
 		})
@@ -299,8 +299,8 @@ func TestSessions(t *testing.T) {
 						t.Errorf("sees %d rows of %s, want 1", n, tb.name)
 					}
 				}
-				if n := fxTxCount(t, tx, "SELECT count(*) FROM subscription_plans"); n != 3 {
-					t.Errorf("sees %d plans, want 3", n)
+				if n := fxTxCount(t, tx, "SELECT count(*) FROM subscription_plans"); n != 4 {
+					t.Errorf("sees %d plans, want 4", n)
 				}
 			})
 		})
@@ -331,15 +331,15 @@ func TestPlanLimits(t *testing.T) {
 	db, admin := setup(t)
 	ctx := context.Background()
 
-	t.Run("the default plan is Starter: 5 users, 10 projects", func(t *testing.T) {
+	t.Run("the default plan is Free: 3 users, 3 projects", func(t *testing.T) {
 		t.Parallel()
 		tn := fxTenant(t, admin)
 		var key string
 		var users, projects int64
 		fxQueryRow(t, admin, `SELECT (SELECT key FROM subscription_plans WHERE is_default),
 			tenantkit.plan_limit($1, 'users'), tenantkit.plan_limit($1, 'projects')`, tn.id).Scan(&key, &users, &projects)
-		if key != "starter" || users != 5 || projects != 10 {
-			t.Errorf("default plan %s allows %d users and %d projects; want starter, 5 and 10", key, users, projects)
+		if key != "free" || users != 3 || projects != 3 {
+			t.Errorf("default plan %s allows %d users and %d projects; want free, 3 and 3", key, users, projects)
 		}
 		if n := fxCount(t, admin, "SELECT count(*) FROM tenant_subscriptions WHERE tenant_id = $1", tn.id); n != 0 {
 			t.Fatalf("the tenant has %d subscriptions, want none (default plan)", n)
@@ -348,7 +348,7 @@ func TestPlanLimits(t *testing.T) {
 
 	t.Run("the 11th project is refused and changes nothing", func(t *testing.T) {
 		t.Parallel()
-		tn := fxTenant(t, admin)
+		tn := fxTenant(t, admin, fxPlanKey("starter"))
 		for i := range 10 {
 			if err := fxNewProject(ctx, db, tn.id, tn.owner); err != nil {
 				t.Fatalf("project %d: %v", i+1, err)
@@ -370,7 +370,7 @@ func TestPlanLimits(t *testing.T) {
 
 	t.Run("a batch crossing the limit is refused whole", func(t *testing.T) {
 		t.Parallel()
-		tn := fxTenant(t, admin)
+		tn := fxTenant(t, admin, fxPlanKey("starter"))
 		fxProjects(t, admin, tn.id, tn.owner, 9)
 		err := fxAs(ctx, db, tn.owner, func(tx pgx.Tx) error {
 			_, err := tx.Exec(ctx, "INSERT INTO projects (tenant_id, name, owner_id) VALUES ($1, 'a', $2), ($1, 'b', $2)", tn.id, tn.owner)
@@ -386,7 +386,7 @@ func TestPlanLimits(t *testing.T) {
 
 	t.Run("members and pending unexpired invitations take seats", func(t *testing.T) {
 		t.Parallel()
-		tn := fxTenant(t, admin)
+		tn := fxTenant(t, admin, fxPlanKey("starter"))
 		// neither takes a seat
 		expired := fxInvite(t, admin, tn.id, "pending", -time.Hour)
 		fxInvite(t, admin, tn.id, "revoked", time.Hour)
@@ -495,7 +495,7 @@ func TestPlanLimits(t *testing.T) {
 		t.Parallel()
 		const writers = 20
 		wide := fxWidePool(t, db, writers)
-		tn := fxTenant(t, admin)
+		tn := fxTenant(t, admin, fxPlanKey("starter"))
 		fxProjects(t, admin, tn.id, tn.owner, 8)
 		start := make(chan struct{})
 		var ready sync.WaitGroup

@@ -34,9 +34,12 @@ func (db *DB) CreateTenant(ctx context.Context, s tenantkit.Session, nt team.New
 		if _, err := tx.Exec(ctx, `INSERT INTO tenant_users (tenant_id, user_id, role) VALUES ($1, $2, 'owner')`, t.ID, nt.OwnerID); err != nil {
 			return err
 		}
+		// The trial plan (by key), else the default plan; no trial: the default plan at once.
 		_, err = tx.Exec(ctx, `
 			INSERT INTO tenant_subscriptions (tenant_id, plan_id, status, trial_ends_at)
-			SELECT $1, id, 'trialing', $2 FROM subscription_plans WHERE is_default`, t.ID, nt.TrialEndsAt)
+			SELECT $1, coalesce((SELECT id FROM subscription_plans WHERE key = nullif($3, '') AND is_active),
+			                    (SELECT id FROM subscription_plans WHERE is_default)),
+			       'trialing', $2`, t.ID, nt.TrialEndsAt, nt.TrialPlan)
 		return err
 	})
 	return t, err

@@ -19,6 +19,24 @@ type Metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	inFlight prometheus.Gauge
+	billing  *prometheus.CounterVec
+}
+
+// counted are the names Count accepts; any other is counted as "other".
+var counted = map[string]bool{
+	"stripe_event_applied": true, "stripe_event_stale": true, "stripe_event_not_current": true,
+	"stripe_event_not_ours": true, "stripe_event_ignored": true, "stripe_event_duplicate": true,
+	"stripe_unknown_price": true,
+}
+
+// Count adds one to tenantkit_billing_total{what}: Stripe events by what billing did with them
+// (stripe_event_applied, _stale, _not_current, _not_ours, _ignored, _duplicate) and subscriptions
+// billed at a price no plan is linked to (stripe_unknown_price).
+func (m *Metrics) Count(name string) {
+	if !counted[name] {
+		name = "other"
+	}
+	m.billing.WithLabelValues(name).Inc()
 }
 
 // NewMetrics creates the collectors and their registry. names is the allow-list of action and
@@ -41,11 +59,15 @@ func NewMetrics(names []string) *Metrics {
 			Help: "HTTP requests being served.",
 		}),
 	}
+	m.billing = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tenantkit_billing_total",
+		Help: "Billing occurrences: Stripe events by outcome, subscriptions at a price no plan knows.",
+	}, []string{"what"})
 	for _, n := range names {
 		m.names[n] = true
 	}
 	m.registry.MustRegister(
-		m.requests, m.duration, m.inFlight,
+		m.requests, m.duration, m.inFlight, m.billing,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

@@ -29,7 +29,7 @@ const maxWebhookBody = 1 << 20
 type Webhook struct {
 	Secret  string // STRIPE_WEBHOOK_SECRET
 	Billing interface {
-		ApplyStripeEvent(ctx context.Context, ev billing.StripeEvent) error
+		ApplyStripeEvent(ctx context.Context, ev billing.StripeEvent) (outcome string, err error)
 	}
 }
 
@@ -57,7 +57,8 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, http.StatusBadRequest, "undecodable event")
 		return
 	}
-	if err := h.Billing.ApplyStripeEvent(r.Context(), be); err != nil {
+	outcome, err := h.Billing.ApplyStripeEvent(r.Context(), be)
+	if err != nil {
 		code := tenantkit.ErrorCode(err)
 		log.Error().Err(err).Str("code", code).Msg("stripe event not applied; Stripe will retry")
 		status := http.StatusInternalServerError
@@ -70,6 +71,7 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, status, tenantkit.ErrorMessage(err))
 		return
 	}
+	log.UpdateContext(func(c zerolog.Context) zerolog.Context { return c.Str("outcome", outcome) })
 	writeStatus(w, http.StatusOK, "ok")
 }
 
@@ -98,7 +100,7 @@ func decode(ev stripego.Event) (billing.StripeEvent, error) {
 		if err := json.Unmarshal(ev.Data.Raw, &s); err != nil {
 			return out, err
 		}
-		for _, t := range []int64{s.CurrentPeriodStart, s.CurrentPeriodEnd, s.TrialEnd, s.CancelAt, s.CanceledAt} {
+		for _, t := range []int64{s.Created, s.CurrentPeriodStart, s.CurrentPeriodEnd, s.TrialEnd, s.CancelAt, s.CanceledAt, s.EndedAt} {
 			if t < 0 || t > maxUnix {
 				return out, fmt.Errorf("subscription timestamp %d out of range", t)
 			}
@@ -110,7 +112,7 @@ func decode(ev stripego.Event) (billing.StripeEvent, error) {
 		if err := json.Unmarshal(ev.Data.Raw, &cs); err != nil {
 			return out, err
 		}
-		out.Checkout = &struct{ TenantID, CustomerID, SubscriptionID string }{TenantID: cs.ClientReferenceID}
+		out.Checkout = &billing.CheckoutSession{ID: cs.ID, ClientReferenceID: cs.ClientReferenceID}
 		if cs.Customer != nil {
 			out.Checkout.CustomerID = cs.Customer.ID
 		}
@@ -122,8 +124,12 @@ func decode(ev stripego.Event) (billing.StripeEvent, error) {
 		if err := json.Unmarshal(ev.Data.Raw, &in); err != nil {
 			return out, err
 		}
+		out.Invoice = &billing.Invoice{ID: in.ID, AttemptCount: in.AttemptCount}
 		if in.Subscription != nil {
-			out.InvoiceSubscriptionID = in.Subscription.ID
+			out.Invoice.SubscriptionID = in.Subscription.ID
+		}
+		if in.Customer != nil {
+			out.Invoice.CustomerID = in.Customer.ID
 		}
 	}
 	return out, nil
@@ -136,6 +142,7 @@ func subscription(s *stripego.Subscription) billing.Subscription {
 		ID: s.ID, Status: string(s.Status), CancelAtPeriodEnd: s.CancelAtPeriodEnd,
 		CurrentPeriodStart: unix(s.CurrentPeriodStart), CurrentPeriodEnd: unix(s.CurrentPeriodEnd),
 		TrialEnd: optUnix(s.TrialEnd), CancelAt: optUnix(s.CancelAt), CanceledAt: optUnix(s.CanceledAt),
+		EndedAt: optUnix(s.EndedAt), Created: unix(s.Created),
 		TenantID: s.Metadata["tenant_id"], PlanID: s.Metadata["plan_id"],
 	}
 	if s.Customer != nil {
@@ -149,7 +156,7 @@ func subscription(s *stripego.Subscription) billing.Subscription {
 			if it.Price.Recurring != nil && it.Price.Recurring.UsageType == stripego.PriceRecurringUsageTypeMetered {
 				sub.UsageItemID = it.ID
 			} else if sub.PriceID == "" {
-				sub.PriceID = it.Price.ID
+				sub.PriceID, sub.Quantity = it.Price.ID, it.Quantity
 			}
 		}
 	}

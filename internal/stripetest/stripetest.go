@@ -347,7 +347,7 @@ func (t *tail) String() string {
 // metered api_calls item, the period starting at periodStart (Unix seconds) for 30 days.
 func SubscriptionObject(tenant, plan, status string, periodStart int64) map[string]any {
 	return map[string]any{
-		"id": "sub_" + tenant[:8], "object": "subscription", "customer": "cus_" + tenant[:8], "status": status,
+		"id": "sub_" + tenant[:8], "object": "subscription", "customer": "cus_" + tenant[:8], "status": status, "created": periodStart,
 		"current_period_start": periodStart, "current_period_end": periodStart + 30*86400, "cancel_at_period_end": false,
 		"metadata": map[string]any{"tenant_id": tenant, "plan_id": plan},
 		"items": map[string]any{"object": "list", "data": []any{

@@ -19,7 +19,8 @@ type Service struct {
 	Mailer        tenantkit.Mailer
 	AppURL        string        // links in emails: AppURL + "/invitations/accept?token=…"
 	InvitationTTL time.Duration // how long an invitation stays valid (default 7 days)
-	TrialPeriod   time.Duration // trial on the default plan for a new tenant (default 14 days)
+	TrialPeriod   time.Duration // a new tenant's trial (0: 14 days; negative: none, the default plan at once)
+	TrialPlan     string        // key of the plan a new tenant tries ("": the default plan)
 	Now           func() time.Time
 }
 
@@ -38,6 +39,9 @@ func (s *Service) ttl() time.Duration {
 }
 
 func (s *Service) trial() time.Duration {
+	if s.TrialPeriod < 0 {
+		return 0
+	}
 	if s.TrialPeriod > 0 {
 		return s.TrialPeriod
 	}
@@ -91,7 +95,7 @@ func (s *Service) CreateTenant(ctx context.Context, sess tenantkit.Session, name
 	if err := ValidateSlug(slug); err != nil {
 		return Tenant{}, err
 	}
-	t, err := s.Store.CreateTenant(ctx, sess, NewTenant{Slug: slug, Name: name, OwnerID: uid, TrialEndsAt: s.now().Add(s.trial())})
+	t, err := s.Store.CreateTenant(ctx, sess, NewTenant{Slug: slug, Name: name, OwnerID: uid, TrialEndsAt: s.now().Add(s.trial()), TrialPlan: s.TrialPlan})
 	if tenantkit.ErrorCode(err) == tenantkit.Conflict {
 		return t, tenantkit.Errorf(SlugTaken, "slug %q is taken", slug)
 	}

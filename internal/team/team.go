@@ -62,6 +62,7 @@ type NewTenant struct {
 	Slug, Name  string
 	OwnerID     string
 	TrialEndsAt time.Time
+	TrialPlan   string // key of the trial plan ("": the default plan)
 }
 
 // NewInvitation is what CreateInvitation stores: the token's hash, and the token sealed for the
