@@ -108,6 +108,9 @@ func (s *Service) CreateCheckout(ctx context.Context, sess tenantkit.Session, te
 	if err != nil {
 		return "", err
 	}
+	if plan.UnitAmount == 0 {
+		return "", tenantkit.Errorf(tenantkit.Invalid, "plan %s is free: it needs no checkout", plan.Key)
+	}
 	if plan.PriceID == "" {
 		return "", tenantkit.Errorf(tenantkit.Invalid, "plan %s is not linked to Stripe yet (run tenantkit plans sync)", plan.Key)
 	}
@@ -180,6 +183,9 @@ func (s *Service) ChangePlan(ctx context.Context, sess tenantkit.Session, tenant
 	plan, err := s.Store.PlanPrice(ctx, planID)
 	if err != nil {
 		return Subscription{}, err
+	}
+	if plan.UnitAmount == 0 {
+		return Subscription{}, tenantkit.Errorf(tenantkit.Invalid, "plan %s is free: cancel the subscription instead", plan.Key)
 	}
 	if plan.PriceID == "" {
 		return Subscription{}, tenantkit.Errorf(tenantkit.Invalid, "plan %s is not linked to Stripe yet (run tenantkit plans sync)", plan.Key)

@@ -291,7 +291,8 @@ func (db *DB) Metrics(ctx context.Context, now time.Time) (billing.Metrics, erro
 		err := tx.QueryRow(ctx, `
 			SELECT (SELECT count(*) FROM tenants),
 			       (SELECT count(*) FROM tenant_subscriptions WHERE status = 'active'),
-			       (SELECT count(*) FROM tenant_subscriptions WHERE status = 'trialing'),
+			       (SELECT count(*) FROM tenant_subscriptions WHERE status = 'trialing'
+			        AND (stripe_subscription_id IS NOT NULL OR trial_ends_at > $1::timestamptz)),
 			       (SELECT count(*) FROM tenant_subscriptions WHERE status = 'past_due'),
 			       (SELECT count(DISTINCT user_id) FROM tenant_users),
 			       (SELECT count(*) FROM tenants WHERE created_at > $1::timestamptz - interval '30 days'),
