@@ -33,7 +33,7 @@ import (
 //     invoice.payment_failed fetch the subscription when its stored status may be out of date
 //     (Stripe sends the status change as customer.subscription.updated too).
 //  6. customer.subscription.trial_will_end emails the owners once per trial, while that
-//     subscription is current and trialing.
+//     subscription is current and trialing (even when the event itself is stale).
 
 // Statuses that grant the subscribed plan: Stripe still collects (past_due: while it retries).
 func entitles(status string) bool {
@@ -170,7 +170,13 @@ func decideSubscription(a Account, cat Catalog, ev StripeEvent) Decision {
 	if isKnown && !known.EventAt.IsZero() {
 		switch {
 		case ev.Created.Before(known.EventAt):
-			return Decision{Outcome: Stale, Account: a}
+			d := Decision{Outcome: Stale, Account: a}
+			// A stale state, but the warning still holds while the same trial runs.
+			if ev.Type == "customer.subscription.trial_will_end" && a.Current == sub.ID && known.Status == "trialing" &&
+				sameTime(known.TrialEnd, sub.TrialEnd) {
+				d.Emails = append(d.Emails, trialEndingEmail(a.TenantName, sub.ID, unixOrZero(sub.TrialEnd)))
+			}
+			return d
 		case ev.Created.Equal(known.EventAt) && ev.ID != known.EventID:
 			// A tie at one-second resolution: which state is newer is unknown.
 			f := fetched(a, ev, sub.ID)
@@ -188,14 +194,19 @@ func decideSubscription(a Account, cat Catalog, ev StripeEvent) Decision {
 		d.Outcome = NotCurrent
 	}
 	if ev.Type == "customer.subscription.trial_will_end" && d.Account.Current == sub.ID && sub.Status == "trialing" {
-		trialEnd := int64(0)
-		if sub.TrialEnd != nil {
-			trialEnd = sub.TrialEnd.Unix()
-		}
-		d.Emails = append(d.Emails, trialEndingEmail(a.TenantName, sub.ID, trialEnd))
+		d.Emails = append(d.Emails, trialEndingEmail(a.TenantName, sub.ID, unixOrZero(sub.TrialEnd)))
 	}
 	return d
 }
+
+func unixOrZero(t *time.Time) int64 {
+	if t == nil {
+		return 0
+	}
+	return t.Unix()
+}
+
+func sameTime(a, b *time.Time) bool { return (a == nil) == (b == nil) && (a == nil || a.Equal(*b)) }
 
 // resolvePlan finds the plan of a subscription: its licensed price's plan, else the metadata hint
 // when it names a plan, else the plan it had (else the tenant's).

@@ -97,6 +97,21 @@ func TestDecideOrder(t *testing.T) {
 			t.Errorf("decision %+v", d)
 		}
 	})
+	t.Run("a stale trial_will_end still warns while the same trial runs", func(t *testing.T) {
+		end := at(1000)
+		trialing := sub("sub_1", "trialing", "price_starter", 1)
+		trialing.TrialEnd = &end
+		a := account(known(trialing, "starter", 10, "evt_10"))
+		d := Decide(a, cat, subEvent("evt_5", "customer.subscription.trial_will_end", 5, trialing))
+		if d.Outcome != Stale || d.Save != nil || len(d.Emails) != 1 {
+			t.Errorf("decision %+v", d)
+		}
+		ended := sub("sub_1", "active", "price_starter", 1)
+		d = Decide(account(known(ended, "starter", 10, "evt_10")), cat, subEvent("evt_5", "customer.subscription.trial_will_end", 5, trialing))
+		if len(d.Emails) != 0 {
+			t.Errorf("the trial is over, yet %+v", d.Emails)
+		}
+	})
 	t.Run("a same-second tie asks for the subscription", func(t *testing.T) {
 		d := Decide(base, cat, subEvent("evt_10b", "customer.subscription.updated", 10, sub("sub_1", "past_due", "price_starter", 1)))
 		if d.NeedFetch != "sub_1" || d.Save != nil {
