@@ -3,7 +3,8 @@ package tenantkit
 import "context"
 
 // Plan is a subscription plan. UnitAmount is the price per Interval ("month" or "year") in the
-// currency's smallest unit. Limits maps a metric ("users", "projects", "storage_gb") to its maximum;
+// currency's smallest unit. Features is display text; Flags are the on/off features the plan grants
+// (e.g. "sso"), sorted. Limits maps a metric ("users", "projects", "storage_gb") to its maximum;
 // -1, or a metric the plan does not name, means unlimited.
 type Plan struct {
 	ID          string
@@ -14,6 +15,7 @@ type Plan struct {
 	Currency    string
 	Interval    string
 	Features    []string
+	Flags       []string
 	Limits      map[string]int64
 	IsDefault   bool
 }

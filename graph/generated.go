@@ -49,6 +49,37 @@ type ComplexityRoot struct {
 		Subject   func(childComplexity int) int
 	}
 
+	EntitlementCheck struct {
+		Allowed  func(childComplexity int) int
+		Feature  func(childComplexity int) int
+		Reason   func(childComplexity int) int
+		TenantID func(childComplexity int) int
+	}
+
+	EntitlementFeature struct {
+		Enabled func(childComplexity int) int
+		Key     func(childComplexity int) int
+	}
+
+	EntitlementLimit struct {
+		Limit  func(childComplexity int) int
+		Metric func(childComplexity int) int
+		Used   func(childComplexity int) int
+	}
+
+	Entitlements struct {
+		CancelAtPeriodEnd func(childComplexity int) int
+		CurrentPeriodEnd  func(childComplexity int) int
+		Features          func(childComplexity int) int
+		Limits            func(childComplexity int) int
+		Plan              func(childComplexity int) int
+		Reason            func(childComplexity int) int
+		Status            func(childComplexity int) int
+		SubscribedPlan    func(childComplexity int) int
+		TenantID          func(childComplexity int) int
+		TrialEndsAt       func(childComplexity int) int
+	}
+
 	MoneyAmount struct {
 		Amount   func(childComplexity int) int
 		Currency func(childComplexity int) int
@@ -64,6 +95,7 @@ type ComplexityRoot struct {
 		Currency    func(childComplexity int) int
 		Description func(childComplexity int) int
 		Features    func(childComplexity int) int
+		Flags       func(childComplexity int) int
 		ID          func(childComplexity int) int
 		Interval    func(childComplexity int) int
 		Key         func(childComplexity int) int
@@ -78,11 +110,13 @@ type ComplexityRoot struct {
 	}
 
 	Query struct {
-		AuditLog      func(childComplexity int, tenantID string, limit int) int
-		MyPermissions func(childComplexity int, tenantID string) int
-		Plans         func(childComplexity int) int
-		SaasMetrics   func(childComplexity int) int
-		Usage         func(childComplexity int, tenantID string, from *time.Time, to *time.Time, granularity *string) int
+		AuditLog         func(childComplexity int, tenantID string, limit int) int
+		CheckEntitlement func(childComplexity int, tenantID string, feature string) int
+		Entitlements     func(childComplexity int, tenantID string) int
+		MyPermissions    func(childComplexity int, tenantID string) int
+		Plans            func(childComplexity int) int
+		SaasMetrics      func(childComplexity int) int
+		Usage            func(childComplexity int, tenantID string, from *time.Time, to *time.Time, granularity *string) int
 	}
 
 	SaasMetrics struct {
@@ -120,6 +154,8 @@ type QueryResolver interface {
 	MyPermissions(ctx context.Context, tenantID string) (*model.MyPermissions, error)
 	AuditLog(ctx context.Context, tenantID string, limit int) ([]*model.AuditEntry, error)
 	Usage(ctx context.Context, tenantID string, from *time.Time, to *time.Time, granularity *string) ([]*billing.UsageTotal, error)
+	Entitlements(ctx context.Context, tenantID string) (*billing.Entitlements, error)
+	CheckEntitlement(ctx context.Context, tenantID string, feature string) (*model.EntitlementCheck, error)
 	SaasMetrics(ctx context.Context) (*billing.Metrics, error)
 }
 
@@ -178,6 +214,124 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.AuditEntry.Subject(childComplexity), true
 
+	case "EntitlementCheck.allowed":
+		if e.ComplexityRoot.EntitlementCheck.Allowed == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EntitlementCheck.Allowed(childComplexity), true
+	case "EntitlementCheck.feature":
+		if e.ComplexityRoot.EntitlementCheck.Feature == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EntitlementCheck.Feature(childComplexity), true
+	case "EntitlementCheck.reason":
+		if e.ComplexityRoot.EntitlementCheck.Reason == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EntitlementCheck.Reason(childComplexity), true
+	case "EntitlementCheck.tenantId":
+		if e.ComplexityRoot.EntitlementCheck.TenantID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EntitlementCheck.TenantID(childComplexity), true
+
+	case "EntitlementFeature.enabled":
+		if e.ComplexityRoot.EntitlementFeature.Enabled == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EntitlementFeature.Enabled(childComplexity), true
+	case "EntitlementFeature.key":
+		if e.ComplexityRoot.EntitlementFeature.Key == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EntitlementFeature.Key(childComplexity), true
+
+	case "EntitlementLimit.limit":
+		if e.ComplexityRoot.EntitlementLimit.Limit == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EntitlementLimit.Limit(childComplexity), true
+	case "EntitlementLimit.metric":
+		if e.ComplexityRoot.EntitlementLimit.Metric == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EntitlementLimit.Metric(childComplexity), true
+	case "EntitlementLimit.used":
+		if e.ComplexityRoot.EntitlementLimit.Used == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EntitlementLimit.Used(childComplexity), true
+
+	case "Entitlements.cancelAtPeriodEnd":
+		if e.ComplexityRoot.Entitlements.CancelAtPeriodEnd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Entitlements.CancelAtPeriodEnd(childComplexity), true
+	case "Entitlements.currentPeriodEnd":
+		if e.ComplexityRoot.Entitlements.CurrentPeriodEnd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Entitlements.CurrentPeriodEnd(childComplexity), true
+	case "Entitlements.features":
+		if e.ComplexityRoot.Entitlements.Features == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Entitlements.Features(childComplexity), true
+	case "Entitlements.limits":
+		if e.ComplexityRoot.Entitlements.Limits == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Entitlements.Limits(childComplexity), true
+	case "Entitlements.plan":
+		if e.ComplexityRoot.Entitlements.Plan == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Entitlements.Plan(childComplexity), true
+	case "Entitlements.reason":
+		if e.ComplexityRoot.Entitlements.Reason == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Entitlements.Reason(childComplexity), true
+	case "Entitlements.status":
+		if e.ComplexityRoot.Entitlements.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Entitlements.Status(childComplexity), true
+	case "Entitlements.subscribedPlan":
+		if e.ComplexityRoot.Entitlements.SubscribedPlan == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Entitlements.SubscribedPlan(childComplexity), true
+	case "Entitlements.tenantId":
+		if e.ComplexityRoot.Entitlements.TenantID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Entitlements.TenantID(childComplexity), true
+	case "Entitlements.trialEndsAt":
+		if e.ComplexityRoot.Entitlements.TrialEndsAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Entitlements.TrialEndsAt(childComplexity), true
+
 	case "MoneyAmount.amount":
 		if e.ComplexityRoot.MoneyAmount.Amount == nil {
 			break
@@ -228,6 +382,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Plan.Features(childComplexity), true
+	case "Plan.featureFlags":
+		if e.ComplexityRoot.Plan.Flags == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Plan.Flags(childComplexity), true
 	case "Plan.id":
 		if e.ComplexityRoot.Plan.ID == nil {
 			break
@@ -289,6 +449,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.AuditLog(childComplexity, args["tenantId"].(string), args["limit"].(int)), true
+	case "Query.checkEntitlement":
+		if e.ComplexityRoot.Query.CheckEntitlement == nil {
+			break
+		}
+
+		args, err := ec.field_Query_checkEntitlement_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.CheckEntitlement(childComplexity, args["tenantId"].(string), args["feature"].(string)), true
+	case "Query.entitlements":
+		if e.ComplexityRoot.Query.Entitlements == nil {
+			break
+		}
+
+		args, err := ec.field_Query_entitlements_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Entitlements(childComplexity, args["tenantId"].(string)), true
 
 	case "Query.myPermissions":
 		if e.ComplexityRoot.Query.MyPermissions == nil {
@@ -511,6 +693,68 @@ func (ec *executionContext) childFields_AuditEntry(ctx context.Context, field gr
 	return nil, fmt.Errorf("no field named %q was found under type AuditEntry", field.Name)
 }
 
+func (ec *executionContext) childFields_EntitlementCheck(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "tenantId":
+		return ec.fieldContext_EntitlementCheck_tenantId(ctx, field)
+	case "feature":
+		return ec.fieldContext_EntitlementCheck_feature(ctx, field)
+	case "allowed":
+		return ec.fieldContext_EntitlementCheck_allowed(ctx, field)
+	case "reason":
+		return ec.fieldContext_EntitlementCheck_reason(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EntitlementCheck", field.Name)
+}
+
+func (ec *executionContext) childFields_EntitlementFeature(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "key":
+		return ec.fieldContext_EntitlementFeature_key(ctx, field)
+	case "enabled":
+		return ec.fieldContext_EntitlementFeature_enabled(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EntitlementFeature", field.Name)
+}
+
+func (ec *executionContext) childFields_EntitlementLimit(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "metric":
+		return ec.fieldContext_EntitlementLimit_metric(ctx, field)
+	case "limit":
+		return ec.fieldContext_EntitlementLimit_limit(ctx, field)
+	case "used":
+		return ec.fieldContext_EntitlementLimit_used(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EntitlementLimit", field.Name)
+}
+
+func (ec *executionContext) childFields_Entitlements(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "tenantId":
+		return ec.fieldContext_Entitlements_tenantId(ctx, field)
+	case "plan":
+		return ec.fieldContext_Entitlements_plan(ctx, field)
+	case "subscribedPlan":
+		return ec.fieldContext_Entitlements_subscribedPlan(ctx, field)
+	case "status":
+		return ec.fieldContext_Entitlements_status(ctx, field)
+	case "reason":
+		return ec.fieldContext_Entitlements_reason(ctx, field)
+	case "trialEndsAt":
+		return ec.fieldContext_Entitlements_trialEndsAt(ctx, field)
+	case "currentPeriodEnd":
+		return ec.fieldContext_Entitlements_currentPeriodEnd(ctx, field)
+	case "cancelAtPeriodEnd":
+		return ec.fieldContext_Entitlements_cancelAtPeriodEnd(ctx, field)
+	case "limits":
+		return ec.fieldContext_Entitlements_limits(ctx, field)
+	case "features":
+		return ec.fieldContext_Entitlements_features(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Entitlements", field.Name)
+}
+
 func (ec *executionContext) childFields_MoneyAmount(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "currency":
@@ -551,6 +795,8 @@ func (ec *executionContext) childFields_Plan(ctx context.Context, field graphql.
 		return ec.fieldContext_Plan_interval(ctx, field)
 	case "features":
 		return ec.fieldContext_Plan_features(ctx, field)
+	case "featureFlags":
+		return ec.fieldContext_Plan_featureFlags(ctx, field)
 	case "limits":
 		return ec.fieldContext_Plan_limits(ctx, field)
 	}
@@ -754,6 +1000,42 @@ func (ec *executionContext) field_Query_auditLog_args(ctx context.Context, rawAr
 		return nil, err
 	}
 	args["limit"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_checkEntitlement_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "tenantId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["tenantId"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "feature",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["feature"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_entitlements_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "tenantId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["tenantId"] = arg0
 	return args, nil
 }
 
@@ -1019,6 +1301,479 @@ func (ec *executionContext) _AuditEntry_createdAt(ctx context.Context, field gra
 }
 func (ec *executionContext) fieldContext_AuditEntry_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("AuditEntry", field, false, false, "Time")
+}
+
+func (ec *executionContext) _EntitlementCheck_tenantId(ctx context.Context, field graphql.CollectedField, obj *model.EntitlementCheck) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EntitlementCheck_tenantId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TenantID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EntitlementCheck_tenantId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EntitlementCheck", field, false, false, "ID")
+}
+
+func (ec *executionContext) _EntitlementCheck_feature(ctx context.Context, field graphql.CollectedField, obj *model.EntitlementCheck) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EntitlementCheck_feature(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Feature, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EntitlementCheck_feature(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EntitlementCheck", field, false, false, "String")
+}
+
+func (ec *executionContext) _EntitlementCheck_allowed(ctx context.Context, field graphql.CollectedField, obj *model.EntitlementCheck) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EntitlementCheck_allowed(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Allowed, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EntitlementCheck_allowed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EntitlementCheck", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _EntitlementCheck_reason(ctx context.Context, field graphql.CollectedField, obj *model.EntitlementCheck) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EntitlementCheck_reason(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Reason, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EntitlementCheck_reason(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EntitlementCheck", field, false, false, "String")
+}
+
+func (ec *executionContext) _EntitlementFeature_key(ctx context.Context, field graphql.CollectedField, obj *billing.Feature) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EntitlementFeature_key(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Key, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EntitlementFeature_key(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EntitlementFeature", field, false, false, "String")
+}
+
+func (ec *executionContext) _EntitlementFeature_enabled(ctx context.Context, field graphql.CollectedField, obj *billing.Feature) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EntitlementFeature_enabled(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Enabled, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EntitlementFeature_enabled(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EntitlementFeature", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _EntitlementLimit_metric(ctx context.Context, field graphql.CollectedField, obj *billing.Limit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EntitlementLimit_metric(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Metric, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EntitlementLimit_metric(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EntitlementLimit", field, false, false, "String")
+}
+
+func (ec *executionContext) _EntitlementLimit_limit(ctx context.Context, field graphql.CollectedField, obj *billing.Limit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EntitlementLimit_limit(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Limit, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EntitlementLimit_limit(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EntitlementLimit", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EntitlementLimit_used(ctx context.Context, field graphql.CollectedField, obj *billing.Limit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EntitlementLimit_used(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Used, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EntitlementLimit_used(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EntitlementLimit", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Entitlements_tenantId(ctx context.Context, field graphql.CollectedField, obj *billing.Entitlements) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Entitlements_tenantId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TenantID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Entitlements_tenantId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Entitlements", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Entitlements_plan(ctx context.Context, field graphql.CollectedField, obj *billing.Entitlements) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Entitlements_plan(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Plan, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v tenantkit.Plan) graphql.Marshaler {
+			return ec.marshalNPlan2githubᚗcomᚋtenantkitᚋtenantkitᚐPlan(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Entitlements_plan(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Entitlements",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Plan(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Entitlements_subscribedPlan(ctx context.Context, field graphql.CollectedField, obj *billing.Entitlements) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Entitlements_subscribedPlan(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SubscribedPlan, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v tenantkit.Plan) graphql.Marshaler {
+			return ec.marshalNPlan2githubᚗcomᚋtenantkitᚋtenantkitᚐPlan(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Entitlements_subscribedPlan(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Entitlements",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Plan(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Entitlements_status(ctx context.Context, field graphql.CollectedField, obj *billing.Entitlements) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Entitlements_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Entitlements_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Entitlements", field, false, false, "String")
+}
+
+func (ec *executionContext) _Entitlements_reason(ctx context.Context, field graphql.CollectedField, obj *billing.Entitlements) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Entitlements_reason(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Reason, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Entitlements_reason(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Entitlements", field, false, false, "String")
+}
+
+func (ec *executionContext) _Entitlements_trialEndsAt(ctx context.Context, field graphql.CollectedField, obj *billing.Entitlements) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Entitlements_trialEndsAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TrialEndsAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Entitlements_trialEndsAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Entitlements", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Entitlements_currentPeriodEnd(ctx context.Context, field graphql.CollectedField, obj *billing.Entitlements) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Entitlements_currentPeriodEnd(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CurrentPeriodEnd, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Entitlements_currentPeriodEnd(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Entitlements", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Entitlements_cancelAtPeriodEnd(ctx context.Context, field graphql.CollectedField, obj *billing.Entitlements) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Entitlements_cancelAtPeriodEnd(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CancelAtPeriodEnd, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Entitlements_cancelAtPeriodEnd(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Entitlements", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _Entitlements_limits(ctx context.Context, field graphql.CollectedField, obj *billing.Entitlements) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Entitlements_limits(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Limits, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []billing.Limit) graphql.Marshaler {
+			return ec.marshalNEntitlementLimit2ᚕgithubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋbillingᚐLimitᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Entitlements_limits(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Entitlements",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EntitlementLimit(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Entitlements_features(ctx context.Context, field graphql.CollectedField, obj *billing.Entitlements) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Entitlements_features(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Features, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []billing.Feature) graphql.Marshaler {
+			return ec.marshalNEntitlementFeature2ᚕgithubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋbillingᚐFeatureᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Entitlements_features(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Entitlements",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EntitlementFeature(ctx, field)
+		},
+	}
+	return fc, nil
 }
 
 func (ec *executionContext) _MoneyAmount_currency(ctx context.Context, field graphql.CollectedField, obj *billing.MRR) (ret graphql.Marshaler) {
@@ -1320,6 +2075,29 @@ func (ec *executionContext) fieldContext_Plan_features(_ context.Context, field 
 	return graphql.NewScalarFieldContext("Plan", field, false, false, "String")
 }
 
+func (ec *executionContext) _Plan_featureFlags(ctx context.Context, field graphql.CollectedField, obj *tenantkit.Plan) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Plan_featureFlags(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Flags, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Plan_featureFlags(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Plan", field, false, false, "String")
+}
+
 func (ec *executionContext) _Plan_limits(ctx context.Context, field graphql.CollectedField, obj *tenantkit.Plan) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -1556,6 +2334,94 @@ func (ec *executionContext) fieldContext_Query_usage(ctx context.Context, field 
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Query_usage_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_entitlements(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_entitlements(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Entitlements(ctx, fc.Args["tenantId"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *billing.Entitlements) graphql.Marshaler {
+			return ec.marshalOEntitlements2ᚖgithubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋbillingᚐEntitlements(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Query_entitlements(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Entitlements(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_entitlements_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_checkEntitlement(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_checkEntitlement(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().CheckEntitlement(ctx, fc.Args["tenantId"].(string), fc.Args["feature"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.EntitlementCheck) graphql.Marshaler {
+			return ec.marshalNEntitlementCheck2ᚖgithubᚗcomᚋtenantkitᚋtenantkitᚋgraphᚋmodelᚐEntitlementCheck(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_checkEntitlement(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EntitlementCheck(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_checkEntitlement_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -3117,6 +3983,213 @@ func (ec *executionContext) _AuditEntry(ctx context.Context, sel ast.SelectionSe
 	return out
 }
 
+var entitlementCheckImplementors = []string{"EntitlementCheck"}
+
+func (ec *executionContext) _EntitlementCheck(ctx context.Context, sel ast.SelectionSet, obj *model.EntitlementCheck) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, entitlementCheckImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EntitlementCheck")
+		case "tenantId":
+			out.Values[i] = ec._EntitlementCheck_tenantId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "feature":
+			out.Values[i] = ec._EntitlementCheck_feature(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "allowed":
+			out.Values[i] = ec._EntitlementCheck_allowed(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "reason":
+			out.Values[i] = ec._EntitlementCheck_reason(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var entitlementFeatureImplementors = []string{"EntitlementFeature"}
+
+func (ec *executionContext) _EntitlementFeature(ctx context.Context, sel ast.SelectionSet, obj *billing.Feature) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, entitlementFeatureImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EntitlementFeature")
+		case "key":
+			out.Values[i] = ec._EntitlementFeature_key(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "enabled":
+			out.Values[i] = ec._EntitlementFeature_enabled(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var entitlementLimitImplementors = []string{"EntitlementLimit"}
+
+func (ec *executionContext) _EntitlementLimit(ctx context.Context, sel ast.SelectionSet, obj *billing.Limit) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, entitlementLimitImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EntitlementLimit")
+		case "metric":
+			out.Values[i] = ec._EntitlementLimit_metric(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "limit":
+			out.Values[i] = ec._EntitlementLimit_limit(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "used":
+			out.Values[i] = ec._EntitlementLimit_used(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var entitlementsImplementors = []string{"Entitlements"}
+
+func (ec *executionContext) _Entitlements(ctx context.Context, sel ast.SelectionSet, obj *billing.Entitlements) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, entitlementsImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Entitlements")
+		case "tenantId":
+			out.Values[i] = ec._Entitlements_tenantId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "plan":
+			out.Values[i] = ec._Entitlements_plan(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "subscribedPlan":
+			out.Values[i] = ec._Entitlements_subscribedPlan(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "status":
+			out.Values[i] = ec._Entitlements_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "reason":
+			out.Values[i] = ec._Entitlements_reason(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "trialEndsAt":
+			out.Values[i] = ec._Entitlements_trialEndsAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "currentPeriodEnd":
+			out.Values[i] = ec._Entitlements_currentPeriodEnd(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "cancelAtPeriodEnd":
+			out.Values[i] = ec._Entitlements_cancelAtPeriodEnd(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "limits":
+			out.Values[i] = ec._Entitlements_limits(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "features":
+			out.Values[i] = ec._Entitlements_features(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var moneyAmountImplementors = []string{"MoneyAmount"}
 
 func (ec *executionContext) _MoneyAmount(ctx context.Context, sel ast.SelectionSet, obj *billing.MRR) graphql.Marshaler {
@@ -3250,6 +4323,11 @@ func (ec *executionContext) _Plan(ctx context.Context, sel ast.SelectionSet, obj
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "featureFlags":
+			out.Values[i] = ec._Plan_featureFlags(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
 		case "limits":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
 				true, true,
@@ -3353,6 +4431,18 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_usage(ctx, field)
+				})
+		case "entitlements":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_entitlements(ctx, field)
+				})
+		case "checkEntitlement":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_checkEntitlement(ctx, field)
 				})
 		case "saasMetrics":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
@@ -3912,6 +5002,54 @@ func (ec *executionContext) marshalNBoolean2bool(ctx context.Context, sel ast.Se
 	return res
 }
 
+func (ec *executionContext) marshalNEntitlementCheck2ᚖgithubᚗcomᚋtenantkitᚋtenantkitᚋgraphᚋmodelᚐEntitlementCheck(ctx context.Context, sel ast.SelectionSet, v *model.EntitlementCheck) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "EntitlementCheck!")
+		return graphql.Null
+	}
+	return ec._EntitlementCheck(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNEntitlementFeature2githubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋbillingᚐFeature(ctx context.Context, sel ast.SelectionSet, v billing.Feature) graphql.Marshaler {
+	return ec._EntitlementFeature(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNEntitlementFeature2ᚕgithubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋbillingᚐFeatureᚄ(ctx context.Context, sel ast.SelectionSet, v []billing.Feature) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNEntitlementFeature2githubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋbillingᚐFeature(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNEntitlementLimit2githubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋbillingᚐLimit(ctx context.Context, sel ast.SelectionSet, v billing.Limit) graphql.Marshaler {
+	return ec._EntitlementLimit(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNEntitlementLimit2ᚕgithubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋbillingᚐLimitᚄ(ctx context.Context, sel ast.SelectionSet, v []billing.Limit) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNEntitlementLimit2githubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋbillingᚐLimit(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
 func (ec *executionContext) unmarshalNFloat2float64(ctx context.Context, v any) (float64, error) {
 	res, err := graphql.UnmarshalFloatContext(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -3994,6 +5132,10 @@ func (ec *executionContext) marshalNMyPermissions2ᚖgithubᚗcomᚋtenantkitᚋ
 		return graphql.Null
 	}
 	return ec._MyPermissions(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNPlan2githubᚗcomᚋtenantkitᚋtenantkitᚐPlan(ctx context.Context, sel ast.SelectionSet, v tenantkit.Plan) graphql.Marshaler {
+	return ec._Plan(ctx, sel, &v)
 }
 
 func (ec *executionContext) marshalNPlan2ᚕᚖgithubᚗcomᚋtenantkitᚋtenantkitᚐPlanᚄ(ctx context.Context, sel ast.SelectionSet, v []*tenantkit.Plan) graphql.Marshaler {
@@ -4303,6 +5445,13 @@ func (ec *executionContext) marshalOBoolean2ᚖbool(ctx context.Context, sel ast
 	_ = ctx
 	res := graphql.MarshalBoolean(*v)
 	return res
+}
+
+func (ec *executionContext) marshalOEntitlements2ᚖgithubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋbillingᚐEntitlements(ctx context.Context, sel ast.SelectionSet, v *billing.Entitlements) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._Entitlements(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalOID2ᚖstring(ctx context.Context, v any) (*string, error) {

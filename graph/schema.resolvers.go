@@ -85,6 +85,24 @@ func (r *queryResolver) Usage(ctx context.Context, tenantID string, from *time.T
 	return out, err
 }
 
+// Entitlements is the resolver for the entitlements field.
+func (r *queryResolver) Entitlements(ctx context.Context, tenantID string) (*billing.Entitlements, error) {
+	e, ok, err := r.Billing.Entitlements(ctx, tenantkit.SessionFrom(ctx), tenantID)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return &e, nil
+}
+
+// CheckEntitlement is the resolver for the checkEntitlement field.
+func (r *queryResolver) CheckEntitlement(ctx context.Context, tenantID string, feature string) (*model.EntitlementCheck, error) {
+	allowed, reason, err := r.Billing.CheckEntitlement(ctx, tenantkit.SessionFrom(ctx), tenantID, feature)
+	if err != nil {
+		return nil, err
+	}
+	return &model.EntitlementCheck{TenantID: tenantID, Feature: feature, Allowed: allowed, Reason: reason}, nil
+}
+
 // SaasMetrics is the resolver for the saasMetrics field.
 func (r *queryResolver) SaasMetrics(ctx context.Context) (*billing.Metrics, error) {
 	m, err := r.Billing.Metrics(ctx, tenantkit.SessionFrom(ctx))

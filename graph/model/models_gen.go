@@ -18,6 +18,15 @@ type AuditEntry struct {
 	CreatedAt time.Time `json:"createdAt"`
 }
 
+type EntitlementCheck struct {
+	TenantID string `json:"tenantId"`
+	Feature  string `json:"feature"`
+	Allowed  bool   `json:"allowed"`
+	// Why: the entitlements' reason when allowed (e.g. subscription_active, trial); otherwise
+	// not_in_plan (another plan has the feature), unknown_feature (no plan has it) or not_member.
+	Reason string `json:"reason"`
+}
+
 type MyPermissions struct {
 	TenantID string `json:"tenantId"`
 	// owner, admin, member or guest; null when the caller is not a member.

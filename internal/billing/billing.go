@@ -117,6 +117,13 @@ type Store interface {
 	KnownTenants(ctx context.Context, ids []string) (map[string]bool, error)
 	// Metrics computes the platform metrics at now (system path).
 	Metrics(ctx context.Context, now time.Time) (Metrics, error)
+	// Entitlement reads the tenant's effective plan (tenantkit.entitlement), subscription and
+	// usage of every metric the effective plan limits, under the caller's session: ok is false when
+	// the caller is not a member, or the tenant does not exist, which it does not tell apart.
+	Entitlement(ctx context.Context, s tenantkit.Session, tenantID string) (st Standing, ok bool, err error)
+	// Feature reads, under the caller's session, the entitlement reason and whether the effective
+	// plan, or any active plan, has the flag; ok as for Entitlement.
+	Feature(ctx context.Context, s tenantkit.Session, tenantID, flag string) (st FeatureStanding, ok bool, err error)
 }
 
 // Stripe is what billing needs from Stripe (internal/stripe implements it).
