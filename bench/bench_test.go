@@ -170,8 +170,11 @@ func load(tb testing.TB, url string, s sizes) *dataset {
 	  SELECT pg_temp.bench_id('tenant', t), 'bench-' || lpad(t::text, 6, '0'), 'Bench tenant ' || t,
 	         timestamptz '2024-01-01 00:00:00+00', timestamptz '2024-01-01 00:00:00+00'
 	  FROM generate_series(1, $1::bigint) t`, s.tenants)
-	exec(tx, `INSERT INTO tenant_subscriptions (tenant_id, plan_id, status)
-	  SELECT pg_temp.bench_id('tenant', t), (SELECT id FROM subscription_plans WHERE key = 'enterprise'), 'active'
+	// Each tenant has the Stripe customer tenantkit would have created for it (cus_<first 8 of its
+	// id>, as stripetest.SubscriptionObject names it): webhooks find tenants only through it.
+	exec(tx, `INSERT INTO tenant_subscriptions (tenant_id, plan_id, status, stripe_customer_id)
+	  SELECT pg_temp.bench_id('tenant', t), (SELECT id FROM subscription_plans WHERE key = 'enterprise'), 'active',
+	         'cus_' || left(pg_temp.bench_id('tenant', t)::text, 8)
 	  FROM generate_series(1, $1::bigint) t`, s.tenants)
 	// user t owns tenant t; users tenants+1 … tenants+extraUsers join 1 to 3 random tenants
 	exec(tx, `INSERT INTO tenant_users (tenant_id, user_id, role, joined_at)

@@ -178,7 +178,9 @@ func (w *world) must(_ string, err error) {
 // subs are the tenant's customer's subscriptions at the double, oldest first.
 func (w *world) subs(tn *lifeTenant) []stripego.Subscription {
 	subs := w.fake.SubscriptionsOf(tn.customer)
-	slices.SortFunc(subs, func(a, b stripego.Subscription) int { return cmp.Or(cmp.Compare(a.Created, b.Created), cmp.Compare(a.ID, b.ID)) })
+	slices.SortFunc(subs, func(a, b stripego.Subscription) int {
+		return cmp.Or(cmp.Compare(a.Created, b.Created), cmp.Compare(a.ID, b.ID))
+	})
 	return subs
 }
 
@@ -186,7 +188,9 @@ func entitling(st stripego.SubscriptionStatus) bool {
 	return st == "trialing" || st == "active" || st == "past_due"
 }
 
-func hasEnded(st stripego.SubscriptionStatus) bool { return st == "canceled" || st == "incomplete_expired" }
+func hasEnded(st stripego.SubscriptionStatus) bool {
+	return st == "canceled" || st == "incomplete_expired"
+}
 
 // current is what Stripe's state implies the tenant's subscription is: the newest that entitles,
 // else the newest not ended, else the newest.

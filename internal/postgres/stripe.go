@@ -15,35 +15,23 @@ import (
 var errFetch = errors.New("decision needs the subscription fetched")
 
 // ApplyStripeEvent implements billing.Store on the system path. It translates and stores; every
-// decision is billing.Decide's.
+// decision is billing.Decide's. Three round trips inside the transaction: record the event and find
+// its tenant; lock the tenant and load its state (a batch); save the decision (a batch).
 func (db *DB) ApplyStripeEvent(ctx context.Context, ev billing.StripeEvent, decide func(billing.Account, billing.Catalog) billing.Decision) (billing.Decision, error) {
 	var d billing.Decision
 	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `INSERT INTO tenantkit.stripe_events (id, type, created) VALUES ($1, $2, $3)
-			ON CONFLICT (id) DO NOTHING`, ev.ID, ev.Type, ev.Created)
-		if err != nil {
+		fresh, tenant, err := recordEvent(ctx, tx, ev)
+		switch {
+		case err != nil:
 			return err
-		}
-		if tag.RowsAffected() == 0 {
+		case !fresh:
 			d = billing.Decision{Outcome: billing.Duplicate}
 			return nil
+		case tenant == "":
+			d = billing.Decision{Outcome: unlinkedOutcome(ev)}
+			return nil
 		}
-		tenant, err := eventTenant(ctx, tx, ev)
-		if err != nil {
-			return err
-		}
-		if tenant == "" {
-			d = billing.Decision{Outcome: billing.NotOurs}
-			if ev.Subscription == nil && ev.Invoice == nil && ev.Checkout == nil {
-				d.Outcome = billing.Ignored
-			}
-			return recordOutcome(ctx, tx, ev.ID, d.Outcome)
-		}
-		a, err := lockAccount(ctx, tx, tenant)
-		if err != nil {
-			return err
-		}
-		cat, err := catalog(ctx, tx)
+		a, cat, err := lockAccount(ctx, tx, tenant, ev)
 		if err != nil {
 			return err
 		}
@@ -51,10 +39,7 @@ func (db *DB) ApplyStripeEvent(ctx context.Context, ev billing.StripeEvent, deci
 		if d.NeedFetch != "" {
 			return errFetch
 		}
-		if err := saveDecision(ctx, tx, a, d); err != nil {
-			return err
-		}
-		return recordOutcome(ctx, tx, ev.ID, d.Outcome)
+		return saveDecision(ctx, tx, ev.ID, a, d)
 	})
 	if errors.Is(err, errFetch) {
 		return d, nil
@@ -65,63 +50,108 @@ func (db *DB) ApplyStripeEvent(ctx context.Context, ev billing.StripeEvent, deci
 	return d, err
 }
 
-func recordOutcome(ctx context.Context, tx pgx.Tx, id, outcome string) error {
-	_, err := tx.Exec(ctx, `UPDATE tenantkit.stripe_events SET outcome = $2 WHERE id = $1`, id, outcome)
-	return err
-}
-
-// eventTenant finds the tenant an event is about through the ids tenantkit created or recorded: a
-// subscription it linked, else the customer it created for the tenant. "" when none.
-func eventTenant(ctx context.Context, tx pgx.Tx, ev billing.StripeEvent) (string, error) {
-	var subscription, customer string
+// eventIDs are the subscription and customer ids an event names.
+func eventIDs(ev billing.StripeEvent) (subscription, customer string) {
 	switch {
 	case ev.Subscription != nil:
-		subscription, customer = ev.Subscription.ID, ev.Subscription.CustomerID
+		return ev.Subscription.ID, ev.Subscription.CustomerID
 	case ev.Invoice != nil:
-		subscription, customer = ev.Invoice.SubscriptionID, ev.Invoice.CustomerID
+		return ev.Invoice.SubscriptionID, ev.Invoice.CustomerID
 	case ev.Checkout != nil:
-		subscription, customer = ev.Checkout.SubscriptionID, ev.Checkout.CustomerID
-	default:
-		return "", nil
+		return ev.Checkout.SubscriptionID, ev.Checkout.CustomerID
 	}
-	var tenant string
-	err := tx.QueryRow(ctx, `
-		SELECT tenant_id::text FROM (
-		  SELECT tenant_id, 1 AS o FROM tenantkit.stripe_subscriptions WHERE id = nullif($1, '')
-		  UNION ALL
-		  SELECT tenant_id, 2 FROM tenant_subscriptions WHERE stripe_customer_id = nullif($2, '')
-		) t ORDER BY o LIMIT 1`, subscription, customer).Scan(&tenant)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", nil
+	return "", ""
+}
+
+// unlinkedOutcome is the outcome of an event that names no tenant of ours.
+func unlinkedOutcome(ev billing.StripeEvent) string {
+	if ev.Subscription == nil && ev.Invoice == nil && ev.Checkout == nil {
+		return billing.Ignored
 	}
-	return tenant, err
+	return billing.NotOurs
+}
+
+// recordEvent records the event id (fresh: the first time) and finds the tenant it is about through
+// the ids tenantkit created or recorded: a subscription it linked, else the customer it created for
+// the tenant ("" when none: the event is then recorded with its final outcome at once).
+func recordEvent(ctx context.Context, tx pgx.Tx, ev billing.StripeEvent) (fresh bool, tenant string, err error) {
+	subscription, customer := eventIDs(ev)
+	var t *string
+	err = tx.QueryRow(ctx, `
+		WITH t AS (
+		  SELECT tenant_id FROM (
+		    SELECT tenant_id, 1 AS o FROM tenantkit.stripe_subscriptions WHERE id = nullif($4, '')
+		    UNION ALL
+		    SELECT tenant_id, 2 FROM tenant_subscriptions WHERE stripe_customer_id = nullif($5, '')
+		  ) x ORDER BY o LIMIT 1
+		), recorded AS (
+		  INSERT INTO tenantkit.stripe_events (id, type, created, outcome)
+		  SELECT $1, $2, $3, CASE WHEN NOT EXISTS (SELECT 1 FROM t) THEN $6 END
+		  ON CONFLICT (id) DO NOTHING
+		  RETURNING 1
+		)
+		SELECT EXISTS (SELECT 1 FROM recorded), (SELECT tenant_id::text FROM t)`,
+		ev.ID, ev.Type, ev.Created, subscription, customer, unlinkedOutcome(ev)).Scan(&fresh, &t)
+	if t != nil {
+		tenant = *t
+	}
+	return fresh, tenant, err
 }
 
 const knownColumns = `id, customer_id, status::text, coalesce(plan_id::text, ''), coalesce(price_id, ''), quantity,
 	coalesce(usage_item_id, ''), created, coalesce(current_period_start, 'epoch'), coalesce(current_period_end, 'epoch'),
 	trial_end, cancel_at_period_end, cancel_at, canceled_at, ended_at, coalesce(event_at, 'epoch'), coalesce(event_id, '')`
 
-// lockAccount locks the tenant's subscription row and loads its billing state.
-func lockAccount(ctx context.Context, tx pgx.Tx, tenant string) (billing.Account, error) {
+// lockAccount locks the tenant's subscription row and loads its billing state, and the plans of
+// the prices and plan hints the event names, in one round trip.
+func lockAccount(ctx context.Context, tx pgx.Tx, tenant string, ev billing.StripeEvent) (billing.Account, billing.Catalog, error) {
 	a := billing.Account{TenantID: tenant, Subscriptions: map[string]billing.Known{}}
-	err := tx.QueryRow(ctx, `
+	cat := billing.Catalog{PlanOfPrice: map[string]string{}, Plans: map[string]bool{}}
+	var prices, hints []string
+	for _, s := range []*billing.Subscription{ev.Subscription, ev.Fetched} {
+		if s != nil {
+			prices, hints = append(prices, s.PriceID), append(hints, s.PlanID)
+		}
+	}
+	b := &pgx.Batch{}
+	b.Queue(`
 		SELECT t.name, coalesce(s.stripe_customer_id, ''), coalesce(s.stripe_subscription_id, ''), s.plan_id::text
 		FROM tenant_subscriptions s JOIN tenants t ON t.id = s.tenant_id
 		WHERE s.tenant_id = $1
-		FOR UPDATE OF s`, tenant).Scan(&a.TenantName, &a.CustomerID, &a.Current, &a.PlanID)
-	if err != nil {
-		return a, err
-	}
-	rows, _ := tx.Query(ctx, `SELECT `+knownColumns+` FROM tenantkit.stripe_subscriptions WHERE tenant_id = $1`, tenant)
-	var k billing.Known
-	_, err = pgx.ForEachRow(rows, []any{&k.ID, &k.CustomerID, &k.Status, &k.PlanID, &k.PriceID, &k.Quantity,
-		&k.UsageItemID, &k.Created, &k.CurrentPeriodStart, &k.CurrentPeriodEnd, &k.TrialEnd, &k.CancelAtPeriodEnd,
-		&k.CancelAt, &k.CanceledAt, &k.EndedAt, &k.EventAt, &k.EventID}, func() error {
-		k.CurrentPeriodStart, k.CurrentPeriodEnd, k.EventAt = unepoch(k.CurrentPeriodStart), unepoch(k.CurrentPeriodEnd), unepoch(k.EventAt)
-		a.Subscriptions[k.ID] = k
-		return nil
+		FOR UPDATE OF s`, tenant).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&a.TenantName, &a.CustomerID, &a.Current, &a.PlanID)
 	})
-	return a, err
+	b.Queue(`SELECT `+knownColumns+` FROM tenantkit.stripe_subscriptions WHERE tenant_id = $1`, tenant).Query(func(rows pgx.Rows) error {
+		var k billing.Known
+		_, err := pgx.ForEachRow(rows, []any{&k.ID, &k.CustomerID, &k.Status, &k.PlanID, &k.PriceID, &k.Quantity,
+			&k.UsageItemID, &k.Created, &k.CurrentPeriodStart, &k.CurrentPeriodEnd, &k.TrialEnd, &k.CancelAtPeriodEnd,
+			&k.CancelAt, &k.CanceledAt, &k.EndedAt, &k.EventAt, &k.EventID}, func() error {
+			k.CurrentPeriodStart, k.CurrentPeriodEnd, k.EventAt = unepoch(k.CurrentPeriodStart), unepoch(k.CurrentPeriodEnd), unepoch(k.EventAt)
+			a.Subscriptions[k.ID] = k
+			return nil
+		})
+		return err
+	})
+	// Every price ever linked to a plan (a replaced price keeps its plan), and the hinted plans.
+	b.Queue(`
+		SELECT price_id, plan_id::text FROM tenantkit.plan_prices WHERE NOT metered AND price_id = ANY ($1)
+		UNION
+		SELECT stripe_price_id, id::text FROM subscription_plans WHERE stripe_price_id = ANY ($1)
+		UNION ALL
+		SELECT NULL, id::text FROM subscription_plans WHERE id::text = ANY ($2)`, prices, hints).Query(func(rows pgx.Rows) error {
+		var price *string
+		var plan string
+		_, err := pgx.ForEachRow(rows, []any{&price, &plan}, func() error {
+			if price != nil {
+				cat.PlanOfPrice[*price] = plan
+			} else {
+				cat.Plans[plan] = true
+			}
+			return nil
+		})
+		return err
+	})
+	return a, cat, tx.SendBatch(ctx, b).Close()
 }
 
 func unepoch(t time.Time) time.Time {
@@ -138,31 +168,13 @@ func zeroNull(t time.Time) *time.Time {
 	return &t
 }
 
-// catalog loads every price ever linked to a plan, and the plans.
-func catalog(ctx context.Context, tx pgx.Tx) (billing.Catalog, error) {
-	cat := billing.Catalog{PlanOfPrice: map[string]string{}, Plans: map[string]bool{}}
-	rows, _ := tx.Query(ctx, `
-		SELECT p.id::text, pp.price_id FROM subscription_plans p
-		LEFT JOIN (SELECT plan_id, price_id FROM tenantkit.plan_prices WHERE NOT metered
-		           UNION SELECT id, stripe_price_id FROM subscription_plans WHERE stripe_price_id IS NOT NULL) pp
-		  ON pp.plan_id = p.id`)
-	var plan string
-	var price *string
-	_, err := pgx.ForEachRow(rows, []any{&plan, &price}, func() error {
-		cat.Plans[plan] = true
-		if price != nil {
-			cat.PlanOfPrice[*price] = plan
-		}
-		return nil
-	})
-	return cat, err
-}
-
-// saveDecision stores the subscription, projects the current one onto the tenant's row and queues
-// the emails to the tenant's owners.
-func saveDecision(ctx context.Context, tx pgx.Tx, before billing.Account, d billing.Decision) error {
+// saveDecision stores the subscription, projects the current one onto the tenant's row, queues the
+// emails to the tenant's owners (at most once per dedupe key and owner) and records the outcome,
+// in one round trip.
+func saveDecision(ctx context.Context, tx pgx.Tx, eventID string, before billing.Account, d billing.Decision) error {
+	b := &pgx.Batch{}
 	if k := d.Save; k != nil {
-		_, err := tx.Exec(ctx, `
+		b.Queue(`
 			INSERT INTO tenantkit.stripe_subscriptions AS s (id, tenant_id, customer_id, status, plan_id, price_id, quantity,
 			  usage_item_id, created, current_period_start, current_period_end, trial_end, cancel_at_period_end, cancel_at,
 			  canceled_at, ended_at, event_at, event_id)
@@ -176,13 +188,10 @@ func saveDecision(ctx context.Context, tx pgx.Tx, before billing.Account, d bill
 			k.ID, before.TenantID, k.CustomerID, k.Status, k.PlanID, k.PriceID, k.Quantity, k.UsageItemID, k.Created,
 			zeroNull(k.CurrentPeriodStart), zeroNull(k.CurrentPeriodEnd), k.TrialEnd, k.CancelAtPeriodEnd, k.CancelAt,
 			k.CanceledAt, k.EndedAt, zeroNull(k.EventAt), k.EventID)
-		if err != nil {
-			return err
-		}
 	}
 	if d.Changed {
 		c := d.Account.Subscriptions[d.Account.Current]
-		_, err := tx.Exec(ctx, `
+		b.Queue(`
 			UPDATE tenant_subscriptions SET
 			  status = $2::subscription_status, plan_id = $3::uuid,
 			  stripe_subscription_id = $4, stripe_price_id = nullif($5, ''), stripe_quantity = $6,
@@ -193,27 +202,16 @@ func saveDecision(ctx context.Context, tx pgx.Tx, before billing.Account, d bill
 			before.TenantID, c.Status, d.Account.PlanID, c.ID, c.PriceID, c.Quantity, c.UsageItemID,
 			zeroNull(c.CurrentPeriodStart), zeroNull(c.CurrentPeriodEnd), c.TrialEnd, c.CancelAtPeriodEnd, c.CancelAt, c.CanceledAt,
 			zeroNull(c.EventAt), c.EventID)
-		if err != nil {
-			return err
-		}
 	}
 	for _, e := range d.Emails {
-		if err := emailOwners(ctx, tx, before.TenantID, e); err != nil {
-			return err
-		}
+		b.Queue(`
+			INSERT INTO tenantkit.email_outbox (tenant_id, to_email, subject, body, dedupe_key)
+			SELECT m.tenant_id, u.email, $2, $3, $4
+			FROM tenant_users m JOIN auth.users u ON u.id = m.user_id AND u.email IS NOT NULL
+			WHERE m.tenant_id = $1 AND m.role = 'owner'
+			ON CONFLICT (dedupe_key, to_email) WHERE dedupe_key IS NOT NULL DO NOTHING`,
+			before.TenantID, e.Subject, e.Text, e.DedupeKey)
 	}
-	return nil
-}
-
-// emailOwners queues the email to each owner of the tenant, in the transaction that applies the
-// event, at most once per dedupe key and owner.
-func emailOwners(ctx context.Context, tx pgx.Tx, tenantID string, e billing.Email) error {
-	_, err := tx.Exec(ctx, `
-		INSERT INTO tenantkit.email_outbox (tenant_id, to_email, subject, body, dedupe_key)
-		SELECT m.tenant_id, u.email, $2, $3, $4
-		FROM tenant_users m JOIN auth.users u ON u.id = m.user_id AND u.email IS NOT NULL
-		WHERE m.tenant_id = $1 AND m.role = 'owner'
-		ON CONFLICT (dedupe_key, to_email) WHERE dedupe_key IS NOT NULL DO NOTHING`,
-		tenantID, e.Subject, e.Text, e.DedupeKey)
-	return err
+	b.Queue(`UPDATE tenantkit.stripe_events SET outcome = $2 WHERE id = $1`, eventID, d.Outcome)
+	return tx.SendBatch(ctx, b).Close()
 }
