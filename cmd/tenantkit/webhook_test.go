@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -223,6 +224,32 @@ func TestStripeWebhooks(t *testing.T) {
 		}
 		if n := s.count(t, `SELECT count(*) FROM tenantkit.email_outbox WHERE tenant_id = $1 AND subject = 'The trial of Acme ends soon'`, tenant); n != 2 {
 			t.Errorf("trial-ending emails queued = %d, want 2 (the owners)", n)
+		}
+	})
+
+	t.Run("a price no plan knows keeps the plan, and is logged and counted", func(t *testing.T) {
+		s := newStack(t, withStripe(t)...) // its own /metrics
+		tenant, _ := s.tenant(t)
+		before := s.row(t, "tenant_subscriptions", "tenant_id = $1", tenant)["plan_id"]
+		s.linkCustomer(t, tenant)
+		obj := stripetest.SubscriptionObject(tenant, "", "active", base) // price_plan, linked to no plan; no hint
+		if st := s.stripeEvent(t, testWebhookSecret, "2023-10-16", "evt_up_"+tenant[:8], "customer.subscription.created", base, obj); st != http.StatusOK {
+			t.Fatalf("event: %d", st)
+		}
+		r := s.row(t, "tenant_subscriptions", "tenant_id = $1", tenant)
+		if r["plan_id"] != before || r["status"] != "active" || r["stripe_price_id"] != "price_plan" {
+			t.Errorf("row = %v, want the plan kept (%v), the status and price applied", r, before)
+		}
+		res, err := http.Get(s.m.HTTP.URL() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		for _, want := range []string{`tenantkit_billing_total{what="stripe_unknown_price"} 1`, `tenantkit_billing_total{what="stripe_event_applied"} 1`} {
+			if !strings.Contains(string(body), want) {
+				t.Errorf("/metrics lacks %s", want)
+			}
 		}
 	})
 
