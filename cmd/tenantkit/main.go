@@ -46,6 +46,8 @@ commands:
   serve                          run the service (configuration from the environment)
   migrate up|down|reset|status   apply or inspect database migrations (DATABASE_URL)
   dev                            development: find or start PostgreSQL, migrate, serve with defaults
+  hasura grant                   let tenantkit's roles run Hasura's event triggers (DATABASE_URL of
+                                 Hasura's database user; after Hasura's first start and upgrades)
   plans sync                     link every active plan to a Stripe product and price (idempotent)
   usage report                   push each subscription's api_calls total to Stripe (idempotent)
   healthcheck                    exit 0 when the local service is ready (for container health checks)
@@ -96,7 +98,32 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		if dbURL == "" {
 			return errors.New("config: DATABASE_URL is required")
 		}
-		return postgres.Migrate(ctx, dbURL, args[1], stdout)
+		if err := postgres.Migrate(ctx, dbURL, args[1], stdout); err != nil || args[1] != "up" {
+			return err
+		}
+		// Hasura may have created its catalog already (it does on its first start): grant what its
+		// event triggers need when this role may; otherwise say how.
+		switch err := postgres.GrantHasura(ctx, dbURL); {
+		case errors.Is(err, postgres.ErrNoHasuraCatalog):
+		case err != nil:
+			fmt.Fprintf(stdout, "hasura: event-trigger grants not given (%v); run `tenantkit hasura grant` as Hasura's database user\n", err)
+		default:
+			fmt.Fprintln(stdout, "hasura: tenantkit_app and tenantkit_system may run Hasura's event triggers")
+		}
+		return nil
+	case "hasura":
+		if len(args) != 2 || args[1] != "grant" {
+			return errors.New("usage: tenantkit hasura grant")
+		}
+		dbURL := os.Getenv("DATABASE_URL")
+		if dbURL == "" {
+			return errors.New("config: DATABASE_URL is required (Hasura's database user, the owner of hdb_catalog)")
+		}
+		if err := postgres.GrantHasura(ctx, dbURL); err != nil {
+			return fmt.Errorf("hasura grant: %w", err)
+		}
+		fmt.Fprintln(stdout, "hasura: tenantkit_app and tenantkit_system may run Hasura's event triggers:\n"+postgres.HasuraGrants)
+		return nil
 	case "dev":
 		return dev(ctx, stdout)
 	case "plans":
@@ -181,15 +208,16 @@ func (m *Main) Open(ctx context.Context) error {
 	m.Outbox = &outbox.Sender{Store: db, Mailer: mailer{sender}, Log: m.Log}
 	hasura := &actions.Handler{Team: teams, Billing: bills, Meter: m.Meter, Events: db}
 	m.HTTP = &server.Server{
-		Addr:    m.Config.ListenAddr,
-		Secret:  m.Config.Secret,
-		DB:      db,
-		Graph:   graph.NewHandler(&graph.Resolver{Plans: db, Team: teams, Billing: bills}),
-		Action:  http.HandlerFunc(hasura.ServeAction),
-		Event:   http.HandlerFunc(hasura.ServeEvent),
-		Metrics: metrics,
-		Stripe:  webhooks,
-		Log:     m.Log,
+		Addr:     m.Config.ListenAddr,
+		Secret:   m.Config.Secret,
+		DB:       db,
+		Problems: db.HasuraEventProblem,
+		Graph:    graph.NewHandler(&graph.Resolver{Plans: db, Team: teams, Billing: bills}),
+		Action:   http.HandlerFunc(hasura.ServeAction),
+		Event:    http.HandlerFunc(hasura.ServeEvent),
+		Metrics:  metrics,
+		Stripe:   webhooks,
+		Log:      m.Log,
 	}
 	if err := m.HTTP.Open(); err != nil {
 		db.Close()
@@ -224,6 +252,11 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 	}
 	if cfg.StripeKey == "" {
 		log.Warn().Msg("STRIPE_SECRET_KEY is unset: billing is off (no Stripe customers, checkouts or usage reports)")
+	}
+	if problem, err := m.DB.HasuraEventProblem(ctx); err != nil {
+		log.Warn().Err(err).Msg("could not check Hasura's event triggers")
+	} else if problem != "" {
+		log.Error().Str("problem", problem).Msg("misconfigured: /readyz answers 503 until this is fixed")
 	}
 	log.Info().Str("addr", m.HTTP.URL()).Bool("smtp", cfg.SMTPURL != "").Bool("billing", cfg.StripeKey != "").Msg("tenantkit listening")
 	<-ctx.Done()

@@ -975,8 +975,11 @@ func TestUsageAggregation(t *testing.T) {
 			}
 			return err
 		})
-		if tenantkit.ErrorCode(err) != tenantkit.Forbidden {
-			t.Errorf("reading usage_events as a member: %v, want %s (no grant)", err, tenantkit.Forbidden)
+		// No grant at all: refused by PostgreSQL (42501), and, being no row-level security refusal,
+		// reported as tenantkit's own fault (internal), never as the user's (forbidden).
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "42501" || tenantkit.ErrorCode(err) != tenantkit.Internal {
+			t.Errorf("reading usage_events as a member: %v, want SQLSTATE 42501 reported as %s", err, tenantkit.Internal)
 		}
 	})
 }

@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -26,6 +27,9 @@ type Server struct {
 	Addr     string
 	Secret   string       // TENANTKIT_SECRET
 	DB       Pinger       // for /readyz
+	// Problems, when set, reports a misconfiguration an operator must fix ("" when none), e.g.
+	// Hasura event triggers tenantkit's roles cannot run; /readyz answers 503 with it.
+	Problems func(ctx context.Context) (string, error)
 	Graph    http.Handler // the remote schema, mounted at POST /graphql
 	Action   http.Handler // Hasura actions, POST /actions/{name}
 	Event    http.Handler // Hasura event triggers, POST /events/{trigger}
@@ -73,6 +77,21 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = w.Write([]byte(`{"status":"unavailable","database":"unreachable"}`))
 		return
+	}
+	if s.Problems != nil {
+		problem, err := s.Problems(ctx)
+		if err != nil {
+			zerolog.Ctx(r.Context()).Warn().Err(err).Msg("not ready: configuration check failed")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"status":"unavailable","database":"ok","problem":"the configuration check failed"}`))
+			return
+		}
+		if problem != "" {
+			zerolog.Ctx(r.Context()).Warn().Str("problem", problem).Msg("not ready: misconfigured")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_ = json.NewEncoder(w).Encode(map[string]string{"status": "misconfigured", "database": "ok", "problem": problem})
+			return
+		}
 	}
 	_, _ = w.Write([]byte(`{"status":"ok","database":"ok"}`))
 }
