@@ -167,6 +167,9 @@ type Main struct {
 	HTTP   *server.Server
 	Meter  *billing.Meter
 	Outbox *outbox.Sender
+	// Console, when set (tenantkit dev), also gets logged emails as plain text (links on their own
+	// lines).
+	Console io.Writer
 
 	stopMeter func() // stops the meter (after its final flush) and the outbox sender
 }
@@ -177,6 +180,10 @@ func (m *Main) Open(ctx context.Context) error {
 	sender, err := mail.New(m.Config.SMTPURL, m.Log)
 	if err != nil {
 		return err
+	}
+	if ls, ok := sender.(mail.LogSender); ok && m.Console != nil {
+		ls.Console = m.Console
+		sender = ls
 	}
 	box, err := team.NewBox(m.Config.Secret)
 	if err != nil {

@@ -2,6 +2,10 @@ package mail
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
 
 	"github.com/rs/zerolog"
 )
@@ -14,7 +18,13 @@ import (
 // address fails in development too (Invalid); otherwise it returns nil.
 type LogSender struct {
 	Log zerolog.Logger
+	// Console, when set (tenantkit dev), also receives each message as plain text after the log
+	// line, so that its links stand on lines of their own, ready to click or copy.
+	Console io.Writer
 }
+
+// consoleMu keeps the lines of two messages written at once from interleaving.
+var consoleMu sync.Mutex
 
 // Send implements Sender.
 func (s LogSender) Send(_ context.Context, m Message) error {
@@ -29,5 +39,10 @@ func (s LogSender) Send(_ context.Context, m Message) error {
 		Str("text", m.Text).
 		Bool("html", m.HTML != "").
 		Msg("email not sent, written to the log (SMTP_URL is unset)")
+	if s.Console != nil {
+		consoleMu.Lock()
+		defer consoleMu.Unlock()
+		fmt.Fprintf(s.Console, "\n----- email to %s: %s -----\n%s\n-----\n\n", to.Address, m.Subject, strings.TrimRight(m.Text, "\n"))
+	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -634,4 +635,18 @@ func TestLogSender(t *testing.T) {
 	if buf.Len() != 0 {
 		t.Errorf("a refused message was logged: %s", buf.String())
 	}
+
+	t.Run("the console gets the text with its links on lines of their own", func(t *testing.T) {
+		var log, console bytes.Buffer
+		s := mail.LogSender{Log: zerolog.New(&log), Console: &console}
+		if err := s.Send(ctx(t), m); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(strings.Split(console.String(), "\n"), "klicke https://app.example.com/i?t=abc") {
+			t.Errorf("console:\n%s", console.String())
+		}
+		if !strings.Contains(console.String(), "email to "+m.To+": Grüße") || log.Len() == 0 {
+			t.Errorf("console:\n%s\nlog:\n%s", console.String(), log.String())
+		}
+	})
 }
