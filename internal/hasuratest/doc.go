@@ -63,6 +63,11 @@
 //     hasura-graphql-engine/<version> (Hasura.HTTP.addDefaultHeaders) plus the configured
 //     headers; webhook is a URL template like an action handler, webhook_from_env names a
 //     variable holding the whole URL.
+//   - Client.Event builds that payload from rows the caller passes. InstallEventCatalog and
+//     InstallEventTriggers (eventsql.go) install Hasura's own SQL instead — the event_log
+//     catalog and one PL/pgSQL trigger per operation, running as the writing role — and
+//     Client.DeliverEvents / RunEventDelivery (eventlog.go) play Hasura's event processor on it:
+//     claim, POST, retry, record. EventWriterGrants lists what a writing role needs.
 //
 // Remote schemas (docs: https://hasura.io/docs/latest/remote-schemas/auth/remote-schema-forward-auth;
 // source: server/src-lib/Hasura/GraphQL/RemoteServer.hs execRemoteGQ): Hasura sends the resolved

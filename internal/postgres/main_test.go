@@ -6,11 +6,16 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantkit/tenantkit/internal/hasuratest"
 	"github.com/tenantkit/tenantkit/internal/pgtest"
 	"github.com/tenantkit/tenantkit/internal/postgres"
 )
 
 func TestMain(m *testing.M) {
+	// Every test database carries Hasura's event catalog and triggers, installed by Hasura's own
+	// role, with the grants `tenantkit hasura grant` gives.
+	pgtest.Migrate, pgtest.TemplateKey = hasuratest.WithEventTriggers("../../hasura/metadata", postgres.HasuraGrants,
+		postgres.MigrateUp, postgres.MigrationsKey())
 	pgtest.Main(m)
 }
 
