@@ -5,9 +5,9 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -24,9 +24,9 @@ type Pinger interface {
 
 // Server serves tenantkit's routes on one listener.
 type Server struct {
-	Addr     string
-	Secret   string       // TENANTKIT_SECRET
-	DB       Pinger       // for /readyz
+	Addr   string
+	Secret string // TENANTKIT_SECRET
+	DB     Pinger // for /readyz
 	// Problems, when set, reports a misconfiguration an operator must fix ("" when none), e.g.
 	// Hasura event triggers tenantkit's roles cannot run; /readyz answers 503 with it.
 	Problems func(ctx context.Context) (string, error)
