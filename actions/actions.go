@@ -235,12 +235,16 @@ func statusOf(code string) int {
 }
 
 // writeError writes err in Hasura's action error shape. Uncoded errors are logged in full and shown
-// as "internal error".
+// as "internal error"; unavailable ones are logged with their cause.
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code := tenantkit.ErrorCode(err)
 	log := zerolog.Ctx(r.Context())
-	if code == tenantkit.Internal {
+	switch code {
+	case tenantkit.Internal:
 		log.Error().Err(err).Msg("internal error")
+	case tenantkit.Unavailable, billing.BillingUnavailable:
+		// the cause (a database outage, a missing privilege, Stripe down) is for the operator
+		log.Warn().Err(err).Msg("unavailable")
 	}
 	log.UpdateContext(func(c zerolog.Context) zerolog.Context { return c.Str("code", code) })
 	server.SetCode(r.Context(), code)

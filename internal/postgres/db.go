@@ -201,12 +201,13 @@ func translate(err error) error {
 		case "42501": // insufficient_privilege
 			// Row-level security refusing a row is the caller's problem (forbidden). Any other
 			// privilege error (a missing grant, e.g. on Hasura's hdb_catalog) is the operator's:
-			// never reported to the user as forbidden. PostgreSQL gives both the same SQLSTATE; the
+			// never reported to the user as forbidden, and logged with its cause by the caller. PostgreSQL gives both the same SQLSTATE; the
 			// routine that raised it (not localized) tells them apart.
 			if pe.Routine == "ExecWithCheckOptions" {
 				return &tenantkit.Error{Code: tenantkit.Forbidden, Message: "not allowed", Err: err}
 			}
-			return &tenantkit.Error{Code: tenantkit.Internal, Message: "database privilege missing (an operator problem: see /readyz)", Err: err}
+			// unavailable: it works again, and a retry succeeds, once the operator has fixed it.
+			return &tenantkit.Error{Code: tenantkit.Unavailable, Message: "the service is misconfigured (a database privilege is missing; its operator sees why on /readyz): try again later", Err: err}
 		case "23505": // unique_violation
 			return &tenantkit.Error{Code: tenantkit.Conflict, Message: "already exists", Err: err}
 		case "23503", "23514", "22P02", "22001", "22021": // foreign key, check, invalid text, too long, NUL byte

@@ -976,10 +976,10 @@ func TestUsageAggregation(t *testing.T) {
 			return err
 		})
 		// No grant at all: refused by PostgreSQL (42501), and, being no row-level security refusal,
-		// reported as tenantkit's own fault (internal), never as the user's (forbidden).
+		// reported as a misconfiguration (unavailable), never as the user's fault (forbidden).
 		var pe *pgconn.PgError
-		if !errors.As(err, &pe) || pe.Code != "42501" || tenantkit.ErrorCode(err) != tenantkit.Internal {
-			t.Errorf("reading usage_events as a member: %v, want SQLSTATE 42501 reported as %s", err, tenantkit.Internal)
+		if !errors.As(err, &pe) || pe.Code != "42501" || tenantkit.ErrorCode(err) != tenantkit.Unavailable {
+			t.Errorf("reading usage_events as a member: %v, want SQLSTATE 42501 reported as %s", err, tenantkit.Unavailable)
 		}
 	})
 }
