@@ -249,10 +249,27 @@ func (m *Main) Close() error {
 }
 
 func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
+	return serveWith(ctx, cfg, stdout, nil)
+}
+
+// serveWith is serve; with events (tenantkit dev), emails logged are also printed as plain text
+// and events stands in for Hasura's event delivery.
+func serveWith(ctx context.Context, cfg Config, stdout io.Writer, events *devEvents) error {
 	log := zerolog.New(stdout).Level(cfg.LogLevel).With().Timestamp().Str("service", "tenantkit").Logger()
 	m := &Main{Config: cfg, Log: log}
+	if events != nil {
+		m.Console = stdout
+	}
 	if err := m.Open(ctx); err != nil {
 		return err
+	}
+	if events != nil {
+		log.Warn().Strs("triggers", events.names).Str("schema", devEventSchema).
+			Msg("development: standing in for Hasura's event delivery (Hasura's trigger SQL in schema " + devEventSchema + ", removed when dev stops)")
+		deliveryCtx, stopDelivery := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan struct{})
+		go func() { defer close(done); events.run(deliveryCtx, m.HTTP.URL(), cfg.Secret, log) }()
+		defer func() { stopDelivery(); <-done }()
 	}
 	if cfg.SMTPURL == "" {
 		log.Warn().Msg("SMTP_URL is unset: emails, invitation links included, are written to this log (development only)")
@@ -305,7 +322,18 @@ func dev(ctx context.Context, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return serve(ctx, cfg, stdout)
+	events, err := startDevEvents(ctx, dbURL, devMetadataDir(), stdout)
+	if err != nil {
+		return fmt.Errorf("stand-in for Hasura's events: %w", err)
+	}
+	if events != nil {
+		defer func() {
+			if err := events.close(); err != nil {
+				fmt.Fprintf(stdout, "tenantkit dev: removing the stand-in for Hasura's events: %v (drop schema %s by hand)\n", err, devEventSchema)
+			}
+		}()
+	}
+	return serveWith(ctx, cfg, stdout, events)
 }
 
 func redactURL(s string) string {
