@@ -259,8 +259,7 @@ func TestStripeCustomer(t *testing.T) {
 		s := newStack(t, withStripe(t)...)
 		tenant, _ := s.tenant(t)
 		row := s.row(t, "tenants", "id = $1", tenant)
-		eventID := "7d2e8e0a-0f2a-4c0a-97cb-2a3b4c5d6e7f"
-		if st := s.deliver(t, "tenant_created", "INSERT", nil, row, eventID); st != http.StatusOK {
+		if st := s.deliver(t, "tenant_created", "INSERT", row["id"]); st != http.StatusOK {
 			t.Fatalf("event: %d", st)
 		}
 		customer := s.row(t, "tenant_subscriptions", "tenant_id = $1", tenant)["stripe_customer_id"]
@@ -268,8 +267,8 @@ func TestStripeCustomer(t *testing.T) {
 			t.Fatalf("stripe_customer_id = %v", customer)
 		}
 		// the same delivery, and another delivery of the same row: the customer stays the same
-		s.deliver(t, "tenant_created", "INSERT", nil, row, eventID)
-		if st := s.deliver(t, "tenant_created", "MANUAL", nil, row, ""); st != http.StatusOK {
+		s.deliver(t, "tenant_created", "INSERT", row["id"])
+		if st := s.manualEvent(t, "tenant_created", row); st != http.StatusOK {
 			t.Fatalf("manual redelivery: %d", st)
 		}
 		if again := s.row(t, "tenant_subscriptions", "tenant_id = $1", tenant)["stripe_customer_id"]; again != customer {
@@ -282,7 +281,7 @@ func TestStripeCustomer(t *testing.T) {
 		s := newStack(t, "STRIPE_SECRET_KEY", stripetest.TestKey, "STRIPE_API_URL", "http://127.0.0.1:1", "STRIPE_WEBHOOK_SECRET", testWebhookSecret)
 		tenant, _ := s.tenant(t)
 		row := s.row(t, "tenants", "id = $1", tenant)
-		if st := s.deliver(t, "tenant_created", "INSERT", nil, row, ""); st != http.StatusServiceUnavailable {
+		if st := s.deliver(t, "tenant_created", "INSERT", row["id"]); st != http.StatusServiceUnavailable {
 			t.Errorf("event with Stripe down: %d, want 503", st)
 		}
 		if c := s.row(t, "tenant_subscriptions", "tenant_id = $1", tenant)["stripe_customer_id"]; c != nil {
@@ -294,7 +293,7 @@ func TestStripeCustomer(t *testing.T) {
 		t.Parallel()
 		s := newStack(t)
 		tenant, _ := s.tenant(t)
-		if st := s.deliver(t, "tenant_created", "INSERT", nil, s.row(t, "tenants", "id = $1", tenant), ""); st != http.StatusOK {
+		if st := s.deliver(t, "tenant_created", "INSERT", s.row(t, "tenants", "id = $1", tenant)["id"]); st != http.StatusOK {
 			t.Errorf("event without Stripe: %d", st)
 		}
 	})

@@ -157,7 +157,7 @@ func newHostileWorld(t *testing.T, s *stack) *hostileWorld {
 	w.stranger = s.user(t, "")
 	w.pendingEmail = "pending." + w.a[:8] + "@example.com"
 	w.pending = s.ok(t, "inviteMember", map[string]any{"tenantId": w.a, "email": w.pendingEmail, "role": "member"}, w.owner)["invitationId"].(string)
-	if st := s.deliver(t, "invitation_email", "INSERT", nil, s.row(t, "tenant_invitations", "id = $1", w.pending), ""); st != http.StatusOK {
+	if st := s.deliver(t, "invitation_email", "INSERT", s.row(t, "tenant_invitations", "id = $1", w.pending)["id"]); st != http.StatusOK {
 		t.Fatalf("invitation email: %d", st)
 	}
 	w.token = s.links(t, w.pendingEmail)[0]

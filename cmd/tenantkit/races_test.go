@@ -430,7 +430,7 @@ func TestRaces(t *testing.T) {
 		email := "race.accept." + tenant[:8] + "@example.com"
 		invitee := s.user(t, email)
 		inv := s.ok(t, "inviteMember", map[string]any{"tenantId": tenant, "email": email, "role": "member"}, owner)
-		if st := s.deliver(t, "invitation_email", "INSERT", nil, s.row(t, "tenant_invitations", "id = $1", inv["invitationId"]), ""); st != http.StatusOK {
+		if st := s.deliver(t, "invitation_email", "INSERT", s.row(t, "tenant_invitations", "id = $1", inv["invitationId"])["id"]); st != http.StatusOK {
 			t.Fatalf("invitation event: %d", st)
 		}
 		token := s.links(t, email)[0]

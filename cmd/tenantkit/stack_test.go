@@ -173,10 +173,32 @@ func (s *stack) row(t *testing.T, table, where string, args ...any) map[string]a
 	return m
 }
 
-// deliver sends an event of trigger as Hasura would and returns the HTTP status.
-func (s *stack) deliver(t *testing.T, trigger, op string, old, new map[string]any, id string) int {
+// deliver delivers, as Hasura's event processor would, the latest event Hasura's own trigger
+// logged (hdb_catalog.event_log) for op on the row rowID of trigger's table, and returns the HTTP
+// status. Delivering it again posts the same event (same id) again, as Hasura does when an answer
+// was lost.
+func (s *stack) deliver(t *testing.T, trigger, op string, rowID any) int {
 	t.Helper()
-	res, err := s.hasura.Event(context.Background(), trigger, op, old, new, hasuratest.EventOptions{ID: id})
+	ctx := context.Background()
+	var eventID string
+	err := s.admin.QueryRow(ctx, `SELECT id FROM hdb_catalog.event_log
+		WHERE trigger_name = $1 AND payload->>'op' = $2 AND payload->'data'->'new'->>'id' = $3::text
+		ORDER BY created_at DESC, id LIMIT 1`, trigger, op, rowID).Scan(&eventID)
+	if err != nil {
+		t.Fatalf("no %s event of %s logged for row %v by Hasura's trigger: %v", op, trigger, rowID, err)
+	}
+	d, err := s.hasura.RedeliverEvent(ctx, s.admin, hasuratest.HasuraCatalogSchema, eventID)
+	if err != nil {
+		t.Fatalf("event %s: %v", eventID, err)
+	}
+	return d.Status
+}
+
+// manualEvent invokes trigger by hand on row, as Hasura's console or API does (no SQL trigger
+// involved), and returns the HTTP status.
+func (s *stack) manualEvent(t *testing.T, trigger string, row map[string]any) int {
+	t.Helper()
+	res, err := s.hasura.Event(context.Background(), trigger, "MANUAL", nil, row, hasuratest.EventOptions{})
 	if err != nil {
 		t.Fatalf("event %s: %v", trigger, err)
 	}

@@ -128,7 +128,7 @@ func TestInvitations(t *testing.T) {
 		out := s.ok(t, "inviteMember", map[string]any{"tenantId": tenant, "email": email, "role": role}, by)
 		id := out["invitationId"].(string)
 		row := s.row(t, "tenant_invitations", "id = $1", id)
-		if st := s.deliver(t, "invitation_email", "INSERT", nil, row, ""); st != http.StatusOK {
+		if st := s.deliver(t, "invitation_email", "INSERT", row["id"]); st != http.StatusOK {
 			t.Fatalf("invitation event: %d", st)
 		}
 		return id
@@ -147,8 +147,7 @@ func TestInvitations(t *testing.T) {
 			t.Fatalf("outbox entries = %d", n)
 		}
 		row := s.row(t, "tenant_invitations", "id = $1", id)
-		eventID := "5b0c6c8e-8d0e-4a8e-b5a9-0e1f2a3b4c5d"
-		if st := s.deliver(t, "invitation_email", "INSERT", nil, row, eventID); st != http.StatusOK {
+		if st := s.deliver(t, "invitation_email", "INSERT", row["id"]); st != http.StatusOK {
 			t.Fatalf("event: %d", st)
 		}
 		links := s.links(t, "bob.accept@example.com")
@@ -163,7 +162,7 @@ func TestInvitations(t *testing.T) {
 			t.Errorf("the token is stored in clear")
 		}
 		// the same delivery again sends nothing
-		if st := s.deliver(t, "invitation_email", "INSERT", nil, row, eventID); st != http.StatusOK {
+		if st := s.deliver(t, "invitation_email", "INSERT", row["id"]); st != http.StatusOK {
 			t.Fatalf("duplicate event: %d", st)
 		}
 		if n := len(s.links(t, "bob.accept@example.com")); n != 1 {
@@ -225,7 +224,7 @@ func TestInvitations(t *testing.T) {
 		old := s.row(t, "tenant_invitations", "id = $1", id)
 		s.ok(t, "resendInvitation", map[string]any{"invitationId": id}, owner)
 		updated := s.row(t, "tenant_invitations", "id = $1", id)
-		if st := s.deliver(t, "invitation_email", "UPDATE", old, updated, ""); st != http.StatusOK {
+		if st := s.deliver(t, "invitation_email", "UPDATE", updated["id"]); st != http.StatusOK {
 			t.Fatalf("resend event: %d", st)
 		}
 		links := s.links(t, "dan.resend@example.com")
@@ -233,7 +232,7 @@ func TestInvitations(t *testing.T) {
 			t.Fatalf("links = %v, want two different", links)
 		}
 		// the first event, delivered late, finds its token superseded and sends nothing
-		if st := s.deliver(t, "invitation_email", "INSERT", nil, old, ""); st != http.StatusOK {
+		if st := s.deliver(t, "invitation_email", "INSERT", old["id"]); st != http.StatusOK {
 			t.Fatalf("late event: %d", st)
 		}
 		if n := len(s.links(t, "dan.resend@example.com")); n != 2 {
@@ -251,15 +250,14 @@ func TestInvitations(t *testing.T) {
 		tenant, owner := s.tenant(t)
 		out := s.ok(t, "inviteMember", map[string]any{"tenantId": tenant, "email": "erin.retry@example.com", "role": "member"}, owner)
 		row := s.row(t, "tenant_invitations", "id = $1", out["invitationId"])
-		eventID := "6c1d7d9f-9e1f-4b9f-86ba-1f2a3b4c5d6e"
 		s.smtp.FailData(1)
-		if st := s.deliver(t, "invitation_email", "INSERT", nil, row, eventID); st < 500 {
+		if st := s.deliver(t, "invitation_email", "INSERT", row["id"]); st < 500 {
 			t.Fatalf("delivery during an SMTP failure: %d, want 5xx so Hasura retries", st)
 		}
-		if st := s.deliver(t, "invitation_email", "INSERT", nil, row, eventID); st != http.StatusOK {
+		if st := s.deliver(t, "invitation_email", "INSERT", row["id"]); st != http.StatusOK {
 			t.Fatalf("retry: %d", st)
 		}
-		if st := s.deliver(t, "invitation_email", "INSERT", nil, row, eventID); st != http.StatusOK {
+		if st := s.deliver(t, "invitation_email", "INSERT", row["id"]); st != http.StatusOK {
 			t.Fatalf("duplicate: %d", st)
 		}
 		if n := len(s.links(t, "erin.retry@example.com")); n != 1 {

@@ -511,3 +511,28 @@ func (c *Client) RunEventDelivery(ctx context.Context, db Querier, schema string
 		}
 	}
 }
+
+// RedeliverEvent posts the logged event eventID again, whatever its state, and records the outcome
+// as DeliverEvents does: what Hasura does when a delivery's answer was lost (a timeout after the
+// service had done the work), so that tests can deliver one event twice, or an old event late.
+func (c *Client) RedeliverEvent(ctx context.Context, db Querier, schema, eventID string) (Delivered, error) {
+	targets, _, err := c.eventTargets()
+	if err != nil {
+		return Delivered{}, err
+	}
+	s := schemaSQL(schema)
+	var ev claimedEvent
+	var payload string
+	err = db.QueryRow(ctx, `UPDATE `+s+`.event_log SET locked = NOW() WHERE id = $1
+		RETURNING id, schema_name, table_name, trigger_name, payload::text, tries, created_at`, eventID).
+		Scan(&ev.id, &ev.schema, &ev.table, &ev.trigger, &payload, &ev.tries, &ev.createdAt)
+	if err != nil {
+		return Delivered{}, fmt.Errorf("hasuratest: event %s: %w", eventID, err)
+	}
+	ev.payload = []byte(payload)
+	d, err := c.deliverEvent(ctx, db, s, targets, ev)
+	if err != nil {
+		return d, errors.Join(err, unlockEvents(ctx, db, s, []claimedEvent{ev}))
+	}
+	return d, nil
+}
