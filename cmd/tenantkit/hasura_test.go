@@ -72,6 +72,24 @@ func TestHasuraEventGrants(t *testing.T) {
 		AND payload->'data'->'new'->>'id' = $1`, out["tenantId"]); n != 1 {
 		t.Errorf("Hasura's trigger logged %d events for the new tenant, want 1", n)
 	}
+
+	// Hasura re-applies its metadata (trigger functions replaced): the grants still hold.
+	meta, err := hasuratest.Load("../../hasura/metadata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, s.m.Config.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if err := hasuratest.InstallAsHasura(ctx, conn, meta, ""); err != nil {
+		t.Fatal(err)
+	}
+	if st, body := readyz(); st != http.StatusOK {
+		t.Errorf("/readyz after Hasura re-applied its metadata: %d %v", st, body)
+	}
+	s.ok(t, "createTenant", map[string]any{"name": "Acme", "slug": "acme-reapplied"}, owner)
 }
 
 func TestGrantHasuraBeforeHasura(t *testing.T) {
