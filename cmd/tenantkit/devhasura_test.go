@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/tenantkit/tenantkit/internal/pgtest"
 )
@@ -42,11 +41,7 @@ func TestDevStandsInForHasuraEvents(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	url := pgtest.NewDB(t)
-	admin, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(ctx)
+	admin := connect(t, url)
 	if _, err := admin.Exec(ctx, `DROP SCHEMA hdb_catalog CASCADE`); err != nil { // no Hasura here
 		t.Fatal(err)
 	}

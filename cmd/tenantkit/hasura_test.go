@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/tenantkit/tenantkit"
 	"github.com/tenantkit/tenantkit/internal/hasuratest"
 	"github.com/tenantkit/tenantkit/internal/postgres"
@@ -78,11 +76,7 @@ func TestHasuraEventGrants(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.Connect(ctx, s.m.Config.DatabaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := connect(t, s.m.Config.DatabaseURL)
 	if err := hasuratest.InstallAsHasura(ctx, conn, meta, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -97,11 +91,7 @@ func TestGrantHasuraBeforeHasura(t *testing.T) {
 	// A database Hasura has not started on yet: nothing to grant, said so.
 	m := start(t)
 	url := m.Config.DatabaseURL
-	conn, err := pgx.Connect(context.Background(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
+	conn := connect(t, url)
 	if _, err := conn.Exec(context.Background(), `DROP SCHEMA hdb_catalog CASCADE`); err != nil {
 		t.Fatal(err)
 	}

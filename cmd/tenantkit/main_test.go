@@ -12,7 +12,6 @@ import (
 	"time"
 
 	graphql "github.com/hasura/go-graphql-client"
-	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 
 	"github.com/tenantkit/tenantkit/internal/hasuratest"
@@ -216,11 +215,7 @@ func TestOpenChecksTheServiceRoles(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	url := pgtest.NewDB(t)
-	admin, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(ctx)
+	admin := connect(t, url)
 	// Login roles are cluster-wide: create them once, never drop them.
 	for _, stmt := range []string{
 		`DO $$ BEGIN CREATE ROLE tk_test_outsider LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`,

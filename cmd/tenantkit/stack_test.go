@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantkit/tenantkit/internal/hasuratest"
@@ -192,6 +193,17 @@ func (s *stack) deliver(t *testing.T, trigger, op string, rowID any) int {
 		t.Fatalf("event %s: %v", eventID, err)
 	}
 	return d.Status
+}
+
+// connect opens a connection to url as the test's superuser, closed when the test ends.
+func connect(t testing.TB, url string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
 }
 
 // manualEvent invokes trigger by hand on row, as Hasura's console or API does (no SQL trigger
