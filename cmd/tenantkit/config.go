@@ -23,6 +23,11 @@ type Config struct {
 	StripeKey    string // STRIPE_SECRET_KEY
 	StripeHook   string // STRIPE_WEBHOOK_SECRET
 	StripeAPIURL string // STRIPE_API_URL, optional: stripe-mock in development and tests
+	// METRICS_TOKEN, optional: when set, GET /metrics needs Authorization: Bearer <token>.
+	MetricsToken string
+	// DevSecrets names the variables that hold a published development value, which only dev and
+	// TENANTKIT_ALLOW_DEV_SECRETS=1 accept; serve warns about each at start.
+	DevSecrets []string
 	// INVITATION_TTL, optional (Go duration, 1h to 90 days; default 168h): how long an invitation
 	// link stays valid.
 	InvitationTTL time.Duration
@@ -39,9 +44,37 @@ var planKey = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
 // minSecretLen keeps guessable shared secrets out of production.
 const minSecretLen = 16
 
-// LoadConfig reads the environment through getenv. It returns every problem at once, one line
-// each ("config: …"), naming the variable but never echoing its value.
+// metricsToken is the token68 form (RFC 7235) a bearer token must have to travel in a header as is.
+var metricsToken = regexp.MustCompile(`^[A-Za-z0-9._~+/-]+=*$`)
+
+// secretVars are the variables that authenticate callers of the service: a value everybody can
+// read must never guard a deployed service.
+var secretVars = []string{"TENANTKIT_SECRET", "STRIPE_WEBHOOK_SECRET", "METRICS_TOKEN"}
+
+// publishedSecrets are the development values printed in this repository (devDefaults,
+// docker-compose.yml's defaults, .env.example, the README's examples); a test keeps the list
+// complete.
+var publishedSecrets = map[string]bool{
+	"dev-secret-change-me":                   true,
+	"whsec_dev_change_me":                    true,
+	"dev-admin-secret-change-me":             true,
+	"dev-jwt-key-change-me-0123456789abcdef": true,
+}
+
+// LoadConfig reads serve's configuration through getenv. It returns every problem at once, one line
+// each ("config: …"), naming the variable but never echoing its value. A published development
+// secret (publishedSecrets) in any of secretVars is a problem unless TENANTKIT_ALLOW_DEV_SECRETS=1.
 func LoadConfig(getenv func(string) string) (Config, error) {
+	return loadConfig(getenv, false)
+}
+
+// loadDevConfig is LoadConfig for `tenantkit dev`, whose own defaults are published secrets: it
+// accepts them without the opt-in.
+func loadDevConfig(getenv func(string) string) (Config, error) {
+	return loadConfig(getenv, true)
+}
+
+func loadConfig(getenv func(string) string, dev bool) (Config, error) {
 	c := Config{
 		DatabaseURL:  getenv("DATABASE_URL"),
 		Secret:       getenv("TENANTKIT_SECRET"),
@@ -51,8 +84,27 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		StripeKey:    getenv("STRIPE_SECRET_KEY"),
 		StripeHook:   getenv("STRIPE_WEBHOOK_SECRET"),
 		StripeAPIURL: getenv("STRIPE_API_URL"),
+		MetricsToken: getenv("METRICS_TOKEN"),
 	}
 	var problems []string
+	allowDev := dev
+	switch getenv("TENANTKIT_ALLOW_DEV_SECRETS") {
+	case "", "0":
+	case "1":
+		allowDev = true
+	default:
+		problems = append(problems, "TENANTKIT_ALLOW_DEV_SECRETS must be 0 or 1")
+	}
+	for _, name := range secretVars {
+		if !publishedSecrets[getenv(name)] {
+			continue
+		}
+		if !allowDev {
+			problems = append(problems, name+" is a development value published in this repository: set a secret of your own (README, Security)")
+			continue
+		}
+		c.DevSecrets = append(c.DevSecrets, name)
+	}
 	if c.ListenAddr == "" {
 		c.ListenAddr = ":8081"
 	}
@@ -75,6 +127,14 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	}
 	if c.StripeKey != "" && !strings.HasPrefix(c.StripeHook, "whsec_") {
 		problems = append(problems, "STRIPE_WEBHOOK_SECRET (whsec_…) is required when STRIPE_SECRET_KEY is set")
+	}
+	if c.MetricsToken != "" {
+		if len(c.MetricsToken) < minSecretLen || !metricsToken.MatchString(c.MetricsToken) {
+			problems = append(problems, fmt.Sprintf("METRICS_TOKEN must be at least %d characters of A-Z, a-z, 0-9, -._~+/ (e.g. openssl rand -hex 32)", minSecretLen))
+		}
+		if c.MetricsToken == c.Secret {
+			problems = append(problems, "METRICS_TOKEN must differ from TENANTKIT_SECRET: a scraper's token must not let it call actions")
+		}
 	}
 	c.InvitationTTL = 7 * 24 * time.Hour
 	if v := getenv("INVITATION_TTL"); v != "" {

@@ -215,16 +215,17 @@ func (m *Main) Open(ctx context.Context) error {
 	m.Outbox = &outbox.Sender{Store: db, Mailer: mailer{sender}, Log: m.Log}
 	hasura := &actions.Handler{Team: teams, Billing: bills, Meter: m.Meter, Events: db}
 	m.HTTP = &server.Server{
-		Addr:     m.Config.ListenAddr,
-		Secret:   m.Config.Secret,
-		DB:       db,
-		Problems: db.HasuraEventProblem,
-		Graph:    graph.NewHandler(&graph.Resolver{Plans: db, Team: teams, Billing: bills}),
-		Action:   http.HandlerFunc(hasura.ServeAction),
-		Event:    http.HandlerFunc(hasura.ServeEvent),
-		Metrics:  metrics,
-		Stripe:   webhooks,
-		Log:      m.Log,
+		Addr:         m.Config.ListenAddr,
+		Secret:       m.Config.Secret,
+		DB:           db,
+		Problems:     db.HasuraEventProblem,
+		Graph:        graph.NewHandler(&graph.Resolver{Plans: db, Team: teams, Billing: bills}),
+		Action:       http.HandlerFunc(hasura.ServeAction),
+		Event:        http.HandlerFunc(hasura.ServeEvent),
+		Metrics:      metrics,
+		MetricsToken: m.Config.MetricsToken,
+		Stripe:       webhooks,
+		Log:          m.Log,
 	}
 	if err := m.HTTP.Open(); err != nil {
 		db.Close()
@@ -270,6 +271,10 @@ func serveWith(ctx context.Context, cfg Config, stdout io.Writer, events *devEve
 		done := make(chan struct{})
 		go func() { defer close(done); events.run(deliveryCtx, m.HTTP.URL(), cfg.Secret, log) }()
 		defer func() { stopDelivery(); <-done }()
+	}
+	if len(cfg.DevSecrets) > 0 {
+		log.Warn().Strs("variables", cfg.DevSecrets).
+			Msg("DEVELOPMENT SECRETS: these hold values published in tenantkit's repository, so anyone can forge calls to this service; never expose it")
 	}
 	if cfg.SMTPURL == "" {
 		log.Warn().Msg("SMTP_URL is unset: emails, invitation links included, are written to this log (development only)")
@@ -318,7 +323,7 @@ func dev(ctx context.Context, stdout io.Writer) error {
 	for k, v := range devDefaults {
 		defaults[k] = v
 	}
-	cfg, err := LoadConfig(envWithDefaults(defaults))
+	cfg, err := loadDevConfig(envWithDefaults(defaults))
 	if err != nil {
 		return err
 	}

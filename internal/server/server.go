@@ -6,12 +6,15 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -34,10 +37,12 @@ type Server struct {
 	Action   http.Handler // Hasura actions, POST /actions/{name}
 	Event    http.Handler // Hasura event triggers, POST /events/{trigger}
 	Metrics  *Metrics     // GET /metrics, and the request counters
-	Stripe   http.Handler // Stripe webhooks, POST /webhooks/stripe (its own signature, not the Hasura secret)
-	Log      zerolog.Logger
-	server   *http.Server
-	listener net.Listener
+	// MetricsToken (METRICS_TOKEN), when set, is the bearer token GET /metrics requires.
+	MetricsToken string
+	Stripe       http.Handler // Stripe webhooks, POST /webhooks/stripe (its own signature, not the Hasura secret)
+	Log          zerolog.Logger
+	server       *http.Server
+	listener     net.Listener
 }
 
 // Handler returns every route, wrapped in request logging.
@@ -63,9 +68,34 @@ func (s *Server) Handler() http.Handler {
 	if s.Metrics == nil {
 		return s.logRequests(mux)
 	}
-	mux.Handle("GET /metrics", s.Metrics.Handler())
+	mux.Handle("GET /metrics", s.bearer(s.MetricsToken, s.Metrics.Handler()))
 	// Inside logRequests: the mux records the matched pattern on the request it is given.
 	return s.logRequests(s.Metrics.Middleware(mux))
+}
+
+// bearer guards a route with a bearer token (RFC 6750) when token is set: a request without
+// "Authorization: Bearer <token>" gets 401 with a WWW-Authenticate challenge and reaches nothing.
+// The comparison is of SHA-256 digests in constant time, so the timing reveals neither the token
+// nor its length; the token is never logged.
+func (s *Server) bearer(token string, next http.Handler) http.Handler {
+	if token == "" {
+		return next
+	}
+	want := sha256.Sum256([]byte(token))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The scheme is case-insensitive (RFC 7235 section 2.1).
+		scheme, got, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		digest := sha256.Sum256([]byte(strings.TrimLeft(got, " ")))
+		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(digest[:], want[:]) != 1 {
+			zerolog.Ctx(r.Context()).Warn().Bool("authorization_present", r.Header.Get("Authorization") != "").
+				Msg("rejected: missing or wrong bearer token")
+			SetCode(r.Context(), "unauthorized")
+			w.Header().Set("WWW-Authenticate", `Bearer realm="tenantkit"`)
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"message": "missing or wrong Authorization: Bearer token"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {

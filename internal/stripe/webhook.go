@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,11 +22,18 @@ import (
 // maxWebhookBody bounds a webhook request; Stripe's events are far smaller.
 const maxWebhookBody = 1 << 20
 
+// maxClockSkew is how far ahead of this machine's clock a signature's timestamp may be. stripe-go
+// refuses signatures older than webhook.DefaultTolerance (5 minutes) but accepts any from the
+// future, so a signed request captured with (or forged under a leaked secret with) a future
+// timestamp would stay replayable until then. Five minutes each way bounds the replay window as
+// Stripe's tolerance meant to, and leaves room for clocks that disagree.
+const maxClockSkew = webhook.DefaultTolerance
+
 // Webhook serves POST /webhooks/stripe: the signature is verified before anything else (400 and
-// nothing written when it fails), then the event is applied once, in any order. 2xx when applied
-// (or applied before, or of a type billing ignores); 400 when the event cannot be decoded or holds
-// a value the database refuses (a retry would fail alike); 5xx when a retry may succeed, so Stripe
-// retries.
+// nothing written when it fails, or when its timestamp is more than 5 minutes old or ahead), then
+// the event is applied once, in any order. 2xx when applied (or applied before, or of a type
+// billing ignores); 400 when the event cannot be decoded or holds a value the database refuses (a
+// retry would fail alike); 5xx when a retry may succeed, so Stripe retries.
 type Webhook struct {
 	Secret  string // STRIPE_WEBHOOK_SECRET
 	Billing interface {
@@ -45,6 +53,11 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Signature, age and API version failures alike; the event endpoint must be created with
 		// API version 2023-10-16 (README, "Connecting Stripe").
 		log.Warn().Err(err).Msg("stripe webhook refused")
+		writeStatus(w, http.StatusBadRequest, "invalid signature or API version")
+		return
+	}
+	if at, ok := signedAt(r.Header.Get("Stripe-Signature")); !ok || time.Until(at) > maxClockSkew {
+		log.Warn().Time("signed_at", at).Msg("stripe webhook refused: signature timestamp in the future")
 		writeStatus(w, http.StatusBadRequest, "invalid signature or API version")
 		return
 	}
@@ -73,6 +86,24 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	log.UpdateContext(func(c zerolog.Context) zerolog.Context { return c.Str("outcome", outcome) })
 	writeStatus(w, http.StatusOK, "ok")
+}
+
+// signedAt is the timestamp of a Stripe-Signature header ("t=1495999758,v1=…,v0=…") read as
+// stripe-go's parseSignatureHeader reads it, so that it is the one the signature covers: pairs
+// split on "," and "=", the last "t" wins. ok is false when there is none.
+func signedAt(header string) (at time.Time, ok bool) {
+	for _, pair := range strings.Split(header, ",") {
+		k, v, found := strings.Cut(pair, "=")
+		if !found || k != "t" {
+			continue
+		}
+		t, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return time.Time{}, false
+		}
+		at, ok = time.Unix(t, 0), true
+	}
+	return at, ok
 }
 
 func writeStatus(w http.ResponseWriter, status int, msg string) {
