@@ -57,7 +57,7 @@ type payload struct {
 // action is one action: its input decoded, its output a JSON-encodable value, and the tenant the
 // input names ("" if none), for the logs and the api_calls meter.
 type action struct {
-	run func(ctx context.Context, s tenantkit.Session, input json.RawMessage) (out any, tenant string, err error)
+	run func(ctx context.Context, s tenantkit.Session, input json.RawMessage) (out any, tenant tenantkit.ID, err error)
 	sig Signature
 }
 
@@ -71,21 +71,23 @@ type Signature struct {
 
 // typed adapts a domain call taking a decoded input and answering a typed output. Unknown input
 // fields are refused: they mean the metadata and the handler disagree about the action's arguments.
-// An input's TenantID field, if it has one, is the tenant the call is about: it is added to the
-// request's log context before fn runs.
+// Ids are tenantkit.ID fields, canonicalised by decoding (a UUID in either case comes out in lower
+// case; any other spelling is refused with invalid), so fn and the meter see one spelling per id. An input's TenantID field, if it has one,
+// is the tenant the call is about: it is added to the request's log context before fn runs.
 func typed[In, Out any](fn func(ctx context.Context, s tenantkit.Session, in In) (Out, error)) action {
 	tenantField, scoped := reflect.TypeFor[In]().FieldByName("TenantID")
-	run := func(ctx context.Context, s tenantkit.Session, raw json.RawMessage) (any, string, error) {
+	if scoped && tenantField.Type != reflect.TypeFor[tenantkit.ID]() {
+		panic(reflect.TypeFor[In]().String() + ".TenantID must be a tenantkit.ID")
+	}
+	run := func(ctx context.Context, s tenantkit.Session, raw json.RawMessage) (any, tenantkit.ID, error) {
 		var in In
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&in); err != nil {
-			return nil, "", tenantkit.Errorf(tenantkit.Invalid, "malformed input: %s", decodeProblem(err))
+		if err := decodeInput(raw, &in); err != nil {
+			return nil, "", err
 		}
-		tenant := ""
+		var tenant tenantkit.ID
 		if scoped {
-			tenant = reflect.ValueOf(&in).Elem().FieldByIndex(tenantField.Index).String()
-			zerolog.Ctx(ctx).UpdateContext(func(c zerolog.Context) zerolog.Context { return c.Str("tenant_id", tenant) })
+			tenant = reflect.ValueOf(&in).Elem().FieldByIndex(tenantField.Index).Interface().(tenantkit.ID)
+			zerolog.Ctx(ctx).UpdateContext(func(c zerolog.Context) zerolog.Context { return c.Str("tenant_id", string(tenant)) })
 		}
 		out, err := fn(ctx, s, in)
 		if err != nil {
@@ -94,6 +96,17 @@ func typed[In, Out any](fn func(ctx context.Context, s tenantkit.Session, in In)
 		return out, tenant, nil
 	}
 	return action{run: run, sig: Signature{Input: reflect.TypeFor[In](), Output: reflect.TypeFor[Out]()}}
+}
+
+// decodeInput decodes an action's input into in (a pointer), refusing unknown fields. Every
+// tenantkit.ID in it comes out canonical; an id in any other spelling is refused. Errors: invalid.
+func decodeInput(raw json.RawMessage, in any) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(in); err != nil {
+		return tenantkit.Errorf(tenantkit.Invalid, "malformed input: %s", decodeProblem(err))
+	}
+	return nil
 }
 
 // Signatures returns every action's input and output types.
@@ -120,6 +133,8 @@ func (h *Handler) Triggers() map[string]string {
 func decodeProblem(err error) string {
 	var te *json.UnmarshalTypeError
 	switch {
+	case errors.As(err, &te) && te.Type == reflect.TypeFor[tenantkit.ID]():
+		return "field " + te.Field + " must be a UUID"
 	case errors.As(err, &te):
 		return "field " + te.Field + " must be " + te.Type.String()
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
@@ -216,7 +231,7 @@ func statusOf(code string) int {
 		return http.StatusBadRequest
 	case tenantkit.Unauthenticated:
 		return http.StatusUnauthorized
-	case tenantkit.Forbidden, team.InvitationEmailMismatch:
+	case tenantkit.Forbidden, team.InvitationEmailMismatch, team.EmailUnverified:
 		return http.StatusForbidden
 	case tenantkit.NotFound, team.InvitationNotFound:
 		return http.StatusNotFound
@@ -226,6 +241,8 @@ func statusOf(code string) int {
 		return http.StatusGone
 	case tenantkit.PlanLimit:
 		return http.StatusPaymentRequired
+	case team.RateLimited:
+		return http.StatusTooManyRequests
 	case tenantkit.Unavailable, billing.BillingUnavailable:
 		return http.StatusFailedDependency
 	case tenantkit.Internal:

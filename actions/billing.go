@@ -9,11 +9,11 @@ import (
 )
 
 type usageEventInput struct {
-	TenantID       string     `json:"tenantId"`
-	Metric         string     `json:"metric"`
-	Quantity       float64    `json:"quantity"`
-	IdempotencyKey string     `json:"idempotencyKey"`
-	OccurredAt     *time.Time `json:"occurredAt"`
+	TenantID       tenantkit.ID `json:"tenantId"`
+	Metric         string       `json:"metric"`
+	Quantity       float64      `json:"quantity"`
+	IdempotencyKey string       `json:"idempotencyKey"`
+	OccurredAt     *time.Time   `json:"occurredAt"`
 }
 
 type recordUsageInput struct {
@@ -28,7 +28,7 @@ type recordUsageOutput struct {
 func (h *Handler) recordUsage(ctx context.Context, s tenantkit.Session, in recordUsageInput) (recordUsageOutput, error) {
 	events := make([]billing.UsageEvent, len(in.Events))
 	for i, e := range in.Events {
-		events[i] = billing.UsageEvent{TenantID: e.TenantID, Metric: e.Metric, Quantity: e.Quantity, IdempotencyKey: e.IdempotencyKey}
+		events[i] = billing.UsageEvent{TenantID: string(e.TenantID), Metric: e.Metric, Quantity: e.Quantity, IdempotencyKey: e.IdempotencyKey}
 		if e.OccurredAt != nil {
 			events[i].OccurredAt = *e.OccurredAt
 		}
@@ -41,12 +41,12 @@ func (h *Handler) recordUsage(ctx context.Context, s tenantkit.Session, in recor
 }
 
 type checkoutInput struct {
-	TenantID string `json:"tenantId"`
-	PlanID   string `json:"planId"`
+	TenantID tenantkit.ID `json:"tenantId"`
+	PlanID   tenantkit.ID `json:"planId"`
 }
 
 func (h *Handler) createCheckoutSession(ctx context.Context, s tenantkit.Session, in checkoutInput) (billingSessionOutput, error) {
-	url, err := h.Billing.CreateCheckout(ctx, s, in.TenantID, in.PlanID)
+	url, err := h.Billing.CreateCheckout(ctx, s, string(in.TenantID), string(in.PlanID))
 	if err != nil {
 		return billingSessionOutput{}, err
 	}
@@ -58,11 +58,11 @@ type billingSessionOutput struct {
 }
 
 type tenantInput struct {
-	TenantID string `json:"tenantId"`
+	TenantID tenantkit.ID `json:"tenantId"`
 }
 
 func (h *Handler) createBillingPortalSession(ctx context.Context, s tenantkit.Session, in tenantInput) (billingSessionOutput, error) {
-	url, err := h.Billing.CreatePortal(ctx, s, in.TenantID)
+	url, err := h.Billing.CreatePortal(ctx, s, string(in.TenantID))
 	if err != nil {
 		return billingSessionOutput{}, err
 	}
@@ -84,7 +84,7 @@ func newSubscriptionOutput(sub billing.Subscription) subscriptionOutput {
 }
 
 func (h *Handler) cancelSubscription(ctx context.Context, s tenantkit.Session, in tenantInput) (subscriptionOutput, error) {
-	sub, err := h.Billing.SetCancelAtPeriodEnd(ctx, s, in.TenantID, true)
+	sub, err := h.Billing.SetCancelAtPeriodEnd(ctx, s, string(in.TenantID), true)
 	if err != nil {
 		return subscriptionOutput{}, err
 	}
@@ -92,7 +92,7 @@ func (h *Handler) cancelSubscription(ctx context.Context, s tenantkit.Session, i
 }
 
 func (h *Handler) resumeSubscription(ctx context.Context, s tenantkit.Session, in tenantInput) (subscriptionOutput, error) {
-	sub, err := h.Billing.SetCancelAtPeriodEnd(ctx, s, in.TenantID, false)
+	sub, err := h.Billing.SetCancelAtPeriodEnd(ctx, s, string(in.TenantID), false)
 	if err != nil {
 		return subscriptionOutput{}, err
 	}
@@ -100,7 +100,7 @@ func (h *Handler) resumeSubscription(ctx context.Context, s tenantkit.Session, i
 }
 
 func (h *Handler) changePlan(ctx context.Context, s tenantkit.Session, in checkoutInput) (subscriptionOutput, error) {
-	sub, err := h.Billing.ChangePlan(ctx, s, in.TenantID, in.PlanID)
+	sub, err := h.Billing.ChangePlan(ctx, s, string(in.TenantID), string(in.PlanID))
 	if err != nil {
 		return subscriptionOutput{}, err
 	}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/tenantkit/tenantkit"
 	"github.com/tenantkit/tenantkit/internal/server"
-	"github.com/tenantkit/tenantkit/internal/team"
 )
 
 // event is what Hasura POSTs for an event trigger.
@@ -26,8 +25,8 @@ type event struct {
 		SessionVariables map[string]string `json:"session_variables"`
 		TraceContext     json.RawMessage   `json:"trace_context"`
 	} `json:"event"`
-	ID           string `json:"id"`
-	CreatedAt    string `json:"created_at"`
+	ID           tenantkit.ID `json:"id"` // canonical, as every id decoded here
+	CreatedAt    string       `json:"created_at"`
 	DeliveryInfo struct {
 		MaxRetries   int `json:"max_retries"`
 		CurrentRetry int `json:"current_retry"`
@@ -74,7 +73,7 @@ func (h *Handler) ServeEvent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var ev event
-	if err := json.NewDecoder(r.Body).Decode(&ev); err != nil || team.ValidateID("id", ev.ID) != nil {
+	if err := json.NewDecoder(r.Body).Decode(&ev); err != nil || ev.ID == "" {
 		writeError(w, r, tenantkit.Errorf(tenantkit.Invalid, "malformed event payload"))
 		return
 	}
@@ -83,10 +82,10 @@ func (h *Handler) ServeEvent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log.UpdateContext(func(c zerolog.Context) zerolog.Context {
-		return c.Str("event_id", ev.ID).Str("op", ev.Event.Op).Int("retry", ev.DeliveryInfo.CurrentRetry)
+		return c.Str("event_id", string(ev.ID)).Str("op", ev.Event.Op).Int("retry", ev.DeliveryInfo.CurrentRetry)
 	})
 	claimed := time.Now()
-	claim, err := h.Events.ClaimEvent(ctx, ev.ID, name, eventLease)
+	claim, err := h.Events.ClaimEvent(ctx, string(ev.ID), name, eventLease)
 	switch {
 	case err != nil:
 		writeEventError(w, r, err)
@@ -99,13 +98,13 @@ func (h *Handler) ServeEvent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := tr.fn(ctx, &ev); err != nil {
-		if rerr := settle(ctx, claimed, "release", func(ctx context.Context) error { return h.Events.ReleaseEvent(ctx, ev.ID) }); rerr != nil {
+		if rerr := settle(ctx, claimed, "release", func(ctx context.Context) error { return h.Events.ReleaseEvent(ctx, string(ev.ID)) }); rerr != nil {
 			log.Error().Err(rerr).Msg("release event claim")
 		}
 		writeEventError(w, r, err)
 		return
 	}
-	if err := settle(ctx, claimed, "finish", func(ctx context.Context) error { return h.Events.FinishEvent(ctx, ev.ID) }); err != nil {
+	if err := settle(ctx, claimed, "finish", func(ctx context.Context) error { return h.Events.FinishEvent(ctx, string(ev.ID)) }); err != nil {
 		// The work is done but not recorded yet: a retry may repeat it. Handlers are idempotent on
 		// their own state (e.g. the invitation outbox), so the repeat finds nothing left to do.
 		writeEventError(w, r, err)
@@ -160,16 +159,19 @@ func writeEventError(w http.ResponseWriter, r *http.Request, err error) {
 
 // invitationRow is the part of a tenant_invitations row the email needs.
 type invitationRow struct {
-	ID        string `json:"id"`
-	TenantID  string `json:"tenant_id"`
-	Status    string `json:"status"`
-	TokenHash string `json:"token_hash"` // bytea as Hasura sends it: "\\x" + hex
+	ID        tenantkit.ID `json:"id"`
+	TenantID  tenantkit.ID `json:"tenant_id"`
+	Status    string       `json:"status"`
+	TokenHash string       `json:"token_hash"` // bytea as Hasura sends it: "\\x" + hex
 }
 
 // invitationEmail sends the link of a new or re-sent invitation.
 func (h *Handler) invitationEmail(ctx context.Context, ev *event) error {
-	var newRow, oldRow invitationRow
-	if err := json.Unmarshal(ev.Event.Data.New, &newRow); err != nil || newRow.ID == "" {
+	var newRow invitationRow
+	var oldRow struct {
+		TokenHash string `json:"token_hash"` // all the old row is read for: its ids are not used
+	}
+	if err := json.Unmarshal(ev.Event.Data.New, &newRow); err != nil || newRow.ID == "" || newRow.TenantID == "" {
 		return tenantkit.Errorf(tenantkit.Invalid, "event has no new invitation row")
 	}
 	if len(ev.Event.Data.Old) > 0 && string(ev.Event.Data.Old) != "null" {
@@ -183,21 +185,21 @@ func (h *Handler) invitationEmail(ctx context.Context, ev *event) error {
 		return tenantkit.Errorf(tenantkit.Invalid, "event has a malformed token_hash")
 	}
 	zerolog.Ctx(ctx).UpdateContext(func(c zerolog.Context) zerolog.Context {
-		return c.Str("tenant_id", newRow.TenantID).Str("invitation_id", newRow.ID)
+		return c.Str("tenant_id", string(newRow.TenantID)).Str("invitation_id", string(newRow.ID))
 	})
-	return h.Team.SendInvitationEmail(ctx, newRow.TenantID, newRow.ID, hash)
+	return h.Team.SendInvitationEmail(ctx, string(newRow.TenantID), string(newRow.ID), hash)
 }
 
 // tenantCreated gives a new tenant its Stripe customer (a no-op while billing is off).
 func (h *Handler) tenantCreated(ctx context.Context, ev *event) error {
 	var row struct {
-		ID string `json:"id"`
+		ID tenantkit.ID `json:"id"`
 	}
-	if err := json.Unmarshal(ev.Event.Data.New, &row); err != nil || team.ValidateID("id", row.ID) != nil {
+	if err := json.Unmarshal(ev.Event.Data.New, &row); err != nil || row.ID == "" {
 		return tenantkit.Errorf(tenantkit.Invalid, "event has no new tenant row")
 	}
-	zerolog.Ctx(ctx).UpdateContext(func(c zerolog.Context) zerolog.Context { return c.Str("tenant_id", row.ID) })
-	_, err := h.Billing.EnsureCustomer(ctx, row.ID)
+	zerolog.Ctx(ctx).UpdateContext(func(c zerolog.Context) zerolog.Context { return c.Str("tenant_id", string(row.ID)) })
+	_, err := h.Billing.EnsureCustomer(ctx, string(row.ID))
 	if tenantkit.ErrorCode(err) == tenantkit.NotFound {
 		return nil // the tenant was deleted before the event arrived: nothing to bill
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/goccy/go-yaml"
 	gqlast "github.com/vektah/gqlparser/v2/ast"
 
+	"github.com/tenantkit/tenantkit"
 	"github.com/tenantkit/tenantkit/actions"
 	"github.com/tenantkit/tenantkit/internal/hasuratest"
 )
@@ -132,7 +133,8 @@ func TestMetadataEnvironment(t *testing.T) {
 // output (what the handler answers), a non-null field must never encode as null or be left out; in
 // an input (what it decodes), a nullable argument must decode to a pointer or slice so that
 // "absent" stays visible. Scalars map as Hasura encodes them (uuid, timestamptz: strings on the
-// wire; timestamptz may decode to time.Time).
+// wire; timestamptz may decode to time.Time), except that a uuid input must decode into a
+// tenantkit.ID, so that every id reaches the services in its one canonical spelling.
 func checkType(path string, gt *gqlast.Type, goT reflect.Type, types map[string]*gqlast.Definition, output bool) []string {
 	if goT.Kind() == reflect.Pointer {
 		if output && gt.NonNull {
@@ -151,7 +153,15 @@ func checkType(path string, gt *gqlast.Type, goT reflect.Type, types map[string]
 	kind := goT.Kind()
 	ok := false
 	switch gt.NamedType {
-	case "String", "ID", "uuid":
+	case "uuid":
+		if !output {
+			if goT != reflect.TypeFor[tenantkit.ID]() {
+				return []string{fmt.Sprintf("%s: uuid argument decodes into %s; use tenantkit.ID (canonical ids)", path, goT)}
+			}
+			return nil
+		}
+		ok = kind == reflect.String
+	case "String", "ID":
 		ok = kind == reflect.String
 	case "timestamptz":
 		ok = goT == reflect.TypeFor[time.Time]() || kind == reflect.String
@@ -264,18 +274,25 @@ func TestCheckTypeCatchesMismatches(t *testing.T) {
 			PreviousOwnerID string `json:"previousOwnerId"`
 		}](), out.Fields, true},
 		"nullable input into a value": {reflect.TypeFor[struct {
-			TenantID       string    `json:"tenantId"`
-			Metric         string    `json:"metric"`
-			Quantity       float64   `json:"quantity"`
-			IdempotencyKey string    `json:"idempotencyKey"`
-			OccurredAt     time.Time `json:"occurredAt"`
+			TenantID       tenantkit.ID `json:"tenantId"`
+			Metric         string       `json:"metric"`
+			Quantity       float64      `json:"quantity"`
+			IdempotencyKey string       `json:"idempotencyKey"`
+			OccurredAt     time.Time    `json:"occurredAt"`
 		}](), in.Fields, false},
-		"float as int": {reflect.TypeFor[struct {
+		"uuid argument as a plain string": {reflect.TypeFor[struct {
 			TenantID       string     `json:"tenantId"`
 			Metric         string     `json:"metric"`
-			Quantity       int        `json:"quantity"`
+			Quantity       float64    `json:"quantity"`
 			IdempotencyKey string     `json:"idempotencyKey"`
 			OccurredAt     *time.Time `json:"occurredAt"`
+		}](), in.Fields, false},
+		"float as int": {reflect.TypeFor[struct {
+			TenantID       tenantkit.ID `json:"tenantId"`
+			Metric         string       `json:"metric"`
+			Quantity       int          `json:"quantity"`
+			IdempotencyKey string       `json:"idempotencyKey"`
+			OccurredAt     *time.Time   `json:"occurredAt"`
 		}](), in.Fields, false},
 	}
 	for name, c := range cases {

@@ -8,7 +8,8 @@ import (
 )
 
 // Inputs and outputs of the team actions. Field names are the GraphQL argument and field names in
-// hasura/metadata/actions.graphql; a test checks that the two agree.
+// hasura/metadata/actions.graphql; a test checks that the two agree, and that every uuid argument
+// decodes into a tenantkit.ID (canonical, so the services never see two spellings of one id).
 
 type createTenantInput struct {
 	Name string `json:"name"`
@@ -31,9 +32,9 @@ func (h *Handler) createTenant(ctx context.Context, s tenantkit.Session, in crea
 }
 
 type inviteMemberInput struct {
-	TenantID string `json:"tenantId"`
-	Email    string `json:"email"`
-	Role     string `json:"role"`
+	TenantID tenantkit.ID `json:"tenantId"`
+	Email    string       `json:"email"`
+	Role     string       `json:"role"`
 }
 
 type invitationOutput struct {
@@ -46,7 +47,7 @@ type invitationOutput struct {
 }
 
 func (h *Handler) inviteMember(ctx context.Context, s tenantkit.Session, in inviteMemberInput) (invitationOutput, error) {
-	inv, err := h.Team.Invite(ctx, s, in.TenantID, in.Email, in.Role)
+	inv, err := h.Team.Invite(ctx, s, string(in.TenantID), in.Email, in.Role)
 	if err != nil {
 		return invitationOutput{}, err
 	}
@@ -54,11 +55,11 @@ func (h *Handler) inviteMember(ctx context.Context, s tenantkit.Session, in invi
 }
 
 type invitationIDInput struct {
-	InvitationID string `json:"invitationId"`
+	InvitationID tenantkit.ID `json:"invitationId"`
 }
 
 func (h *Handler) revokeInvitation(ctx context.Context, s tenantkit.Session, in invitationIDInput) (invitationOutput, error) {
-	inv, err := h.Team.Revoke(ctx, s, in.InvitationID)
+	inv, err := h.Team.Revoke(ctx, s, string(in.InvitationID))
 	if err != nil {
 		return invitationOutput{}, err
 	}
@@ -66,7 +67,7 @@ func (h *Handler) revokeInvitation(ctx context.Context, s tenantkit.Session, in 
 }
 
 func (h *Handler) resendInvitation(ctx context.Context, s tenantkit.Session, in invitationIDInput) (invitationOutput, error) {
-	inv, err := h.Team.Resend(ctx, s, in.InvitationID)
+	inv, err := h.Team.Resend(ctx, s, string(in.InvitationID))
 	if err != nil {
 		return invitationOutput{}, err
 	}
@@ -93,14 +94,14 @@ func (h *Handler) acceptInvitation(ctx context.Context, s tenantkit.Session, in 
 }
 
 type changeMemberRoleInput struct {
-	TenantID    string   `json:"tenantId"`
-	UserID      string   `json:"userId"`
-	Role        string   `json:"role"`
-	Permissions []string `json:"permissions"` // optional: null keeps the custom grants
+	TenantID    tenantkit.ID `json:"tenantId"`
+	UserID      tenantkit.ID `json:"userId"`
+	Role        string       `json:"role"`
+	Permissions []string     `json:"permissions"` // optional: null keeps the custom grants
 }
 
 func (h *Handler) changeMemberRole(ctx context.Context, s tenantkit.Session, in changeMemberRoleInput) (membershipOutput, error) {
-	m, err := h.Team.ChangeRole(ctx, s, in.TenantID, in.UserID, in.Role, in.Permissions)
+	m, err := h.Team.ChangeRole(ctx, s, string(in.TenantID), string(in.UserID), in.Role, in.Permissions)
 	if err != nil {
 		return membershipOutput{}, err
 	}
@@ -108,8 +109,8 @@ func (h *Handler) changeMemberRole(ctx context.Context, s tenantkit.Session, in 
 }
 
 type memberInput struct {
-	TenantID string `json:"tenantId"`
-	UserID   string `json:"userId"`
+	TenantID tenantkit.ID `json:"tenantId"`
+	UserID   tenantkit.ID `json:"userId"`
 }
 
 type removeMemberOutput struct {
@@ -125,22 +126,22 @@ type transferOwnershipOutput struct {
 }
 
 func (h *Handler) removeMember(ctx context.Context, s tenantkit.Session, in memberInput) (removeMemberOutput, error) {
-	if err := h.Team.Remove(ctx, s, in.TenantID, in.UserID); err != nil {
+	if err := h.Team.Remove(ctx, s, string(in.TenantID), string(in.UserID)); err != nil {
 		return removeMemberOutput{}, err
 	}
-	return removeMemberOutput{TenantID: in.TenantID, UserID: in.UserID, Removed: true}, nil
+	return removeMemberOutput{TenantID: string(in.TenantID), UserID: string(in.UserID), Removed: true}, nil
 }
 
 func (h *Handler) transferOwnership(ctx context.Context, s tenantkit.Session, in memberInput) (transferOwnershipOutput, error) {
-	if err := h.Team.Transfer(ctx, s, in.TenantID, in.UserID); err != nil {
+	if err := h.Team.Transfer(ctx, s, string(in.TenantID), string(in.UserID)); err != nil {
 		return transferOwnershipOutput{}, err
 	}
-	return transferOwnershipOutput{TenantID: in.TenantID, OwnerID: in.UserID, PreviousOwnerID: s.UserID()}, nil
+	return transferOwnershipOutput{TenantID: string(in.TenantID), OwnerID: string(in.UserID), PreviousOwnerID: s.UserID()}, nil
 }
 
 type checkPermissionInput struct {
-	TenantID   string `json:"tenantId"`
-	Permission string `json:"permission"`
+	TenantID   tenantkit.ID `json:"tenantId"`
+	Permission string       `json:"permission"`
 }
 
 // checkPermissionOutput: role is null for a non-member.
@@ -153,7 +154,7 @@ type checkPermissionOutput struct {
 func (o checkPermissionOutput) outsider() bool { return o.Role == nil }
 
 func (h *Handler) checkPermission(ctx context.Context, s tenantkit.Session, in checkPermissionInput) (checkPermissionOutput, error) {
-	allowed, role, err := h.Team.Check(ctx, s, in.TenantID, in.Permission)
+	allowed, role, err := h.Team.Check(ctx, s, string(in.TenantID), in.Permission)
 	if err != nil {
 		return checkPermissionOutput{}, err
 	}

@@ -1,5 +1,7 @@
 // Package graph is tenantkit's remote schema for Hasura: gqlgen's generated executor plus thin
-// resolvers over the domain services. Regenerate with `make generate`.
+// resolvers over the domain services. Regenerate with `make generate`. A resolver reads each id
+// argument with tenantkit.ParseID before anything else, so the services and the answers see ids
+// in their canonical spelling only.
 package graph
 
 import (

@@ -43,11 +43,15 @@ func (r *queryResolver) Plans(ctx context.Context) ([]*tenantkit.Plan, error) {
 
 // MyPermissions is the resolver for the myPermissions field.
 func (r *queryResolver) MyPermissions(ctx context.Context, tenantID string) (*model.MyPermissions, error) {
-	role, grants, err := r.Team.Permissions(ctx, tenantkit.SessionFrom(ctx), tenantID)
+	id, err := tenantkit.ParseID("tenantId", tenantID)
 	if err != nil {
 		return nil, err
 	}
-	out := &model.MyPermissions{TenantID: tenantID, Permissions: grants}
+	role, grants, err := r.Team.Permissions(ctx, tenantkit.SessionFrom(ctx), string(id))
+	if err != nil {
+		return nil, err
+	}
+	out := &model.MyPermissions{TenantID: string(id), Permissions: grants}
 	if role != "" {
 		s := string(role)
 		out.Role = &s
@@ -57,7 +61,11 @@ func (r *queryResolver) MyPermissions(ctx context.Context, tenantID string) (*mo
 
 // AuditLog is the resolver for the auditLog field.
 func (r *queryResolver) AuditLog(ctx context.Context, tenantID string, limit int) ([]*model.AuditEntry, error) {
-	entries, err := r.Team.AuditLog(ctx, tenantkit.SessionFrom(ctx), tenantID, limit)
+	id, err := tenantkit.ParseID("tenantId", tenantID)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := r.Team.AuditLog(ctx, tenantkit.SessionFrom(ctx), string(id), limit)
 	if err != nil {
 		return nil, err
 	}
@@ -73,11 +81,15 @@ func (r *queryResolver) AuditLog(ctx context.Context, tenantID string, limit int
 
 // Usage is the resolver for the usage field.
 func (r *queryResolver) Usage(ctx context.Context, tenantID string, from *time.Time, to *time.Time, granularity *string) ([]*billing.UsageTotal, error) {
+	id, err := tenantkit.ParseID("tenantId", tenantID)
+	if err != nil {
+		return nil, err
+	}
 	g := ""
 	if granularity != nil {
 		g = *granularity
 	}
-	totals, err := r.Billing.Usage(ctx, tenantkit.SessionFrom(ctx), tenantID, from, to, g)
+	totals, err := r.Billing.Usage(ctx, tenantkit.SessionFrom(ctx), string(id), from, to, g)
 	out := make([]*billing.UsageTotal, len(totals))
 	for i := range totals {
 		out[i] = &totals[i]
@@ -87,7 +99,11 @@ func (r *queryResolver) Usage(ctx context.Context, tenantID string, from *time.T
 
 // Entitlements is the resolver for the entitlements field.
 func (r *queryResolver) Entitlements(ctx context.Context, tenantID string) (*billing.Entitlements, error) {
-	e, ok, err := r.Billing.Entitlements(ctx, tenantkit.SessionFrom(ctx), tenantID)
+	id, err := tenantkit.ParseID("tenantId", tenantID)
+	if err != nil {
+		return nil, err
+	}
+	e, ok, err := r.Billing.Entitlements(ctx, tenantkit.SessionFrom(ctx), string(id))
 	if err != nil || !ok {
 		return nil, err
 	}
@@ -96,11 +112,15 @@ func (r *queryResolver) Entitlements(ctx context.Context, tenantID string) (*bil
 
 // CheckEntitlement is the resolver for the checkEntitlement field.
 func (r *queryResolver) CheckEntitlement(ctx context.Context, tenantID string, feature string) (*model.EntitlementCheck, error) {
-	allowed, reason, err := r.Billing.CheckEntitlement(ctx, tenantkit.SessionFrom(ctx), tenantID, feature)
+	id, err := tenantkit.ParseID("tenantId", tenantID)
 	if err != nil {
 		return nil, err
 	}
-	return &model.EntitlementCheck{TenantID: tenantID, Feature: feature, Allowed: allowed, Reason: reason}, nil
+	allowed, reason, err := r.Billing.CheckEntitlement(ctx, tenantkit.SessionFrom(ctx), string(id), feature)
+	if err != nil {
+		return nil, err
+	}
+	return &model.EntitlementCheck{TenantID: string(id), Feature: feature, Allowed: allowed, Reason: reason}, nil
 }
 
 // SaasMetrics is the resolver for the saasMetrics field.

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/tenantkit/tenantkit/internal/team"
 )
 
 // Config is everything the service reads from its environment. See README "Configuration".
@@ -36,6 +38,14 @@ type Config struct {
 	// TRIAL_DAYS, optional (0 to 365; default 14): the trial's length; 0 puts a new tenant on the
 	// default (free) plan at once.
 	TrialDays int
+	// INVITATION_REQUIRE_VERIFIED_EMAIL, optional (true or false; default true): accepting an
+	// invitation needs auth.users.email_verified; false only for auth tables without that column.
+	RequireVerifiedEmail bool
+	// INVITATION_SENDS_PER_HOUR, optional (1 to 100000; default 50): invitation emails (new and
+	// resent) a tenant may send per hour.
+	InvitationSendsPerHour int
+	// INVITATION_RESENDS_PER_DAY, optional (1 to 1000; default 5): resends of one invitation per day.
+	InvitationResendsPerDay int
 }
 
 // planKey is the form of subscription_plans.key.
@@ -157,6 +167,28 @@ func loadConfig(getenv func(string) string, dev bool) (Config, error) {
 			problems = append(problems, "TRIAL_DAYS must be a whole number of days from 0 to 365")
 		}
 		c.TrialDays = n
+	}
+	c.RequireVerifiedEmail = true
+	if v := getenv("INVITATION_REQUIRE_VERIFIED_EMAIL"); v != "" {
+		req, err := strconv.ParseBool(v)
+		if err != nil {
+			problems = append(problems, "INVITATION_REQUIRE_VERIFIED_EMAIL must be true or false")
+		}
+		c.RequireVerifiedEmail = err != nil || req
+	}
+	c.InvitationSendsPerHour, c.InvitationResendsPerDay = team.DefaultSendsPerTenant, team.DefaultResendsPerInvitation
+	for _, v := range []struct {
+		name string
+		max  int
+		into *int
+	}{{"INVITATION_SENDS_PER_HOUR", 100000, &c.InvitationSendsPerHour}, {"INVITATION_RESENDS_PER_DAY", 1000, &c.InvitationResendsPerDay}} {
+		if s := getenv(v.name); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 1 || n > v.max {
+				problems = append(problems, fmt.Sprintf("%s must be a whole number from 1 to %d", v.name, v.max))
+			}
+			*v.into = n
+		}
 	}
 	level := getenv("LOG_LEVEL")
 	if level == "" {

@@ -432,7 +432,8 @@ func TestFaultDatabaseOutage(t *testing.T) {
 	if err := pgExec(ctx, cluster.URL, `ALTER DATABASE tenantkit SET synchronous_commit = on`); err != nil {
 		t.Fatal(err)
 	}
-	s := newStack(t, append([]string{"DATABASE_URL", dbURL}, withStripe(t)...)...)
+	// One tenant sends hundreds of invitations in the run: lift the per-hour send limit.
+	s := newStack(t, append([]string{"DATABASE_URL", dbURL, "INVITATION_SENDS_PER_HOUR", "100000"}, withStripe(t)...)...)
 	log := &faultLog{}
 
 	// The world: tenants whose owners check permissions; one on Enterprise (no member limit)

@@ -50,10 +50,10 @@ const (
 var fuzzToken = base64.RawURLEncoding.EncodeToString([]byte(fuzzTokenRaw))
 
 const fuzzFixture = `
-INSERT INTO auth.users (id, email, display_name) VALUES
-  ('` + fuzzOwner + `', 'owner@fuzz.test', 'Owner'),
-  ('` + fuzzMember + `', 'member@fuzz.test', 'Member'),
-  ('` + fuzzInvitee + `', 'invitee@fuzz.test', 'Invitee');
+INSERT INTO auth.users (id, email, display_name, email_verified) VALUES
+  ('` + fuzzOwner + `', 'owner@fuzz.test', 'Owner', true),
+  ('` + fuzzMember + `', 'member@fuzz.test', 'Member', true),
+  ('` + fuzzInvitee + `', 'invitee@fuzz.test', 'Invitee', true);
 INSERT INTO tenants (id, slug, name) VALUES ('` + fuzzTenant + `', 'fuzz-acme', 'Fuzz Acme');
 INSERT INTO tenant_users (tenant_id, user_id, role) VALUES
   ('` + fuzzTenant + `', '` + fuzzOwner + `', 'owner'),
@@ -73,6 +73,7 @@ var fuzzStatus = map[string]int{
 	tenantkit.Unauthenticated:    http.StatusUnauthorized,
 	tenantkit.Forbidden:          http.StatusForbidden,
 	team.InvitationEmailMismatch: http.StatusForbidden,
+	team.EmailUnverified:         http.StatusForbidden,
 	tenantkit.NotFound:           http.StatusNotFound,
 	team.InvitationNotFound:      http.StatusNotFound,
 	tenantkit.Conflict:           http.StatusConflict,
@@ -82,6 +83,7 @@ var fuzzStatus = map[string]int{
 	team.InvitationExpired:       http.StatusGone,
 	team.InvitationRevoked:       http.StatusGone,
 	tenantkit.PlanLimit:          http.StatusPaymentRequired,
+	team.RateLimited:             http.StatusTooManyRequests,
 	tenantkit.Unavailable:        http.StatusFailedDependency,
 	billing.BillingUnavailable:   http.StatusFailedDependency,
 }

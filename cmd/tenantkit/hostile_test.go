@@ -34,9 +34,9 @@ import (
 // unauthorized.
 var hostileStatus = map[string]int{
 	"invalid": 400, "unauthenticated": 401, "unauthorized": 401, "plan_limit": 402,
-	"forbidden": 403, "invitation_email_mismatch": 403, "not_found": 404, "invitation_not_found": 404,
+	"forbidden": 403, "invitation_email_mismatch": 403, "email_unverified": 403, "not_found": 404, "invitation_not_found": 404,
 	"conflict": 409, "slug_taken": 409, "invitation_used": 409, "last_owner": 409,
-	"invitation_expired": 410, "invitation_revoked": 410, "unavailable": 424, "billing_unavailable": 424,
+	"invitation_expired": 410, "invitation_revoked": 410, "rate_limited": 429, "unavailable": 424, "billing_unavailable": 424,
 }
 
 const (
@@ -132,12 +132,15 @@ func (db *hostileDB) unchanged(t *testing.T) {
 
 // hostileWorld is two tenants. In A: an owner, an admin, a member and a guest, a pending member
 // invitation whose link was emailed, and a pending owner invitation. B has its own owner, who is
-// nothing in A; a stranger belongs nowhere.
+// nothing in A; a stranger belongs nowhere. Two more users belong nowhere: one whose email is the
+// pending invitation's address followed by a no-break space, and one with exactly that address,
+// not verified.
 type hostileWorld struct {
 	a, aSlug, b                 string
 	owner, admin, member, guest string
 	ownerB, stranger            string
 	pending, pendingEmail       string
+	lookAlike, unverified       string
 	ownerInvite                 string
 	token                       string // the link of pending
 	plan                        string // professional
@@ -161,6 +164,9 @@ func newHostileWorld(t *testing.T, s *stack) *hostileWorld {
 		t.Fatalf("invitation email: %d", st)
 	}
 	w.token = s.links(t, w.pendingEmail)[0]
+	w.lookAlike = s.user(t, w.pendingEmail+"\u00a0")
+	w.unverified = s.user(t, w.pendingEmail)
+	exec(t, s, `UPDATE auth.users SET email_verified = false WHERE id = $1`, w.unverified)
 	w.ownerInvite = s.ok(t, "inviteMember", map[string]any{"tenantId": w.a, "email": "co.owner." + w.a[:8] + "@example.com", "role": "owner"}, w.owner)["invitationId"].(string)
 	w.plan = s.row(t, "subscription_plans", "key = 'professional'")["id"].(string)
 	return w
@@ -461,6 +467,8 @@ func TestHostileTenantBoundaries(t *testing.T) {
 		{"resume another tenant's subscription", w.ownerB, "resumeSubscription", in("tenantId", w.a), "not_found"},
 		{"change another tenant's plan", w.ownerB, "changePlan", in("tenantId", w.a, "planId", w.plan), "not_found"},
 		{"accept an invitation sent to someone else", w.ownerB, "acceptInvitation", in("token", w.token), "invitation_email_mismatch"},
+		{"accept as a look-alike of the invited address", w.lookAlike, "acceptInvitation", in("token", w.token), "invitation_email_mismatch"},
+		{"accept from the invited address, not verified", w.unverified, "acceptInvitation", in("token", w.token), "email_unverified"},
 		{"a stranger invites", w.stranger, "inviteMember", in("tenantId", w.a, "email", x, "role", "guest"), "not_found"},
 
 		// An admin raising themself, or touching owners.

@@ -198,12 +198,18 @@ func (m *Main) Open(ctx context.Context) error {
 		db.Close()
 		return fmt.Errorf("TRIAL_PLAN: %w", err)
 	}
+	if err := db.CheckAuthUsers(ctx, m.Config.RequireVerifiedEmail); err != nil {
+		db.Close()
+		return err
+	}
 	trial := time.Duration(m.Config.TrialDays) * 24 * time.Hour
 	if trial == 0 {
 		trial = -1 // no trial
 	}
 	teams := &team.Service{Store: db, Box: box, Mailer: mailer{sender}, AppURL: m.Config.AppURL, InvitationTTL: m.Config.InvitationTTL,
-		TrialPeriod: trial, TrialPlan: m.Config.TrialPlan}
+		TrialPeriod: trial, TrialPlan: m.Config.TrialPlan, AllowUnverifiedEmail: !m.Config.RequireVerifiedEmail,
+		SendLimits: team.SendLimits{PerTenant: m.Config.InvitationSendsPerHour, TenantWindow: time.Hour,
+			PerInvitation: m.Config.InvitationResendsPerDay, InvitationWindow: 24 * time.Hour}}
 	metrics := server.NewMetrics((&actions.Handler{}).Names())
 	bills := &billing.Service{Store: db, Authorize: teams.Check, AppURL: m.Config.AppURL, Count: metrics.Count}
 	var webhooks http.Handler

@@ -77,14 +77,15 @@ func newStack(t *testing.T, env ...string) *stack {
 
 var userSeq atomic.Int64
 
-// user creates a signed-up user (as hasura-auth would) and returns its id.
+// user creates a signed-up user whose email is verified (as hasura-auth would after the
+// verification link) and returns its id.
 func (s *stack) user(t *testing.T, email string) string {
 	t.Helper()
 	if email == "" {
 		email = fmt.Sprintf("user%d@example.com", userSeq.Add(1))
 	}
 	var id string
-	if err := s.admin.QueryRow(context.Background(), `INSERT INTO auth.users (email, display_name) VALUES ($1, $2) RETURNING id::text`,
+	if err := s.admin.QueryRow(context.Background(), `INSERT INTO auth.users (email, display_name, email_verified) VALUES ($1, $2, true) RETURNING id::text`,
 		email, strings.Split(email, "@")[0]).Scan(&id); err != nil {
 		t.Fatal(err)
 	}

@@ -7,12 +7,18 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/rs/zerolog"
+
+	"github.com/tenantkit/tenantkit"
 )
 
 // Meter counts tenantkit's own API calls per tenant ("api_calls") in memory and records them in
 // batches, so counting costs a map increment on the request path. A batch keeps the idempotency
 // keys it was given until it is recorded, so a failed flush retried later never counts twice.
 // Counts not yet flushed are lost if the process dies (at most one interval's worth).
+//
+// Counts are keyed by the tenant's canonical id (tenantkit.ID), the spelling the store answers
+// KnownTenants with: a tenant named in another spelling would otherwise be counted under a key no
+// known tenant matches, and its calls dropped at the flush.
 type Meter struct {
 	Store    Store
 	Interval time.Duration // default 1 s
@@ -21,21 +27,21 @@ type Meter struct {
 
 	flushing sync.Mutex // one flush at a time
 	mu       sync.Mutex // guards counts and pending
-	counts   map[string]float64
+	counts   map[tenantkit.ID]float64
 	pending  []UsageEvent // formed, not yet recorded
 }
 
-// Count adds one API call for the tenant.
-func (m *Meter) Count(tenantID string) {
-	if uuid.Validate(tenantID) != nil {
+// Count adds one API call for the tenant; the zero ID counts nothing.
+func (m *Meter) Count(tenant tenantkit.ID) {
+	if tenant == "" {
 		return
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.counts == nil {
-		m.counts = map[string]float64{}
+		m.counts = map[tenantkit.ID]float64{}
 	}
-	m.counts[tenantID]++
+	m.counts[tenant]++
 }
 
 // Flush records what was counted so far. Calls for tenants that do not exist are dropped.
@@ -48,7 +54,7 @@ func (m *Meter) Flush(ctx context.Context) error {
 	}
 	m.mu.Lock()
 	for tenant, n := range m.counts {
-		m.pending = append(m.pending, UsageEvent{TenantID: tenant, Metric: "api_calls", Quantity: n,
+		m.pending = append(m.pending, UsageEvent{TenantID: string(tenant), Metric: "api_calls", Quantity: n,
 			IdempotencyKey: "api_calls-" + uuid.NewString(), OccurredAt: now()})
 	}
 	m.counts = nil

@@ -997,11 +997,11 @@ type fxTenantOptions struct{ plan string }
 // default plan applies).
 func fxPlanKey(key string) fxTenantOption { return func(o *fxTenantOptions) { o.plan = key } }
 
-// fxUser creates an auth user and returns its id.
+// fxUser creates an auth user with a verified email and returns its id.
 func fxUser(t testing.TB, admin *pgxpool.Pool) string {
 	t.Helper()
 	id := uuid.NewString()
-	fxExec(t, admin, "INSERT INTO auth.users (id, email, display_name) VALUES ($1::text::uuid, $1::text || '@example.com', 'user ' || $1::text)", id)
+	fxExec(t, admin, "INSERT INTO auth.users (id, email, display_name, email_verified) VALUES ($1::text::uuid, $1::text || '@example.com', 'user ' || $1::text, true)", id)
 	return id
 }
 

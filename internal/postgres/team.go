@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -88,9 +89,41 @@ func (db *DB) CreateInvitation(ctx context.Context, s tenantkit.Session, ni team
 		if err != nil {
 			return err
 		}
+		if err := recordSend(ctx, tx, inv, false, ni.Limits); err != nil {
+			return err
+		}
 		return stageEmail(ctx, tx, inv, ni.Token)
 	})
 	return inv, err
+}
+
+// recordSend records the invitation email about to be staged and asks the domain whether the
+// tenant may send it. tenantkit.record_invitation_send takes the tenant's send lock (held until
+// commit) before it records and reads, so concurrent sends of one tenant are counted one after
+// another; a refused send rolls back with the transaction, record included. The send is recorded
+// after the invitation is written, so a send the write refuses (conflict, plan_limit, a rank
+// error) is never counted and never reported as rate_limited.
+func recordSend(ctx context.Context, tx pgx.Tx, inv team.Invitation, resend bool, limits team.SendLimits) error {
+	l := limits.WithDefaults()
+	rows, _ := tx.Query(ctx, `SELECT kind, sent FROM tenantkit.record_invitation_send($1, $2, $3, $4, $5, $6, $7)`,
+		inv.TenantID, inv.ID, resend, l.TenantWindow, l.PerTenant+1, l.InvitationWindow, l.PerInvitation+1)
+	var h team.SendHistory
+	var kind string
+	var at time.Time
+	if _, err := pgx.ForEachRow(rows, []any{&kind, &at}, func() error {
+		if kind == "tenant" {
+			h.Tenant = append(h.Tenant, at)
+		} else {
+			h.Invitation = append(h.Invitation, at)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if len(h.Tenant) == 0 {
+		return errors.New("record invitation send: the send was not recorded (the caller may not invite in the tenant)")
+	}
+	return limits.Allow(h)
 }
 
 // invitationState reads an invitation the caller may see, after a state change matched no row:
@@ -107,7 +140,7 @@ func invitationState(ctx context.Context, tx pgx.Tx, id string) (team.Invitation
 }
 
 // RotateInvitation implements team.Store.
-func (db *DB) RotateInvitation(ctx context.Context, s tenantkit.Session, id string, tok team.SealedToken, expiresAt time.Time) (team.Invitation, error) {
+func (db *DB) RotateInvitation(ctx context.Context, s tenantkit.Session, id string, tok team.SealedToken, expiresAt time.Time, limits team.SendLimits) (team.Invitation, error) {
 	var inv team.Invitation
 	err := db.WithUser(ctx, s, func(tx pgx.Tx) error {
 		var err error
@@ -119,6 +152,9 @@ func (db *DB) RotateInvitation(ctx context.Context, s tenantkit.Session, id stri
 			inv, err = invitationState(ctx, tx, id)
 		}
 		if err != nil {
+			return err
+		}
+		if err := recordSend(ctx, tx, inv, true, limits); err != nil {
 			return err
 		}
 		return stageEmail(ctx, tx, inv, tok)
@@ -149,9 +185,11 @@ func (db *DB) RevokeInvitation(ctx context.Context, s tenantkit.Session, id stri
 }
 
 // AcceptInvitation implements team.Store on the system path: the invitee is not yet a member, so
-// RLS would not show them the invitation; decide checks that it is theirs.
-func (db *DB) AcceptInvitation(ctx context.Context, s tenantkit.Session, tokenHash []byte,
-	decide func(team.Invitation, bool, string) (bool, error)) (team.Membership, error) {
+// RLS would not show them the invitation; decide checks that it is theirs. The caller's email is
+// read in the same transaction, after the invitation's lock, by the session's user id: always
+// the caller's own row as committed at that moment.
+func (db *DB) AcceptInvitation(ctx context.Context, s tenantkit.Session, tokenHash []byte, readVerified bool,
+	decide func(team.Invitation, bool, team.Invitee) (bool, error)) (team.Membership, error) {
 	m := team.Membership{UserID: s.UserID()}
 	err := db.WithSystemAs(ctx, s, func(tx pgx.Tx) error {
 		inv, err := scanInvitation(tx.QueryRow(ctx, `SELECT `+invitationColumns+` FROM tenant_invitations WHERE token_hash = $1 FOR UPDATE`, tokenHash))
@@ -159,11 +197,11 @@ func (db *DB) AcceptInvitation(ctx context.Context, s tenantkit.Session, tokenHa
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return err
 		}
-		var email *string
-		if err := tx.QueryRow(ctx, `SELECT email FROM auth.users WHERE id = $1`, s.UserID()).Scan(&email); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		who, err := invitee(ctx, tx, s.UserID(), readVerified)
+		if err != nil {
 			return err
 		}
-		done, err := decide(inv, found, deref(email))
+		done, err := decide(inv, found, who)
 		if err != nil {
 			return err
 		}
@@ -186,11 +224,62 @@ func (db *DB) AcceptInvitation(ctx context.Context, s tenantkit.Session, tokenHa
 	return m, err
 }
 
-func deref(s *string) string {
-	if s == nil {
-		return ""
+// invitee reads the caller's row of auth.users. No row is Known false (not an empty email, which
+// would answer a caller the database cannot see with invitation_email_mismatch); a NULL
+// email_verified is unverified.
+func invitee(ctx context.Context, tx pgx.Tx, userID string, readVerified bool) (team.Invitee, error) {
+	var email *string
+	who := team.Invitee{Known: true}
+	var err error
+	if readVerified {
+		err = tx.QueryRow(ctx, `SELECT email, coalesce(email_verified, false) FROM auth.users WHERE id = $1`, userID).Scan(&email, &who.EmailVerified)
+	} else {
+		err = tx.QueryRow(ctx, `SELECT email FROM auth.users WHERE id = $1`, userID).Scan(&email)
 	}
-	return *s
+	if errors.Is(err, pgx.ErrNoRows) {
+		return team.Invitee{}, nil
+	}
+	if err != nil {
+		return team.Invitee{}, err
+	}
+	if email != nil {
+		who.Email = *email
+	}
+	return who, nil
+}
+
+// CheckAuthUsers checks, at start, that accepting an invitation can read what it needs of
+// auth.users as tenantkit_system: the email column, email_verified when requireVerified (the
+// default; INVITATION_REQUIRE_VERIFIED_EMAIL=false is only for auth tables without it), and rows
+// not hidden by row-level security without a policy for tenantkit_system (every caller would
+// then be unknown). Errors name what is missing and how to fix it.
+func (db *DB) CheckAuthUsers(ctx context.Context, requireVerified bool) error {
+	var hasEmail, canEmail, hasVerified, canVerified, rls, policy bool
+	err := db.Pool.QueryRow(ctx, `
+		WITH c AS (SELECT attname, atttypid, has_column_privilege($1, attrelid, attnum, 'SELECT') AS can
+		           FROM pg_attribute WHERE attrelid = to_regclass('auth.users') AND attnum > 0 AND NOT attisdropped)
+		SELECT EXISTS (SELECT FROM c WHERE attname = 'email'),
+		       EXISTS (SELECT FROM c WHERE attname = 'email' AND can),
+		       EXISTS (SELECT FROM c WHERE attname = 'email_verified' AND atttypid = 'boolean'::regtype),
+		       EXISTS (SELECT FROM c WHERE attname = 'email_verified' AND can),
+		       coalesce((SELECT relrowsecurity FROM pg_class WHERE oid = to_regclass('auth.users')), false),
+		       EXISTS (SELECT FROM pg_policies WHERE schemaname = 'auth' AND tablename = 'users'
+		               AND cmd IN ('SELECT', 'ALL') AND roles && ARRAY[$1, 'public']::name[])`,
+		SystemRole).Scan(&hasEmail, &canEmail, &hasVerified, &canVerified, &rls, &policy)
+	switch {
+	case err != nil:
+		return translate(err)
+	case !hasEmail || !canEmail:
+		return fmt.Errorf("auth.users: %s cannot read its email column, which accepting an invitation compares (run `tenantkit migrate up`)", SystemRole)
+	case requireVerified && !hasVerified:
+		return errors.New("INVITATION_REQUIRE_VERIFIED_EMAIL is true but auth.users has no boolean email_verified column: " +
+			"use an auth table that verifies emails (hasura-auth does), or set INVITATION_REQUIRE_VERIFIED_EMAIL=false, only for auth tables without email_verified")
+	case requireVerified && !canVerified:
+		return fmt.Errorf("auth.users: %s cannot read email_verified (grant SELECT on auth.users to %s)", SystemRole, SystemRole)
+	case rls && !policy:
+		return fmt.Errorf("auth.users has row-level security without a SELECT policy for %s: every user would be unknown to acceptInvitation (add a policy for %s, or disable row-level security on auth.users)", SystemRole, SystemRole)
+	}
+	return nil
 }
 
 // memberExists tells "not allowed" from "no such member" after a write matched no row.

@@ -21,7 +21,12 @@ type Service struct {
 	InvitationTTL time.Duration // how long an invitation stays valid (default 7 days)
 	TrialPeriod   time.Duration // a new tenant's trial (0: 14 days; negative: none, the default plan at once)
 	TrialPlan     string        // key of the plan a new tenant tries ("": the default plan)
-	Now           func() time.Time
+	// AllowUnverifiedEmail lets users whose email is not verified accept invitations, and stops
+	// reading auth.users.email_verified: only for auth tables without that column. The zero value
+	// requires a verified email.
+	AllowUnverifiedEmail bool
+	SendLimits           SendLimits // invitation emails per tenant and per invitation (zero: defaults)
+	Now                  func() time.Time
 }
 
 func (s *Service) now() time.Time {
@@ -102,10 +107,11 @@ func (s *Service) CreateTenant(ctx context.Context, sess tenantkit.Session, name
 	return t, err
 }
 
-// Invite invites email to the tenant with role. The caller needs users:invite and may not invite
-// above their own role; the plan's member limit counts pending invitations. The email goes out
-// through the invitation event trigger. Errors: unauthenticated, invalid, not_found, forbidden,
-// conflict (a pending invitation for that email exists), plan_limit.
+// Invite invites email (NormalizeEmail) to the tenant with role. The caller needs users:invite and
+// may not invite above their own role; the plan's member limit counts pending invitations; the
+// email counts against the tenant's SendLimits. The email goes out through the invitation event
+// trigger. Errors: unauthenticated, invalid, not_found, forbidden, conflict (a pending invitation
+// for that email exists), plan_limit, rate_limited.
 func (s *Service) Invite(ctx context.Context, sess tenantkit.Session, tenantID, email, role string) (Invitation, error) {
 	uid, err := caller(sess)
 	if err != nil {
@@ -131,6 +137,7 @@ func (s *Service) Invite(ctx context.Context, sess tenantkit.Session, tenantID, 
 	}
 	inv, err := s.Store.CreateInvitation(ctx, sess, NewInvitation{
 		TenantID: tenantID, Email: email, Role: r, InvitedBy: uid, Token: tok, ExpiresAt: s.now().Add(s.ttl()),
+		Limits: s.SendLimits,
 	})
 	if tenantkit.ErrorCode(err) == tenantkit.Conflict {
 		return inv, tenantkit.Errorf(tenantkit.Conflict, "%s already has a pending invitation", email)
@@ -139,9 +146,9 @@ func (s *Service) Invite(ctx context.Context, sess tenantkit.Session, tenantID, 
 }
 
 // Resend gives a pending or expired invitation a new token (the old link stops working) and a new
-// expiry; the event trigger emails the new link. Errors: unauthenticated, invalid, not_found,
-// forbidden, plan_limit (an expired invitation takes a seat again), invitation_used,
-// invitation_revoked.
+// expiry; the event trigger emails the new link. The email counts against the tenant's and the
+// invitation's SendLimits. Errors: unauthenticated, invalid, not_found, forbidden, plan_limit (an
+// expired invitation takes a seat again), invitation_used, invitation_revoked, rate_limited.
 func (s *Service) Resend(ctx context.Context, sess tenantkit.Session, invitationID string) (Invitation, error) {
 	if _, err := caller(sess); err != nil {
 		return Invitation{}, err
@@ -153,7 +160,7 @@ func (s *Service) Resend(ctx context.Context, sess tenantkit.Session, invitation
 	if err != nil {
 		return Invitation{}, err
 	}
-	inv, err := s.Store.RotateInvitation(ctx, sess, invitationID, tok, s.now().Add(s.ttl()))
+	inv, err := s.Store.RotateInvitation(ctx, sess, invitationID, tok, s.now().Add(s.ttl()), s.SendLimits)
 	return inv, invitationStateError(inv, err, "pending", "expired")
 }
 
@@ -192,10 +199,12 @@ func invitationStateError(inv Invitation, err error, changeable ...string) error
 }
 
 // Accept makes the caller a member with the invitation's role. It works only for the signed-in
-// user whose email matches the invitation's (case-insensitively), only once, and repeating it as
-// that user succeeds again without a second membership. Errors: unauthenticated,
-// invitation_not_found (also for malformed tokens), invitation_expired, invitation_revoked,
-// invitation_used, invitation_email_mismatch, plan_limit.
+// user whose auth.users.email is the invitation's address (SameEmail: equal once normalised, no
+// Unicode folding) and, unless AllowUnverifiedEmail, verified; only once; and repeating it as that
+// user succeeds again without a second membership. Errors: unauthenticated (also when the auth
+// table has no row for the caller), invitation_not_found (also for malformed tokens),
+// invitation_expired, invitation_revoked, invitation_used, invitation_email_mismatch,
+// email_unverified, plan_limit.
 func (s *Service) Accept(ctx context.Context, sess tenantkit.Session, token string) (Membership, error) {
 	uid, err := caller(sess)
 	if err != nil {
@@ -205,32 +214,34 @@ func (s *Service) Accept(ctx context.Context, sess tenantkit.Session, token stri
 	if !ok {
 		return Membership{}, tenantkit.Errorf(InvitationNotFound, "invitation not found")
 	}
-	now := s.now()
-	return s.Store.AcceptInvitation(ctx, sess, hash, func(inv Invitation, found bool, userEmail string) (bool, error) {
-		switch {
-		case !found:
-			return false, tenantkit.Errorf(InvitationNotFound, "invitation not found")
-		case inv.Status == "accepted" && inv.AcceptedBy == uid:
-			return true, nil
-		case inv.Status == "accepted":
-			return false, tenantkit.Errorf(InvitationUsed, "the invitation was already accepted")
-		case inv.Status == "revoked":
-			return false, tenantkit.Errorf(InvitationRevoked, "the invitation was revoked")
-		case inv.Status == "expired" || !now.Before(inv.ExpiresAt):
-			return false, tenantkit.Errorf(InvitationExpired, "the invitation expired; ask for a new one")
-		case normalized(userEmail) != inv.Email:
-			return false, tenantkit.Errorf(InvitationEmailMismatch, "the invitation was sent to another email address")
-		}
-		return false, nil
+	return s.Store.AcceptInvitation(ctx, sess, hash, !s.AllowUnverifiedEmail, func(inv Invitation, found bool, who Invitee) (bool, error) {
+		// The clock is read here, once the invitation is locked: the wait for the lock may be long.
+		return acceptDecision(inv, found, who, uid, !s.AllowUnverifiedEmail, s.now())
 	})
 }
 
-func normalized(email string) string {
-	e, err := NormalizeEmail(email)
-	if err != nil {
-		return ""
+// acceptDecision is whether uid, known to the auth table as who, may accept inv at now (done: it
+// already has). It is the whole rule of Accept, for the store to apply under its lock.
+func acceptDecision(inv Invitation, found bool, who Invitee, uid string, requireVerified bool, now time.Time) (bool, error) {
+	switch {
+	case !who.Known:
+		return false, tenantkit.Errorf(tenantkit.Unauthenticated, "your user account is unknown; sign in again")
+	case !found:
+		return false, tenantkit.Errorf(InvitationNotFound, "invitation not found")
+	case inv.Status == "accepted" && inv.AcceptedBy == uid:
+		return true, nil
+	case inv.Status == "accepted":
+		return false, tenantkit.Errorf(InvitationUsed, "the invitation was already accepted")
+	case inv.Status == "revoked":
+		return false, tenantkit.Errorf(InvitationRevoked, "the invitation was revoked")
+	case inv.Status == "expired" || !now.Before(inv.ExpiresAt):
+		return false, tenantkit.Errorf(InvitationExpired, "the invitation expired; ask for a new one")
+	case !SameEmail(who.Email, inv.Email):
+		return false, tenantkit.Errorf(InvitationEmailMismatch, "the invitation was sent to another email address")
+	case requireVerified && !who.EmailVerified:
+		return false, tenantkit.Errorf(EmailUnverified, "verify your email address first: an invitation can be accepted only from a verified address")
 	}
-	return e
+	return false, nil
 }
 
 // ChangeRole sets a member's role and, when permissions is not nil, their custom grants. The

@@ -18,6 +18,10 @@ const (
 	InvitationRevoked       = "invitation_revoked"
 	InvitationUsed          = "invitation_used"
 	InvitationEmailMismatch = "invitation_email_mismatch"
+	// EmailUnverified: the signed-in user's email address is not verified (auth.users.email_verified).
+	EmailUnverified = "email_unverified"
+	// RateLimited: too many invitation emails for now; the message says when to try again.
+	RateLimited = "rate_limited"
 )
 
 // Tenant is an organisation using the platform.
@@ -66,7 +70,7 @@ type NewTenant struct {
 }
 
 // NewInvitation is what CreateInvitation stores: the token's hash, and the token sealed for the
-// email outbox.
+// email outbox; Limits bound the invitation emails of the tenant.
 type NewInvitation struct {
 	TenantID  string
 	Email     string
@@ -74,6 +78,14 @@ type NewInvitation struct {
 	InvitedBy string
 	Token     SealedToken
 	ExpiresAt time.Time
+	Limits    SendLimits
+}
+
+// Invitee is the signed-in user accepting an invitation, as the auth table knows them.
+type Invitee struct {
+	Known         bool   // the auth table has a row for the caller's id
+	Email         string // auth.users.email ("" when NULL)
+	EmailVerified bool   // auth.users.email_verified; false when it was not read
 }
 
 // InvitationEmail is what the invitation email needs, read from the outbox.
@@ -87,21 +99,26 @@ type InvitationEmail struct {
 // Store persists the team domain. Methods taking a session run as that caller under RLS (except
 // CreateTenant and AcceptInvitation, the system path, which record the caller as the actor).
 // Errors are tenantkit errors: not_found, forbidden (RLS refused), conflict, plan_limit,
-// last_owner, unavailable.
+// last_owner, unavailable, and whatever the domain's callbacks (decide, SendLimits.Allow) return.
 type Store interface {
 	CreateTenant(ctx context.Context, s tenantkit.Session, t NewTenant) (Tenant, error)
 	// Membership returns the caller's own membership of the tenant; not_found when none. It reads
 	// on the system path, selecting the row by the caller's id (what RLS would allow anyway).
 	Membership(ctx context.Context, s tenantkit.Session, tenantID string) (Membership, error)
+	// CreateInvitation stores the invitation, records the email it causes and, in the same
+	// transaction and under the tenant's send lock, asks inv.Limits.Allow whether the tenant may
+	// send it (see SendHistory).
 	CreateInvitation(ctx context.Context, s tenantkit.Session, inv NewInvitation) (Invitation, error)
-	// RotateInvitation replaces the token and expiry of a pending or expired invitation.
-	RotateInvitation(ctx context.Context, s tenantkit.Session, invitationID string, tok SealedToken, expiresAt time.Time) (Invitation, error)
+	// RotateInvitation replaces the token and expiry of a pending or expired invitation and, as
+	// CreateInvitation, records the resend and asks limits.Allow.
+	RotateInvitation(ctx context.Context, s tenantkit.Session, invitationID string, tok SealedToken, expiresAt time.Time, limits SendLimits) (Invitation, error)
 	RevokeInvitation(ctx context.Context, s tenantkit.Session, invitationID string) (Invitation, error)
-	// AcceptInvitation locks the invitation with this token hash and the caller's email, asks
-	// decide whether to proceed (decide returns done=true for an idempotent repeat), then makes the
-	// caller a member and marks the invitation accepted, all in one transaction.
-	AcceptInvitation(ctx context.Context, s tenantkit.Session, tokenHash []byte,
-		decide func(inv Invitation, found bool, userEmail string) (done bool, err error)) (Membership, error)
+	// AcceptInvitation locks the invitation with this token hash, reads the caller from the auth
+	// table in the same transaction (email_verified only when readVerified: the column may not
+	// exist), asks decide whether to proceed (decide returns done=true for an idempotent repeat),
+	// then makes the caller a member and marks the invitation accepted, all in one transaction.
+	AcceptInvitation(ctx context.Context, s tenantkit.Session, tokenHash []byte, readVerified bool,
+		decide func(inv Invitation, found bool, who Invitee) (done bool, err error)) (Membership, error)
 	UpdateMember(ctx context.Context, s tenantkit.Session, m Membership) (Membership, error)
 	RemoveMember(ctx context.Context, s tenantkit.Session, tenantID, userID string) error
 	// TransferOwnership makes to an owner and from an admin, atomically.

@@ -4,6 +4,8 @@ import (
 	"net/mail"
 	"regexp"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -46,15 +48,52 @@ func ValidateName(name string) (string, error) {
 	return name, nil
 }
 
-// NormalizeEmail returns the address in its stored form (trimmed, lower case) or an invalid error.
-// Only a bare address is accepted ("Bob <bob@x>" is refused): it is what the invitation targets.
+// NormalizeEmail returns the address in the one form in which invitations store it and accept
+// compares it, or an invalid error. The rule, chosen so that no two different mailboxes share a
+// form and no look-alike of an address takes its form:
+//
+//   - only ASCII whitespace (space, tab, CR, LF) is trimmed from the ends; any other space,
+//     control or format character anywhere (no-break space, em space, zero-width space, …)
+//     makes the address invalid;
+//   - what remains must be one plain addr-spec: net/mail.ParseAddress gives exactly it back (no
+//     display name, angle brackets, comment, group, quoted local part or second address), at
+//     most 254 bytes, with a dot in the domain;
+//   - ASCII letters are lowered, in the domain and in the local part (mail providers treat local
+//     parts case-insensitively, and tenantkit has always stored them lowered); every other
+//     character is kept as it is: no Unicode case folding or normalisation, so the Kelvin sign
+//     (U+212A) or a long s (U+017F) never becomes "k" or "s".
 func NormalizeEmail(email string) (string, error) {
-	e := strings.ToLower(strings.TrimSpace(email))
+	e := strings.Trim(email, asciiSpace)
 	a, err := mail.ParseAddress(e)
-	if err != nil || a.Address != e || a.Name != "" || len(e) > 254 || !strings.Contains(e[strings.LastIndexByte(e, '@')+1:], ".") {
+	if err != nil || a.Name != "" || a.Address != e || len(e) > 254 || !utf8.ValidString(e) ||
+		strings.ContainsFunc(e, func(r rune) bool { return r == ' ' || !unicode.IsPrint(r) }) ||
+		!strings.Contains(e[strings.LastIndexByte(e, '@')+1:], ".") {
 		return "", tenantkit.Errorf(tenantkit.Invalid, "email is not a valid address")
 	}
-	return e, nil
+	return lowerASCII(e), nil
+}
+
+// SameEmail reports whether a and b are the same address: both valid and byte-equal once
+// normalised (NormalizeEmail). It is how accepting an invitation compares the signed-in user's
+// email with the invitation's.
+func SameEmail(a, b string) bool {
+	na, errA := NormalizeEmail(a)
+	nb, errB := NormalizeEmail(b)
+	return errA == nil && errB == nil && na == nb
+}
+
+// asciiSpace is the whitespace NormalizeEmail trims.
+const asciiSpace = " \t\r\n"
+
+// lowerASCII lowers A to Z and leaves every other byte as it is.
+func lowerASCII(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // ValidateID checks that s is a UUID, naming the argument in the error.

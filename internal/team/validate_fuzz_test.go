@@ -3,6 +3,7 @@ package team
 import (
 	"strings"
 	"testing"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/tenantkit/tenantkit"
@@ -76,9 +77,31 @@ func FuzzValidateName(f *testing.F) {
 	})
 }
 
-// FuzzNormalizeEmail: an accepted address is a bare addr-spec in stored form (trimmed, lower case,
-// at most 254 bytes, one @, a dot in the domain, nothing a display name or comment would need), and
-// normalizing it again returns it unchanged.
+// refEmailForm is NormalizeEmail's documented result written out by hand for an input it accepts:
+// ASCII space, tab, CR and LF cut from both ends, then A to Z lowered, every other byte kept.
+func refEmailForm(s string) string {
+	isSpace := func(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
+	for len(s) > 0 && isSpace(s[0]) {
+		s = s[1:]
+	}
+	for len(s) > 0 && isSpace(s[len(s)-1]) {
+		s = s[:len(s)-1]
+	}
+	out := make([]byte, len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		out[i] = c
+	}
+	return string(out)
+}
+
+// FuzzNormalizeEmail: an accepted address is a bare addr-spec in stored form (ASCII whitespace
+// trimmed, ASCII letters lowered and nothing else changed, at most 254 bytes, one @, a dot in the
+// domain, nothing a display name or comment would need, no space, control or format character of
+// any script), and normalizing it again returns it unchanged.
 func FuzzNormalizeEmail(f *testing.F) {
 	f.Fuzz(func(t *testing.T, email string) {
 		got, err := NormalizeEmail(email)
@@ -89,24 +112,93 @@ func FuzzNormalizeEmail(f *testing.F) {
 			}
 			return
 		}
-		if got != strings.ToLower(strings.TrimSpace(email)) {
-			t.Errorf("NormalizeEmail(%q) = %q, want the input trimmed and lowered", email, got)
+		if want := refEmailForm(email); got != want {
+			t.Errorf("NormalizeEmail(%q) = %q, want %q (ASCII whitespace trimmed, ASCII letters lowered, nothing else changed)", email, got, want)
 		}
 		local, domain, _ := strings.Cut(got, "@")
 		switch {
 		case len(got) > 254:
 			t.Errorf("NormalizeEmail(%q) = %q: longer than 254 bytes", email, got)
+		case !utf8.ValidString(got):
+			t.Errorf("NormalizeEmail(%q) = %q: not UTF-8", email, got)
 		case strings.Count(got, "@") != 1 || local == "" || domain == "":
 			t.Errorf("NormalizeEmail(%q) = %q: want exactly one @ between a local part and a domain", email, got)
 		case !strings.Contains(domain, "."):
 			t.Errorf("NormalizeEmail(%q) = %q: the domain has no dot", email, got)
 		case strings.ContainsFunc(got, func(r rune) bool { return r <= ' ' || r == 0x7f || strings.ContainsRune(`"<>(),;\`, r) }):
 			t.Errorf("NormalizeEmail(%q) = %q: contains a space, control or separator character", email, got)
-		case strings.ToLower(got) != got:
-			t.Errorf("NormalizeEmail(%q) = %q: not lower case", email, got)
+		case strings.ContainsFunc(got, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) || unicode.Is(unicode.Cf, r) }):
+			t.Errorf("NormalizeEmail(%q) = %q: contains a Unicode space, control or format character", email, got)
+		case strings.ContainsFunc(got, func(r rune) bool { return r >= 'A' && r <= 'Z' }):
+			t.Errorf("NormalizeEmail(%q) = %q: an ASCII capital is left", email, got)
 		}
 		if again, err := NormalizeEmail(got); err != nil || again != got {
 			t.Errorf("NormalizeEmail is not idempotent: %q -> %q -> %q, %v", email, got, again, err)
+		}
+	})
+}
+
+// lookAlikes returns variants of an ASCII address that a user could register elsewhere and that
+// read, or case-fold, as the same address: each ASCII letter with a non-ASCII case variant (k and
+// K: the Kelvin sign; s and S: the long s) replaced by it, and the address padded with Unicode
+// spaces that are not ASCII whitespace.
+func lookAlikes(addr string) []string {
+	var out []string
+	for i, r := range addr {
+		// The members of r's case-folding orbit outside ASCII.
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			if f >= utf8.RuneSelf {
+				out = append(out, addr[:i]+string(f)+addr[i+utf8.RuneLen(r):])
+			}
+		}
+	}
+	for _, pad := range []string{"\u00a0", "\u2003", "\u200b", "\u3000", "\u2028", "\ufeff"} {
+		out = append(out, addr+pad, pad+addr)
+	}
+	return out
+}
+
+// FuzzSameEmail: SameEmail is the comparison accept uses. Two addresses are the same exactly when
+// both normalise and the normalised forms are byte-equal; the forms differ from their inputs only
+// in ASCII whitespace at the ends and ASCII case; normalising is idempotent; and no non-ASCII
+// look-alike of an address (a Unicode case variant of one of its letters, a Unicode space around
+// it) is ever the same as it.
+func FuzzSameEmail(f *testing.F) {
+	f.Fuzz(func(t *testing.T, a, b string) {
+		na, errA := NormalizeEmail(a)
+		nb, errB := NormalizeEmail(b)
+		same := SameEmail(a, b)
+		if want := errA == nil && errB == nil && na == nb; same != want {
+			t.Fatalf("SameEmail(%q, %q) = %v; normalised %q (%v) and %q (%v)", a, b, same, na, errA, nb, errB)
+		}
+		if SameEmail(b, a) != same {
+			t.Errorf("SameEmail(%q, %q) is not symmetric", a, b)
+		}
+		if same && refEmailForm(a) != refEmailForm(b) {
+			t.Errorf("SameEmail(%q, %q): they differ in more than ASCII case and ASCII whitespace at the ends", a, b)
+		}
+		for _, in := range []string{a, b} {
+			n, err := NormalizeEmail(in)
+			if err != nil {
+				if SameEmail(in, in) {
+					t.Errorf("SameEmail(%q, itself) is true for an invalid address", in)
+				}
+				continue
+			}
+			if again, err := NormalizeEmail(n); err != nil || again != n {
+				t.Errorf("NormalizeEmail is not idempotent: %q -> %q -> %q, %v", in, n, again, err)
+			}
+			if !SameEmail(in, n) {
+				t.Errorf("%q is not the same as its own normalised form %q", in, n)
+			}
+			if strings.ContainsFunc(n, func(r rune) bool { return r >= utf8.RuneSelf }) {
+				continue
+			}
+			for _, v := range lookAlikes(n) {
+				if SameEmail(n, v) || SameEmail(in, v) {
+					t.Errorf("the look-alike %q is the same address as %q", v, in)
+				}
+			}
 		}
 	})
 }
