@@ -16,15 +16,18 @@ import (
 
 // Config is everything the service reads from its environment. See README "Configuration".
 type Config struct {
-	DatabaseURL  string // DATABASE_URL, required
-	Secret       string // TENANTKIT_SECRET, required: the shared secret Hasura sends as X-Tenantkit-Secret
-	ListenAddr   string // LISTEN_ADDR, default ":8081"
-	AppURL       string // APP_URL, required: base of links in emails and Stripe redirects
-	LogLevel     zerolog.Level
-	SMTPURL      string // SMTP_URL, optional: unset writes emails to the log
-	StripeKey    string // STRIPE_SECRET_KEY
-	StripeHook   string // STRIPE_WEBHOOK_SECRET
-	StripeAPIURL string // STRIPE_API_URL, optional: stripe-mock in development and tests
+	DatabaseURL string // DATABASE_URL, required: the system pool's login (member of tenantkit_system)
+	// APP_DATABASE_URL, optional: the user pool's login, a member of tenantkit_app only. Unset, one
+	// pool (DATABASE_URL) serves both kinds of work and serve warns that the separation is off.
+	AppDatabaseURL string
+	Secret         string // TENANTKIT_SECRET, required: the shared secret Hasura sends as X-Tenantkit-Secret
+	ListenAddr     string // LISTEN_ADDR, default ":8081"
+	AppURL         string // APP_URL, required: base of links in emails and Stripe redirects
+	LogLevel       zerolog.Level
+	SMTPURL        string // SMTP_URL, optional: unset writes emails to the log
+	StripeKey      string // STRIPE_SECRET_KEY
+	StripeHook     string // STRIPE_WEBHOOK_SECRET
+	StripeAPIURL   string // STRIPE_API_URL, optional: stripe-mock in development and tests
 	// METRICS_TOKEN, optional: when set, GET /metrics needs Authorization: Bearer <token>.
 	MetricsToken string
 	// DevSecrets names the variables that hold a published development value, which only dev and
@@ -86,15 +89,16 @@ func loadDevConfig(getenv func(string) string) (Config, error) {
 
 func loadConfig(getenv func(string) string, dev bool) (Config, error) {
 	c := Config{
-		DatabaseURL:  getenv("DATABASE_URL"),
-		Secret:       getenv("TENANTKIT_SECRET"),
-		ListenAddr:   getenv("LISTEN_ADDR"),
-		AppURL:       strings.TrimRight(getenv("APP_URL"), "/"),
-		SMTPURL:      getenv("SMTP_URL"),
-		StripeKey:    getenv("STRIPE_SECRET_KEY"),
-		StripeHook:   getenv("STRIPE_WEBHOOK_SECRET"),
-		StripeAPIURL: getenv("STRIPE_API_URL"),
-		MetricsToken: getenv("METRICS_TOKEN"),
+		DatabaseURL:    getenv("DATABASE_URL"),
+		AppDatabaseURL: getenv("APP_DATABASE_URL"),
+		Secret:         getenv("TENANTKIT_SECRET"),
+		ListenAddr:     getenv("LISTEN_ADDR"),
+		AppURL:         strings.TrimRight(getenv("APP_URL"), "/"),
+		SMTPURL:        getenv("SMTP_URL"),
+		StripeKey:      getenv("STRIPE_SECRET_KEY"),
+		StripeHook:     getenv("STRIPE_WEBHOOK_SECRET"),
+		StripeAPIURL:   getenv("STRIPE_API_URL"),
+		MetricsToken:   getenv("METRICS_TOKEN"),
 	}
 	var problems []string
 	allowDev := dev
@@ -123,6 +127,9 @@ func loadConfig(getenv func(string) string, dev bool) (Config, error) {
 		problems = append(problems, "DATABASE_URL is required (e.g. postgres://tenantkit@127.0.0.1:5432/tenantkit)")
 	case !strings.HasPrefix(c.DatabaseURL, "postgres://") && !strings.HasPrefix(c.DatabaseURL, "postgresql://"):
 		problems = append(problems, "DATABASE_URL must be a postgres:// URL")
+	}
+	if v := c.AppDatabaseURL; v != "" && !strings.HasPrefix(v, "postgres://") && !strings.HasPrefix(v, "postgresql://") {
+		problems = append(problems, "APP_DATABASE_URL must be a postgres:// URL")
 	}
 	if len(c.Secret) < minSecretLen {
 		problems = append(problems, fmt.Sprintf("TENANTKIT_SECRET is required and must be at least %d characters", minSecretLen))

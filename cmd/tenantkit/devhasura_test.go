@@ -50,7 +50,15 @@ func TestDevStandsInForHasuraEvents(t *testing.T) {
 	if err != nil || events == nil {
 		t.Fatalf("stand-in not started: %v\n%s", err, out.String())
 	}
-	env := map[string]string{"DATABASE_URL": url, "TENANTKIT_SECRET": testSecret, "APP_URL": "http://app.test", "LISTEN_ADDR": "127.0.0.1:0"}
+	// As dev does: user work connects as the login role dev makes (twice: it is idempotent).
+	appURL, err := ensureDevAppLogin(ctx, url)
+	if err == nil {
+		appURL, err = ensureDevAppLogin(ctx, url)
+	}
+	if err != nil {
+		t.Fatalf("dev's login role for user work: %v", err)
+	}
+	env := map[string]string{"DATABASE_URL": url, "APP_DATABASE_URL": appURL, "TENANTKIT_SECRET": testSecret, "APP_URL": "http://app.test", "LISTEN_ADDR": "127.0.0.1:0"}
 	cfg, err := LoadConfig(func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)

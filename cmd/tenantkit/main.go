@@ -10,6 +10,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -189,7 +190,7 @@ func (m *Main) Open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	db, err := postgres.Open(ctx, m.Config.DatabaseURL)
+	db, err := postgres.Open(ctx, m.Config.DatabaseURL, m.Config.AppDatabaseURL)
 	if err != nil {
 		return err
 	}
@@ -282,6 +283,9 @@ func serveWith(ctx context.Context, cfg Config, stdout io.Writer, events *devEve
 		log.Warn().Strs("variables", cfg.DevSecrets).
 			Msg("DEVELOPMENT SECRETS: these hold values published in tenantkit's repository, so anyone can forge calls to this service; never expose it")
 	}
+	if !m.DB.SeparateLogins() {
+		log.Warn().Msg("APP_DATABASE_URL is unset: user work and system work share DATABASE_URL's login, so a statement injected into user work could switch to tenantkit_system and read every tenant (defence in depth off; README \"Database roles\")")
+	}
 	if cfg.SMTPURL == "" {
 		log.Warn().Msg("SMTP_URL is unset: emails, invitation links included, are written to this log (development only)")
 	}
@@ -326,6 +330,15 @@ func dev(ctx context.Context, stdout io.Writer) error {
 		return err
 	}
 	defaults := map[string]string{"DATABASE_URL": dbURL}
+	if os.Getenv("APP_DATABASE_URL") == "" {
+		appURL, err := ensureDevAppLogin(ctx, dbURL)
+		if err != nil {
+			fmt.Fprintf(stdout, "tenantkit dev: cannot create the login role %s (%v): user work shares DATABASE_URL's login\n", devAppLogin, err)
+		} else {
+			defaults["APP_DATABASE_URL"] = appURL
+			fmt.Fprintf(stdout, "tenantkit dev: user work connects as %s (a member of %s only), system work as DATABASE_URL's login\n", devAppLogin, postgres.AppRole)
+		}
+	}
 	for k, v := range devDefaults {
 		defaults[k] = v
 	}
@@ -345,6 +358,43 @@ func dev(ctx context.Context, stdout io.Writer) error {
 		}()
 	}
 	return serveWith(ctx, cfg, stdout, events)
+}
+
+// devAppLogin is the user pool's login role `tenantkit dev` makes, so that development runs with
+// the separation production has (README "Database roles").
+const devAppLogin = "tenantkit_app_login"
+
+// ensureDevAppLogin creates devAppLogin when missing (LOGIN NOINHERIT, a member of tenantkit_app),
+// gives it a new random password, and returns dbURL with it as the user. It needs a login role that
+// may create roles (dev's local server runs as a superuser). Open then refuses devAppLogin if
+// someone made it a member of tenantkit_system.
+func ensureDevAppLogin(ctx context.Context, dbURL string) (string, error) {
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		return "", errors.New("DATABASE_URL is malformed")
+	}
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	// A fresh password each start: the role must not be reachable with a value this repository
+	// publishes. rand.Text is base32, so it needs no quoting beyond the quotes.
+	password := rand.Text()
+	for _, stmt := range []string{
+		`DO $$ BEGIN
+  CREATE ROLE ` + devAppLogin + ` LOGIN NOINHERIT;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+END $$`,
+		`ALTER ROLE ` + devAppLogin + ` LOGIN NOINHERIT NOSUPERUSER NOBYPASSRLS PASSWORD '` + password + `'`,
+		`GRANT ` + postgres.AppRole + ` TO ` + devAppLogin,
+	} {
+		if _, err := conn.Exec(ctx, stmt); err != nil {
+			return "", err
+		}
+	}
+	u.User = url.UserPassword(devAppLogin, password)
+	return u.String(), nil
 }
 
 func redactURL(s string) string {
@@ -387,7 +437,7 @@ func billingCommand(ctx context.Context, getenv func(string) string, fn func(*bi
 	if dbURL == "" || key == "" {
 		return errors.New("config: DATABASE_URL and STRIPE_SECRET_KEY are required")
 	}
-	db, err := postgres.Open(ctx, dbURL)
+	db, err := postgres.Open(ctx, dbURL, "") // system work only
 	if err != nil {
 		return err
 	}

@@ -29,18 +29,27 @@ func TestMain(m *testing.M) {
 
 const testSecret = "test-secret-0123456789"
 
-// start runs the whole service on a free port against a fresh database, as serve does; extra
-// overrides the environment.
+// start runs the whole service on a free port against a fresh database, as serve does, with
+// separate logins for user and system work (APP_DATABASE_URL is pgtest.AppLogin's); extra
+// overrides the environment ("APP_DATABASE_URL", "" for one login; one login too when it sets
+// DATABASE_URL alone).
 func start(t testing.TB, extra ...string) *Main {
 	t.Helper()
+	dbURL := pgtest.NewDB(t)
 	env := map[string]string{
-		"DATABASE_URL":     pgtest.NewDB(t),
+		"DATABASE_URL":     dbURL,
+		"APP_DATABASE_URL": pgtest.AppURL(t, dbURL),
 		"TENANTKIT_SECRET": testSecret,
 		"APP_URL":          "http://app.test",
 		"LISTEN_ADDR":      "127.0.0.1:0",
 	}
+	setApp := false
 	for i := 0; i+1 < len(extra); i += 2 {
 		env[extra[i]] = extra[i+1]
+		setApp = setApp || extra[i] == "APP_DATABASE_URL"
+	}
+	if env["DATABASE_URL"] != dbURL && !setApp {
+		delete(env, "APP_DATABASE_URL") // another server, where pgtest's login role may not exist: one login
 	}
 	cfg, err := LoadConfig(func(k string) string { return env[k] })
 	if err != nil {
@@ -228,14 +237,58 @@ func TestOpenChecksTheServiceRoles(t *testing.T) {
 	}
 	as := func(role string) string { return strings.Replace(url, "postgres@", role+"@", 1) }
 
-	if _, err := postgres.Open(ctx, as("tk_test_outsider")); err == nil || !strings.Contains(err.Error(), "cannot switch to role tenantkit_app") {
+	if _, err := postgres.Open(ctx, as("tk_test_outsider"), ""); err == nil || !strings.Contains(err.Error(), "cannot switch to role tenantkit_app") {
 		t.Errorf("a login role outside tenantkit_app: err = %v, want a refusal naming the role", err)
 	}
-	db, err := postgres.Open(ctx, as("tk_test_service"))
+	db, err := postgres.Open(ctx, as("tk_test_service"), "")
 	if err != nil {
 		t.Fatalf("a login role granted both roles: %v", err)
 	}
 	db.Close()
+	if _, err := postgres.Open(ctx, as("tk_test_service"), as("tk_test_service")); err == nil || !strings.Contains(err.Error(), "APP_DATABASE_URL: login role tk_test_service is a member of tenantkit_system") {
+		t.Errorf("APP_DATABASE_URL with a member of both roles: err = %v, want a refusal", err)
+	}
+	if _, err := postgres.Open(ctx, url, url); err == nil || !strings.Contains(err.Error(), "is a superuser") {
+		t.Errorf("APP_DATABASE_URL with a superuser: err = %v, want a refusal", err)
+	}
+	db, err = postgres.Open(ctx, as("tk_test_service"), pgtest.AppURL(t, url))
+	if err != nil {
+		t.Fatalf("separate logins: %v", err)
+	}
+	db.Close()
+}
+
+// TestServeWarnsWithOneLogin: without APP_DATABASE_URL the service starts, on one pool, and says at
+// start that the separation of user and system logins is off; with it, it says nothing of the kind.
+func TestServeWarnsWithOneLogin(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.NewDB(t)
+	for _, c := range []struct {
+		appURL string
+		warns  bool
+	}{{"", true}, {pgtest.AppURL(t, dbURL), false}} {
+		env := map[string]string{"DATABASE_URL": dbURL, "APP_DATABASE_URL": c.appURL, "TENANTKIT_SECRET": testSecret,
+			"APP_URL": "http://app.test", "LISTEN_ADDR": "127.0.0.1:0"}
+		cfg, err := LoadConfig(func(k string) string { return env[k] })
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		var out syncBuffer
+		done := make(chan error, 1)
+		go func() { done <- serve(ctx, cfg, &out) }()
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(out.String(), "tenantkit listening") && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("APP_DATABASE_URL %q: serve: %v", c.appURL, err)
+		}
+		if warned := strings.Contains(out.String(), "APP_DATABASE_URL is unset"); warned != c.warns {
+			t.Errorf("APP_DATABASE_URL %q: warned = %v, want %v; log:\n%s", c.appURL, warned, c.warns, out.String())
+		}
+	}
 }
 
 // TestSmoke runs the smoke check against the service's own /graphql, behind a minimal stand-in for

@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"sync"
 	"testing"
@@ -130,6 +131,54 @@ func createDB(t testing.TB, tpl string) string {
 		t.Fatalf("pgtest: %v", err)
 	}
 	return u
+}
+
+// AppLogin is the login role AppURL connects as: LOGIN NOINHERIT, a member of tenantkit_app and
+// of nothing else, like the user pool's login of a production deployment (README "Database roles").
+const AppLogin = "tk_test_app_login"
+
+var (
+	appLoginOnce sync.Once
+	appLoginErr  error
+)
+
+// AppURL returns databaseURL (a database of NewDB) with AppLogin as its user, creating the role the
+// first time. Roles are cluster-wide and shared by parallel test processes: the role is created
+// idempotently and never dropped.
+func AppURL(t testing.TB, databaseURL string) string {
+	t.Helper()
+	appLoginOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		appLoginErr = adminExec(ctx, `DO $$ BEGIN
+  BEGIN
+    CREATE ROLE `+AppLogin+` LOGIN NOINHERIT;
+  EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; -- another test process made it
+  END;
+  IF NOT pg_has_role('`+AppLogin+`', 'tenantkit_app', 'MEMBER') THEN
+    BEGIN
+      GRANT tenantkit_app TO `+AppLogin+`;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+    END;
+  END IF;
+END $$`)
+	})
+	if appLoginErr != nil {
+		t.Fatalf("pgtest: create login role %s: %v", AppLogin, appLoginErr)
+	}
+	u, err := url.Parse(databaseURL)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	u.User = url.User(AppLogin) // trust authentication: no password
+	// A second pool per test service: keep it small, so that parallel test processes stay well
+	// inside max_connections (a non-superuser cannot use the slots reserved for superusers).
+	q := u.Query()
+	if q.Get("pool_max_conns") == "" {
+		q.Set("pool_max_conns", "6")
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // template returns the name of the migrated template database, building it

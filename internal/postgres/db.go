@@ -35,25 +35,57 @@ var DefaultTimeouts = map[string]string{
 	"idle_in_transaction_session_timeout": "60s",
 }
 
-// DB is a pool of connections to tenantkit's database.
+// DB is tenantkit's database: two pools, one per login role, so that an injected statement in user
+// work cannot reach the system role (README "Database roles").
 type DB struct {
+	// Pool is the system pool (DATABASE_URL): WithSystem, WithSystemAs, QueryRowAsSystem and the
+	// start-up and readiness checks.
 	Pool *pgxpool.Pool
+	// App is the user pool (APP_DATABASE_URL), whose login is a member of tenantkit_app only:
+	// WithUser. Nil, or Pool itself, when the service runs with one login for both (the fallback).
+	App *pgxpool.Pool
 }
 
-// Open connects to databaseURL and checks that the login role can switch to both tenantkit roles
-// and that neither can bypass RLS: the service refuses to start otherwise. Errors: unavailable when
-// the database cannot be reached, internal when the roles are wrong.
-func Open(ctx context.Context, databaseURL string) (*DB, error) {
+// Open connects the system pool to databaseURL and, unless appURL is empty, the user pool to appURL,
+// and checks the login roles; the service refuses to start when they are wrong:
+//   - each login can switch to the tenantkit role its pool uses, and neither role bypasses RLS;
+//   - with appURL set, its login is neither a superuser nor BYPASSRLS, and is not a member of
+//     tenantkit_system, so that inside a user transaction RESET ROLE, SET ROLE tenantkit_system or
+//     set_config('role', …) gains nothing.
+//
+// With appURL empty, one pool serves both kinds of work (SeparateLogins reports false): that
+// login can become tenantkit_system from inside a user transaction. Errors: invalid when a URL is
+// malformed, unavailable when the database cannot be reached, internal when the roles are wrong.
+func Open(ctx context.Context, databaseURL, appURL string) (*DB, error) {
+	pool, err := openPool(ctx, "DATABASE_URL", databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	db := &DB{Pool: pool, App: pool}
+	if appURL != "" {
+		if db.App, err = openPool(ctx, "APP_DATABASE_URL", appURL); err != nil {
+			pool.Close()
+			return nil, err
+		}
+	}
+	if err := db.checkRoles(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+func openPool(ctx context.Context, name, databaseURL string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
-		return nil, tenantkit.Errorf(tenantkit.Invalid, "DATABASE_URL is malformed: %s", redact(err))
+		return nil, tenantkit.Errorf(tenantkit.Invalid, "%s is malformed: %s", name, redact(err))
 	}
 	if !strings.Contains(databaseURL, "pool_max_conns") {
 		// pgxpool's default (4 on a 2-core machine) leaves the service waiting on round trips:
 		// most of a request's time is spent waiting on the network, not on a CPU here or there.
 		cfg.MaxConns = DefaultMaxConns
 	}
-	// Bounds, unless DATABASE_URL sets them (e.g. ?statement_timeout=60s): a statement stuck behind
+	// Bounds, unless the URL sets them (e.g. ?statement_timeout=60s): a statement stuck behind
 	// a lock, or a transaction left open, must not hold a pooled connection for ever. A statement
 	// stopped this way is an unavailable error (retry later).
 	for name, value := range DefaultTimeouts {
@@ -63,55 +95,98 @@ func Open(ctx context.Context, databaseURL string) (*DB, error) {
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("open database: %w", err)
+		return nil, fmt.Errorf("open database (%s): %w", name, err)
 	}
-	db := &DB{Pool: pool}
-	if err := db.checkRoles(ctx); err != nil {
-		pool.Close()
-		return nil, err
-	}
-	return db, nil
+	return pool, nil
 }
 
-// Close closes every connection.
-func (db *DB) Close() { db.Pool.Close() }
+// app is the user pool: App, or Pool when the DB was built with one pool.
+func (db *DB) app() *pgxpool.Pool {
+	if db.App != nil {
+		return db.App
+	}
+	return db.Pool
+}
 
-// Ping reports whether the database answers.
+// SeparateLogins reports whether user work and system work connect with different login roles.
+func (db *DB) SeparateLogins() bool { return db.app() != db.Pool }
+
+// Close closes every connection of both pools.
+func (db *DB) Close() {
+	if db.SeparateLogins() {
+		db.App.Close()
+	}
+	db.Pool.Close()
+}
+
+// Ping reports whether the database answers on both pools.
 func (db *DB) Ping(ctx context.Context) error {
-	if err := db.Pool.Ping(ctx); err != nil {
-		return &tenantkit.Error{Code: tenantkit.Unavailable, Message: "database unavailable", Err: err}
+	for _, p := range []*pgxpool.Pool{db.Pool, db.app()} {
+		if err := p.Ping(ctx); err != nil {
+			return &tenantkit.Error{Code: tenantkit.Unavailable, Message: "database unavailable", Err: err}
+		}
 	}
 	return nil
 }
 
 func (db *DB) checkRoles(ctx context.Context) error {
-	for _, role := range []string{AppRole, SystemRole} {
+	uses := []struct {
+		pool *pgxpool.Pool
+		role string
+		url  string
+	}{{db.app(), AppRole, "APP_DATABASE_URL"}, {db.Pool, SystemRole, "DATABASE_URL"}}
+	if !db.SeparateLogins() {
+		uses[0].url = "DATABASE_URL"
+	}
+	for _, u := range uses {
 		var bypass bool
-		err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, "SET LOCAL ROLE "+role); err != nil {
+		err := pgx.BeginFunc(ctx, u.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "SET LOCAL ROLE "+u.role); err != nil {
 				return err
 			}
 			return tx.QueryRow(ctx, "SELECT rolbypassrls OR rolsuper FROM pg_roles WHERE rolname = current_user").Scan(&bypass)
 		})
 		if err != nil {
-			return fmt.Errorf("cannot switch to role %s (run `tenantkit migrate up`, and grant the role to the service's login role): %w", role, err)
+			return fmt.Errorf("cannot switch to role %s (run `tenantkit migrate up`, and grant the role to the login role of %s): %w", u.role, u.url, err)
 		}
 		if bypass {
-			return fmt.Errorf("role %s can bypass row-level security; refusing to start", role)
+			return fmt.Errorf("role %s can bypass row-level security; refusing to start", u.role)
 		}
+	}
+	if !db.SeparateLogins() {
+		return nil
+	}
+	// The user pool's login is what an injected statement in user work falls back to (RESET ROLE)
+	// or tries to leave (SET ROLE): it must not be able to see past RLS itself, nor become the
+	// system role. A superuser can become any role.
+	var login string
+	var super, bypass, system bool
+	err := db.App.QueryRow(ctx, `SELECT rolname::text, rolsuper, rolbypassrls, pg_has_role(rolname, $1, 'MEMBER')
+		FROM pg_roles WHERE rolname = session_user`, SystemRole).Scan(&login, &super, &bypass, &system)
+	if err != nil {
+		return fmt.Errorf("check the login role of APP_DATABASE_URL: %w", err)
+	}
+	switch {
+	case super:
+		return fmt.Errorf("APP_DATABASE_URL: login role %s is a superuser, which can become any role; use a login that is a member of %s only (README \"Database roles\"); refusing to start", login, AppRole)
+	case bypass:
+		return fmt.Errorf("APP_DATABASE_URL: login role %s has BYPASSRLS; refusing to start", login)
+	case system:
+		return fmt.Errorf("APP_DATABASE_URL: login role %s is a member of %s, so an injected SET ROLE in user work would reach every tenant; REVOKE %s FROM %s (README \"Database roles\"); refusing to start", login, SystemRole, SystemRole, login)
 	}
 	return nil
 }
 
-// WithUser runs fn in a transaction as tenantkit_app with hasura.user set to the session's
-// variables, exactly as Hasura sets it, so that RLS applies to every statement fn runs. The
-// transaction commits when fn returns nil; errors are translated (see translate).
+// WithUser runs fn in a transaction as tenantkit_app, on the user pool, with hasura.user set to the
+// session's variables, exactly as Hasura sets it, so that RLS applies to every statement fn runs.
+// With separate logins (Open), no statement fn runs can leave tenantkit_app for a role that sees
+// more. The transaction commits when fn returns nil; errors are translated (see translate).
 func (db *DB) WithUser(ctx context.Context, s tenantkit.Session, fn func(pgx.Tx) error) error {
 	claims, err := claimsOf(s)
 	if err != nil {
 		return err
 	}
-	return db.in(ctx, AppRole, claims, fn)
+	return db.in(ctx, db.app(), AppRole, claims, fn)
 }
 
 // QueryRowAsSystem runs one read-only statement as tenantkit_system in a single round trip: the
@@ -140,7 +215,7 @@ func (db *DB) QueryRowAsSystem(ctx context.Context, scan func(pgx.Row) error, sq
 // webhooks, event triggers, metrics and the few writes no member can make (creating a tenant,
 // accepting an invitation). Every caller of WithSystem is a place to audit.
 func (db *DB) WithSystem(ctx context.Context, fn func(pgx.Tx) error) error {
-	return db.in(ctx, SystemRole, "", fn)
+	return db.in(ctx, db.Pool, SystemRole, "", fn)
 }
 
 // WithSystemAs is WithSystem on behalf of a caller: hasura.user carries the caller's session so
@@ -150,7 +225,7 @@ func (db *DB) WithSystemAs(ctx context.Context, s tenantkit.Session, fn func(pgx
 	if err != nil {
 		return err
 	}
-	return db.in(ctx, SystemRole, claims, fn)
+	return db.in(ctx, db.Pool, SystemRole, claims, fn)
 }
 
 func claimsOf(s tenantkit.Session) (string, error) {
@@ -162,11 +237,11 @@ func claimsOf(s tenantkit.Session) (string, error) {
 	return string(b), err
 }
 
-func (db *DB) in(ctx context.Context, role, claims string, fn func(pgx.Tx) error) error {
+func (db *DB) in(ctx context.Context, pool *pgxpool.Pool, role, claims string, fn func(pgx.Tx) error) error {
 	// One round trip for the BEGIN and both settings (transaction-local): the begin query is sent
 	// as one simple-protocol message, so the values are quoted literals (see quoteLiteral).
 	begin := "BEGIN; SELECT set_config('role', " + quoteLiteral(role) + ", true), set_config('hasura.user', " + quoteLiteral(claims) + ", true)"
-	return translate(pgx.BeginTxFunc(ctx, db.Pool, pgx.TxOptions{BeginQuery: begin}, fn))
+	return translate(pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{BeginQuery: begin}, fn))
 }
 
 // quoteLiteral quotes s as an escape-string constant (E'…'), whose meaning does not depend on

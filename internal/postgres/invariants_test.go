@@ -935,7 +935,7 @@ func TestUsageAggregation(t *testing.T) {
 		if strings.Contains(url, "?") {
 			sep = "&"
 		}
-		kolkata, err := postgres.Open(ctx, url+sep+"timezone=Asia%2FKolkata") // UTC+05:30
+		kolkata, err := postgres.Open(ctx, url+sep+"timezone=Asia%2FKolkata", "") // UTC+05:30
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1156,14 +1156,21 @@ func fxExactlyOne(tag pgconn.CommandTag, err error) error {
 // transactions (the default pool has only max(4, CPUs) connections).
 func fxWidePool(t *testing.T, db *postgres.DB, n int) *postgres.DB {
 	t.Helper()
-	u, err := url.Parse(db.Pool.Config().ConnString())
-	if err != nil {
-		t.Fatal(err)
+	widen := func(p *pgxpool.Pool) string {
+		u, err := url.Parse(p.Config().ConnString())
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := u.Query()
+		q.Set("pool_max_conns", strconv.Itoa(n))
+		u.RawQuery = q.Encode()
+		return u.String()
 	}
-	q := u.Query()
-	q.Set("pool_max_conns", strconv.Itoa(n))
-	u.RawQuery = q.Encode()
-	wide, err := postgres.Open(context.Background(), u.String())
+	appURL := ""
+	if db.SeparateLogins() {
+		appURL = widen(db.App)
+	}
+	wide, err := postgres.Open(context.Background(), widen(db.Pool), appURL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,13 +19,14 @@ func TestMain(m *testing.M) {
 	pgtest.Main(m)
 }
 
-// setup returns a fresh migrated database: the service's DB and a superuser pool for arranging
-// fixtures and inspecting rows behind RLS's back.
+// setup returns a fresh migrated database: the service's DB, whose user pool connects as
+// pgtest.AppLogin (a member of tenantkit_app only) as in production, and a superuser pool for
+// arranging fixtures and inspecting rows behind RLS's back.
 func setup(t *testing.T) (*postgres.DB, *pgxpool.Pool) {
 	t.Helper()
 	url := pgtest.NewDB(t)
 	ctx := context.Background()
-	db, err := postgres.Open(ctx, url)
+	db, err := postgres.Open(ctx, url, pgtest.AppURL(t, url))
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}

@@ -150,7 +150,7 @@ func TestTimeouts(t *testing.T) {
 		}
 		return stmt, idle
 	}
-	db, err := postgres.Open(ctx, url)
+	db, err := postgres.Open(ctx, url, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +162,7 @@ func TestTimeouts(t *testing.T) {
 	if strings.Contains(url, "?") {
 		sep = "&"
 	}
-	custom, err := postgres.Open(ctx, url+sep+"statement_timeout=300ms")
+	custom, err := postgres.Open(ctx, url+sep+"statement_timeout=300ms", "")
 	if err != nil {
 		t.Fatal(err)
 	}
