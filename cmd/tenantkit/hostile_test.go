@@ -470,6 +470,13 @@ func TestHostileTenantBoundaries(t *testing.T) {
 		{"accept as a look-alike of the invited address", w.lookAlike, "acceptInvitation", in("token", w.token), "invitation_email_mismatch"},
 		{"accept from the invited address, not verified", w.unverified, "acceptInvitation", in("token", w.token), "email_unverified"},
 		{"a stranger invites", w.stranger, "inviteMember", in("tenantId", w.a, "email", x, "role", "guest"), "not_found"},
+		// Ids in other spellings are the same ids (or refused), never a way around a check.
+		{"invite into another tenant, its id in upper case", w.ownerB, "inviteMember", in("tenantId", strings.ToUpper(w.a), "email", x, "role", "member"), "not_found"},
+		{"change a role in another tenant, ids in upper case", w.ownerB, "changeMemberRole", in("tenantId", strings.ToUpper(w.a), "userId", strings.ToUpper(w.member), "role", "admin"), "not_found"},
+		{"a braced tenant id", w.owner, "inviteMember", in("tenantId", "{"+w.a+"}", "email", x, "role", "member"), "invalid"},
+		{"a urn tenant id", w.owner, "removeMember", in("tenantId", "urn:uuid:"+w.a, "userId", w.member), "invalid"},
+		// Invisible padding makes an address invalid rather than a look-alike.
+		{"invite an address with a trailing no-break space", w.owner, "inviteMember", in("tenantId", w.a, "email", x+"\u00a0", "role", "member"), "invalid"},
 
 		// An admin raising themself, or touching owners.
 		{"admin makes themself owner", w.admin, "changeMemberRole", in("tenantId", w.a, "userId", w.admin, "role", "owner"), "forbidden"},
