@@ -73,7 +73,8 @@ func unlinkedOutcome(ev billing.StripeEvent) string {
 
 // recordEvent records the event id (fresh: the first time) and finds the tenant it is about through
 // the ids tenantkit created or recorded: a subscription it linked, else the customer it created for
-// the tenant ("" when none: the event is then recorded with its final outcome at once).
+// the tenant ("" when none: the event is then recorded with its final outcome at once). A linked
+// event is recorded as applied, the most common outcome; saveDecision corrects it when not.
 func recordEvent(ctx context.Context, tx pgx.Tx, ev billing.StripeEvent) (fresh bool, tenant string, err error) {
 	subscription, customer := eventIDs(ev)
 	var t *string
@@ -86,12 +87,12 @@ func recordEvent(ctx context.Context, tx pgx.Tx, ev billing.StripeEvent) (fresh 
 		  ) x ORDER BY o LIMIT 1
 		), recorded AS (
 		  INSERT INTO tenantkit.stripe_events (id, type, created, outcome)
-		  SELECT $1, $2, $3, CASE WHEN NOT EXISTS (SELECT 1 FROM t) THEN $6 END
+		  SELECT $1, $2, $3, CASE WHEN NOT EXISTS (SELECT 1 FROM t) THEN $6 ELSE $7 END
 		  ON CONFLICT (id) DO NOTHING
 		  RETURNING 1
 		)
 		SELECT EXISTS (SELECT 1 FROM recorded), (SELECT tenant_id::text FROM t)`,
-		ev.ID, ev.Type, ev.Created, subscription, customer, unlinkedOutcome(ev)).Scan(&fresh, &t)
+		ev.ID, ev.Type, ev.Created, subscription, customer, unlinkedOutcome(ev), billing.Applied).Scan(&fresh, &t)
 	if t != nil {
 		tenant = *t
 	}
@@ -132,7 +133,11 @@ func lockAccount(ctx context.Context, tx pgx.Tx, tenant string, ev billing.Strip
 		})
 		return err
 	})
-	// Every price ever linked to a plan (a replaced price keeps its plan), and the hinted plans.
+	// Every price ever linked to a plan (a replaced price keeps its plan), and the hinted plans;
+	// nothing to look up for an event that carries no subscription.
+	if len(prices) == 0 {
+		return a, cat, tx.SendBatch(ctx, b).Close()
+	}
 	b.Queue(`
 		SELECT price_id, plan_id::text FROM tenantkit.plan_prices WHERE NOT metered AND price_id = ANY ($1)
 		UNION
@@ -212,6 +217,11 @@ func saveDecision(ctx context.Context, tx pgx.Tx, eventID string, before billing
 			ON CONFLICT (dedupe_key, to_email) WHERE dedupe_key IS NOT NULL DO NOTHING`,
 			before.TenantID, e.Subject, e.Text, e.DedupeKey)
 	}
-	b.Queue(`UPDATE tenantkit.stripe_events SET outcome = $2 WHERE id = $1`, eventID, d.Outcome)
+	if d.Outcome != billing.Applied { // recorded as applied (recordEvent)
+		b.Queue(`UPDATE tenantkit.stripe_events SET outcome = $2 WHERE id = $1`, eventID, d.Outcome)
+	}
+	if b.Len() == 0 {
+		return nil
+	}
 	return tx.SendBatch(ctx, b).Close()
 }
