@@ -103,9 +103,12 @@ type Store interface {
 	// PlanPrices returns the active plans; PlanPrice one active plan (not_found otherwise).
 	PlanPrices(ctx context.Context) ([]PlanPrice, error)
 	PlanPrice(ctx context.Context, planID string) (PlanPrice, error)
-	// StripeSubscription returns the tenant's Stripe subscription id ("" when none) and the id of
-	// the last Stripe event applied to it (its state version).
-	StripeSubscription(ctx context.Context, tenantID string) (subscriptionID, version string, err error)
+	// StripeSubscription returns the tenant's current Stripe subscription id and its status as last
+	// applied from Stripe's events (both "" when the tenant has none).
+	StripeSubscription(ctx context.Context, tenantID string) (subscriptionID, status string, err error)
+	// RecordIntent records a change about to be requested from Stripe for the subscription and
+	// returns its number, unique and never reused: the request's idempotency key includes it.
+	RecordIntent(ctx context.Context, subscriptionID, intent string) (seq int64, err error)
 	// SetPlan switches the tenant's plan at once (entitlements follow the plan).
 	SetPlan(ctx context.Context, tenantID, planID string) error
 	// LinkPlan records a plan's Stripe product, price and metered price ("" when none).
@@ -142,10 +145,12 @@ type Stripe interface {
 	CreateCheckoutSession(ctx context.Context, c Checkout) (url string, err error)
 	// CreatePortalSession returns the URL of the customer's billing portal.
 	CreatePortalSession(ctx context.Context, customerID, returnURL string) (url string, err error)
-	// SetCancelAtPeriodEnd schedules or withdraws the cancellation at period end.
-	SetCancelAtPeriodEnd(ctx context.Context, subscriptionID string, cancel bool, version string) (Subscription, error)
-	// ChangePrice moves the subscription's plan item to another price, with proration.
-	ChangePrice(ctx context.Context, subscriptionID, priceID, planID, version string) (Subscription, error)
+	// SetCancelAtPeriodEnd schedules or withdraws the cancellation at period end. intent names
+	// this one request (Store.RecordIntent): retries of it replay, no other request does.
+	SetCancelAtPeriodEnd(ctx context.Context, subscriptionID string, cancel bool, intent string) (Subscription, error)
+	// ChangePrice moves the subscription's plan item to another price, with proration; intent as
+	// for SetCancelAtPeriodEnd.
+	ChangePrice(ctx context.Context, subscriptionID, priceID, planID, intent string) (Subscription, error)
 }
 
 // Service implements billing. Stripe is nil when STRIPE_SECRET_KEY is unset: billing is then off.

@@ -2,6 +2,7 @@ package billing
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -93,7 +94,9 @@ func (s *Service) authorize(ctx context.Context, sess tenantkit.Session, tenantI
 }
 
 // CreateCheckout returns the URL of a Stripe Checkout page subscribing the tenant to the plan.
-// Errors: unauthenticated, invalid, not_found, forbidden, billing_unavailable.
+// A tenant whose current subscription has not ended (see liveSubscription) gets conflict: a second
+// checkout would start a second subscription billed alongside the first.
+// Errors: unauthenticated, invalid, not_found, forbidden, conflict, billing_unavailable.
 func (s *Service) CreateCheckout(ctx context.Context, sess tenantkit.Session, tenantID, planID string) (string, error) {
 	if uuid.Validate(planID) != nil {
 		return "", tenantkit.Errorf(tenantkit.Invalid, "planId must be a UUID")
@@ -113,6 +116,9 @@ func (s *Service) CreateCheckout(ctx context.Context, sess tenantkit.Session, te
 	}
 	if plan.PriceID == "" {
 		return "", tenantkit.Errorf(tenantkit.Invalid, "plan %s is not linked to Stripe yet (run tenantkit plans sync)", plan.Key)
+	}
+	if err := s.liveSubscription(ctx, tenantID); err != nil {
+		return "", err
 	}
 	customer, err := s.EnsureCustomer(ctx, tenantID)
 	if err != nil {
@@ -143,40 +149,84 @@ func (s *Service) CreatePortal(ctx context.Context, sess tenantkit.Session, tena
 	return url, unavailable(err)
 }
 
-// subscriptionOf returns the tenant's Stripe subscription after the billing:manage check.
-func (s *Service) subscriptionOf(ctx context.Context, sess tenantkit.Session, tenantID string) (id, version string, err error) {
+// liveSubscription refuses (conflict) when the tenant's current subscription has not ended.
+// Every status but canceled and incomplete_expired counts as live: trialing, active and past_due
+// bill or will bill; unpaid, paused and incomplete are still the customer's subscription and
+// become billing again when paid or resumed, so a second one would bill twice. The stored status
+// can lag behind Stripe (its webhook not yet applied), so a stored live status is confirmed by
+// reading the subscription from Stripe: one that ended meanwhile does not block a new checkout.
+func (s *Service) liveSubscription(ctx context.Context, tenantID string) error {
+	id, status, err := s.Store.StripeSubscription(ctx, tenantID)
+	if err != nil || id == "" || ended(status) {
+		return err
+	}
+	sub, err := s.Stripe.GetSubscription(ctx, id)
+	if err != nil {
+		return unavailable(err)
+	}
+	if ended(sub.Status) {
+		return nil
+	}
+	return tenantkit.Errorf(tenantkit.Conflict,
+		"the tenant already has a subscription (status %s): change its plan or open the billing portal", sub.Status)
+}
+
+// subscriptionOf returns the tenant's Stripe subscription after the billing:manage check. A
+// subscription that ended, as stored, gets conflict: Stripe refuses any change to it.
+func (s *Service) subscriptionOf(ctx context.Context, sess tenantkit.Session, tenantID string) (string, error) {
 	if err := s.authorize(ctx, sess, tenantID); err != nil {
-		return "", "", err
+		return "", err
 	}
 	if s.Stripe == nil {
-		return "", "", tenantkit.Errorf(BillingUnavailable, "billing is not configured")
+		return "", tenantkit.Errorf(BillingUnavailable, "billing is not configured")
 	}
-	id, version, err = s.Store.StripeSubscription(ctx, tenantID)
-	if err == nil && id == "" {
-		err = tenantkit.Errorf(tenantkit.Invalid, "the tenant has no paid subscription yet (start a checkout)")
+	id, status, err := s.Store.StripeSubscription(ctx, tenantID)
+	switch {
+	case err != nil:
+		return "", err
+	case id == "":
+		return "", tenantkit.Errorf(tenantkit.Invalid, "the tenant has no paid subscription yet (start a checkout)")
+	case ended(status):
+		return "", tenantkit.Errorf(tenantkit.Conflict, "the subscription has ended; start a new checkout")
 	}
-	return id, version, err
+	return id, nil
+}
+
+// intentKey records a change about to be requested from Stripe and returns what makes its
+// idempotency key unique. The key cannot be derived from the subscription's state: cancel, resume,
+// cancel before any webhook arrives would send the first request's key again, and Stripe would
+// replay its answer without cancelling. A recorded intent is never reused, while stripe-go's
+// retries of the one request resend its key.
+func (s *Service) intentKey(ctx context.Context, subscriptionID, intent string) (string, error) {
+	seq, err := s.Store.RecordIntent(ctx, subscriptionID, intent)
+	return strconv.FormatInt(seq, 10), err
 }
 
 // SetCancelAtPeriodEnd cancels the tenant's subscription at the end of its period (cancel) or
 // withdraws that (resume). The stored state follows through the webhook Stripe sends.
-// Errors: unauthenticated, invalid, not_found, forbidden, billing_unavailable.
+// Errors: unauthenticated, invalid (also when Stripe refuses the change), not_found, forbidden,
+// conflict (the subscription ended), billing_unavailable.
 func (s *Service) SetCancelAtPeriodEnd(ctx context.Context, sess tenantkit.Session, tenantID string, cancel bool) (Subscription, error) {
-	id, version, err := s.subscriptionOf(ctx, sess, tenantID)
+	id, err := s.subscriptionOf(ctx, sess, tenantID)
 	if err != nil {
 		return Subscription{}, err
 	}
-	sub, err := s.Stripe.SetCancelAtPeriodEnd(ctx, id, cancel, version)
+	key, err := s.intentKey(ctx, id, "cancel_at_period_end="+strconv.FormatBool(cancel))
+	if err != nil {
+		return Subscription{}, err
+	}
+	sub, err := s.Stripe.SetCancelAtPeriodEnd(ctx, id, cancel, key)
 	return sub, unavailable(err)
 }
 
 // ChangePlan moves the tenant's subscription to another plan with proration; the plan's limits
-// apply at once. Errors: unauthenticated, invalid, not_found, forbidden, billing_unavailable.
+// apply at once. Errors: unauthenticated, invalid (also when Stripe refuses the change), not_found,
+// forbidden, conflict (the subscription ended), billing_unavailable.
 func (s *Service) ChangePlan(ctx context.Context, sess tenantkit.Session, tenantID, planID string) (Subscription, error) {
 	if uuid.Validate(planID) != nil {
 		return Subscription{}, tenantkit.Errorf(tenantkit.Invalid, "planId must be a UUID")
 	}
-	id, version, err := s.subscriptionOf(ctx, sess, tenantID)
+	id, err := s.subscriptionOf(ctx, sess, tenantID)
 	if err != nil {
 		return Subscription{}, err
 	}
@@ -190,7 +240,11 @@ func (s *Service) ChangePlan(ctx context.Context, sess tenantkit.Session, tenant
 	if plan.PriceID == "" {
 		return Subscription{}, tenantkit.Errorf(tenantkit.Invalid, "plan %s is not linked to Stripe yet (run tenantkit plans sync)", plan.Key)
 	}
-	sub, err := s.Stripe.ChangePrice(ctx, id, plan.PriceID, planID, version)
+	key, err := s.intentKey(ctx, id, "price="+plan.PriceID)
+	if err != nil {
+		return Subscription{}, err
+	}
+	sub, err := s.Stripe.ChangePrice(ctx, id, plan.PriceID, planID, key)
 	if err != nil {
 		return sub, unavailable(err)
 	}

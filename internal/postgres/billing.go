@@ -124,16 +124,28 @@ func (db *DB) PlanPrice(ctx context.Context, planID string) (billing.PlanPrice, 
 }
 
 // StripeSubscription implements billing.Store.
-func (db *DB) StripeSubscription(ctx context.Context, tenantID string) (id, version string, err error) {
+func (db *DB) StripeSubscription(ctx context.Context, tenantID string) (id, status string, err error) {
 	err = db.WithSystem(ctx, func(tx pgx.Tx) error {
-		err := tx.QueryRow(ctx, `SELECT coalesce(stripe_subscription_id, ''), coalesce(stripe_event_id, 'none')
-			FROM tenant_subscriptions WHERE tenant_id = $1`, tenantID).Scan(&id, &version)
+		err := tx.QueryRow(ctx, `SELECT coalesce(stripe_subscription_id, ''), status::text
+			FROM tenant_subscriptions WHERE tenant_id = $1`, tenantID).Scan(&id, &status)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
 		}
 		return err
 	})
-	return id, version, err
+	if id == "" {
+		status = ""
+	}
+	return id, status, err
+}
+
+// RecordIntent implements billing.Store.
+func (db *DB) RecordIntent(ctx context.Context, subscriptionID, intent string) (seq int64, err error) {
+	err = db.WithSystem(ctx, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, `INSERT INTO tenantkit.stripe_intents (subscription_id, intent) VALUES ($1, $2)
+			RETURNING id`, subscriptionID, intent).Scan(&seq)
+	})
+	return seq, err
 }
 
 // SetPlan implements billing.Store.

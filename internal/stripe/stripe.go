@@ -209,23 +209,25 @@ func (c *Client) CreatePortalSession(ctx context.Context, customerID, returnURL 
 }
 
 // SetCancelAtPeriodEnd schedules (true) or withdraws (false) a subscription's cancellation at the
-// end of its period. version names the subscription state the request was made against, so that
-// a later, different request never replays an earlier response. Errors: unavailable, internal.
-func (c *Client) SetCancelAtPeriodEnd(ctx context.Context, subscriptionID string, cancel bool, version string) (billing.Subscription, error) {
+// end of its period. intent names this one request (billing.Store.RecordIntent), so that a later
+// request never replays an earlier response while stripe-go's retries of this one do.
+// Errors: unavailable, invalid (Stripe refused the change), internal.
+func (c *Client) SetCancelAtPeriodEnd(ctx context.Context, subscriptionID string, cancel bool, intent string) (billing.Subscription, error) {
 	p := &stripego.SubscriptionParams{CancelAtPeriodEnd: stripego.Bool(cancel)}
 	p.Context = ctx
-	p.SetIdempotencyKey(fmt.Sprintf("tk-cancel-%s-%t-%s", subscriptionID, cancel, version))
+	p.SetIdempotencyKey(fmt.Sprintf("tk-cancel-%s-%t-%s", subscriptionID, cancel, intent))
 	sub, err := c.api.Subscriptions.Update(subscriptionID, p)
 	if err != nil {
-		return billing.Subscription{}, translate(err)
+		return billing.Subscription{}, translateUpdate(err)
 	}
 	return subscription(sub), nil
 }
 
 // ChangePrice moves a subscription's licensed item to another price, with proration, and records
-// the new plan in its metadata (the webhooks read it back). Errors: unavailable, internal, invalid
-// (the subscription has no licensed item).
-func (c *Client) ChangePrice(ctx context.Context, subscriptionID, priceID, planID, version string) (billing.Subscription, error) {
+// the new plan in its metadata (the webhooks read it back); intent as for SetCancelAtPeriodEnd.
+// Errors: unavailable, internal, invalid (the subscription has no licensed item, or Stripe refused
+// the change).
+func (c *Client) ChangePrice(ctx context.Context, subscriptionID, priceID, planID, intent string) (billing.Subscription, error) {
 	gp := &stripego.SubscriptionParams{}
 	gp.Context = ctx
 	current, err := c.api.Subscriptions.Get(subscriptionID, gp)
@@ -250,10 +252,10 @@ func (c *Client) ChangePrice(ctx context.Context, subscriptionID, priceID, planI
 		Metadata:          map[string]string{"plan_id": planID},
 	}
 	p.Context = ctx
-	p.SetIdempotencyKey(fmt.Sprintf("tk-plan-%s-%s-%s", subscriptionID, priceID, version))
+	p.SetIdempotencyKey(fmt.Sprintf("tk-plan-%s-%s-%s", subscriptionID, priceID, intent))
 	sub, err := c.api.Subscriptions.Update(subscriptionID, p)
 	if err != nil {
-		return billing.Subscription{}, translate(err)
+		return billing.Subscription{}, translateUpdate(err)
 	}
 	return subscription(sub), nil
 }
@@ -276,4 +278,19 @@ func translate(err error) error {
 		return &tenantkit.Error{Code: tenantkit.Unavailable, Message: "billing is unavailable, try again later", Err: err}
 	}
 	return &tenantkit.Error{Code: tenantkit.Internal, Message: "billing request refused", Err: err}
+}
+
+// translateUpdate is translate for an update of a subscription the tenant asked for. A 400
+// invalid_request_error is then Stripe refusing the change for the subscription's state (a
+// canceled subscription "can only update its cancellation_details and metadata"), not our fault:
+// invalid. Stripe's message stays in the wrapped error (logged), out of the user's text: it names
+// parameters and ids. Other refusals (authentication, a missing object, an idempotency key reused
+// with other parameters: type idempotency_error) stay internal.
+func translateUpdate(err error) error {
+	var se *stripego.Error
+	if errors.As(err, &se) && se.HTTPStatusCode == http.StatusBadRequest && se.Type == stripego.ErrorTypeInvalidRequest {
+		return &tenantkit.Error{Code: tenantkit.Invalid,
+			Message: "Stripe refused the change: the subscription may have ended or changed, reload and try again", Err: err}
+	}
+	return translate(err)
 }

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tenantkit/tenantkit/internal/stripefake"
+)
+
+// TestSubscriptionRequests drives checkout, cancel, resume and changePlan against the stateful
+// Stripe double (which replays idempotency keys and refuses changes to ended subscriptions as
+// Stripe does), with webhooks held back where the point is what happens before they arrive.
+func TestSubscriptionRequests(t *testing.T) {
+	t.Parallel()
+	fake := stripefake.New(stripefake.Options{Now: time.Now().Add(-time.Hour)})
+	t.Cleanup(fake.Close)
+	s := newStack(t, "STRIPE_SECRET_KEY", stripefake.TestKey, "STRIPE_API_URL", fake.URL, "STRIPE_WEBHOOK_SECRET", testWebhookSecret)
+	env := map[string]string{"DATABASE_URL": s.m.Config.DatabaseURL, "STRIPE_SECRET_KEY": stripefake.TestKey, "STRIPE_API_URL": fake.URL}
+	var out bytes.Buffer
+	if err := plansSync(context.Background(), func(k string) string { return env[k] }, &out); err != nil {
+		t.Fatalf("plans sync: %v\n%s", err, out.String())
+	}
+	plan := func(key string) (id, price string) {
+		r := s.row(t, "subscription_plans", "key = $1", key)
+		return r["id"].(string), r["stripe_price_id"].(string)
+	}
+	starter, _ := plan("starter")
+	pro, proPrice := plan("professional")
+	ent, entPrice := plan("enterprise")
+	deliver := func() {
+		t.Helper()
+		for _, e := range fake.Drain() {
+			if st, err := stripefake.Deliver(s.m.HTTP.URL()+"/webhooks/stripe", testWebhookSecret, e); err != nil || st != http.StatusOK {
+				t.Fatalf("delivery of %s %s: %d %v", e.Type, e.ID, st, err)
+			}
+		}
+	}
+	// subscribe completes a checkout of the plan for the tenant and applies its webhooks.
+	subscribe := func(tenant, owner, planID string) string {
+		t.Helper()
+		s.ok(t, "createCheckoutSession", map[string]any{"tenantId": tenant, "planId": planID}, owner)
+		sessions := fake.CheckoutSessions()
+		cs, err := fake.CompleteCheckout(sessions[len(sessions)-1].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deliver()
+		return cs.Subscription.ID
+	}
+
+	t.Run("a second checkout is refused while the subscription lives", func(t *testing.T) {
+		tenant, owner := s.tenant(t)
+		sub := subscribe(tenant, owner, starter)
+		in := map[string]any{"tenantId": tenant, "planId": pro}
+		msg := s.fails(t, "conflict", "createCheckoutSession", in, owner)
+		if !strings.Contains(msg, "already has a subscription (status active)") {
+			t.Errorf("message %q", msg)
+		}
+		// Ended at Stripe, its webhook not yet applied: Stripe's word lets the new checkout through.
+		if _, err := fake.Client("").Subscriptions.Cancel(sub, nil); err != nil {
+			t.Fatal(err)
+		}
+		s.ok(t, "createCheckoutSession", in, owner)
+		deliver()
+		s.ok(t, "createCheckoutSession", in, owner)
+	})
+
+	t.Run("cancel, resume, cancel before any webhook ends canceled at Stripe", func(t *testing.T) {
+		tenant, owner := s.tenant(t)
+		sub := subscribe(tenant, owner, starter)
+		in := map[string]any{"tenantId": tenant}
+		for i, action := range []string{"cancelSubscription", "resumeSubscription", "cancelSubscription"} {
+			got := s.ok(t, action, in, owner)["cancelAtPeriodEnd"]
+			if want := i != 1; got != want {
+				t.Errorf("%s #%d answered cancelAtPeriodEnd %v, want %v", action, i, got, want)
+			}
+		}
+		if !fake.Subscription(sub).CancelAtPeriodEnd {
+			t.Error("Stripe's subscription is not canceled at period end after cancel, resume, cancel")
+		}
+	})
+
+	t.Run("a retry of one request replays it", func(t *testing.T) {
+		tenant, owner := s.tenant(t)
+		sub := subscribe(tenant, owner, starter)
+		path := "/v1/subscriptions/" + sub
+		fake.Fail(stripefake.Failure{Method: http.MethodPost, PathPrefix: path, Drop: true})
+		if got := s.ok(t, "cancelSubscription", map[string]any{"tenantId": tenant}, owner)["cancelAtPeriodEnd"]; got != true {
+			t.Errorf("cancel answered cancelAtPeriodEnd %v", got)
+		}
+		if ex, re := fake.Executed(http.MethodPost, path), fake.Replayed(http.MethodPost, path); ex != 1 || re != 1 {
+			t.Errorf("lost answer: %d executed, %d replayed; want stripe-go's retry to replay the one request", ex, re)
+		}
+	})
+
+	t.Run("changePlan A, B, A before any webhook ends on A at Stripe", func(t *testing.T) {
+		tenant, owner := s.tenant(t)
+		sub := subscribe(tenant, owner, starter)
+		for _, p := range []string{pro, ent, pro} {
+			s.ok(t, "changePlan", map[string]any{"tenantId": tenant, "planId": p}, owner)
+		}
+		st := fake.Subscription(sub)
+		if price, _ := licensed(&st); price != proPrice {
+			t.Errorf("Stripe bills price %s after changePlan pro, enterprise, pro; want %s (enterprise is %s)", price, proPrice, entPrice)
+		}
+	})
+
+	t.Run("an ended subscription cannot be changed", func(t *testing.T) {
+		tenant, owner := s.tenant(t)
+		sub := subscribe(tenant, owner, starter)
+		if _, err := fake.Client("").Subscriptions.Cancel(sub, nil); err != nil {
+			t.Fatal(err)
+		}
+		in := map[string]any{"tenantId": tenant}
+		change := map[string]any{"tenantId": tenant, "planId": pro}
+		// Before the webhook: the stored status is still active, Stripe refuses.
+		s.fails(t, "invalid", "cancelSubscription", in, owner)
+		s.fails(t, "invalid", "changePlan", change, owner)
+		deliver()
+		// After it: decided from the stored status, without asking Stripe.
+		for name, input := range map[string]map[string]any{"cancelSubscription": in, "resumeSubscription": in, "changePlan": change} {
+			if msg := s.fails(t, "conflict", name, input, owner); msg != "the subscription has ended; start a new checkout" {
+				t.Errorf("%s: message %q", name, msg)
+			}
+		}
+	})
+}
