@@ -99,6 +99,10 @@ BEGIN
       EXECUTE format('DROP ROLE IF EXISTS %I', r);
     EXCEPTION WHEN dependent_objects_still_exist THEN
       NULL; -- still used by another database of this cluster
+    WHEN internal_error THEN
+      -- "cache lookup failed for database": while listing the role's uses in other databases,
+      -- one of them was dropped concurrently. The role is still shared: keep it, as above.
+      NULL;
     END;
   END LOOP;
 END $$;
