@@ -49,7 +49,7 @@ func TestGrantMatches(t *testing.T) {
 	}
 }
 
-// The role table of DESIGN.md, one row per permission: which roles allow it without custom grants.
+// The role table (RolePermissions), one row per permission: which roles allow it without custom grants.
 func TestAllowsRoleTable(t *testing.T) {
 	t.Parallel()
 	all := []tenantkit.Role{tenantkit.Guest, tenantkit.Member, tenantkit.Admin, tenantkit.Owner}

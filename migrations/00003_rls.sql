@@ -1,6 +1,6 @@
 -- Row-Level Security: enabled and forced on every tenant table.
 --
--- Policies TO tenantkit_app implement the role table of DESIGN.md for the caller named by
+-- Policies TO tenantkit_app implement the role table (permission.go, RolePermissions) for the caller named by
 -- hasura.user. They never query their own table: membership comes from tenantkit.member_tenants(),
 -- a SECURITY DEFINER function owned by tenantkit_system, whose own reads see rows only through the
 -- system_all policies (which call nothing). Every call sits in a scalar sub-select,

@@ -1,4 +1,4 @@
-// Package server is tenantkit's HTTP surface: it mounts the routes of DESIGN.md, logs every
+// Package server is tenantkit's HTTP surface: it mounts the routes of the README's "HTTP routes", logs every
 // request, limits bodies and time, and shuts down gracefully. Handlers for Hasura actions, events,
 // the remote schema and Stripe webhooks live in their own packages and are mounted here.
 package server
