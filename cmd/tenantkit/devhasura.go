@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
@@ -56,49 +57,42 @@ func startDevEvents(ctx context.Context, dbURL, dir string, stdout io.Writer) (*
 	if err != nil {
 		return nil, err
 	}
-	var hasura bool
-	if err := pool.QueryRow(ctx, `SELECT to_regclass('hdb_catalog.event_log') IS NOT NULL`).Scan(&hasura); err != nil {
+	d := &devEvents{pool: pool, client: hasuratest.NewClient(meta, nil)}
+	installed, err := d.install(ctx, meta)
+	if err != nil || !installed {
 		pool.Close()
+		if err == nil {
+			fmt.Fprintln(stdout, "tenantkit dev: Hasura's own event catalog is in this database: its Hasura delivers the events")
+		}
 		return nil, err
 	}
-	if hasura {
-		fmt.Fprintln(stdout, "tenantkit dev: Hasura's own event catalog is in this database: its Hasura delivers the events")
-		pool.Close()
-		return nil, nil
+	return d, nil
+}
+
+// install puts the stand-in in place, in one transaction, after removing any leftover of a dev
+// that did not stop cleanly; false when Hasura's own event catalog is in the database.
+func (d *devEvents) install(ctx context.Context, meta *hasuratest.Metadata) (bool, error) {
+	var hasura bool
+	if err := d.pool.QueryRow(ctx, `SELECT to_regclass('hdb_catalog.event_log') IS NOT NULL`).Scan(&hasura); err != nil || hasura {
+		return false, err
 	}
-	d := &devEvents{pool: pool}
 	for _, et := range meta.ListEventTriggers() {
 		d.names = append(d.names, et.Name)
 	}
-	if err := d.remove(ctx); err != nil { // a leftover of a dev that did not stop cleanly
-		pool.Close()
-		return nil, err
+	if err := d.remove(ctx); err != nil {
+		return false, err
 	}
-	tx, err := pool.Begin(ctx)
-	if err != nil {
-		pool.Close()
-		return nil, err
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck
-	if err := hasuratest.InstallEventCatalog(ctx, tx, devEventSchema); err != nil {
-		pool.Close()
-		return nil, err
-	}
-	if err := hasuratest.InstallEventTriggers(ctx, tx, devEventSchema, meta); err != nil {
-		pool.Close()
-		return nil, err
-	}
-	grants := hasuratest.EventWriterGrants(devEventSchema, postgres.AppRole, postgres.SystemRole)
-	if _, err := tx.Exec(ctx, grants); err != nil {
-		pool.Close()
-		return nil, err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		pool.Close()
-		return nil, err
-	}
-	d.client = hasuratest.NewClient(meta, nil)
-	return d, nil
+	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
+		if err := hasuratest.InstallEventCatalog(ctx, tx, devEventSchema); err != nil {
+			return err
+		}
+		if err := hasuratest.InstallEventTriggers(ctx, tx, devEventSchema, meta); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, postgres.EventTriggerGrants(devEventSchema, postgres.AppRole, postgres.SystemRole))
+		return err
+	})
+	return err == nil, err
 }
 
 // run delivers the events to the service at baseURL until ctx ends, logging each delivery.

@@ -310,7 +310,8 @@ func decideInvoice(a Account, cat Catalog, ev StripeEvent) Decision {
 		return d // could not learn the subscription (billing has no Stripe client): nothing to do
 	}
 	if d.Account.Current != known.ID {
-		return Decision{Outcome: NotCurrent, Account: a}
+		d.Outcome = NotCurrent // its own state (d.Save) is still recorded
+		return d
 	}
 	if failed && !ended(known.Status) {
 		d.Emails = append(d.Emails, paymentFailedEmail(a.TenantName, in.ID, in.AttemptCount))

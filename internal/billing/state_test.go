@@ -158,7 +158,7 @@ func TestDecideOrder(t *testing.T) {
 
 func TestDecideWhoseEvent(t *testing.T) {
 	stranger := sub("sub_x", "active", "price_ent", 1)
-	stranger.CustomerID, stranger.TenantID, stranger.PlanID = "cus_stranger", "T", "ent"
+	stranger.CustomerID, stranger.PlanID = "cus_stranger", "ent"
 	for _, typ := range []string{"customer.subscription.created", "customer.subscription.updated", "customer.subscription.deleted"} {
 		t.Run("a stranger's "+typ+" naming the tenant in its metadata", func(t *testing.T) {
 			d := Decide(account(), cat, subEvent("evt_x", typ, 5, stranger))
@@ -347,11 +347,24 @@ func TestDecideInvoices(t *testing.T) {
 			}
 		})
 	}
-	t.Run("a failed payment of a subscription that is not current changes nothing", func(t *testing.T) {
+	t.Run("a failed payment of a subscription that is not current records its state only", func(t *testing.T) {
 		a := account(active, known(sub("sub_2", "active", "price_ent", 50), "ent", 50, "evt_50"))
 		d := Decide(a, cat, invoiceEvent("evt_60", "invoice.payment_failed", 60, "sub_1", 1))
-		if d.Outcome != NotCurrent || len(d.Emails) != 0 || d.Save != nil || d.Changed {
-			t.Errorf("%+v", d)
+		if d.Outcome != NotCurrent || len(d.Emails) != 0 || d.Changed || view(d) != "sub_2 active ent" {
+			t.Errorf("%s, %+v", view(d), d)
+		}
+		if d.Save == nil || d.Save.ID != "sub_1" || d.Save.Status != "past_due" {
+			t.Errorf("the subscription's own state is not recorded: %+v", d.Save)
+		}
+	})
+	t.Run("an invoice teaches a subscription that is not current, without making it current", func(t *testing.T) {
+		a := account(known(sub("sub_2", "active", "price_ent", 50), "ent", 50, "evt_50"))
+		ev := invoiceEvent("evt_60", "invoice.paid", 60, "sub_1", 1)
+		f := sub("sub_1", "active", "price_pro", 1)
+		ev.Fetched, ev.FetchedOver = &f, a.Version("sub_1")
+		d := Decide(a, cat, ev)
+		if d.Outcome != NotCurrent || d.Changed || view(d) != "sub_2 active ent" || d.Save == nil || d.Save.ID != "sub_1" {
+			t.Errorf("%s, %+v", view(d), d)
 		}
 	})
 	t.Run("a paid invoice of a past_due subscription restores what Stripe says", func(t *testing.T) {

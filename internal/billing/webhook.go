@@ -13,7 +13,6 @@ import (
 type Subscription struct {
 	ID                 string
 	CustomerID         string
-	TenantID           string // metadata.tenant_id (set by our checkout): never trusted, logged only
 	PlanID             string // metadata.plan_id: a hint, used only when the price maps to no plan
 	Status             string // Stripe's status, verbatim
 	PriceID            string // the licensed (plan) price

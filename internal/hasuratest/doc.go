@@ -67,7 +67,7 @@
 //     InstallEventTriggers (eventsql.go) install Hasura's own SQL instead — the event_log
 //     catalog and one PL/pgSQL trigger per operation, running as the writing role — and
 //     Client.DeliverEvents / RunEventDelivery (eventlog.go) play Hasura's event processor on it:
-//     claim, POST, retry, record. EventWriterGrants lists what a writing role needs.
+//     claim, POST, retry, record. postgres.EventTriggerGrants lists what a writing role needs.
 //
 // Remote schemas (docs: https://hasura.io/docs/latest/remote-schemas/auth/remote-schema-forward-auth;
 // source: server/src-lib/Hasura/GraphQL/RemoteServer.hs execRemoteGQ): Hasura sends the resolved

@@ -29,8 +29,8 @@ package hasuratest
 // function and Hasura does not revoke it, so this holds unless someone revoked it), and INSERT
 // on event_log, at least on the five columns it names (id, schema_name, table_name,
 // trigger_name, payload; without it: 42501 "permission denied for table event_log").
-// gen_random_uuid is pg_catalog's (PostgreSQL 13 and later). EventWriterGrants writes these
-// statements; eventsql_test.go proves each one necessary and the set sufficient. USAGE is
+// gen_random_uuid is pg_catalog's (PostgreSQL 13 and later). postgres.EventTriggerGrants writes
+// these statements; eventsql_test.go proves each one necessary and the set sufficient. USAGE is
 // checked only when PL/pgSQL plans the call, and the plan lives as long as the session: on a
 // connection where a more privileged role already fired the trigger, a role lacking USAGE writes
 // without error (TestEventWriterPlanCache), so only a fresh session shows the grant missing.
@@ -207,26 +207,6 @@ INSERT INTO {{schema}}.hdb_source_catalog_version(version, upgraded_on)
   VALUES ('` + hasuraSourceCatalogVersion + `', NOW())
 ON CONFLICT ((version IS NOT NULL)) DO NOTHING;
 `
-
-// EventWriterGrants returns the GRANT statements that let roles write rows of tables carrying
-// event triggers installed in schema, and nothing more: USAGE on the schema, EXECUTE on
-// insert_event_log (already PUBLIC's unless revoked; granted explicitly so that a revoke does not
-// break the writers) and INSERT on event_log; "" for no roles. The install functions never run
-// it: granting is the database owner's decision, as it is with Hasura.
-func EventWriterGrants(schema string, roles ...string) string {
-	if len(roles) == 0 {
-		return ""
-	}
-	s := schemaSQL(schema)
-	to := make([]string, len(roles))
-	for i, r := range roles {
-		to[i] = pgx.Identifier{r}.Sanitize()
-	}
-	list := strings.Join(to, ", ")
-	return "GRANT USAGE ON SCHEMA " + s + " TO " + list + ";\n" +
-		"GRANT EXECUTE ON FUNCTION " + s + ".insert_event_log(text, text, text, text, json) TO " + list + ";\n" +
-		"GRANT INSERT ON " + s + ".event_log TO " + list + ";\n"
-}
 
 // ---- triggers ----
 

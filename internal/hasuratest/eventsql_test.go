@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantkit/tenantkit/internal/pgtest"
+	"github.com/tenantkit/tenantkit/internal/postgres"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -599,9 +600,9 @@ func TestEventWriterPrivileges(t *testing.T) {
 					GRANT INSERT ON hdb_catalog.event_log TO `+w.role+`;
 					REVOKE EXECUTE ON FUNCTION hdb_catalog.insert_event_log(text, text, text, text, json) FROM PUBLIC`)
 				wantSQLState(t, w.write(ctx, pool, 1), "42501", "permission denied for function insert_event_log")
-				mustExec(t, pool, EventWriterGrants(HasuraCatalogSchema, w.role))
+				mustExec(t, pool, postgres.EventTriggerGrants(HasuraCatalogSchema, w.role))
 				if err := w.write(ctx, pool, 2); err != nil {
-					t.Fatalf("with EventWriterGrants: %v", err)
+					t.Fatalf("with EventTriggerGrants: %v", err)
 				}
 			})
 

@@ -18,12 +18,29 @@ import (
 // with an event trigger (creating a tenant, inviting a member) fails with "permission denied for
 // schema hdb_catalog".
 
+// EventTriggerGrants returns the GRANT statements that let roles write rows of tables carrying
+// Hasura's event triggers whose catalog is in schema, and nothing more: USAGE on the schema,
+// EXECUTE on insert_event_log (PUBLIC's unless revoked; granted so that a revoke does not break
+// the writers) and INSERT on event_log; "" for no roles. Nothing here reads Hasura's catalog or
+// metadata.
+func EventTriggerGrants(schema string, roles ...string) string {
+	if len(roles) == 0 {
+		return ""
+	}
+	s := pgx.Identifier{schema}.Sanitize()
+	to := make([]string, len(roles))
+	for i, r := range roles {
+		to[i] = pgx.Identifier{r}.Sanitize()
+	}
+	list := strings.Join(to, ", ")
+	return "GRANT USAGE ON SCHEMA " + s + " TO " + list + ";\n" +
+		"GRANT EXECUTE ON FUNCTION " + s + ".insert_event_log(text, text, text, text, json) TO " + list + ";\n" +
+		"GRANT INSERT ON " + s + ".event_log TO " + list + ";"
+}
+
 // HasuraGrants are the only privileges tenantkit's roles need to write tables carrying Hasura's
-// event triggers: reach the schema, call the function, and let it append to the event log. Nothing
-// here reads Hasura's catalog or metadata.
-const HasuraGrants = `GRANT USAGE ON SCHEMA hdb_catalog TO tenantkit_app, tenantkit_system;
-GRANT EXECUTE ON FUNCTION hdb_catalog.insert_event_log(text, text, text, text, json) TO tenantkit_app, tenantkit_system;
-GRANT INSERT ON hdb_catalog.event_log TO tenantkit_app, tenantkit_system;`
+// event triggers (catalog hdb_catalog): what `tenantkit hasura grant` runs.
+var HasuraGrants = EventTriggerGrants("hdb_catalog", AppRole, SystemRole)
 
 // ErrNoHasuraCatalog is returned by GrantHasura when Hasura has not created its catalog yet.
 var ErrNoHasuraCatalog = errors.New("hdb_catalog does not exist yet (Hasura creates it on its first start)")

@@ -174,7 +174,7 @@ func subscription(s *stripego.Subscription) billing.Subscription {
 		CurrentPeriodStart: unix(s.CurrentPeriodStart), CurrentPeriodEnd: unix(s.CurrentPeriodEnd),
 		TrialEnd: optUnix(s.TrialEnd), CancelAt: optUnix(s.CancelAt), CanceledAt: optUnix(s.CanceledAt),
 		EndedAt: optUnix(s.EndedAt), Created: unix(s.Created),
-		TenantID: s.Metadata["tenant_id"], PlanID: s.Metadata["plan_id"],
+		PlanID: s.Metadata["plan_id"], // a hint only; metadata.tenant_id is never read (anyone can set it)
 	}
 	if s.Customer != nil {
 		sub.CustomerID = s.Customer.ID
