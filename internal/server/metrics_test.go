@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -197,6 +198,39 @@ func TestMetricsInFlight(t *testing.T) {
 	}
 }
 
-func TestSetCodeOutsideMiddleware(t *testing.T) {
-	SetCode(context.Background(), "internal") // no middleware: does nothing, does not panic
+// SetCode reaches the request's counter through contexts derived from the request's (handlers
+// add deadlines), and a call outside the middleware changes no counter.
+func TestSetCodeThroughDerivedContexts(t *testing.T) {
+	m := NewMetrics([]string{"createTenant"})
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /actions/{name}", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
+		defer cancel()
+		SetCode(context.WithValue(ctx, struct{}{}, 1), "conflict")
+		w.WriteHeader(http.StatusConflict)
+	})
+	mux.Handle("GET /metrics", m.Handler())
+	ts := httptest.NewServer(m.Middleware(mux))
+	t.Cleanup(ts.Close)
+	outside := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		SetCode(r.Context(), "internal")
+	}))
+	t.Cleanup(outside.Close)
+
+	do(t, ts, "POST", "/actions/createTenant")
+	if got := do(t, outside, "POST", "/actions/createTenant"); got != http.StatusOK {
+		t.Fatalf("outside the middleware: %d", got)
+	}
+	f := scrape(t, ts)
+	action := "POST /actions/{name}"
+	if got := counter(f, map[string]string{"route": action, "name": "createTenant", "code": "conflict", "status": "409"}); got != 1 {
+		t.Errorf("requests_total{code=conflict} = %v, want 1", got)
+	}
+	total := 0.0
+	for _, m := range f["tenantkit_http_requests_total"].GetMetric() {
+		total += m.GetCounter().GetValue()
+	}
+	if total != 1 {
+		t.Errorf("requests_total over all labels = %v, want 1 (the call outside the middleware counts nothing)", total)
+	}
 }
