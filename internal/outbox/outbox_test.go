@@ -1,0 +1,121 @@
+package outbox_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/tenantkit/tenantkit"
+	"github.com/tenantkit/tenantkit/internal/mail"
+	"github.com/tenantkit/tenantkit/internal/mail/mailtest"
+	"github.com/tenantkit/tenantkit/internal/outbox"
+	"github.com/tenantkit/tenantkit/internal/pgtest"
+	"github.com/tenantkit/tenantkit/internal/postgres"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// mailer adapts the SMTP sender to tenantkit.Mailer, as the service does.
+type mailer struct{ mail.Sender }
+
+func (m mailer) Send(ctx context.Context, e tenantkit.Email) error {
+	return m.Sender.Send(ctx, mail.Message{ID: e.ID, To: e.To, Subject: e.Subject, Text: e.Text})
+}
+
+// setup returns a sender over a fresh database and a real SMTP server, and a superuser pool.
+func setup(t *testing.T) (*outbox.Sender, *mailtest.Server, *pgxpool.Pool) {
+	t.Helper()
+	ctx := context.Background()
+	url := pgtest.NewDB(t)
+	db, err := postgres.Open(ctx, url, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	admin, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admin.Close)
+	srv := mailtest.Start(t)
+	smtp, err := mail.New(srv.URL(), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &outbox.Sender{Store: db, Mailer: mailer{smtp}, Log: zerolog.Nop()}, srv, admin
+}
+
+func queue(t *testing.T, admin *pgxpool.Pool, to string) string {
+	t.Helper()
+	var id string
+	if err := admin.QueryRow(context.Background(), `INSERT INTO tenantkit.email_outbox (to_email, subject, body)
+		VALUES ($1, 'Payment failed', 'Update your card.') RETURNING id::text`, to).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+type row struct {
+	Attempts      int
+	Sent, Refused bool
+	LastError     string
+	DueNow        bool
+}
+
+func state(t *testing.T, admin *pgxpool.Pool, id string) row {
+	t.Helper()
+	var r row
+	if err := admin.QueryRow(context.Background(), `SELECT attempts, sent_at IS NOT NULL, refused_at IS NOT NULL,
+		coalesce(last_error, ''), next_at <= now() FROM tenantkit.email_outbox WHERE id = $1`, id).
+		Scan(&r.Attempts, &r.Sent, &r.Refused, &r.LastError, &r.DueNow); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// A recipient the server refuses for good (550) is tried once and never again; the others in the
+// same batch are sent; a temporary failure (451) is retried later.
+func TestSenderRefusedAndTemporaryFailures(t *testing.T) {
+	ctx := context.Background()
+	s, srv, admin := setup(t)
+	srv.RejectRecipient("gone@example.com")
+	gone := queue(t, admin, "gone@example.com")
+	ok := queue(t, admin, "owner@example.com")
+
+	sent, err := s.Flush(ctx)
+	if err != nil || sent != 1 {
+		t.Fatalf("Flush = %d, %v; want 1 sent", sent, err)
+	}
+	if r := state(t, admin, gone); !r.Refused || r.Sent || r.Attempts != 1 || r.LastError == "" {
+		t.Errorf("refused email: %+v, want refused after one attempt with the server's reply", r)
+	}
+	if r := state(t, admin, ok); !r.Sent || r.Refused {
+		t.Errorf("other email: %+v, want sent", r)
+	}
+
+	// Even when it is due again, a refused email is not claimed.
+	if _, err := admin.Exec(ctx, `UPDATE tenantkit.email_outbox SET next_at = now() - interval '1 hour'`); err != nil {
+		t.Fatal(err)
+	}
+	if sent, err := s.Flush(ctx); err != nil || sent != 0 {
+		t.Fatalf("second Flush = %d, %v; want nothing", sent, err)
+	}
+	if r := state(t, admin, gone); r.Attempts != 1 {
+		t.Errorf("refused email tried again: %+v", r)
+	}
+	if got := len(srv.Messages()); got != 1 {
+		t.Errorf("server received %d messages, want 1", got)
+	}
+
+	// A temporary failure stays queued, due later, with the reason kept.
+	later := queue(t, admin, "later@example.com")
+	srv.FailData(1)
+	if sent, err := s.Flush(ctx); err != nil || sent != 0 {
+		t.Fatalf("Flush with 451 = %d, %v", sent, err)
+	}
+	if r := state(t, admin, later); r.Refused || r.Sent || r.DueNow || r.LastError == "" {
+		t.Errorf("temporarily failed email: %+v, want queued for later with the reason", r)
+	}
+}
