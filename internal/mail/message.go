@@ -111,6 +111,10 @@ const maxLine = 78
 // of whole UTF-8 sequences, one per line, each line within RFC 2047's 76 characters; the
 // whitespace between encoded words is not part of the decoded text. "=?" also forces encoding,
 // lest a reader decode it.
+//
+// The standard library's mime.QEncoding does not serve here: it leaves "=?" unencoded, and it
+// separates the encoded words of a long value by single spaces on one line (each word up to 75
+// characters), so the first line, after "Subject: ", exceeds 78 and nothing is folded.
 func encodeSubject(s string) string {
 	indent := len("Subject: ")
 	if !needsEncoding(s) {
