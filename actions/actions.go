@@ -264,11 +264,7 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		log.Warn().Err(err).Msg("unavailable")
 	}
 	log.UpdateContext(func(c zerolog.Context) zerolog.Context { return c.Str("code", code) })
-	server.SetCode(r.Context(), code)
-	writeJSON(w, statusOf(code), map[string]any{
-		"message":    tenantkit.ErrorMessage(err),
-		"extensions": map[string]string{"code": code},
-	})
+	server.WriteError(w, r, statusOf(code), code, tenantkit.ErrorMessage(err))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

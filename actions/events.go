@@ -147,10 +147,7 @@ func writeEventError(w http.ResponseWriter, r *http.Request, err error) {
 	code := tenantkit.ErrorCode(err)
 	if code == tenantkit.Unavailable || code == tenantkit.Internal {
 		zerolog.Ctx(r.Context()).Error().Err(err).Str("code", code).Msg("event failed; Hasura will retry")
-		server.SetCode(r.Context(), code)
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{
-			"message": tenantkit.ErrorMessage(err), "extensions": map[string]string{"code": code},
-		})
+		server.WriteError(w, r, http.StatusServiceUnavailable, code, tenantkit.ErrorMessage(err))
 		return
 	}
 	zerolog.Ctx(r.Context()).Warn().Err(err).Str("code", code).Msg("event refused")

@@ -29,11 +29,7 @@ func (s *Server) fromHasura(next http.Handler) http.Handler {
 		got := r.Header.Get(SecretHeader)
 		if s.Secret == "" || subtle.ConstantTimeCompare([]byte(got), []byte(s.Secret)) != 1 {
 			zerolog.Ctx(r.Context()).Warn().Bool("secret_present", got != "").Msg("rejected: bad shared secret")
-			SetCode(r.Context(), "unauthorized")
-			writeJSON(w, http.StatusUnauthorized, map[string]any{
-				"message":    "missing or wrong " + SecretHeader,
-				"extensions": map[string]string{"code": "unauthorized"},
-			})
+			WriteError(w, r, http.StatusUnauthorized, "unauthorized", "missing or wrong "+SecretHeader)
 			return
 		}
 		// The whole body, read here so that the limit holds for every route alike: a larger body is
@@ -47,11 +43,7 @@ func (s *Server) fromHasura(next http.Handler) http.Handler {
 				status, msg = http.StatusRequestEntityTooLarge, "request body larger than 1 MiB"
 			}
 			zerolog.Ctx(r.Context()).Warn().Err(err).Msg("rejected: request body")
-			SetCode(r.Context(), tenantkit.Invalid)
-			writeJSON(w, status, map[string]any{
-				"message":    msg,
-				"extensions": map[string]string{"code": tenantkit.Invalid},
-			})
+			WriteError(w, r, status, tenantkit.Invalid, msg)
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
@@ -69,6 +61,14 @@ func (s *Server) fromHasura(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r.WithContext(tenantkit.WithSession(r.Context(), session)))
 	})
+}
+
+// WriteError is the one writer of tenantkit's error body, the shape Hasura expects from an action
+// or event webhook and passes on to the client: {"message": …, "extensions": {"code": …}}. It also
+// records code as the request's code label on /metrics.
+func WriteError(w http.ResponseWriter, r *http.Request, status int, code, message string) {
+	SetCode(r.Context(), code)
+	writeJSON(w, status, map[string]any{"message": message, "extensions": map[string]string{"code": code}})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

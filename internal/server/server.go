@@ -89,9 +89,8 @@ func (s *Server) bearer(token string, next http.Handler) http.Handler {
 		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(digest[:], want[:]) != 1 {
 			zerolog.Ctx(r.Context()).Warn().Bool("authorization_present", r.Header.Get("Authorization") != "").
 				Msg("rejected: missing or wrong bearer token")
-			SetCode(r.Context(), "unauthorized")
 			w.Header().Set("WWW-Authenticate", `Bearer realm="tenantkit"`)
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"message": "missing or wrong Authorization: Bearer token"})
+			WriteError(w, r, http.StatusUnauthorized, "unauthorized", "missing or wrong Authorization: Bearer token")
 			return
 		}
 		next.ServeHTTP(w, r)
