@@ -27,7 +27,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 
-	"github.com/tenantkit/tenantkit"
 	"github.com/tenantkit/tenantkit/actions"
 	"github.com/tenantkit/tenantkit/graph"
 	"github.com/tenantkit/tenantkit/internal/billing"
@@ -207,7 +206,7 @@ func (m *Main) Open(ctx context.Context) error {
 	if trial == 0 {
 		trial = -1 // no trial
 	}
-	teams := &team.Service{Store: db, Box: box, Mailer: mailer{sender}, AppURL: m.Config.AppURL, InvitationTTL: m.Config.InvitationTTL,
+	teams := &team.Service{Store: db, Box: box, Mailer: sender, AppURL: m.Config.AppURL, InvitationTTL: m.Config.InvitationTTL,
 		TrialPeriod: trial, TrialPlan: m.Config.TrialPlan, AllowUnverifiedEmail: !m.Config.RequireVerifiedEmail,
 		SendLimits: team.SendLimits{PerTenant: m.Config.InvitationSendsPerHour, TenantWindow: time.Hour,
 			PerInvitation: m.Config.InvitationResendsPerDay, InvitationWindow: 24 * time.Hour}}
@@ -219,7 +218,7 @@ func (m *Main) Open(ctx context.Context) error {
 		webhooks = &stripe.Webhook{Secret: m.Config.StripeHook, Billing: bills}
 	}
 	m.Meter = &billing.Meter{Store: db, Log: m.Log}
-	m.Outbox = &outbox.Sender{Store: db, Mailer: mailer{sender}, Log: m.Log}
+	m.Outbox = &outbox.Sender{Store: db, Mailer: sender, Log: m.Log}
 	hasura := &actions.Handler{Team: teams, Billing: bills, Meter: m.Meter, Events: db}
 	m.HTTP = &server.Server{
 		Addr:         m.Config.ListenAddr,
@@ -424,12 +423,6 @@ func ensureDatabase(ctx context.Context, adminURL, name string) (string, error) 
 }
 
 // mailer adapts the mail package to the domain's Mailer.
-type mailer struct{ mail.Sender }
-
-func (m mailer) Send(ctx context.Context, e tenantkit.Email) error {
-	return m.Sender.Send(ctx, mail.Message{ID: e.ID, To: e.To, Subject: e.Subject, Text: e.Text, HTML: e.HTML})
-}
-
 // billingCommand opens what the billing commands need (DATABASE_URL, STRIPE_SECRET_KEY,
 // STRIPE_API_URL) and runs fn.
 func billingCommand(ctx context.Context, getenv func(string) string, fn func(*billing.Service) error) error {

@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	"github.com/rs/zerolog"
+
+	"github.com/tenantkit/tenantkit"
 )
 
 // LogSender is the development mode (SMTP_URL unset): instead of sending, it writes each message
@@ -27,7 +29,7 @@ type LogSender struct {
 var consoleMu sync.Mutex
 
 // Send implements Sender.
-func (s LogSender) Send(_ context.Context, m Message) error {
+func (s LogSender) Send(_ context.Context, m tenantkit.Email) error {
 	to, id, err := check(m)
 	if err != nil {
 		return err

@@ -29,7 +29,6 @@
 package mail
 
 import (
-	"context"
 	"crypto/tls"
 	"net"
 	"net/mail"
@@ -42,16 +41,11 @@ import (
 	"github.com/tenantkit/tenantkit"
 )
 
-// Message is one email. ID is a stable identifier (e.g. derived from a Hasura event id) used as
-// the Message-ID header's local part, so that a retried send is recognisable downstream; it must
-// consist of RFC 5322 atom characters and dots (a UUID does). An empty ID gets a random one.
-// To is one address, bare or with a display name. HTML is optional: when set, the email carries
-// both a text and an HTML alternative.
-type Message struct {
-	ID, To, Subject, Text, HTML string
-}
-
-// Sender sends messages.
+// Sender sends a tenantkit.Email: it is the tenantkit.Mailer the domain packages use. The email's
+// ID becomes the Message-ID header's local part, so that a retried send is recognisable
+// downstream; it must consist of RFC 5322 atom characters and dots (a UUID does). An empty ID gets
+// a random one. To is one address, bare or with a display name. HTML is optional: when set, the
+// email carries both a text and an HTML alternative.
 //
 // Send returns nil only once the mail server has accepted the message (250 after DATA); nothing
 // is queued in the process. Errors are *tenantkit.Error:
@@ -63,9 +57,7 @@ type Message struct {
 //     configuration, not about this message).
 //
 // Errors never contain credentials.
-type Sender interface {
-	Send(ctx context.Context, m Message) error
-}
+type Sender = tenantkit.Mailer
 
 // New returns the Sender for smtpURL (the SMTP_URL setting, see the package comment): a LogSender
 // writing to log when smtpURL is empty, an SMTP sender otherwise. It does not connect. A

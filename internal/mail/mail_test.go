@@ -37,8 +37,8 @@ func newSender(t *testing.T, smtpURL string) mail.Sender {
 }
 
 // message returns a valid message; opts adjust it.
-func message(opts ...func(*mail.Message)) mail.Message {
-	m := mail.Message{
+func message(opts ...func(*tenantkit.Email)) tenantkit.Email {
+	m := tenantkit.Email{
 		ID:      "evt-7f1c2a",
 		To:      "bob@example.com",
 		Subject: "You are invited",
@@ -97,7 +97,7 @@ func TestSend(t *testing.T) {
 			"https://app.example.com/invitations/accept?token=a=b&c=d\n"
 		html := "<p>Hallo Jürgen,</p>\n<p>Grüße – 日本語 <a href=\"https://app.example.com/?t=a=b\">annehmen</a></p>"
 		before := time.Now().Add(-time.Second)
-		err := s.Send(ctx(t), message(func(m *mail.Message) {
+		err := s.Send(ctx(t), message(func(m *tenantkit.Email) {
 			m.To, m.Subject, m.Text, m.HTML = "Jürgen Groß <juergen@example.com>", subject, text, html
 		}))
 		if err != nil {
@@ -144,7 +144,7 @@ func TestSend(t *testing.T) {
 	t.Run("delivers text only when there is no HTML", func(t *testing.T) {
 		t.Parallel()
 		srv, s := setup(t)
-		if err := s.Send(ctx(t), message(func(m *mail.Message) { m.HTML = "" })); err != nil {
+		if err := s.Send(ctx(t), message(func(m *tenantkit.Email) { m.HTML = "" })); err != nil {
 			t.Fatalf("Send: %v", err)
 		}
 		got, d := onlyMessage(t, srv)
@@ -200,7 +200,7 @@ func TestSend(t *testing.T) {
 		t.Parallel()
 		srv, s := setup(t)
 		for range 2 {
-			if err := s.Send(ctx(t), message(func(m *mail.Message) { m.ID = "" })); err != nil {
+			if err := s.Send(ctx(t), message(func(m *tenantkit.Email) { m.ID = "" })); err != nil {
 				t.Fatalf("Send: %v", err)
 			}
 		}
@@ -240,7 +240,7 @@ func TestSendErrors(t *testing.T) {
 		t.Parallel()
 		srv, s := setup(t)
 		srv.RejectRecipient("nobody@example.com")
-		err := s.Send(ctx(t), message(func(m *mail.Message) { m.To = "nobody@example.com" }))
+		err := s.Send(ctx(t), message(func(m *tenantkit.Email) { m.To = "nobody@example.com" }))
 		e := wantCode(t, err, tenantkit.Invalid)
 		if !strings.Contains(e.Message, "nobody@example.com") || !strings.Contains(err.Error(), "550") {
 			t.Errorf("error = %v, want the recipient and the 550 reply", err)
@@ -378,19 +378,19 @@ func TestSendHeaderInjection(t *testing.T) {
 	l.Close()
 	senders := map[string]mail.Sender{"up": newSender(t, srv.URL()), "down": down, "log": mail.LogSender{Log: zerolog.Nop()}}
 
-	for name, edit := range map[string]func(*mail.Message){
-		"CRLF in To":            func(m *mail.Message) { m.To = "bob@example.com\r\nBcc: eve@example.com" },
-		"LF in To":              func(m *mail.Message) { m.To = "bob@example.com\nBcc: eve@example.com" },
-		"CR in Subject":         func(m *mail.Message) { m.Subject = "Hi\rBcc: eve@example.com" },
-		"CRLF in Subject":       func(m *mail.Message) { m.Subject = "Hi\r\nBcc: eve@example.com" },
-		"two recipients":        func(m *mail.Message) { m.To = "bob@example.com, eve@example.com" },
-		"not an address":        func(m *mail.Message) { m.To = "bob" },
-		"angle bracket in ID":   func(m *mail.Message) { m.ID = "x>\r\nBcc: eve@example.com" },
-		"space in ID":           func(m *mail.Message) { m.ID = "a b" },
-		"leading dot in ID":     func(m *mail.Message) { m.ID = ".abc" },
-		"non-ASCII byte in ID":  func(m *mail.Message) { m.ID = "ä" },
-		"at sign in ID":         func(m *mail.Message) { m.ID = "a@b" },
-		"consecutive dots (ID)": func(m *mail.Message) { m.ID = "a..b" },
+	for name, edit := range map[string]func(*tenantkit.Email){
+		"CRLF in To":            func(m *tenantkit.Email) { m.To = "bob@example.com\r\nBcc: eve@example.com" },
+		"LF in To":              func(m *tenantkit.Email) { m.To = "bob@example.com\nBcc: eve@example.com" },
+		"CR in Subject":         func(m *tenantkit.Email) { m.Subject = "Hi\rBcc: eve@example.com" },
+		"CRLF in Subject":       func(m *tenantkit.Email) { m.Subject = "Hi\r\nBcc: eve@example.com" },
+		"two recipients":        func(m *tenantkit.Email) { m.To = "bob@example.com, eve@example.com" },
+		"not an address":        func(m *tenantkit.Email) { m.To = "bob" },
+		"angle bracket in ID":   func(m *tenantkit.Email) { m.ID = "x>\r\nBcc: eve@example.com" },
+		"space in ID":           func(m *tenantkit.Email) { m.ID = "a b" },
+		"leading dot in ID":     func(m *tenantkit.Email) { m.ID = ".abc" },
+		"non-ASCII byte in ID":  func(m *tenantkit.Email) { m.ID = "ä" },
+		"at sign in ID":         func(m *tenantkit.Email) { m.ID = "a@b" },
+		"consecutive dots (ID)": func(m *tenantkit.Email) { m.ID = "a..b" },
 	} {
 		t.Run(name+" is Invalid", func(t *testing.T) {
 			t.Parallel()
@@ -608,7 +608,7 @@ func TestLogSender(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := message(func(m *mail.Message) {
+	m := message(func(m *tenantkit.Email) {
 		m.Subject, m.Text = "Grüße", "Hallo,\nklicke https://app.example.com/i?t=abc\n"
 	})
 	if err := s.Send(ctx(t), m); err != nil {
@@ -630,7 +630,7 @@ func TestLogSender(t *testing.T) {
 	}
 
 	buf.Reset()
-	err = s.Send(ctx(t), message(func(m *mail.Message) { m.Subject = "x\r\nBcc: eve@example.com" }))
+	err = s.Send(ctx(t), message(func(m *tenantkit.Email) { m.Subject = "x\r\nBcc: eve@example.com" }))
 	wantCode(t, err, tenantkit.Invalid)
 	if buf.Len() != 0 {
 		t.Errorf("a refused message was logged: %s", buf.String())

@@ -19,7 +19,7 @@ import (
 // message ID to use (a random one when m.ID is empty). Line breaks in To or Subject are refused
 // outright rather than stripped: they are a header injection attempt or a bug, and either way the
 // caller must know.
-func check(m Message) (to *mail.Address, id string, err error) {
+func check(m tenantkit.Email) (to *mail.Address, id string, err error) {
 	if strings.ContainsAny(m.To, "\r\n") {
 		return nil, "", tenantkit.Errorf(tenantkit.Invalid, "the recipient address must not contain line breaks")
 	}
@@ -57,7 +57,7 @@ func validID(id string) bool {
 // build renders m as an RFC 5322 message with CRLF line endings. Every byte of the result is
 // 7-bit: non-ASCII subjects and names are RFC 2047 encoded, bodies are quoted-printable, so the
 // message passes any relay regardless of 8BITMIME support.
-func build(from, to *mail.Address, id string, m Message, now time.Time) []byte {
+func build(from, to *mail.Address, id string, m tenantkit.Email, now time.Time) []byte {
 	var b bytes.Buffer
 	header := func(k, v string) { b.WriteString(k + ": " + v + "\r\n") }
 	header("From", from.String())

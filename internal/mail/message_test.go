@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tenantkit/tenantkit"
 	"github.com/tenantkit/tenantkit/internal/mail/mailtest"
 )
 
@@ -20,7 +21,7 @@ func TestBuildRoundTrip(t *testing.T) {
 	from := &mail.Address{Name: "Tenantkit", Address: "tenantkit@example.com"}
 	to := &mail.Address{Name: "Zoë Ünal", Address: "zoe@example.com"}
 	for i := range 500 {
-		m := Message{ID: "evt-1", Subject: randomText(rng, 120, false), Text: randomText(rng, 600, true)}
+		m := tenantkit.Email{ID: "evt-1", Subject: randomText(rng, 120, false), Text: randomText(rng, 600, true)}
 		if rng.IntN(2) == 0 {
 			m.HTML = "<p>" + randomText(rng, 600, true) + "</p>"
 		}

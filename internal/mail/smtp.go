@@ -41,7 +41,7 @@ func newSMTPSender(cfg config, log zerolog.Logger) *smtpSender {
 }
 
 // Send implements Sender.
-func (s *smtpSender) Send(ctx context.Context, m Message) error {
+func (s *smtpSender) Send(ctx context.Context, m tenantkit.Email) error {
 	to, id, err := check(m)
 	if err != nil {
 		return err

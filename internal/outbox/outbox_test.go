@@ -7,7 +7,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
-	"github.com/tenantkit/tenantkit"
 	"github.com/tenantkit/tenantkit/internal/mail"
 	"github.com/tenantkit/tenantkit/internal/mail/mailtest"
 	"github.com/tenantkit/tenantkit/internal/outbox"
@@ -16,13 +15,6 @@ import (
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
-
-// mailer adapts the SMTP sender to tenantkit.Mailer, as the service does.
-type mailer struct{ mail.Sender }
-
-func (m mailer) Send(ctx context.Context, e tenantkit.Email) error {
-	return m.Sender.Send(ctx, mail.Message{ID: e.ID, To: e.To, Subject: e.Subject, Text: e.Text})
-}
 
 // setup returns a sender over a fresh database and a real SMTP server, and a superuser pool.
 func setup(t *testing.T) (*outbox.Sender, *mailtest.Server, *pgxpool.Pool) {
@@ -44,7 +36,7 @@ func setup(t *testing.T) (*outbox.Sender, *mailtest.Server, *pgxpool.Pool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &outbox.Sender{Store: db, Mailer: mailer{smtp}, Log: zerolog.Nop()}, srv, admin
+	return &outbox.Sender{Store: db, Mailer: smtp, Log: zerolog.Nop()}, srv, admin
 }
 
 func queue(t *testing.T, admin *pgxpool.Pool, to string) string {
