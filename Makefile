@@ -43,5 +43,5 @@ FUZZTIME ?= 30s
 fuzz: ## every Go fuzz target for FUZZTIME each (default 30s, about 5 minutes); FUZZ=regexp picks targets
 	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh '$(FUZZ)'
 
-soak: ## 10 minutes of mixed traffic at 100/s (SOAK_DURATION, SOAK_RATE): no errors, flat memory, steady p99
+soak: ## 10 minutes of mixed traffic at 100/s on 2 replicas (SOAK_DURATION, SOAK_RATE, SOAK_REPLICAS): no errors, flat memory, steady p99
 	scripts/soak.sh

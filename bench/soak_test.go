@@ -26,14 +26,17 @@ import (
 )
 
 // BenchmarkSoak is `make soak`: SOAK_DURATION (default 10m) of mixed traffic at a steady
-// SOAK_RATE (default 100 operations/s) against `tenantkit serve` in its own process, with
+// SOAK_RATE (default 100 operations/s) against SOAK_REPLICAS (default 2) `tenantkit serve`
+// processes sharing one database, the load generator sending each operation to the next one in
+// turn (round-robin, as a load balancer would), with
 // stripe-mock and an SMTP peer: permission checks (60%), usage batches of 100 events (10%),
 // Stripe webhooks with duplicates (15%), invitations delivered as Hasura would deliver the
 // invitation_email event (5%), acceptances of the emailed links (5%) and new tenants (5%).
 //
-// It fails on any unexpected answer, on a wrong total afterwards, when the service's memory or
-// goroutines grow after the first minute (warm-up), or when the p99 latency of the last minute is
-// more than 1.5× that of the first.
+// It fails on any unexpected answer, on a wrong total afterwards (usage events, API calls metered by
+// every replica, emails: one per invitation and no Message-ID twice, memberships, tenants), when a
+// replica's memory or goroutines grow after the first minute (warm-up), or when the p99 latency of
+// the last minute is more than 1.5× that of the first.
 func BenchmarkSoak(b *testing.B) {
 	duration := 10 * time.Minute
 	if v := os.Getenv("SOAK_DURATION"); v != "" {
@@ -51,6 +54,14 @@ func BenchmarkSoak(b *testing.B) {
 		}
 		rate = n
 	}
+	replicas := 2
+	if v := os.Getenv("SOAK_REPLICAS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 8 {
+			b.Fatalf("SOAK_REPLICAS=%q: want 1 to 8", v)
+		}
+		replicas = n
+	}
 	ctx := b.Context()
 	sm, err := stripetest.Start(ctx)
 	if err != nil {
@@ -59,11 +70,15 @@ func BenchmarkSoak(b *testing.B) {
 	smtp := mailtest.Start(b)
 	db := newDB(b)
 	ds := load(b, db, sizes{tenants: 200, projectsPerTenant: 1, extraUsers: 400})
-	svc := startService(b, db, "SMTP_URL="+smtp.URL(), "STRIPE_SECRET_KEY="+stripetest.TestKey, "STRIPE_API_URL="+sm.URL,
-		"STRIPE_WEBHOOK_SECRET="+benchWebhookSecret)
-	hc := hasura(b, svc)
-	w := &soak{b: b, svc: svc, hc: hc, ds: ds, smtp: smtp, base: time.Now().Add(-time.Hour).Unix(),
-		tokens: map[string]string{}, started: time.Now()}
+	w := &soak{b: b, ds: ds, smtp: smtp, base: time.Now().Add(-time.Hour).Unix(), tokens: map[string]string{}}
+	for range replicas {
+		svc := startService(b, db, "SMTP_URL="+smtp.URL(), "STRIPE_SECRET_KEY="+stripetest.TestKey, "STRIPE_API_URL="+sm.URL,
+			"STRIPE_WEBHOOK_SECRET="+benchWebhookSecret)
+		w.svcs, w.hcs = append(w.svcs, svc), append(w.hcs, hasura(b, svc))
+	}
+	w.svc = w.svcs[0]
+	b.Logf("soak: %d replicas of tenantkit serve on one database, round-robin", replicas)
+	w.started = time.Now()
 	w.members()
 
 	bg := w.background(ctx)
@@ -89,6 +104,7 @@ func BenchmarkSoak(b *testing.B) {
 	if st.failed > 0 {
 		b.Fatalf("soak: %d operations failed, first: %v", st.failed, st.firstErr)
 	}
+	time.Sleep(3 * time.Second) // every replica's usage meter flushes (each second)
 	w.verify(ctx)
 	after := w.background(ctx)
 	b.Logf("soak: PostgreSQL meanwhile: %d checkpoints, %d autovacuum and %d autoanalyze runs on this database's tables",
@@ -128,14 +144,15 @@ func BenchmarkSoak(b *testing.B) {
 // soak is the state of the mixed traffic.
 type soak struct {
 	b       *testing.B
-	svc     *service
-	hc      *hasuratest.Client
+	svcs    []*service           // the replicas, in round-robin order
+	hcs     []*hasuratest.Client // Hasura's view of each replica
+	svc     *service             // the first replica: its admin pool inspects the database
 	ds      *dataset
 	smtp    *mailtest.Server
 	base    int64
 	started time.Time
 
-	checks []soakCheck // fixed memberships: their answers never change
+	checks [][]soakCheck // per replica, fixed memberships: their answers never change
 
 	mu        sync.Mutex
 	minutes   []map[string][]time.Duration // latencies by minute since start and operation ("" for all)
@@ -143,6 +160,7 @@ type soak struct {
 	pending   []string                     // invited emails whose token arrived, not yet accepted
 	seenMail  int
 	recorded  atomic.Int64 // usage events acknowledged
+	metered   atomic.Int64 // successful calls of actions that name a member's tenant (api_calls)
 	accepted  atomic.Int64
 	created   atomic.Int64
 	invited   atomic.Int64
@@ -206,7 +224,8 @@ func (w *soak) background(ctx context.Context) [3]int64 {
 	return c
 }
 
-// sample reads the service's memory and goroutines every 10 s until d has passed.
+// sample reads the replicas' memory and goroutines every 10 s until d has passed (the largest of
+// each).
 func (w *soak) sample(ctx context.Context, d time.Duration) <-chan []sampleAt {
 	out := make(chan []sampleAt, 1)
 	go func() {
@@ -215,7 +234,11 @@ func (w *soak) sample(ctx context.Context, d time.Duration) <-chan []sampleAt {
 		defer tick.Stop()
 		for {
 			at := time.Since(w.started)
-			s = append(s, sampleAt{at: at, rss: w.svc.rssMiB(w.b), goroutines: w.goroutines(ctx)})
+			x := sampleAt{at: at}
+			for _, svc := range w.svcs { // the largest replica
+				x.rss, x.goroutines = max(x.rss, svc.rssMiB(w.b)), max(x.goroutines, w.goroutines(ctx, svc))
+			}
+			s = append(s, x)
 			if at >= d {
 				out <- s
 				return
@@ -233,8 +256,8 @@ func (w *soak) sample(ctx context.Context, d time.Duration) <-chan []sampleAt {
 
 var goroutinesLine = regexp.MustCompile(`^go_goroutines (\d+)`)
 
-func (w *soak) goroutines(ctx context.Context) int {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, w.svc.url+"/metrics", nil)
+func (w *soak) goroutines(ctx context.Context, svc *service) int {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, svc.url+"/metrics", nil)
 	res, err := client.Do(req)
 	if err != nil {
 		return -1
@@ -263,12 +286,17 @@ func (w *soak) members() {
 		if err := rows.Scan(&tenant, &user, &role); err != nil {
 			w.b.Fatal(err)
 		}
-		req, err := w.hc.ActionRequest("checkPermission", map[string]any{"tenantId": tenant, "permission": "users:invite"},
-			map[string]string{"x-hasura-role": "user", "x-hasura-user-id": user})
-		if err != nil {
-			w.b.Fatal(err)
+		if w.checks == nil {
+			w.checks = make([][]soakCheck, len(w.hcs))
 		}
-		w.checks = append(w.checks, soakCheck{req, headerMap(req), fmt.Sprintf(`"allowed":%t`, role == "owner" || role == "admin")})
+		for r, hc := range w.hcs {
+			req, err := hc.ActionRequest("checkPermission", map[string]any{"tenantId": tenant, "permission": "users:invite"},
+				map[string]string{"x-hasura-role": "user", "x-hasura-user-id": user})
+			if err != nil {
+				w.b.Fatal(err)
+			}
+			w.checks[r] = append(w.checks[r], soakCheck{req, headerMap(req), fmt.Sprintf(`"allowed":%t`, role == "owner" || role == "admin")})
+		}
 	}
 	if err := rows.Err(); err != nil {
 		w.b.Fatal(err)
@@ -276,9 +304,12 @@ func (w *soak) members() {
 	w.webhookAt = make([]atomic.Int64, len(w.ds.tenants))
 }
 
-// action calls an action as Hasura would and decodes a 200 answer into out.
-func (w *soak) action(ctx context.Context, name string, input map[string]any, session map[string]string, out any) error {
-	res, err := w.hc.Action(ctx, name, input, session)
+// replica picks the replica of operation i, round-robin.
+func (w *soak) replica(i int) int { return i % len(w.svcs) }
+
+// action calls an action on replica r as Hasura would and decodes a 200 answer into out.
+func (w *soak) action(ctx context.Context, r int, name string, input map[string]any, session map[string]string, out any) error {
+	res, err := w.hcs[r].Action(ctx, name, input, session)
 	if err != nil {
 		return err
 	}
@@ -296,7 +327,8 @@ func user(id string) map[string]string {
 }
 
 func (w *soak) check(ctx context.Context, i int) error {
-	c := w.checks[i%len(w.checks)]
+	checks := w.checks[w.replica(i)]
+	c := checks[i%len(checks)]
 	status, body, err := call(ctx, c.req.URL, c.req.Body, c.header)
 	if err != nil {
 		return err
@@ -304,6 +336,7 @@ func (w *soak) check(ctx context.Context, i int) error {
 	if status != http.StatusOK || !strings.Contains(string(body), c.want) {
 		return fmt.Errorf("checkPermission: %w, want %s", statusError(status, body), c.want)
 	}
+	w.metered.Add(1)
 	return nil
 }
 
@@ -314,7 +347,7 @@ func (w *soak) usage(ctx context.Context, i int) error {
 			"idempotencyKey": fmt.Sprintf("soak-%d-%d", i, j)}
 	}
 	var out struct{ Recorded, Duplicates int }
-	if err := w.action(ctx, "recordUsage", map[string]any{"events": events}, map[string]string{"x-hasura-role": "service"}, &out); err != nil {
+	if err := w.action(ctx, w.replica(i), "recordUsage", map[string]any{"events": events}, map[string]string{"x-hasura-role": "service"}, &out); err != nil {
 		return err
 	}
 	if out.Recorded != 100 {
@@ -334,7 +367,7 @@ func (w *soak) webhook(ctx context.Context, i int) error {
 	payload := stripetest.Event(stripetest.APIVersion, fmt.Sprintf("evt_soak_%s_%d", tenant[:8], created), "customer.subscription.updated",
 		created, stripetest.SubscriptionObject(tenant, "", status, w.base))
 	for range 1 + btoi(i%5 == 0) {
-		code, body, err := call(ctx, w.svc.url+"/webhooks/stripe", payload, map[string]string{"Stripe-Signature": stripetest.Signature(payload, benchWebhookSecret)})
+		code, body, err := call(ctx, w.svcs[w.replica(i)].url+"/webhooks/stripe", payload, map[string]string{"Stripe-Signature": stripetest.Signature(payload, benchWebhookSecret)})
 		if err != nil {
 			return err
 		}
@@ -358,10 +391,12 @@ func (w *soak) invite(ctx context.Context, i int) error {
 	k := rand.IntN(len(w.ds.tenants))
 	email := fmt.Sprintf("soak-invitee-%d-%s@example.com", i, uuid.NewString()[:8])
 	var out struct{ InvitationID string }
-	if err := w.action(ctx, "inviteMember", map[string]any{"tenantId": w.ds.tenants[k], "email": email, "role": "member"},
+	r := w.replica(i)
+	if err := w.action(ctx, r, "inviteMember", map[string]any{"tenantId": w.ds.tenants[k], "email": email, "role": "member"},
 		user(w.ds.owners[k]), &out); err != nil {
 		return err
 	}
+	w.metered.Add(1)
 	var row map[string]any
 	var raw []byte
 	if err := w.svc.admin.QueryRow(ctx, `SELECT row_to_json(t) FROM tenant_invitations t WHERE id = $1`, out.InvitationID).Scan(&raw); err != nil {
@@ -370,12 +405,18 @@ func (w *soak) invite(ctx context.Context, i int) error {
 	if err := json.Unmarshal(raw, &row); err != nil {
 		return err
 	}
-	res, err := w.hc.Event(ctx, "invitation_email", "INSERT", nil, row, hasuratest.EventOptions{Session: user(w.ds.owners[k])})
-	if err != nil {
-		return err
-	}
-	if res.Status != http.StatusOK {
-		return fmt.Errorf("invitation_email event: %w", statusError(res.Status, res.Body))
+	// Hasura delivers to whichever replica the load balancer picks, and one time in five delivers
+	// the same event again to another one (a redelivery after a timeout): one email either way.
+	event := hasuratest.EventOptions{ID: uuid.NewString(), Session: user(w.ds.owners[k])}
+	for d := range 1 + btoi(i%5 == 0) {
+		event.CurrentRetry = d
+		res, err := w.hcs[(r+1+d)%len(w.hcs)].Event(ctx, "invitation_email", "INSERT", nil, row, event)
+		if err != nil {
+			return err
+		}
+		if res.Status != http.StatusOK {
+			return fmt.Errorf("invitation_email event: %w", statusError(res.Status, res.Body))
+		}
 	}
 	w.invited.Add(1)
 	return w.readMail()
@@ -412,7 +453,7 @@ func (w *soak) readMail() error {
 }
 
 // accept: the invitee of a link that arrived signs up and accepts it.
-func (w *soak) accept(ctx context.Context, _ int) error {
+func (w *soak) accept(ctx context.Context, i int) error {
 	w.mu.Lock()
 	if len(w.pending) == 0 {
 		w.mu.Unlock()
@@ -426,7 +467,7 @@ func (w *soak) accept(ctx context.Context, _ int) error {
 	if err := w.svc.admin.QueryRow(ctx, `INSERT INTO auth.users (email, display_name, email_verified) VALUES ($1, 'invitee', true) RETURNING id::text`, email).Scan(&id); err != nil {
 		return err
 	}
-	if err := w.action(ctx, "acceptInvitation", map[string]any{"token": tok}, user(id), nil); err != nil {
+	if err := w.action(ctx, w.replica(i), "acceptInvitation", map[string]any{"token": tok}, user(id), nil); err != nil {
 		return err
 	}
 	w.accepted.Add(1)
@@ -439,7 +480,7 @@ func (w *soak) createTenant(ctx context.Context, i int) error {
 		fmt.Sprintf("soak-founder-%d@example.com", i)).Scan(&id); err != nil {
 		return err
 	}
-	if err := w.action(ctx, "createTenant", map[string]any{"name": "Soak", "slug": fmt.Sprintf("soak-%d", i)}, user(id), nil); err != nil {
+	if err := w.action(ctx, w.replica(i), "createTenant", map[string]any{"name": "Soak", "slug": fmt.Sprintf("soak-%d", i)}, user(id), nil); err != nil {
 		return err
 	}
 	w.created.Add(1)
@@ -448,17 +489,33 @@ func (w *soak) createTenant(ctx context.Context, i int) error {
 
 // verify compares the database with what the service acknowledged.
 func (w *soak) verify(ctx context.Context) {
-	var usage float64
+	var usage, apiCalls float64
 	var invitees, tenants, emails int
 	if err := w.svc.admin.QueryRow(ctx, `SELECT
 		(SELECT coalesce(sum(quantity), 0) FROM billing_usage WHERE metric = 'emails_sent'),
+		(SELECT coalesce(sum(quantity), 0) FROM billing_usage WHERE metric = 'api_calls'),
 		(SELECT count(*) FROM tenant_users m JOIN auth.users u ON u.id = m.user_id WHERE u.email LIKE 'soak-invitee-%'),
-		(SELECT count(*) FROM tenants WHERE slug LIKE 'soak-%')`).Scan(&usage, &invitees, &tenants); err != nil {
+		(SELECT count(*) FROM tenants WHERE slug LIKE 'soak-%')`).Scan(&usage, &apiCalls, &invitees, &tenants); err != nil {
 		w.b.Fatal(err)
 	}
-	emails = len(w.smtp.Messages())
-	w.b.Logf("soak totals: %d usage events, %d invitations emailed (%d emails), %d accepted, %d tenants created",
-		w.recorded.Load(), w.invited.Load(), emails, w.accepted.Load(), w.created.Load())
+	msgs := w.smtp.Messages()
+	emails = len(msgs)
+	ids := map[string]bool{}
+	for _, m := range msgs {
+		d, err := m.Decode()
+		if err != nil {
+			w.b.Fatal(err)
+		}
+		if id := d.Header.Get("Message-Id"); ids[id] {
+			w.b.Errorf("Message-ID %s sent twice", id)
+		}
+		ids[d.Header.Get("Message-Id")] = true
+	}
+	w.b.Logf("soak totals: %d usage events, %v API calls metered, %d invitations emailed (%d emails), %d accepted, %d tenants created",
+		w.recorded.Load(), apiCalls, w.invited.Load(), emails, w.accepted.Load(), w.created.Load())
+	if apiCalls != float64(w.metered.Load()) {
+		w.b.Errorf("api_calls: metered %v, successful calls naming a member's tenant %d", apiCalls, w.metered.Load())
+	}
 	if usage != float64(w.recorded.Load()) {
 		w.b.Errorf("usage: stored %v, acknowledged %d", usage, w.recorded.Load())
 	}
