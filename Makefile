@@ -25,12 +25,12 @@ race: ## the tests under the race detector
 build: ## build bin/tenantkit
 	$(GO) build -o bin/tenantkit ./cmd/tenantkit
 
-generate: ## regenerate gqlgen code (graph/)
+generate: ## regenerate gqlgen code (graph/) and the Hasura permission rules (hasura/metadata)
 	$(GO) generate ./...
 
 check-generate: generate ## fail when committed generated code is stale
-	@git diff --exit-code -- graph gqlgen.yml >/dev/null || { git diff --stat -- graph; echo "generated code is stale: run make generate and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- graph)" || { git status --porcelain -- graph; echo "untracked generated files: run make generate and commit"; exit 1; }
+	@git diff --exit-code -- graph gqlgen.yml hasura/metadata >/dev/null || { git diff --stat -- graph hasura/metadata; echo "generated code is stale: run make generate and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- graph hasura/metadata)" || { git status --porcelain -- graph hasura/metadata; echo "untracked generated files: run make generate and commit"; exit 1; }
 
 bench: ## every benchmark, and the table of figures, baselines and targets (about 6 minutes)
 	scripts/bench.sh
