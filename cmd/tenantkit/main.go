@@ -51,6 +51,7 @@ commands:
   plans sync                     link every active plan to a Stripe product and price (idempotent)
   usage report                   push each subscription's api_calls total to Stripe (idempotent)
   healthcheck                    exit 0 when the local service is ready (for container health checks)
+  scaffold table NAME [flags]    write a migration and Hasura metadata for a new tenant-owned table
   smoke --hasura-url URL --admin-secret S [--mailpit-url URL]
                                  drive a running stack through Hasura; one PASS/FAIL line per step
 `
@@ -151,6 +152,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return nil
 	case "healthcheck":
 		return healthcheck(ctx, os.Getenv("LISTEN_ADDR"))
+	case "scaffold":
+		return scaffoldCommand(args[1:], stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -12,7 +12,7 @@
 // (system paths only).
 package hasurarules
 
-//go:generate go run ./generate ../../hasura/metadata/databases/default/tables
+//go:generate go run ./generate ../../hasura/metadata/databases/default/tables ../../hasura/tenant_tables.yaml
 
 import (
 	"bytes"
@@ -189,6 +189,19 @@ func Files() []File {
 				"interval", "features", "limits", "sort_order"), "filter", m{})),
 		)},
 	}
+}
+
+// AllFiles returns Files and the files of the scaffolded tables listed in specPath.
+func AllFiles(specPath string) ([]File, error) {
+	list, err := LoadScaffolded(specPath)
+	if err != nil {
+		return nil, err
+	}
+	files := Files()
+	for _, s := range list {
+		files = append(files, s.File())
+	}
+	return files, nil
 }
 
 // Render returns the file's content: doc, followed by the event triggers of the file as it is in

@@ -285,7 +285,7 @@ func TestHasuraPermissionsAreAudited(t *testing.T) {
 	t.Parallel()
 	_, admin := setup(t)
 	ctx := context.Background()
-	meta, cat, rules := userRules(ctx, t, admin)
+	meta, cat, rules := userRules(ctx, t, admin, "../../hasura/metadata")
 
 	invitationDelete := func(inviteeRole, callerRole tenantkit.Role) hasuraScenario {
 		return hasuraScenario{fmt.Sprintf("%s deletes a %s invitation", callerRole, inviteeRole),

@@ -131,16 +131,16 @@ func TestDistributableByTenant(t *testing.T) {
 		t.Parallel()
 		broken := connect(t, pgtest.NewDB(t))
 		for _, sql := range []string{
-			`CREATE TABLE public.notes (id uuid PRIMARY KEY, tenant_id uuid REFERENCES tenants (id),
+			`CREATE TABLE public.lint_notes (id uuid PRIMARY KEY, tenant_id uuid REFERENCES tenants (id),
 				project_id uuid, UNIQUE (tenant_id, id))`,
-			`CREATE TABLE public.note_links (tenant_id uuid NOT NULL, note_id uuid,
-				FOREIGN KEY (tenant_id, note_id) REFERENCES notes (tenant_id, id))`,
-			`CREATE TABLE public.crossed (note_tenant uuid NOT NULL, tenant_id uuid NOT NULL, note_id uuid,
-				FOREIGN KEY (note_tenant, note_id) REFERENCES notes (tenant_id, id))`,
-			`CREATE TABLE public.tags (id int PRIMARY KEY, project_tenant uuid, project_id uuid,
+			`CREATE TABLE public.lint_note_links (tenant_id uuid NOT NULL, note_id uuid,
+				FOREIGN KEY (tenant_id, note_id) REFERENCES lint_notes (tenant_id, id))`,
+			`CREATE TABLE public.lint_crossed (note_tenant uuid NOT NULL, tenant_id uuid NOT NULL, note_id uuid,
+				FOREIGN KEY (note_tenant, note_id) REFERENCES lint_notes (tenant_id, id))`,
+			`CREATE TABLE public.lint_tags (id int PRIMARY KEY, project_tenant uuid, project_id uuid,
 				FOREIGN KEY (project_tenant, project_id) REFERENCES projects (tenant_id, id))`,
 			`CREATE UNIQUE INDEX projects_name_key ON projects (name)`,
-			`CREATE TABLE public.mailings (tenant_id uuid NOT NULL, id uuid,
+			`CREATE TABLE public.lint_mailings (tenant_id uuid NOT NULL, id uuid,
 				PRIMARY KEY (tenant_id, id), outbox_id uuid REFERENCES tenantkit.email_outbox (id))`,
 		} {
 			if _, err := broken.Exec(ctx, sql); err != nil {
@@ -148,12 +148,12 @@ func TestDistributableByTenant(t *testing.T) {
 			}
 		}
 		want := []string{
-			"public.crossed: foreign key crossed_note_tenant_note_id_fkey to public.notes does not pair tenant_id with tenant_id",
-			"public.mailings: foreign key mailings_outbox_id_fkey from a distributed table to a local table",
-			"public.notes: tenant_id is nullable",
-			"public.notes: unique key (id) lacks tenant_id",
+			"public.lint_crossed: foreign key lint_crossed_note_tenant_note_id_fkey to public.lint_notes does not pair tenant_id with tenant_id",
+			"public.lint_mailings: foreign key lint_mailings_outbox_id_fkey from a distributed table to a local table",
+			"public.lint_notes: tenant_id is nullable",
+			"public.lint_notes: unique key (id) lacks tenant_id",
+			"public.lint_tags: foreign key lint_tags_project_tenant_project_id_fkey from a reference table to a distributed table",
 			"public.projects: unique key (name) lacks tenant_id",
-			"public.tags: foreign key tags_project_tenant_project_id_fkey from a reference table to a distributed table",
 		}
 		if got := lintDistribution(ctx, broken); !slices.Equal(got, want) {
 			t.Errorf("offenders:\n got  %q\n want %q", got, want)

@@ -14,7 +14,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantkit/tenantkit/internal/hasurarules"
 	"github.com/tenantkit/tenantkit/internal/hasuratest"
+	"github.com/tenantkit/tenantkit/internal/postgres"
 )
 
 // serviceOnly are the commands Hasura's `user` role is deliberately not given although RLS lets
@@ -39,7 +41,39 @@ func TestHasuraRulesEqualRLS(t *testing.T) {
 	ctx := context.Background()
 	w.load(ctx, t, admin)
 
-	meta, cat, rules := userRules(ctx, t, admin)
+	// The built-in tables and those made by `tenantkit scaffold table` (hasura/tenant_tables.yaml).
+	scaffolded, err := hasurarules.LoadScaffolded("../../" + hasurarules.SpecFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	walls := newWalls(ctx, t, admin, "../../hasura/metadata", s)
+	checked := walls.compare(ctx, t, db, admin, w, append(tables(), scaffoldedTables(ctx, t, admin, w, scaffolded)...))
+	// Inserts: the built-in table Hasura's user role inserts into, and the scaffolded ones.
+	checked += walls.compareInserts(ctx, t, db, admin, w, "projects", func(tn, id, u string) string {
+		return fmt.Sprintf("INSERT INTO projects (tenant_id, id, name, owner_id) VALUES ('%s', '%s', 'new', '%s')", tn, id, u)
+	})
+	for _, sc := range scaffolded {
+		checked += walls.compareInserts(ctx, t, db, admin, w, sc.Name, func(tn, id, _ string) string {
+			return fmt.Sprintf("INSERT INTO %s (tenant_id, id, name) VALUES ('%s', '%s', 'new')", sc.Name, tn, id)
+		})
+	}
+	if checked < 120*5 {
+		t.Fatalf("only %d user×table×command comparisons: the walls were not really compared", checked)
+	}
+	t.Logf("seed %d: %d comparisons of Hasura's rules with RLS", s, checked)
+}
+
+// walls holds Hasura's compiled view of the metadata for the comparisons.
+type walls struct {
+	seed    uint64
+	meta    *hasuratest.Metadata
+	cat     *hasuratest.PGCatalog
+	byTable map[string]map[string]hasuratest.Rule
+}
+
+func newWalls(ctx context.Context, t *testing.T, admin *pgxpool.Pool, metaDir string, seed uint64) *walls {
+	t.Helper()
+	meta, cat, rules := userRules(ctx, t, admin, metaDir)
 	byTable := map[string]map[string]hasuratest.Rule{}
 	for _, r := range rules {
 		if byTable[r.Table] == nil {
@@ -47,9 +81,19 @@ func TestHasuraRulesEqualRLS(t *testing.T) {
 		}
 		byTable[r.Table][r.Command] = r
 	}
+	return &walls{seed, meta, cat, byTable}
+}
+
+// compare checks, for every user of w and every table of tbs that Hasura tracks, that the rows
+// Hasura's `user` rules select, update (filter and check) and delete — compiled to SQL and run
+// without RLS, as Hasura runs them — are exactly the rows RLS lets tenantkit_app select, update
+// and delete under the same session. It returns the number of comparisons.
+func (wl *walls) compare(ctx context.Context, t *testing.T, db *postgres.DB, admin *pgxpool.Pool, w *world, tbs []table) int {
+	t.Helper()
+	s := wl.seed
 	var checked int
-	for _, tb := range tables() {
-		cmds, tracked := byTable[tb.name]
+	for _, tb := range tbs {
+		cmds, tracked := wl.byTable[tb.name]
 		if !tracked {
 			continue // tenantkit.* tables are not tracked by Hasura
 		}
@@ -59,7 +103,7 @@ func TestHasuraRulesEqualRLS(t *testing.T) {
 			hasura := func(conds ...map[string]any) []string {
 				where, args := "true", []any{}
 				for _, c := range conds {
-					sql, a, err := meta.SQL("public", tb.name, "t", c, session, len(args)+1, cat)
+					sql, a, err := wl.meta.SQL("public", tb.name, "t", c, session, len(args)+1, wl.cat)
 					if err != nil {
 						t.Fatalf("%s: compile %v: %v", tb.name, c, err)
 					}
@@ -121,42 +165,48 @@ func TestHasuraRulesEqualRLS(t *testing.T) {
 				if !slices.Equal(got, want) {
 					t.Errorf("seed %d (TENANTKIT_SEED=%d): user %s, %s on %s: RLS allows %d rows, Hasura %d\n  only RLS: %v\n  only Hasura: %v",
 						s, s, u, cmd, tb.name, len(got), len(want), minus(got, want), minus(want, got))
-					return
+					return checked
 				}
 			}
 		}
 	}
-	// Inserts: the one table Hasura's user role inserts into. For a sample of users and every
-	// tenant, Hasura's check on the new row (with its owner_id preset) must accept exactly the
-	// inserts RLS accepts.
-	ins := byTable["projects"]["insert"]
+	return checked
+}
+
+// compareInserts checks, for a sample of users and every tenant, that Hasura's insert check on
+// table accepts exactly the rows RLS accepts; insert returns the INSERT of one row.
+func (wl *walls) compareInserts(ctx context.Context, t *testing.T, db *postgres.DB, admin *pgxpool.Pool, w *world,
+	table string, insert func(tenant, id, user string) string) int {
+	t.Helper()
+	ins := wl.byTable[table]["insert"]
 	if !ins.Allowed {
-		t.Fatal("projects has no insert permission for role user")
+		t.Fatalf("%s has no insert permission for role user", table)
 	}
+	checked := 0
 	for i, u := range w.users {
 		if i%4 != 0 {
 			continue
 		}
 		session := map[string]string{"x-hasura-role": "user", "x-hasura-user-id": u}
-		check, args, err := meta.SQL("public", "projects", "t", ins.Check, session, 2, cat)
+		check, args, err := wl.meta.SQL("public", table, "t", ins.Check, session, 2, wl.cat)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, tn := range w.tenants {
 			id := uuid.NewString()
-			insert := fmt.Sprintf("INSERT INTO projects (tenant_id, id, name, owner_id) VALUES ('%s', '%s', 'new', '%s')", tn, id, u)
+			sql := insert(tn, id, u)
 			var rlsResult string
 			if err := asUser(ctx, db, u, func(tx pgx.Tx) error {
-				return tx.QueryRow(ctx, "SELECT public.tk_try($1)", insert).Scan(&rlsResult)
+				return tx.QueryRow(ctx, "SELECT public.tk_try($1)", sql).Scan(&rlsResult)
 			}); err != nil {
 				t.Fatal(err)
 			}
 			var hasuraOK bool
 			err := pgx.BeginFunc(ctx, admin, func(tx pgx.Tx) error {
-				if _, err := tx.Exec(ctx, insert); err != nil {
+				if _, err := tx.Exec(ctx, sql); err != nil {
 					return err
 				}
-				if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM projects t WHERE t.id = $1 AND ("+check+"))",
+				if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+table+" t WHERE t.id = $1 AND ("+check+"))",
 					append([]any{id}, args...)...).Scan(&hasuraOK); err != nil {
 					return err
 				}
@@ -167,15 +217,12 @@ func TestHasuraRulesEqualRLS(t *testing.T) {
 			}
 			checked++
 			if hasuraOK != (rlsResult == "ok:1") {
-				t.Errorf("seed %d: user %s inserting a project into %s: RLS %s, Hasura allowed=%v", s, u, tn, rlsResult, hasuraOK)
-				return
+				t.Errorf("seed %d: user %s inserting into %s of %s: RLS %s, Hasura allowed=%v", wl.seed, u, table, tn, rlsResult, hasuraOK)
+				return checked
 			}
 		}
 	}
-	if checked < 120*5 {
-		t.Fatalf("only %d user×table×command comparisons: the walls were not really compared", checked)
-	}
-	t.Logf("seed %d: %d comparisons of Hasura's rules with RLS", s, checked)
+	return checked
 }
 
 // TestMetadataMatchesDatabase: every table Hasura tracks exists in the migrated database, every
@@ -185,7 +232,7 @@ func TestMetadataMatchesDatabase(t *testing.T) {
 	t.Parallel()
 	_, admin := setup(t)
 	ctx := context.Background()
-	meta, cat, rules := userRules(ctx, t, admin)
+	meta, cat, rules := userRules(ctx, t, admin, "../../hasura/metadata")
 	tablesSeen := map[string]bool{}
 	for _, r := range rules {
 		q := r.Schema + "." + r.Table
@@ -239,10 +286,10 @@ func TestMetadataMatchesDatabase(t *testing.T) {
 	}
 }
 
-// userRules loads hasura/metadata, the migrated database's catalog, and the `user` role's rules.
-func userRules(ctx context.Context, t *testing.T, admin *pgxpool.Pool) (*hasuratest.Metadata, *hasuratest.PGCatalog, []hasuratest.Rule) {
+// userRules loads the metadata in dir (hasura/metadata), the migrated database's catalog, and the `user` role's rules.
+func userRules(ctx context.Context, t *testing.T, admin *pgxpool.Pool, dir string) (*hasuratest.Metadata, *hasuratest.PGCatalog, []hasuratest.Rule) {
 	t.Helper()
-	meta, err := hasuratest.Load("../../hasura/metadata")
+	meta, err := hasuratest.Load(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
