@@ -1,0 +1,49 @@
+package main
+
+import (
+	"io"
+	"os"
+
+	"github.com/rs/zerolog"
+)
+
+// The values of LOG_FORMAT.
+const (
+	logConsole = "console"
+	logJSON    = "json"
+)
+
+// logFormat resolves LOG_FORMAT for the writer the logs go to: the format asked for, or, unset,
+// console when out is a terminal (a person reads it) and json otherwise (a collector reads it).
+func logFormat(format string, out io.Writer) string {
+	if format != "" {
+		return format
+	}
+	if isTerminal(out) {
+		return logConsole
+	}
+	return logJSON
+}
+
+// isTerminal reports whether w is a character device such as a terminal (not a file, pipe or
+// buffer).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// newLogger is the service's logger on out: JSON lines, or with format console zerolog's
+// ConsoleWriter (time, level, message, then key=value fields), colored on a terminal unless
+// NO_COLOR is set, and without the service field every JSON line carries.
+func newLogger(out io.Writer, format string, level zerolog.Level) zerolog.Logger {
+	w := out
+	if format == logConsole {
+		w = zerolog.ConsoleWriter{Out: out, TimeFormat: "15:04:05.000", NoColor: !isTerminal(out),
+			FieldsExclude: []string{"service"}}
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Str("service", "tenantkit").Logger()
+}
