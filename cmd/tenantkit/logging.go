@@ -4,6 +4,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
 )
 
@@ -25,15 +26,10 @@ func logFormat(format string, out io.Writer) string {
 	return logJSON
 }
 
-// isTerminal reports whether w is a character device such as a terminal (not a file, pipe or
-// buffer).
+// isTerminal reports whether w is a terminal (not a file, pipe, /dev/null or buffer).
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	return ok && isatty.IsTerminal(f.Fd())
 }
 
 // newLogger is the service's logger on out: JSON lines, or with format console zerolog's
