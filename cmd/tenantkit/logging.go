@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"os"
+	"time"
 
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
@@ -38,7 +39,7 @@ func isTerminal(w io.Writer) bool {
 func newLogger(out io.Writer, format string, level zerolog.Level) zerolog.Logger {
 	w := out
 	if format == logConsole {
-		w = zerolog.ConsoleWriter{Out: out, TimeFormat: "15:04:05.000", NoColor: !isTerminal(out),
+		w = zerolog.ConsoleWriter{Out: out, TimeFormat: time.TimeOnly, NoColor: !isTerminal(out),
 			FieldsExclude: []string{"service"}}
 	}
 	return zerolog.New(w).Level(level).With().Timestamp().Str("service", "tenantkit").Logger()
