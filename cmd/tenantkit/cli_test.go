@@ -117,9 +117,7 @@ func TestServeHelpListsEveryVariable(t *testing.T) {
 	_, _ = LoadConfig(func(k string) string { read[k] = true; return validEnv()(k) })
 	var listed []string
 	for _, v := range serveVars {
-		for _, name := range strings.Split(v.name, ", ") {
-			listed = append(listed, name)
-		}
+		listed = append(listed, strings.Split(v.name, ", ")...)
 	}
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {

@@ -204,7 +204,7 @@ func (d *devGraphQL) graphql(w http.ResponseWriter, r *http.Request) {
 		writeErrors(w, hasuraGQLError("unexpected", "$", "the schema of role %s: %v", role, err))
 		return
 	}
-	doc, errs := gqlparser.LoadQuery(schema, req.Query)
+	doc, errs := gqlparser.LoadQueryWithRules(schema, req.Query, nil)
 	if len(errs) > 0 {
 		var out []gqlError
 		for _, e := range errs {

@@ -153,7 +153,7 @@ func validate(s *gqlast.Schema, op string) string {
 	if err != nil {
 		return err.Error()
 	}
-	if errs := validator.Validate(s, doc); len(errs) > 0 {
+	if errs := validator.ValidateWithRules(s, doc, nil); len(errs) > 0 {
 		return errs.Error()
 	}
 	return ""
