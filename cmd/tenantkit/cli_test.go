@@ -294,3 +294,15 @@ func TestUnreachableDatabase(t *testing.T) {
 		}
 	}
 }
+
+// TestDevListensOnLoopback: with the development secrets, neither the service nor the stand-in for
+// Hasura listens beyond this machine unless told to.
+func TestDevListensOnLoopback(t *testing.T) {
+	t.Parallel()
+	for name, addr := range map[string]string{"LISTEN_ADDR": devDefaults["LISTEN_ADDR"], "DEV_HASURA_ADDR": devHasuraAddr} {
+		host, _, err := net.SplitHostPort(addr)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			t.Errorf("dev's default %s is %q, not a loopback address", name, addr)
+		}
+	}
+}
