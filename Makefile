@@ -7,10 +7,14 @@ GO ?= go
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-run: ## run the service: find or start PostgreSQL, migrate, serve on :8081 with development defaults
-	$(GO) run ./cmd/tenantkit dev
+run: ## build bin/tenantkit and run `tenantkit dev`: find or start PostgreSQL, migrate, serve on 127.0.0.1:8081
+	@echo "make run: building bin/tenantkit (the first build on a cold cache takes a few minutes)"
+	$(GO) build -o bin/tenantkit ./cmd/tenantkit
+	@echo "make run: starting bin/tenantkit dev (Ctrl-C or SIGTERM stops it)"
+	exec bin/tenantkit dev
 
 test: ## run every test against a real PostgreSQL (vet, gofmt, go test)
+	@echo "make test: go vet, gofmt, then go test (the first run on a cold cache compiles for a few minutes)"
 	$(GO) vet ./...
 	@unformatted="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi

@@ -31,7 +31,7 @@ fi
 echo "fuzz: $(wc -l <<<"$targets") target(s), $fuzztime each, $parallel worker(s); logs in $logs"
 
 # deadline_race LOG TARGET: the run failed only with "context deadline exceeded" at the end of
-# FUZZTIME and wrote no failing input: the race of Go's fuzzing coordinator Go issue 75804
+# FUZZTIME and wrote no failing input: the race of Go's fuzzing coordinator https://go.dev/issue/75804
 # (fixed in Go 1.27), not a failure of the target.
 deadline_race() {
 	! grep -q 'Failing input written' "$1" &&
@@ -48,7 +48,7 @@ while read -r pkg name; do
 	go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" -fuzzminimizetime "$minimize" \
 		-parallel "$parallel" "./$pkg" </dev/null >"$log" 2>&1 || result=FAIL
 	if [ "$result" = FAIL ] && deadline_race "$log" "$name"; then
-		result="ok (Go issue 75804 at the deadline)"
+		result="ok (https://go.dev/issue/75804 at the deadline)"
 	fi
 	# The last progress line: "fuzz: elapsed: 30s, execs: 123456 (4100/sec), new interesting: 3 (total: 40)".
 	execs=$(grep -Eo 'execs: [0-9]+' "$log" | tail -n 1 | cut -d' ' -f2 || true)

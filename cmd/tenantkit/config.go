@@ -49,6 +49,9 @@ type Config struct {
 	InvitationSendsPerHour int
 	// INVITATION_RESENDS_PER_DAY, optional (1 to 1000; default 5): resends of one invitation per day.
 	InvitationResendsPerDay int
+	// LOG_FORMAT, optional: console (readable lines) or json; unset: console when the log output
+	// is a terminal, json otherwise.
+	LogFormat string
 }
 
 // planKey is the form of subscription_plans.key.
@@ -206,6 +209,11 @@ func loadConfig(getenv func(string) string, dev bool) (Config, error) {
 		problems = append(problems, "LOG_LEVEL must be one of trace, debug, info, warn, error")
 	}
 	c.LogLevel = lvl
+	switch c.LogFormat = getenv("LOG_FORMAT"); c.LogFormat {
+	case "", logConsole, logJSON:
+	default:
+		problems = append(problems, "LOG_FORMAT must be console or json (unset: console on a terminal, json otherwise)")
+	}
 	if len(problems) > 0 {
 		return c, fmt.Errorf("config: %s", strings.Join(problems, "\nconfig: "))
 	}

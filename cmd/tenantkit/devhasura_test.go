@@ -65,7 +65,7 @@ func TestDevStandsInForHasuraEvents(t *testing.T) {
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	served := make(chan error, 1)
-	go func() { served <- serveWith(runCtx, cfg, &out, events) }()
+	go func() { served <- serveWith(runCtx, cfg, &out, &devMode{events: events}) }()
 	base := ""
 	for deadline := time.Now().Add(10 * time.Second); base == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if m := regexp.MustCompile(`"addr":"(http://[^"]+)"`).FindStringSubmatch(out.String()); m != nil {

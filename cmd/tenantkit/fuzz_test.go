@@ -1,6 +1,6 @@
 package main
 
-// Fuzz targets for the HTTP entry points that take hostile input (issue 7): Hasura actions, Hasura
+// Fuzz targets for the HTTP entry points that take hostile input: Hasura actions, Hasura
 // event triggers and Stripe webhooks, each served by the whole service's routes (shared-secret
 // guard, body limit, request log, metrics) in process, against a real database. Invariants: no
 // panic, no 5xx, every refusal in the caller's error shape with a documented code and status, and a

@@ -4,8 +4,10 @@
 //	tenantkit migrate up|down|reset|status
 //	tenantkit dev                        find or start a local PostgreSQL, migrate, and serve with
 //	                                     development defaults (the README's run command)
+//	tenantkit dev token|user             development JWTs and users
 //
-// Configuration comes from the environment; see README "Configuration".
+// and the others `tenantkit help` lists. Configuration comes from the environment; `tenantkit
+// <command> --help` lists a command's flags and variables (README "Configuration").
 package main
 
 import (
@@ -46,6 +48,8 @@ commands:
   serve                          run the service (configuration from the environment)
   migrate up|down|reset|status   apply or inspect database migrations (DATABASE_URL)
   dev                            development: find or start PostgreSQL, migrate, serve with defaults
+  dev token --user ID [--role R] print a development JWT Hasura accepts (HASURA_GRAPHQL_JWT_SECRET)
+  dev user EMAIL                 ask a running dev for a user with this verified email; print its id
   hasura grant                   let tenantkit's roles run Hasura's event triggers (DATABASE_URL of
                                  Hasura's database user; after Hasura's first start and upgrades)
   plans sync                     link every active plan to a Stripe product and price (idempotent)
@@ -84,8 +88,14 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprint(stdout, usage)
 		return errors.New("no command")
 	}
+	if name, ok := helpRequest(args); ok {
+		return printHelp(stdout, name) // before any configuration check
+	}
 	switch args[0] {
 	case "serve":
+		if len(args) > 1 {
+			return fmt.Errorf("serve takes no arguments (configuration comes from the environment: tenantkit serve --help)")
+		}
 		cfg, err := LoadConfig(os.Getenv)
 		if err != nil {
 			return err
@@ -126,6 +136,15 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintln(stdout, "hasura: tenantkit_app and tenantkit_system may run Hasura's event triggers:\n"+postgres.HasuraGrants)
 		return nil
 	case "dev":
+		if len(args) > 1 {
+			switch args[1] {
+			case "token":
+				return devToken(args[2:], os.Getenv, stdout)
+			case "user":
+				return devUser(ctx, args[2:], os.Getenv, stdout)
+			}
+			return fmt.Errorf("dev: unknown subcommand %q (dev, dev token, dev user; tenantkit dev --help)", args[1])
+		}
 		return dev(ctx, stdout)
 	case "plans":
 		if len(args) != 2 || args[1] != "sync" {
@@ -140,11 +159,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	case "smoke":
 		fs := flag.NewFlagSet("smoke", flag.ContinueOnError)
 		check := &smoke.Check{Out: stdout}
-		fs.StringVar(&check.HasuraURL, "hasura-url", "http://localhost:8080", "Hasura's base URL")
-		fs.StringVar(&check.AdminSecret, "admin-secret", os.Getenv("HASURA_GRAPHQL_ADMIN_SECRET"), "Hasura's admin secret")
-		fs.StringVar(&check.MailpitURL, "mailpit-url", "", "mailpit's base URL, to read and accept the invitation (optional)")
+		smokeFlags(fs, check)
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
+		}
+		if check.AdminSecret == "" {
+			check.AdminSecret = os.Getenv("HASURA_GRAPHQL_ADMIN_SECRET")
 		}
 		if n := check.Run(ctx); n > 0 {
 			return fmt.Errorf("smoke: %d step(s) failed", n)
@@ -170,8 +190,8 @@ type Main struct {
 	HTTP   *server.Server
 	Meter  *billing.Meter
 	Outbox *outbox.Sender
-	// Console, when set (tenantkit dev), also gets logged emails as plain text (links on their own
-	// lines).
+	// Console, when set (tenantkit dev, console logs), gets logged emails as plain text (links on
+	// their own lines).
 	Console io.Writer
 
 	stopMeter func() // stops the meter (after its final flush) and the outbox sender
@@ -262,16 +282,41 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 	return serveWith(ctx, cfg, stdout, nil)
 }
 
-// serveWith is serve; with events (tenantkit dev), emails logged are also printed as plain text
-// and events stands in for Hasura's event delivery.
-func serveWith(ctx context.Context, cfg Config, stdout io.Writer, events *devEvents) error {
-	log := zerolog.New(stdout).Level(cfg.LogLevel).With().Timestamp().Str("service", "tenantkit").Logger()
+// devMode is what tenantkit dev adds to serve: stand-ins for Hasura's event delivery and for its
+// GraphQL endpoint.
+type devMode struct {
+	events *devEvents // nil when the database's own Hasura delivers the events
+	// hasuraAddr is where the stand-in for Hasura's GraphQL endpoint listens ("" for none); it
+	// reads the metadata in metadataDir and the database at dbURL.
+	hasuraAddr, dbURL, metadataDir string
+	getenv                         func(string) string
+}
+
+// serveWith is serve; with dev (tenantkit dev), it also runs dev's stand-ins for Hasura. With dev
+// or console logs, emails logged (SMTP_URL unset) are printed as plain text.
+func serveWith(ctx context.Context, cfg Config, stdout io.Writer, dev *devMode) error {
+	format := logFormat(cfg.LogFormat, stdout)
+	log := newLogger(stdout, format, cfg.LogLevel)
 	m := &Main{Config: cfg, Log: log}
-	if events != nil {
-		m.Console = stdout
+	if dev != nil || format == logConsole {
+		m.Console = stdout // emails as plain text, links on lines of their own
 	}
 	if err := m.Open(ctx); err != nil {
 		return err
+	}
+	var events *devEvents
+	if dev != nil {
+		events = dev.events
+	}
+	if dev != nil && dev.hasuraAddr != "" {
+		gql, err := startDevGraphQL(ctx, dev.hasuraAddr, dev.dbURL, dev.metadataDir, m.HTTP.URL(), cfg.Secret, dev.getenv, log)
+		if err != nil {
+			_ = m.Close()
+			return err
+		}
+		defer gql.close()
+		log.Warn().Str("url", gql.URL()+"/v1/graphql").
+			Msg("development: standing in for Hasura's GraphQL endpoint (actions and remote schema; users: tenantkit dev user EMAIL, tokens: tenantkit dev token --user ID)")
 	}
 	if events != nil {
 		log.Warn().Strs("triggers", events.names).Str("schema", devEventSchema).
@@ -309,7 +354,7 @@ func serveWith(ctx context.Context, cfg Config, stdout io.Writer, events *devEve
 var devDefaults = map[string]string{
 	"TENANTKIT_SECRET": "dev-secret-change-me",
 	"APP_URL":          "http://localhost:3000",
-	"LISTEN_ADDR":      ":8081",
+	"LISTEN_ADDR":      "127.0.0.1:8081", // development secrets: never on every interface
 }
 
 // dev finds a PostgreSQL (DATABASE_URL, the local server, or a throwaway cluster under .dev/),
@@ -359,7 +404,15 @@ func dev(ctx context.Context, stdout io.Writer) error {
 			}
 		}()
 	}
-	return serveWith(ctx, cfg, stdout, events)
+	hasuraAddr := os.Getenv("DEV_HASURA_ADDR")
+	if hasuraAddr == "" {
+		hasuraAddr = devHasuraAddr
+	}
+	if _, err := os.Stat(devMetadataDir() + "/databases"); err != nil {
+		hasuraAddr = "" // said above: no metadata, no stand-in
+	}
+	return serveWith(ctx, cfg, stdout, &devMode{events: events, hasuraAddr: hasuraAddr, dbURL: dbURL,
+		metadataDir: devMetadataDir(), getenv: os.Getenv})
 }
 
 // devAppLogin is the user pool's login role `tenantkit dev` makes, so that development runs with
@@ -425,7 +478,6 @@ func ensureDatabase(ctx context.Context, adminURL, name string) (string, error) 
 	return pglocal.WithDatabase(adminURL, name)
 }
 
-// mailer adapts the mail package to the domain's Mailer.
 // billingCommand opens what the billing commands need (DATABASE_URL, STRIPE_SECRET_KEY,
 // STRIPE_API_URL) and runs fn.
 func billingCommand(ctx context.Context, getenv func(string) string, fn func(*billing.Service) error) error {

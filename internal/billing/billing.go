@@ -1,6 +1,6 @@
-// Package billing is the domain of plans, usage metering and SaaS metrics (and, next, Stripe
-// subscriptions): validation and the rules of who may see and report what, over a Store that
-// persists them under RLS or on the explicit system path.
+// Package billing is the domain of plans, Stripe subscriptions, usage metering and SaaS metrics:
+// validation and the rules of who may see and report what, over a Store that persists them under
+// RLS or on the explicit system path.
 package billing
 
 import (

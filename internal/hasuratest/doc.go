@@ -79,6 +79,11 @@
 // strings (or !include tags), each relative to the including file's directory
 // (cli/internal/metadataobject/sources/yaml.go resolveTags).
 //
+// GraphQL schema (schema.go): Metadata.Schema builds the schema Hasura exposes to a role — tracked
+// tables' permitted columns, relationships and mutations, actions, the remote schema's permitted
+// SDL — from the metadata and the database's catalog (LoadDBCatalog), for validating the GraphQL a
+// frontend sends (examples/) and for tenantkit dev's stand-in for Hasura's GraphQL endpoint.
+//
 // Not emulated: request/response transforms (calls to such actions and triggers are refused),
 // inherited roles, remote schema permissions, async action polling, Hasura's re-rendering of
 // remote schema queries.

@@ -147,6 +147,11 @@ type RemoteSchema struct {
 	ForwardClientHeaders bool
 	TimeoutSeconds       int
 	Comment              string
+	// Permissions are the schemas each role may see (role → SDL), from permissions[].definition.
+	Permissions map[string]string
+	// Customized is set when the entry has a customization (type and field prefixes), which this
+	// package does not emulate.
+	Customized bool
 }
 
 // ---- raw (file) shapes; decoded strictly so that a misspelt key is an error ----
@@ -772,6 +777,31 @@ func (m *Metadata) loadRemoteSchemas() error {
 		}
 		if d.TimeoutSeconds != nil {
 			rs.TimeoutSeconds = *d.TimeoutSeconds
+		}
+		rs.Customized = len(d.Customization) > 0 && string(d.Customization) != "null"
+		if len(r.Permissions) > 0 && string(r.Permissions) != "null" {
+			var perms []struct {
+				Role       string `json:"role"`
+				Definition struct {
+					Schema string `json:"schema"`
+				} `json:"definition"`
+				Comment string `json:"comment"`
+			}
+			dec := json.NewDecoder(bytes.NewReader(r.Permissions))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&perms); err != nil {
+				return fmt.Errorf("remote_schemas.yaml: %s: permissions: %w", rs.Name, err)
+			}
+			rs.Permissions = map[string]string{}
+			for _, p := range perms {
+				if p.Role == "" || p.Definition.Schema == "" {
+					return fmt.Errorf("remote_schemas.yaml: %s: a permission without role or schema", rs.Name)
+				}
+				if _, dup := rs.Permissions[p.Role]; dup {
+					return fmt.Errorf("remote_schemas.yaml: %s: role %q has two permissions", rs.Name, p.Role)
+				}
+				rs.Permissions[p.Role] = p.Definition.Schema
+			}
 		}
 		if rs.Headers, err = convertHeaders(d.Headers); err != nil {
 			return fmt.Errorf("remote_schemas.yaml: %s: %w", rs.Name, err)

@@ -94,6 +94,12 @@ type Rule struct {
 	// BackendOnly is the permission's backend_only (usable only with the admin secret and
 	// x-hasura-use-backend-only-permissions: true, never by an ordinary client).
 	BackendOnly bool
+	// AllowAggregations is a select permission's allow_aggregations.
+	AllowAggregations bool
+	// QueryRootFields and SubscriptionRootFields are a select permission's query_root_fields and
+	// subscription_root_fields (select, select_by_pk, select_aggregate, select_stream); nil when
+	// not set, which allows every root field.
+	QueryRootFields, SubscriptionRootFields []string
 	// Allowed is set when a permission entry exists for the role and command.
 	Allowed bool
 }
@@ -142,6 +148,9 @@ func (m *Metadata) Rules(role string) ([]Rule, error) {
 					r.Columns = slices.Clone(p.columns)
 					r.Set = bxClone(p.set)
 					r.BackendOnly = p.backendOnly
+					r.AllowAggregations = p.allowAggregations
+					r.QueryRootFields = slices.Clone(p.queryRootFields)
+					r.SubscriptionRootFields = slices.Clone(p.subscriptionRootFields)
 				}
 				out = append(out, r)
 			}
@@ -222,6 +231,8 @@ type permTable struct {
 	bxTable
 	rels  map[string]*permRel
 	perms map[string]map[string]*permEntry // command → role → entry
+	// configured: the table file has a configuration (custom names), which Schema does not emulate
+	configured bool
 }
 
 // permRel is a relationship as written; its column mapping is resolved against a Catalog.
@@ -241,6 +252,9 @@ type permEntry struct {
 	filter, check, set map[string]any
 	columns            []string
 	backendOnly        bool
+	allowAggregations  bool
+	// nil: not set (every root field)
+	queryRootFields, subscriptionRootFields []string
 }
 
 var permModels sync.Map // *Metadata → *permModelOnce
@@ -352,6 +366,9 @@ func parsePermTable(item any) (*permTable, error) {
 		return nil, err
 	}
 	t := &permTable{bxTable: q, rels: map[string]*permRel{}, perms: map[string]map[string]*permEntry{}}
+	if c, ok := tm["configuration"].(map[string]any); ok && len(c) > 0 {
+		t.configured = true
+	}
 	for _, kind := range []string{"object_relationships", "array_relationships"} {
 		items, err := bxList(tm[kind])
 		if err != nil {
@@ -533,13 +550,15 @@ func parsePermEntry(cmd string, perm map[string]any) (*permEntry, error) {
 			Limit                  *int     `json:"limit"`
 			AllowAggregations      bool     `json:"allow_aggregations"`
 			ComputedFields         []string `json:"computed_fields"`
-			QueryRootFields        any      `json:"query_root_fields"`
-			SubscriptionRootFields any      `json:"subscription_root_fields"`
+			QueryRootFields        []string `json:"query_root_fields"`
+			SubscriptionRootFields []string `json:"subscription_root_fields"`
 		}
 		if err := permDecode(perm, &p); err != nil {
 			return nil, err
 		}
 		columns, filter = p.Columns, p.Filter
+		e.allowAggregations = p.AllowAggregations
+		e.queryRootFields, e.subscriptionRootFields = p.QueryRootFields, p.SubscriptionRootFields
 		if filter == nil {
 			return nil, errors.New("select permission without filter")
 		}

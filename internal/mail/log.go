@@ -14,14 +14,16 @@ import (
 
 // LogSender is the development mode (SMTP_URL unset): instead of sending, it writes each message
 // as one info-level line to Log, with the fields to, subject, id, text and html (whether an HTML
-// part was given), so that a developer can follow an invitation link from the log.
+// part was given), so that a developer can follow an invitation link from the log. With Console
+// set, the text goes there instead, as plain lines, and the log line leaves it out.
 //
 // Send checks the message exactly as the SMTP sender does, so a header injection or a malformed
 // address fails in development too (Invalid); otherwise it returns nil.
 type LogSender struct {
 	Log zerolog.Logger
-	// Console, when set (tenantkit dev), also receives each message as plain text after the log
-	// line, so that its links stand on lines of their own, ready to click or copy.
+	// Console, when set (tenantkit dev, or console logs), receives each message as plain text after
+	// the log line, so that its links stand on lines of their own, ready to click or copy, instead
+	// of inside an escaped string of the log line.
 	Console io.Writer
 }
 
@@ -34,12 +36,14 @@ func (s LogSender) Send(_ context.Context, m tenantkit.Email) error {
 	if err != nil {
 		return err
 	}
-	s.Log.Info().
+	ev := s.Log.Info().
 		Str("to", to.Address).
 		Str("subject", m.Subject).
-		Str("id", id).
-		Str("text", m.Text).
-		Bool("html", m.HTML != "").
+		Str("id", id)
+	if s.Console == nil {
+		ev = ev.Str("text", m.Text)
+	}
+	ev.Bool("html", m.HTML != "").
 		Msg("email not sent, written to the log (SMTP_URL is unset)")
 	if s.Console != nil {
 		consoleMu.Lock()

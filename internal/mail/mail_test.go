@@ -648,5 +648,8 @@ func TestLogSender(t *testing.T) {
 		if !strings.Contains(console.String(), "email to "+m.To+": Grüße") || log.Len() == 0 {
 			t.Errorf("console:\n%s\nlog:\n%s", console.String(), log.String())
 		}
+		if strings.Contains(log.String(), "https://app.example.com/i?t=abc") {
+			t.Errorf("the link is in the log line too, escaped:\n%s", log.String())
+		}
 	})
 }

@@ -274,6 +274,11 @@ func startCluster(ctx context.Context, initdb, pgCtl string, o Options) (_ *Serv
 	if s.DataDir == "" {
 		s.DataDir = filepath.Join(tmp, "data")
 	}
+	// initdb and pg_ctl run in tmp (see run): a relative DataDir would land there, and be removed
+	// with it by Stop.
+	if s.DataDir, err = filepath.Abs(s.DataDir); err != nil {
+		return nil, err
+	}
 	// initdb and postgres refuse to run as root, so run them as "postgres".
 	var uid, gid = -1, -1
 	if os.Geteuid() == 0 {

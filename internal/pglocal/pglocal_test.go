@@ -3,6 +3,7 @@ package pglocal
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -104,9 +105,16 @@ func TestFindInitdb(t *testing.T) {
 }
 
 // TestFindInitdbDataDir checks that a cluster in Options.DataDir survives
-// Stop and is reused (not re-initialized) by the next Find.
+// Stop and is reused (not re-initialized) by the next Find, whether DataDir
+// is absolute or, as tenantkit dev gives it, relative to the working directory.
 func TestFindInitdbDataDir(t *testing.T) {
 	requireBinaries(t)
+	for _, relative := range []bool{false, true} {
+		t.Run(fmt.Sprintf("relative=%v", relative), func(t *testing.T) { testFindInitdbDataDir(t, relative) })
+	}
+}
+
+func testFindInitdbDataDir(t *testing.T, relative bool) {
 	t.Setenv(forceEnv, "initdb")
 	// Not t.TempDir: when running as root, its 0700 parents would keep the
 	// postgres OS user out.
@@ -123,6 +131,10 @@ func TestFindInitdbDataDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := Options{DataDir: filepath.Join(dir, "data"), Port: port}
+	if relative {
+		t.Chdir(dir)
+		o.DataDir = filepath.Join(".dev", "pgdata")
+	}
 
 	for i := range 2 {
 		s, err := Find(t.Context(), o)
@@ -148,7 +160,7 @@ func TestFindInitdbDataDir(t *testing.T) {
 		if err := s.Stop(); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := os.Stat(filepath.Join(o.DataDir, "PG_VERSION")); err != nil {
+		if _, err := os.Stat(filepath.Join(dir, strings.TrimPrefix(o.DataDir, dir), "PG_VERSION")); err != nil {
 			t.Fatalf("data dir was not kept: %v", err)
 		}
 	}

@@ -55,7 +55,8 @@ type DB struct {
 //
 // With appURL empty, one pool serves both kinds of work (SeparateLogins reports false): that
 // login can become tenantkit_system from inside a user transaction. Errors: invalid when a URL is
-// malformed, unavailable when the database cannot be reached, internal when the roles are wrong.
+// malformed, a *ConnectError when the database cannot be reached or refuses the login, internal
+// when the roles are wrong.
 func Open(ctx context.Context, databaseURL, appURL string) (*DB, error) {
 	pool, err := openPool(ctx, "DATABASE_URL", databaseURL)
 	if err != nil {
@@ -96,6 +97,12 @@ func openPool(ctx context.Context, name, databaseURL string) (*pgxpool.Pool, err
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open database (%s): %w", name, err)
+	}
+	// Connect now, so that a server that cannot be reached is said so, once, before the role
+	// checks (whose failure means something else: see describeConnect).
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, describeConnect(name, cfg.ConnConfig.Config, err)
 	}
 	return pool, nil
 }

@@ -23,6 +23,9 @@ func Migrate(ctx context.Context, databaseURL, command string, out io.Writer) er
 	if err != nil {
 		return tenantkit.Errorf(tenantkit.Invalid, "DATABASE_URL is malformed: %s", redact(err))
 	}
+	if err := Reachable(ctx, "DATABASE_URL", databaseURL); err != nil {
+		return err
+	}
 	db := stdlib.OpenDB(*cfg)
 	defer db.Close()
 	p, err := provider(db)
