@@ -4,6 +4,8 @@
 //	tenantkit migrate up|down|reset|status
 //	tenantkit dev                        find or start a local PostgreSQL, migrate, and serve with
 //	                                     development defaults (the README's run command)
+//	tenantkit stripe reconcile [--dry-run]
+//	                                     apply what the Stripe account holds and tenantkit missed
 //
 // Configuration comes from the environment; see README "Configuration".
 package main
@@ -51,6 +53,8 @@ commands:
                                  Hasura's database user; after Hasura's first start and upgrades)
   plans sync                     link every active plan to a Stripe product and price (idempotent)
   usage report                   push each subscription's api_calls total to Stripe (idempotent)
+  stripe reconcile [--dry-run]   compare the Stripe account with tenantkit's billing state and apply
+                                 what is missing (drift report on stdout, progress on stderr)
   healthcheck                    exit 0 when the local service is ready (for container health checks)
   smoke --hasura-url URL --admin-secret S [--mailpit-url URL]
                                  drive a running stack through Hasura; one PASS/FAIL line per step
@@ -137,6 +141,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			return errors.New("usage: tenantkit usage report")
 		}
 		return usageReport(ctx, os.Getenv, stdout)
+	case "stripe":
+		if len(args) < 2 || args[1] != "reconcile" {
+			return errors.New("usage: tenantkit stripe reconcile [--dry-run]")
+		}
+		return stripeReconcile(ctx, os.Getenv, args[2:], stdout, os.Stderr, reconcileOptions{})
 	case "smoke":
 		fs := flag.NewFlagSet("smoke", flag.ContinueOnError)
 		check := &smoke.Check{Out: stdout}

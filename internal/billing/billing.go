@@ -5,7 +5,10 @@ package billing
 
 import (
 	"context"
+	"maps"
+	"math"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -68,15 +71,76 @@ func (s *Service) ReportUsage(ctx context.Context) (int, error) {
 type Metrics struct {
 	TenantsTotal, TenantsActive, TenantsTrialing, TenantsPastDue int
 	UsersTotal                                                   int
-	TenantsCreated30d, TenantsChurned30d                         int
-	AverageTenantAgeDays                                         float64
-	MRR                                                          []MRR
+	TenantsCreated30d                                            int
+	// TenantsChurned30d counts tenants whose current Stripe subscription ended (Stripe's ended_at)
+	// in the last 30 days: a cancellation requested for the period end counts when the period ends.
+	TenantsChurned30d    int
+	AverageTenantAgeDays float64
+	// MRR is computed by Service.Metrics from Recurring (see MonthlyRecurring).
+	MRR []MRR
+	// Recurring is what the Store reads: the billed subscriptions (BilledStatuses) with known
+	// price terms, grouped by currency and billing interval.
+	Recurring []Recurring
+	// UnpricedSubscriptions are billed subscriptions whose price terms are unknown (stored before
+	// tenantkit kept them, or a price without a single unit amount): not in MRR. `tenantkit stripe
+	// reconcile` fills in the price terms of the former.
+	UnpricedSubscriptions int
 }
 
-// MRR is monthly recurring revenue in one currency, in its smallest unit.
+// BilledStatuses are the subscription statuses MRR counts: Stripe invoices them (past_due while
+// it retries). Trials, and everything that ended or waits, are not revenue.
+var BilledStatuses = []string{"active", "past_due"}
+
+// Recurring is the recurring amount of a group of subscriptions billed in one currency every
+// IntervalCount Intervals: the sum of unit amount × quantity of their licensed items.
+type Recurring struct {
+	Currency, Interval string
+	IntervalCount      int64
+	Amount             float64
+	Subscriptions      int
+}
+
+// MRR is monthly recurring revenue in one currency, in its smallest unit, and how many
+// subscriptions it comes from.
 type MRR struct {
-	Currency string
-	Amount   int64
+	Currency      string
+	Amount        int64
+	Subscriptions int
+}
+
+// monthsPer is the length of a billing interval in months.
+var monthsPer = map[string]float64{"day": 12.0 / 365, "week": 12.0 * 7 / 365, "month": 1, "year": 12}
+
+// MonthlyRecurring normalises recurring amounts to one month, per currency: an amount billed
+// every n intervals is divided by n × the interval's length in months (a year is 12 months, a week
+// 7/365 of a year, a day 1/365). Each currency's total is rounded to its smallest unit once.
+// Groups with an interval it does not know are left out.
+func MonthlyRecurring(groups []Recurring) []MRR {
+	sums := map[string]*struct {
+		amount float64
+		subs   int
+	}{}
+	for _, g := range groups {
+		months, ok := monthsPer[g.Interval]
+		if !ok || g.IntervalCount < 1 {
+			continue
+		}
+		c := sums[g.Currency]
+		if c == nil {
+			c = &struct {
+				amount float64
+				subs   int
+			}{}
+			sums[g.Currency] = c
+		}
+		c.amount += g.Amount / (months * float64(g.IntervalCount))
+		c.subs += g.Subscriptions
+	}
+	out := make([]MRR, 0, len(sums))
+	for _, cur := range slices.Sorted(maps.Keys(sums)) {
+		out = append(out, MRR{Currency: cur, Amount: int64(math.Round(sums[cur].amount)), Subscriptions: sums[cur].subs})
+	}
+	return out
 }
 
 // Store persists billing data.
@@ -267,5 +331,7 @@ func (s *Service) Metrics(ctx context.Context, sess tenantkit.Session) (Metrics,
 	if sess.Role() != "admin" {
 		return Metrics{}, tenantkit.Errorf(tenantkit.Forbidden, "platform administrators only")
 	}
-	return s.Store.Metrics(ctx, s.now())
+	m, err := s.Store.Metrics(ctx, s.now())
+	m.MRR = MonthlyRecurring(m.Recurring)
+	return m, err
 }
