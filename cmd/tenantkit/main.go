@@ -227,7 +227,7 @@ func (m *Main) Open(ctx context.Context) error {
 		bills.Stripe = stripe.New(m.Config.StripeKey, m.Config.StripeAPIURL)
 		webhooks = &stripe.Webhook{Secret: m.Config.StripeHook, Billing: bills}
 	}
-	m.Meter = &billing.Meter{Store: db, Log: m.Log}
+	m.Meter = &billing.Meter{Store: db, Log: m.Log, Alerts: bills.UsageAlerts}
 	m.Outbox = &outbox.Sender{Store: db, Mailer: mailer{sender}, Log: m.Log}
 	hasura := &actions.Handler{Team: teams, Billing: bills, Meter: m.Meter, Events: db}
 	m.HTTP = &server.Server{
@@ -465,12 +465,14 @@ func plansSync(ctx context.Context, getenv func(string) string, stdout io.Writer
 	})
 }
 
-// usageReport pushes the current period's api_calls totals to Stripe. Run it as often as you like
-// (hourly, and once at the end of each period): it reports totals, not increments.
+// usageReport pushes each subscription's api_calls total of its current period to Stripe. Run it
+// as often as you like (hourly; the closer to a period's end the last run, the fewer calls are
+// billed with the next period): it reports totals, not increments. It fails, naming them, when
+// some subscriptions could not be reported; the others are.
 func usageReport(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
 	return billingCommand(ctx, getenv, func(b *billing.Service) error {
-		n, err := b.ReportUsage(ctx)
-		fmt.Fprintf(stdout, "usage report: %d subscription(s) reported\n", n)
+		run, err := b.ReportUsage(ctx)
+		fmt.Fprintln(stdout, run.Summary())
 		return err
 	})
 }

@@ -40,33 +40,6 @@ type UsageTotal struct {
 	Quantity    float64
 }
 
-// UsageReport is a subscription item's api_calls total for its current period.
-type UsageReport struct {
-	TenantID, ItemID string
-	PeriodStart      time.Time
-	Total            int64
-}
-
-// ReportUsage pushes every subscription's api_calls total for its current period to Stripe, as a
-// usage record with action "set" at the period's start: running it twice reports once, and a later
-// run with a larger total supersedes the earlier. It returns how many subscriptions were reported.
-// Errors: billing_unavailable.
-func (s *Service) ReportUsage(ctx context.Context) (int, error) {
-	if s.Stripe == nil {
-		return 0, tenantkit.Errorf(BillingUnavailable, "STRIPE_SECRET_KEY is not set")
-	}
-	reports, err := s.Store.UsageToReport(ctx)
-	if err != nil {
-		return 0, err
-	}
-	for i, r := range reports {
-		if err := s.Stripe.ReportUsage(ctx, r.ItemID, r.PeriodStart, r.Total); err != nil {
-			return i, unavailable(err)
-		}
-	}
-	return len(reports), nil
-}
-
 // Metrics are the platform's SaaS metrics.
 type Metrics struct {
 	TenantsTotal, TenantsActive, TenantsTrialing, TenantsPastDue int
@@ -145,6 +118,7 @@ func MonthlyRecurring(groups []Recurring) []MRR {
 
 // Store persists billing data.
 type Store interface {
+	UsageStore // usage.go
 	// RecordUsage records each event once (by tenant and idempotency key) and returns how many were
 	// new. A batch naming a tenant that does not exist is refused whole (invalid).
 	RecordUsage(ctx context.Context, events []UsageEvent) (recorded int, err error)
@@ -177,9 +151,6 @@ type Store interface {
 	SetPlan(ctx context.Context, tenantID, planID string) error
 	// LinkPlan records a plan's Stripe product, price and metered price ("" when none).
 	LinkPlan(ctx context.Context, planID, productID, priceID, meteredPriceID string) error
-	// UsageToReport returns, per subscription with a metered item, the api_calls total of its
-	// current period so far.
-	UsageToReport(ctx context.Context) ([]UsageReport, error)
 	// KnownTenants returns which of the ids are existing tenants (system path).
 	KnownTenants(ctx context.Context, ids []string) (map[string]bool, error)
 	// Metrics computes the platform metrics at now (system path).
@@ -289,6 +260,9 @@ func (s *Service) RecordUsage(ctx context.Context, sess tenantkit.Session, event
 		}
 	}
 	recorded, err = s.Store.RecordUsage(ctx, events)
+	if err == nil {
+		s.usageAlertsAfter(ctx, events) // after the commit: see alerts.go
+	}
 	return recorded, len(events) - recorded, err
 }
 

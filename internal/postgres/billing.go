@@ -174,28 +174,6 @@ func (db *DB) LinkPlan(ctx context.Context, planID, productID, priceID, meteredP
 	})
 }
 
-// UsageToReport implements billing.Store: subscriptions Stripe still bills (active, trialing,
-// past_due) with a metered item and a known period; the api_calls total since the period began,
-// rounded up to whole calls.
-func (db *DB) UsageToReport(ctx context.Context) ([]billing.UsageReport, error) {
-	var out []billing.UsageReport
-	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
-		rows, _ := tx.Query(ctx, `
-			SELECT s.tenant_id::text, s.stripe_usage_item_id, s.current_period_start,
-			       coalesce((SELECT ceil(sum(u.quantity)) FROM billing_usage u
-			                 WHERE u.tenant_id = s.tenant_id AND u.metric = 'api_calls'
-			                   AND u.period_start >= s.current_period_start AND u.period_start < s.current_period_end), 0)::bigint
-			FROM tenant_subscriptions s
-			WHERE s.stripe_usage_item_id IS NOT NULL AND s.current_period_start IS NOT NULL
-			  AND s.status IN ('active', 'trialing', 'past_due')
-			ORDER BY s.tenant_id`)
-		var err error
-		out, err = pgx.CollectRows(rows, pgx.RowToStructByPos[billing.UsageReport])
-		return err
-	})
-	return out, err
-}
-
 // KnownTenants implements billing.Store.
 func (db *DB) KnownTenants(ctx context.Context, ids []string) (map[string]bool, error) {
 	known := map[string]bool{}
