@@ -21,7 +21,7 @@ const maxEventTypes = 20
 
 // LoseWebhooks makes the webhooks of the events not yet drained that match never arrive, as when
 // every delivery attempt to the endpoint failed (Stripe retries for up to three days, then stops:
-// https://docs.stripe.com/webhooks#automatic-retries): Drain never returns them, while the events
+// https://docs.stripe.com/webhooks): Drain never returns them, while the events
 // API still lists them, as Stripe does. It returns how many were lost.
 func (s *Server) LoseWebhooks(match func(Event) bool) int {
 	s.mu.Lock()
