@@ -320,6 +320,13 @@ func TestUsageAlerts(t *testing.T) {
 		if alerts(tenant, "storage_gb", 80) != 1 {
 			t.Error("no alert at 84 %")
 		}
+		// down from above the limit: the 80 % email is not sent after the 100 % one
+		other, _ := s.tenant(t)
+		s.record(t, ev(other, "storage_gb", "g1", 6))
+		s.record(t, ev(other, "storage_gb", "g2", 4.4))
+		if a80, a100 := alerts(other, "storage_gb", 80), alerts(other, "storage_gb", 100); a80 != 0 || a100 != 1 {
+			t.Errorf("120 %% then 88 %%: %d emails at 80 %%, %d at 100 %%; want 0 and 1", a80, a100)
+		}
 	})
 
 	t.Run("calls tenantkit meters itself", func(t *testing.T) {
