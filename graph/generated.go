@@ -81,8 +81,9 @@ type ComplexityRoot struct {
 	}
 
 	MoneyAmount struct {
-		Amount   func(childComplexity int) int
-		Currency func(childComplexity int) int
+		Amount        func(childComplexity int) int
+		Currency      func(childComplexity int) int
+		Subscriptions func(childComplexity int) int
 	}
 
 	MyPermissions struct {
@@ -120,15 +121,16 @@ type ComplexityRoot struct {
 	}
 
 	SaasMetrics struct {
-		AverageTenantAgeDays func(childComplexity int) int
-		MRR                  func(childComplexity int) int
-		TenantsActive        func(childComplexity int) int
-		TenantsChurned30d    func(childComplexity int) int
-		TenantsCreated30d    func(childComplexity int) int
-		TenantsPastDue       func(childComplexity int) int
-		TenantsTotal         func(childComplexity int) int
-		TenantsTrialing      func(childComplexity int) int
-		UsersTotal           func(childComplexity int) int
+		AverageTenantAgeDays  func(childComplexity int) int
+		MRR                   func(childComplexity int) int
+		TenantsActive         func(childComplexity int) int
+		TenantsChurned30d     func(childComplexity int) int
+		TenantsCreated30d     func(childComplexity int) int
+		TenantsPastDue        func(childComplexity int) int
+		TenantsTotal          func(childComplexity int) int
+		TenantsTrialing       func(childComplexity int) int
+		UnpricedSubscriptions func(childComplexity int) int
+		UsersTotal            func(childComplexity int) int
 	}
 
 	UsageTotal struct {
@@ -344,6 +346,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.MoneyAmount.Currency(childComplexity), true
+	case "MoneyAmount.subscriptions":
+		if e.ComplexityRoot.MoneyAmount.Subscriptions == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MoneyAmount.Subscriptions(childComplexity), true
 
 	case "MyPermissions.permissions":
 		if e.ComplexityRoot.MyPermissions.Permissions == nil {
@@ -555,6 +563,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.SaasMetrics.TenantsTrialing(childComplexity), true
+	case "SaasMetrics.unpricedSubscriptions":
+		if e.ComplexityRoot.SaasMetrics.UnpricedSubscriptions == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SaasMetrics.UnpricedSubscriptions(childComplexity), true
 	case "SaasMetrics.usersTotal":
 		if e.ComplexityRoot.SaasMetrics.UsersTotal == nil {
 			break
@@ -761,6 +775,8 @@ func (ec *executionContext) childFields_MoneyAmount(ctx context.Context, field g
 		return ec.fieldContext_MoneyAmount_currency(ctx, field)
 	case "amount":
 		return ec.fieldContext_MoneyAmount_amount(ctx, field)
+	case "subscriptions":
+		return ec.fieldContext_MoneyAmount_subscriptions(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type MoneyAmount", field.Name)
 }
@@ -833,6 +849,8 @@ func (ec *executionContext) childFields_SaasMetrics(ctx context.Context, field g
 		return ec.fieldContext_SaasMetrics_averageTenantAgeDays(ctx, field)
 	case "mrr":
 		return ec.fieldContext_SaasMetrics_mrr(ctx, field)
+	case "unpricedSubscriptions":
+		return ec.fieldContext_SaasMetrics_unpricedSubscriptions(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type SaasMetrics", field.Name)
 }
@@ -1822,6 +1840,29 @@ func (ec *executionContext) fieldContext_MoneyAmount_amount(_ context.Context, f
 	return graphql.NewScalarFieldContext("MoneyAmount", field, true, true, "Float")
 }
 
+func (ec *executionContext) _MoneyAmount_subscriptions(ctx context.Context, field graphql.CollectedField, obj *billing.MRR) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MoneyAmount_subscriptions(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Subscriptions, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MoneyAmount_subscriptions(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MoneyAmount", field, false, false, "Int")
+}
+
 func (ec *executionContext) _MyPermissions_tenantId(ctx context.Context, field graphql.CollectedField, obj *model.MyPermissions) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -2750,6 +2791,29 @@ func (ec *executionContext) fieldContext_SaasMetrics_mrr(_ context.Context, fiel
 		},
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _SaasMetrics_unpricedSubscriptions(ctx context.Context, field graphql.CollectedField, obj *billing.Metrics) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SaasMetrics_unpricedSubscriptions(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UnpricedSubscriptions, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SaasMetrics_unpricedSubscriptions(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SaasMetrics", field, false, false, "Int")
 }
 
 func (ec *executionContext) _UsageTotal_metric(ctx context.Context, field graphql.CollectedField, obj *billing.UsageTotal) (ret graphql.Marshaler) {
@@ -4212,6 +4276,11 @@ func (ec *executionContext) _MoneyAmount(ctx context.Context, sel ast.SelectionS
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._MoneyAmount_amount(ctx, field, obj)
 				})
+		case "subscriptions":
+			out.Values[i] = ec._MoneyAmount_subscriptions(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -4534,6 +4603,11 @@ func (ec *executionContext) _SaasMetrics(ctx context.Context, sel ast.SelectionS
 			}
 		case "mrr":
 			out.Values[i] = ec._SaasMetrics_mrr(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "unpricedSubscriptions":
+			out.Values[i] = ec._SaasMetrics_unpricedSubscriptions(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}

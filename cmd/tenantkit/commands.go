@@ -88,8 +88,14 @@ var commands = []command{
 		env: []envVar{{"DATABASE_URL", "required: postgres:// URL of Hasura's database user (the owner of hdb_catalog)"}}},
 	{name: "plans sync", summary: "Link every active plan to a Stripe product and price (idempotent).",
 		env: []envVar{{"DATABASE_URL", "required"}, {"STRIPE_SECRET_KEY", "required"}, {"STRIPE_API_URL", "Stripe API address override"}}},
-	{name: "usage report", summary: "Push each subscription's current-period api_calls total to Stripe (idempotent; run it hourly).",
+	{name: "usage report", summary: "Push each subscription's current-period api_calls total to Stripe (idempotent; run it hourly).\n" +
+		"One item Stripe refuses does not stop the others; the exit status is 1 and the summary names it.",
 		env: []envVar{{"DATABASE_URL", "required"}, {"STRIPE_SECRET_KEY", "required"}, {"STRIPE_API_URL", "Stripe API address override"}}},
+	{name: "stripe reconcile", summary: "Compare the Stripe account with tenantkit's billing state: apply the events of the last 30 days\n" +
+		"the ledger lacks and the drift of every subscription that belongs to a tenant, through the same state\n" +
+		"machine as webhooks. Drift report and summary on stdout, progress on stderr; a second run changes nothing.",
+		flags: func(fs *flag.FlagSet) { fs.Bool("dry-run", false, "report the drift, change nothing") },
+		env:   []envVar{{"DATABASE_URL", "required"}, {"STRIPE_SECRET_KEY", "required"}, {"STRIPE_API_URL", "Stripe API address override"}}},
 	{name: "healthcheck", summary: "Exit 0 when the service on this machine answers GET /readyz with 200 (container health checks).",
 		env: []envVar{{"LISTEN_ADDR", "the service's address (default :8081)"}}},
 	{name: "scaffold table", args: "NAME", summary: scaffoldSummary,

@@ -5,6 +5,8 @@
 //	tenantkit dev                        find or start a local PostgreSQL, migrate, and serve with
 //	                                     development defaults (the README's run command)
 //	tenantkit dev token|user             development JWTs and users
+//	tenantkit stripe reconcile [--dry-run]
+//	                                     apply what the Stripe account holds and tenantkit missed
 //
 // and the others `tenantkit help` lists. Configuration comes from the environment; `tenantkit
 // <command> --help` lists a command's flags and variables (README "Configuration").
@@ -54,6 +56,8 @@ commands:
                                  Hasura's database user; after Hasura's first start and upgrades)
   plans sync                     link every active plan to a Stripe product and price (idempotent)
   usage report                   push each subscription's api_calls total to Stripe (idempotent)
+  stripe reconcile [--dry-run]   compare the Stripe account with tenantkit's billing state and apply
+                                 what is missing (drift report on stdout, progress on stderr)
   healthcheck                    exit 0 when the local service is ready (for container health checks)
   scaffold table NAME [flags]    write a migration and Hasura metadata for a new tenant-owned table
   smoke --hasura-url URL --admin-secret S [--mailpit-url URL]
@@ -156,6 +160,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			return errors.New("usage: tenantkit usage report")
 		}
 		return usageReport(ctx, os.Getenv, stdout)
+	case "stripe":
+		if len(args) < 2 || args[1] != "reconcile" {
+			return errors.New("usage: tenantkit stripe reconcile [--dry-run]")
+		}
+		return stripeReconcile(ctx, os.Getenv, args[2:], stdout, os.Stderr, reconcileOptions{})
 	case "smoke":
 		fs := flag.NewFlagSet("smoke", flag.ContinueOnError)
 		check := &smoke.Check{Out: stdout}
@@ -240,7 +249,7 @@ func (m *Main) Open(ctx context.Context) error {
 		bills.Stripe = stripe.New(m.Config.StripeKey, m.Config.StripeAPIURL)
 		webhooks = &stripe.Webhook{Secret: m.Config.StripeHook, Billing: bills}
 	}
-	m.Meter = &billing.Meter{Store: db, Log: m.Log}
+	m.Meter = &billing.Meter{Store: db, Log: m.Log, Alerts: bills.UsageAlerts}
 	m.Outbox = &outbox.Sender{Store: db, Mailer: sender, Log: m.Log}
 	hasura := &actions.Handler{Team: teams, Billing: bills, Meter: m.Meter, Events: db}
 	m.HTTP = &server.Server{
@@ -504,12 +513,14 @@ func plansSync(ctx context.Context, getenv func(string) string, stdout io.Writer
 	})
 }
 
-// usageReport pushes the current period's api_calls totals to Stripe. Run it as often as you like
-// (hourly, and once at the end of each period): it reports totals, not increments.
+// usageReport pushes each subscription's api_calls total of its current period to Stripe. Run it
+// as often as you like (hourly; the closer to a period's end the last run, the fewer calls are
+// billed with the next period): it reports totals, not increments. It fails, naming them, when
+// some subscriptions could not be reported; the others are.
 func usageReport(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
 	return billingCommand(ctx, getenv, func(b *billing.Service) error {
-		n, err := b.ReportUsage(ctx)
-		fmt.Fprintf(stdout, "usage report: %d subscription(s) reported\n", n)
+		run, err := b.ReportUsage(ctx)
+		fmt.Fprintln(stdout, run.Summary())
 		return err
 	})
 }

@@ -5,7 +5,10 @@ package billing
 
 import (
 	"context"
+	"maps"
+	"math"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -37,50 +40,85 @@ type UsageTotal struct {
 	Quantity    float64
 }
 
-// UsageReport is a subscription item's api_calls total for its current period.
-type UsageReport struct {
-	TenantID, ItemID string
-	PeriodStart      time.Time
-	Total            int64
-}
-
-// ReportUsage pushes every subscription's api_calls total for its current period to Stripe, as a
-// usage record with action "set" at the period's start: running it twice reports once, and a later
-// run with a larger total supersedes the earlier. It returns how many subscriptions were reported.
-// Errors: billing_unavailable.
-func (s *Service) ReportUsage(ctx context.Context) (int, error) {
-	if s.Stripe == nil {
-		return 0, tenantkit.Errorf(BillingUnavailable, "STRIPE_SECRET_KEY is not set")
-	}
-	reports, err := s.Store.UsageToReport(ctx)
-	if err != nil {
-		return 0, err
-	}
-	for i, r := range reports {
-		if err := s.Stripe.ReportUsage(ctx, r.ItemID, r.PeriodStart, r.Total); err != nil {
-			return i, unavailable(err)
-		}
-	}
-	return len(reports), nil
-}
-
 // Metrics are the platform's SaaS metrics.
 type Metrics struct {
 	TenantsTotal, TenantsActive, TenantsTrialing, TenantsPastDue int
 	UsersTotal                                                   int
-	TenantsCreated30d, TenantsChurned30d                         int
-	AverageTenantAgeDays                                         float64
-	MRR                                                          []MRR
+	TenantsCreated30d                                            int
+	// TenantsChurned30d counts tenants whose current Stripe subscription ended (Stripe's ended_at)
+	// in the last 30 days: a cancellation requested for the period end counts when the period ends.
+	TenantsChurned30d    int
+	AverageTenantAgeDays float64
+	// MRR is computed by Service.Metrics from Recurring (see MonthlyRecurring).
+	MRR []MRR
+	// Recurring is what the Store reads: the billed subscriptions (BilledStatuses) with known
+	// price terms, grouped by currency and billing interval.
+	Recurring []Recurring
+	// UnpricedSubscriptions are billed subscriptions whose price terms are unknown (stored before
+	// tenantkit kept them, or a price without a single unit amount): not in MRR. `tenantkit stripe
+	// reconcile` fills in the price terms of the former.
+	UnpricedSubscriptions int
 }
 
-// MRR is monthly recurring revenue in one currency, in its smallest unit.
+// BilledStatuses are the subscription statuses MRR counts: Stripe invoices them (past_due while
+// it retries). Trials, and everything that ended or waits, are not revenue.
+var BilledStatuses = []string{"active", "past_due"}
+
+// Recurring is the recurring amount of a group of subscriptions billed in one currency every
+// IntervalCount Intervals: the sum of unit amount × quantity of their licensed items.
+type Recurring struct {
+	Currency, Interval string
+	IntervalCount      int64
+	Amount             float64
+	Subscriptions      int
+}
+
+// MRR is monthly recurring revenue in one currency, in its smallest unit, and how many
+// subscriptions it comes from.
 type MRR struct {
-	Currency string
-	Amount   int64
+	Currency      string
+	Amount        int64
+	Subscriptions int
+}
+
+// monthsPer is the length of a billing interval in months.
+var monthsPer = map[string]float64{"day": 12.0 / 365, "week": 12.0 * 7 / 365, "month": 1, "year": 12}
+
+// MonthlyRecurring normalises recurring amounts to one month, per currency: an amount billed
+// every n intervals is divided by n × the interval's length in months (a year is 12 months, a week
+// 7/365 of a year, a day 1/365). Each currency's total is rounded to its smallest unit once.
+// Groups with an interval it does not know are left out.
+func MonthlyRecurring(groups []Recurring) []MRR {
+	sums := map[string]*struct {
+		amount float64
+		subs   int
+	}{}
+	for _, g := range groups {
+		months, ok := monthsPer[g.Interval]
+		if !ok || g.IntervalCount < 1 {
+			continue
+		}
+		c := sums[g.Currency]
+		if c == nil {
+			c = &struct {
+				amount float64
+				subs   int
+			}{}
+			sums[g.Currency] = c
+		}
+		c.amount += g.Amount / (months * float64(g.IntervalCount))
+		c.subs += g.Subscriptions
+	}
+	out := make([]MRR, 0, len(sums))
+	for _, cur := range slices.Sorted(maps.Keys(sums)) {
+		out = append(out, MRR{Currency: cur, Amount: int64(math.Round(sums[cur].amount)), Subscriptions: sums[cur].subs})
+	}
+	return out
 }
 
 // Store persists billing data.
 type Store interface {
+	UsageStore // usage.go
 	// RecordUsage records each event once (by tenant and idempotency key) and returns how many were
 	// new. A batch naming a tenant that does not exist is refused whole (invalid).
 	RecordUsage(ctx context.Context, events []UsageEvent) (recorded int, err error)
@@ -113,9 +151,6 @@ type Store interface {
 	SetPlan(ctx context.Context, tenantID, planID string) error
 	// LinkPlan records a plan's Stripe product, price and metered price ("" when none).
 	LinkPlan(ctx context.Context, planID, productID, priceID, meteredPriceID string) error
-	// UsageToReport returns, per subscription with a metered item, the api_calls total of its
-	// current period so far.
-	UsageToReport(ctx context.Context) ([]UsageReport, error)
 	// KnownTenants returns which of the ids are existing tenants (system path).
 	KnownTenants(ctx context.Context, ids []string) (map[string]bool, error)
 	// Metrics computes the platform metrics at now (system path).
@@ -225,6 +260,9 @@ func (s *Service) RecordUsage(ctx context.Context, sess tenantkit.Session, event
 		}
 	}
 	recorded, err = s.Store.RecordUsage(ctx, events)
+	if err == nil {
+		s.usageAlertsAfter(ctx, events) // after the commit: see alerts.go
+	}
 	return recorded, len(events) - recorded, err
 }
 
@@ -267,5 +305,7 @@ func (s *Service) Metrics(ctx context.Context, sess tenantkit.Session) (Metrics,
 	if sess.Role() != "admin" {
 		return Metrics{}, tenantkit.Errorf(tenantkit.Forbidden, "platform administrators only")
 	}
-	return s.Store.Metrics(ctx, s.now())
+	m, err := s.Store.Metrics(ctx, s.now())
+	m.MRR = MonthlyRecurring(m.Recurring)
+	return m, err
 }

@@ -24,6 +24,9 @@ type Meter struct {
 	Interval time.Duration // default 1 s
 	Log      zerolog.Logger
 	Now      func() time.Time
+	// Alerts, when set, checks the usage alerts of each batch once recorded
+	// (Service.UsageAlerts); a failure is logged.
+	Alerts func(ctx context.Context, events []UsageEvent) (int, error)
 
 	flushing sync.Mutex // one flush at a time
 	mu       sync.Mutex // guards counts and pending
@@ -63,11 +66,18 @@ func (m *Meter) Flush(ctx context.Context) error {
 	for len(batch) > 0 {
 		n := min(len(batch), MaxBatch)
 		known, err := m.Store.KnownTenants(ctx, tenantsOf(batch[:n]))
+		var recorded []UsageEvent
 		if err == nil {
-			_, err = m.Store.RecordUsage(ctx, filter(batch[:n], known))
+			recorded = filter(batch[:n], known)
+			_, err = m.Store.RecordUsage(ctx, recorded)
 		}
 		if err != nil {
 			return err // the rest stays pending with its keys
+		}
+		if m.Alerts != nil {
+			if _, err := m.Alerts(ctx, recorded); err != nil {
+				m.Log.Warn().Err(err).Msg("api_calls meter: usage alerts not checked; the next flush checks again")
+			}
 		}
 		m.mu.Lock()
 		m.pending = m.pending[n:]

@@ -136,18 +136,25 @@ func Decide(a Account, cat Catalog, ev StripeEvent) Decision {
 		return decideInvoice(a, cat, ev)
 	case ev.Checkout != nil:
 		return decideCheckout(a, cat, ev)
+	case ev.Snapshot != nil:
+		return decideSnapshot(a, cat, ev)
 	}
 	return Decision{Outcome: Ignored, Account: a}
 }
 
 // Version names the state Decide saw for a subscription, so that a fetched state is applied only
-// over the state it was fetched after.
+// over the state it was fetched after: the watermark, and a digest of the state itself (a state
+// fetched without an event changes the state but not the watermark).
 func (a Account) Version(subscriptionID string) string {
 	k, ok := a.Subscriptions[subscriptionID]
 	if !ok {
 		return "new"
 	}
-	return k.EventID + "@" + k.EventAt.UTC().Format(time.RFC3339)
+	return k.version()
+}
+
+func (k Known) version() string {
+	return k.EventID + "@" + k.EventAt.UTC().Format(time.RFC3339) + "#" + k.Subscription.digest()
 }
 
 // fetched returns the fetched state of id when it was fetched over the account's present state.

@@ -174,28 +174,6 @@ func (db *DB) LinkPlan(ctx context.Context, planID, productID, priceID, meteredP
 	})
 }
 
-// UsageToReport implements billing.Store: subscriptions Stripe still bills (active, trialing,
-// past_due) with a metered item and a known period; the api_calls total since the period began,
-// rounded up to whole calls.
-func (db *DB) UsageToReport(ctx context.Context) ([]billing.UsageReport, error) {
-	var out []billing.UsageReport
-	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
-		rows, _ := tx.Query(ctx, `
-			SELECT s.tenant_id::text, s.stripe_usage_item_id, s.current_period_start,
-			       coalesce((SELECT ceil(sum(u.quantity)) FROM billing_usage u
-			                 WHERE u.tenant_id = s.tenant_id AND u.metric = 'api_calls'
-			                   AND u.period_start >= s.current_period_start AND u.period_start < s.current_period_end), 0)::bigint
-			FROM tenant_subscriptions s
-			WHERE s.stripe_usage_item_id IS NOT NULL AND s.current_period_start IS NOT NULL
-			  AND s.status IN ('active', 'trialing', 'past_due')
-			ORDER BY s.tenant_id`)
-		var err error
-		out, err = pgx.CollectRows(rows, pgx.RowToStructByPos[billing.UsageReport])
-		return err
-	})
-	return out, err
-}
-
 // KnownTenants implements billing.Store.
 func (db *DB) KnownTenants(ctx context.Context, ids []string) (map[string]bool, error) {
 	known := map[string]bool{}
@@ -294,9 +272,9 @@ func (db *DB) Usage(ctx context.Context, s tenantkit.Session, tenantID string, f
 	return totals, err
 }
 
-// Metrics implements billing.Store on the system path. MRR counts subscriptions whose status is
-// active or past_due (Stripe still bills those; trials and everything else do not count), each
-// once, at its plan's price, yearly prices divided by 12, per currency.
+// Metrics implements billing.Store on the system path. Recurring groups the subscriptions
+// Stripe bills (billing.BilledStatuses), every one of them once, whatever tenant row points at it,
+// by the price terms stored from Stripe's events.
 func (db *DB) Metrics(ctx context.Context, now time.Time) (billing.Metrics, error) {
 	var m billing.Metrics
 	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
@@ -308,21 +286,24 @@ func (db *DB) Metrics(ctx context.Context, now time.Time) (billing.Metrics, erro
 			       (SELECT count(*) FROM tenant_subscriptions WHERE status = 'past_due'),
 			       (SELECT count(DISTINCT user_id) FROM tenant_users),
 			       (SELECT count(*) FROM tenants WHERE created_at > $1::timestamptz - interval '30 days'),
-			       (SELECT count(*) FROM tenant_subscriptions
-			        WHERE status IN ('canceled', 'incomplete_expired') AND canceled_at > $1::timestamptz - interval '30 days'),
-			       (SELECT coalesce(avg(extract(epoch FROM $1::timestamptz - created_at)) / 86400, 0)::float8 FROM tenants)`,
-			now).Scan(&m.TenantsTotal, &m.TenantsActive, &m.TenantsTrialing, &m.TenantsPastDue, &m.UsersTotal,
-			&m.TenantsCreated30d, &m.TenantsChurned30d, &m.AverageTenantAgeDays)
+			       (SELECT count(*) FROM tenant_subscriptions t JOIN tenantkit.stripe_subscriptions s ON s.id = t.stripe_subscription_id
+			        WHERE s.status IN ('canceled', 'incomplete_expired')
+			          AND s.ended_at > $1::timestamptz - interval '30 days' AND s.ended_at <= $1::timestamptz),
+			       (SELECT coalesce(avg(extract(epoch FROM $1::timestamptz - created_at)) / 86400, 0)::float8 FROM tenants),
+			       (SELECT count(*) FROM tenantkit.stripe_subscriptions
+			        WHERE status::text = ANY ($2) AND (unit_amount IS NULL OR currency IS NULL OR "interval" IS NULL))`,
+			now, billing.BilledStatuses).Scan(&m.TenantsTotal, &m.TenantsActive, &m.TenantsTrialing, &m.TenantsPastDue, &m.UsersTotal,
+			&m.TenantsCreated30d, &m.TenantsChurned30d, &m.AverageTenantAgeDays, &m.UnpricedSubscriptions)
 		if err != nil {
 			return err
 		}
 		rows, _ := tx.Query(ctx, `
-			SELECT p.currency, round(sum(CASE p."interval" WHEN 'year' THEN p.unit_amount / 12.0 ELSE p.unit_amount END))::bigint
-			FROM tenant_subscriptions s JOIN subscription_plans p ON p.id = s.plan_id
-			WHERE s.status IN ('active', 'past_due')
-			GROUP BY p.currency
-			ORDER BY p.currency`)
-		m.MRR, err = pgx.CollectRows(rows, pgx.RowToStructByPos[billing.MRR])
+			SELECT currency, "interval", coalesce(interval_count, 1)::bigint, sum(unit_amount * quantity)::float8, count(*)::int
+			FROM tenantkit.stripe_subscriptions
+			WHERE status::text = ANY ($1) AND unit_amount IS NOT NULL AND currency IS NOT NULL AND "interval" IS NOT NULL
+			GROUP BY 1, 2, 3
+			ORDER BY 1, 2, 3`, billing.BilledStatuses)
+		m.Recurring, err = pgx.CollectRows(rows, pgx.RowToStructByPos[billing.Recurring])
 		return err
 	})
 	return m, err

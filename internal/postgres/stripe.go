@@ -51,21 +51,11 @@ func (db *DB) ApplyStripeEvent(ctx context.Context, ev billing.StripeEvent, deci
 }
 
 // eventIDs are the subscription and customer ids an event names.
-func eventIDs(ev billing.StripeEvent) (subscription, customer string) {
-	switch {
-	case ev.Subscription != nil:
-		return ev.Subscription.ID, ev.Subscription.CustomerID
-	case ev.Invoice != nil:
-		return ev.Invoice.SubscriptionID, ev.Invoice.CustomerID
-	case ev.Checkout != nil:
-		return ev.Checkout.SubscriptionID, ev.Checkout.CustomerID
-	}
-	return "", ""
-}
+func eventIDs(ev billing.StripeEvent) (subscription, customer string) { return ev.Subject() }
 
 // unlinkedOutcome is the outcome of an event that names no tenant of ours.
 func unlinkedOutcome(ev billing.StripeEvent) string {
-	if ev.Subscription == nil && ev.Invoice == nil && ev.Checkout == nil {
+	if ev.Subscription == nil && ev.Invoice == nil && ev.Checkout == nil && ev.Snapshot == nil {
 		return billing.Ignored
 	}
 	return billing.NotOurs
@@ -101,7 +91,21 @@ func recordEvent(ctx context.Context, tx pgx.Tx, ev billing.StripeEvent) (fresh 
 
 const knownColumns = `id, customer_id, status::text, coalesce(plan_id::text, ''), coalesce(price_id, ''), quantity,
 	coalesce(usage_item_id, ''), created, coalesce(current_period_start, 'epoch'), coalesce(current_period_end, 'epoch'),
-	trial_end, cancel_at_period_end, cancel_at, canceled_at, ended_at, coalesce(event_at, 'epoch'), coalesce(event_id, '')`
+	trial_end, cancel_at_period_end, cancel_at, canceled_at, ended_at, coalesce(event_at, 'epoch'), coalesce(event_id, ''),
+	unit_amount::float8, coalesce(currency, ''), coalesce("interval", ''), coalesce(interval_count, 0)`
+
+// knownFields are the destinations of knownColumns.
+func knownFields(k *billing.Known) []any {
+	return []any{&k.ID, &k.CustomerID, &k.Status, &k.PlanID, &k.PriceID, &k.Quantity,
+		&k.UsageItemID, &k.Created, &k.CurrentPeriodStart, &k.CurrentPeriodEnd, &k.TrialEnd, &k.CancelAtPeriodEnd,
+		&k.CancelAt, &k.CanceledAt, &k.EndedAt, &k.EventAt, &k.EventID,
+		&k.UnitAmount, &k.Currency, &k.Interval, &k.IntervalCount}
+}
+
+// unepochKnown turns the zero times knownColumns reads as the epoch back into zero times.
+func unepochKnown(k *billing.Known) {
+	k.CurrentPeriodStart, k.CurrentPeriodEnd, k.EventAt = unepoch(k.CurrentPeriodStart), unepoch(k.CurrentPeriodEnd), unepoch(k.EventAt)
+}
 
 // lockAccount locks the tenant's subscription row and loads its billing state, and the plans of
 // the prices and plan hints the event names, in one round trip.
@@ -124,11 +128,10 @@ func lockAccount(ctx context.Context, tx pgx.Tx, tenant string, ev billing.Strip
 	})
 	b.Queue(`SELECT `+knownColumns+` FROM tenantkit.stripe_subscriptions WHERE tenant_id = $1`, tenant).Query(func(rows pgx.Rows) error {
 		var k billing.Known
-		_, err := pgx.ForEachRow(rows, []any{&k.ID, &k.CustomerID, &k.Status, &k.PlanID, &k.PriceID, &k.Quantity,
-			&k.UsageItemID, &k.Created, &k.CurrentPeriodStart, &k.CurrentPeriodEnd, &k.TrialEnd, &k.CancelAtPeriodEnd,
-			&k.CancelAt, &k.CanceledAt, &k.EndedAt, &k.EventAt, &k.EventID}, func() error {
-			k.CurrentPeriodStart, k.CurrentPeriodEnd, k.EventAt = unepoch(k.CurrentPeriodStart), unepoch(k.CurrentPeriodEnd), unepoch(k.EventAt)
+		_, err := pgx.ForEachRow(rows, knownFields(&k), func() error {
+			unepochKnown(&k)
 			a.Subscriptions[k.ID] = k
+			k = billing.Known{}
 			return nil
 		})
 		return err
@@ -182,17 +185,19 @@ func saveDecision(ctx context.Context, tx pgx.Tx, eventID string, before billing
 		b.Queue(`
 			INSERT INTO tenantkit.stripe_subscriptions AS s (id, tenant_id, customer_id, status, plan_id, price_id, quantity,
 			  usage_item_id, created, current_period_start, current_period_end, trial_end, cancel_at_period_end, cancel_at,
-			  canceled_at, ended_at, event_at, event_id)
-			VALUES ($1, $2, $3, $4, nullif($5, '')::uuid, nullif($6, ''), $7, nullif($8, ''), $9, $10, $11, $12, $13, $14, $15, $16, $17, nullif($18, ''))
+			  canceled_at, ended_at, event_at, event_id, unit_amount, currency, "interval", interval_count)
+			VALUES ($1, $2, $3, $4, nullif($5, '')::uuid, nullif($6, ''), $7, nullif($8, ''), $9, $10, $11, $12, $13, $14, $15, $16, $17, nullif($18, ''),
+			  $19, nullif($20, ''), nullif($21, ''), nullif($22, 0))
 			ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, plan_id = EXCLUDED.plan_id, price_id = EXCLUDED.price_id,
 			  quantity = EXCLUDED.quantity, usage_item_id = EXCLUDED.usage_item_id, created = EXCLUDED.created,
 			  current_period_start = EXCLUDED.current_period_start, current_period_end = EXCLUDED.current_period_end,
 			  trial_end = EXCLUDED.trial_end, cancel_at_period_end = EXCLUDED.cancel_at_period_end, cancel_at = EXCLUDED.cancel_at,
 			  canceled_at = EXCLUDED.canceled_at, ended_at = EXCLUDED.ended_at, event_at = EXCLUDED.event_at,
-			  event_id = EXCLUDED.event_id, updated_at = now()`,
+			  event_id = EXCLUDED.event_id, unit_amount = EXCLUDED.unit_amount, currency = EXCLUDED.currency,
+			  "interval" = EXCLUDED."interval", interval_count = EXCLUDED.interval_count, updated_at = now()`,
 			k.ID, before.TenantID, k.CustomerID, k.Status, k.PlanID, k.PriceID, k.Quantity, k.UsageItemID, k.Created,
 			zeroNull(k.CurrentPeriodStart), zeroNull(k.CurrentPeriodEnd), k.TrialEnd, k.CancelAtPeriodEnd, k.CancelAt,
-			k.CanceledAt, k.EndedAt, zeroNull(k.EventAt), k.EventID)
+			k.CanceledAt, k.EndedAt, zeroNull(k.EventAt), k.EventID, k.UnitAmount, k.Currency, k.Interval, k.IntervalCount)
 	}
 	if d.Changed {
 		c := d.Account.Subscriptions[d.Account.Current]

@@ -21,6 +21,8 @@ import (
 // Client calls Stripe (or stripe-mock, when apiURL is set).
 type Client struct {
 	api *client.API
+	// PageSize is how many objects each list request asks for; 0 (or more than 100) means 100.
+	PageSize int64
 }
 
 // New returns a client for the secret key; apiURL overrides Stripe's API address (STRIPE_API_URL,

@@ -188,6 +188,18 @@ func subscription(s *stripego.Subscription) billing.Subscription {
 				sub.UsageItemID = it.ID
 			} else if sub.PriceID == "" {
 				sub.PriceID, sub.Quantity = it.Price.ID, it.Quantity
+				sub.Currency = string(it.Price.Currency)
+				if r := it.Price.Recurring; r != nil {
+					sub.Interval, sub.IntervalCount = string(r.Interval), r.IntervalCount
+				}
+				// unit_amount_decimal is the exact amount (unit_amount rounds it); a tiered price has none.
+				if it.Price.BillingScheme != stripego.PriceBillingSchemeTiered {
+					amount := it.Price.UnitAmountDecimal
+					if amount == 0 {
+						amount = float64(it.Price.UnitAmount)
+					}
+					sub.UnitAmount = &amount
+				}
 			}
 		}
 	}

@@ -31,11 +31,17 @@ func (s *Server) Events() []Event {
 	return append([]Event(nil), s.events...)
 }
 
-// Drain returns the events emitted since the last Drain, oldest first.
+// Drain returns the events emitted since the last Drain, oldest first, but those whose webhooks
+// were lost (LoseWebhooks).
 func (s *Server) Drain() []Event {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := append([]Event(nil), s.events[s.drained:]...)
+	var out []Event
+	for _, e := range s.events[s.drained:] {
+		if !s.lost[e.ID] {
+			out = append(out, e)
+		}
+	}
 	s.drained = len(s.events)
 	return out
 }

@@ -20,12 +20,13 @@
 // metadata[k], lookup_keys[0] or lookup_keys[]; parameters the double does not model are refused
 // as Stripe refuses unknown ones, so nothing is silently ignored):
 //
-//	POST   /v1/customers                                  GET /v1/customers/{id}
+//	POST   /v1/customers        GET /v1/customers (created, email)   GET /v1/customers/{id}
+//	GET    /v1/events (created, type, types)              GET /v1/events/{id}
 //	POST   /v1/products                                   GET /v1/products/{id}
 //	POST   /v1/prices            GET /v1/prices (lookup_keys, active, product, …)   GET /v1/prices/{id}
 //	POST   /v1/checkout/sessions (mode=subscription)      GET /v1/checkout/sessions/{id}
 //	POST   /v1/billing_portal/sessions
-//	GET    /v1/subscriptions (customer, status, price)    GET /v1/subscriptions/{id}
+//	GET    /v1/subscriptions (customer, status incl. all, price)   GET /v1/subscriptions/{id}
 //	POST   /v1/subscriptions/{id}                         DELETE /v1/subscriptions/{id}
 //	POST   /v1/subscription_items/{id}/usage_records
 //
@@ -105,6 +106,7 @@ type Server struct {
 	failures  []*Failure
 	events    []Event
 	drained   int
+	lost      map[string]bool // events whose webhooks never arrive (LoseWebhooks)
 }
 
 // New starts a double; Close stops it.
@@ -592,6 +594,12 @@ func (s *Server) route(method, path string, f *fnode) response {
 	switch {
 	case len(p) == 1 && p[0] == "customers" && method == http.MethodPost:
 		return s.createCustomer(f)
+	case len(p) == 1 && p[0] == "customers" && method == http.MethodGet:
+		return s.listCustomers(f)
+	case len(p) == 1 && p[0] == "events" && method == http.MethodGet:
+		return s.listEvents(f)
+	case len(p) == 2 && p[0] == "events" && method == http.MethodGet:
+		return s.getEvent(p[1], f)
 	case len(p) == 2 && p[0] == "customers" && method == http.MethodGet:
 		return s.getCustomer(p[1], f)
 	case len(p) == 1 && p[0] == "products" && method == http.MethodPost:

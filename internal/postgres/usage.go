@@ -1,0 +1,217 @@
+package postgres
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tenantkit/tenantkit/internal/billing"
+)
+
+var _ billing.UsageStore = (*DB)(nil)
+
+// usageReportLock is the advisory lock key of the usage report ("tkusage").
+const usageReportLock int64 = 0x746b7573616765
+
+// LockUsageReport implements billing.UsageStore with a session advisory lock held on one
+// connection of the system pool until unlock; a second run waits for it (without the pool's
+// statement_timeout, which would end the wait after 25 s).
+func (db *DB) LockUsageReport(ctx context.Context) (func(), error) {
+	conn, err := db.Pool.Acquire(ctx)
+	if err != nil {
+		return nil, translate(err)
+	}
+	if _, err := conn.Exec(ctx, `SET statement_timeout = 0`); err != nil {
+		conn.Release()
+		return nil, translate(err)
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, usageReportLock); err != nil {
+		conn.Conn().Close(context.WithoutCancel(ctx)) // the wait may still be queued on it
+		conn.Release()
+		return nil, translate(err)
+	}
+	return func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := conn.Exec(uctx, `SELECT pg_advisory_unlock($1); RESET statement_timeout`, usageReportLock); err != nil {
+			conn.Conn().Close(uctx) // closing the session releases the lock
+		}
+		conn.Release()
+	}, nil
+}
+
+// MeteredSubscriptions implements billing.UsageStore on the system path.
+func (db *DB) MeteredSubscriptions(ctx context.Context) ([]billing.MeteredSubscription, error) {
+	var subs []billing.MeteredSubscription
+	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, `
+			SELECT tenant_id::text, stripe_subscription_id, stripe_usage_item_id, current_period_start, current_period_end
+			FROM tenant_subscriptions
+			WHERE stripe_subscription_id IS NOT NULL AND stripe_usage_item_id IS NOT NULL
+			  AND current_period_start IS NOT NULL AND current_period_end > current_period_start
+			  AND status IN ('active', 'trialing', 'past_due')
+			ORDER BY tenant_id`)
+		var err error
+		subs, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (billing.MeteredSubscription, error) {
+			var m billing.MeteredSubscription
+			err := r.Scan(&m.TenantID, &m.SubscriptionID, &m.ItemID, &m.PeriodStart, &m.PeriodEnd)
+			return m, err
+		})
+		if err != nil {
+			return err
+		}
+		open := map[[2]string][]billing.UsagePeriod{}
+		rows, _ = tx.Query(ctx, `
+			SELECT tenant_id::text, subscription_id, item_id, period_start, period_end, due, carried_in, reported,
+			       reported_elsewhere, reported_at
+			FROM tenantkit.usage_reports WHERE closed_at IS NULL
+			ORDER BY tenant_id, subscription_id, period_start`)
+		var p billing.UsagePeriod
+		_, err = pgx.ForEachRow(rows, []any{&p.TenantID, &p.SubscriptionID, &p.ItemID, &p.Start, &p.End, &p.Due, &p.CarriedIn,
+			&p.Reported, &p.ReportedElsewhere, &p.ReportedAt}, func() error {
+			k := [2]string{p.TenantID, p.SubscriptionID}
+			open[k] = append(open[k], p)
+			p = billing.UsagePeriod{}
+			return nil
+		})
+		for i := range subs {
+			subs[i].Open = open[[2]string{subs[i].TenantID, subs[i].SubscriptionID}]
+		}
+		return err
+	})
+	return subs, err
+}
+
+// hoursTotal sums a metric's hourly rows from from's hour up to to's hour (excluded).
+const hoursTotal = `
+SELECT coalesce(sum(quantity), 0)::float8 FROM billing_usage
+WHERE tenant_id = $1 AND metric = $2
+  AND period_start >= date_trunc('hour', $3::timestamptz, 'UTC') AND period_start < date_trunc('hour', $4::timestamptz, 'UTC')`
+
+// belowCut is the metric's usage from the start of cut's hour up to cut: from tenantkit.usage_cuts
+// while the hour's total in billing_usage is the one it was counted at, else counted from the
+// events (found by the BRIN index on occurred_at) and cached. One statement, one snapshot: the
+// hour's total and the events it sums are read together, so a cached value is never stale.
+const belowCut = `
+WITH h AS (
+  SELECT coalesce(sum(quantity), 0) AS total FROM billing_usage
+  WHERE tenant_id = $1 AND metric = $2 AND period_start = date_trunc('hour', $3::timestamptz, 'UTC')
+), cached AS (
+  SELECT c.below FROM tenantkit.usage_cuts c, h
+  WHERE c.tenant_id = $1 AND c.metric = $2 AND c.cut = $3 AND c.hour_total = h.total
+), counted AS (
+  SELECT coalesce(sum(e.quantity), 0) AS below FROM tenantkit.usage_events e
+  WHERE NOT EXISTS (SELECT FROM cached)
+    AND e.tenant_id = $1 AND e.metric = $2
+    AND e.occurred_at >= date_trunc('hour', $3::timestamptz, 'UTC') AND e.occurred_at < $3
+), saved AS (
+  INSERT INTO tenantkit.usage_cuts (tenant_id, metric, cut, hour_total, below)
+  SELECT $1, $2, $3, h.total, counted.below FROM h, counted
+  WHERE NOT EXISTS (SELECT FROM cached)
+  ON CONFLICT (tenant_id, metric, cut) DO UPDATE SET hour_total = EXCLUDED.hour_total, below = EXCLUDED.below
+)
+SELECT coalesce((SELECT below FROM cached), (SELECT below FROM counted))::float8`
+
+// UsageTotal implements billing.UsageStore on the system path: whole hours from billing_usage,
+// plus the part of to's hour before to, minus the part of from's hour before from (belowCut).
+func (db *DB) UsageTotal(ctx context.Context, tenantID, metric string, from, to time.Time) (float64, error) {
+	var total float64
+	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, hoursTotal, tenantID, metric, from, to).Scan(&total); err != nil {
+			return err
+		}
+		below := func(cut time.Time) (float64, error) {
+			var q float64
+			if cut.Truncate(time.Hour).Equal(cut) {
+				return 0, nil // on the hour: nothing of its hour lies before it
+			}
+			err := tx.QueryRow(ctx, belowCut, tenantID, metric, cut).Scan(&q)
+			return q, err
+		}
+		upTo, err := below(to)
+		if err != nil {
+			return err
+		}
+		before, err := below(from)
+		total += upTo - before
+		return err
+	})
+	return total, err
+}
+
+// SaveUsagePeriods implements billing.UsageStore on the system path. A period once closed stays
+// closed, at the time it was first.
+func (db *DB) SaveUsagePeriods(ctx context.Context, periods []billing.UsagePeriod) error {
+	return db.WithSystem(ctx, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		for _, p := range periods {
+			b.Queue(`
+				INSERT INTO tenantkit.usage_reports AS r (tenant_id, subscription_id, period_start, period_end, item_id, due,
+				  carried_in, reported, reported_elsewhere, reported_at, closed_at)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, CASE WHEN $11 THEN now() END)
+				ON CONFLICT (tenant_id, subscription_id, period_start) DO UPDATE SET period_end = EXCLUDED.period_end,
+				  item_id = EXCLUDED.item_id, due = EXCLUDED.due, carried_in = EXCLUDED.carried_in, reported = EXCLUDED.reported,
+				  reported_elsewhere = EXCLUDED.reported_elsewhere, reported_at = EXCLUDED.reported_at,
+				  closed_at = coalesce(r.closed_at, EXCLUDED.closed_at)`,
+				p.TenantID, p.SubscriptionID, p.Start, p.End, p.ItemID, p.Due, p.CarriedIn, p.Reported, p.ReportedElsewhere,
+				p.ReportedAt, p.Closed)
+		}
+		return tx.SendBatch(ctx, b).Close()
+	})
+}
+
+// UsageLimits implements billing.UsageStore on the system path. Pairs whose metric no plan limits
+// are dropped first, before the effective plan is looked up.
+func (db *DB) UsageLimits(ctx context.Context, keys []billing.TenantMetric) ([]billing.UsageLimit, error) {
+	tenants, metrics := make([]string, len(keys)), make([]string, len(keys))
+	for i, k := range keys {
+		tenants[i], metrics[i] = k.TenantID, k.Metric
+	}
+	var out []billing.UsageLimit
+	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, `
+			WITH limited AS (
+			  SELECT DISTINCT l.key AS metric FROM subscription_plans p, jsonb_each_text(p.limits) l WHERE l.value::bigint > 0
+			), k AS (
+			  SELECT DISTINCT k.tenant_id, k.metric FROM unnest($1::uuid[], $2::text[]) k (tenant_id, metric)
+			  WHERE k.metric IN (SELECT metric FROM limited)
+			)
+			SELECT t.id::text, t.name, k.metric, (p.limits ->> k.metric)::bigint, s.current_period_start, s.current_period_end,
+			       coalesce((SELECT u.quantity FROM billing_usage u WHERE u.tenant_id = t.id AND u.metric = k.metric
+			                 ORDER BY u.period_start DESC, u.quantity DESC LIMIT 1), 0)::float8
+			FROM k
+			JOIN tenants t ON t.id = k.tenant_id
+			JOIN subscription_plans p ON p.id = tenantkit.effective_plan(t.id)
+			LEFT JOIN tenant_subscriptions s ON s.tenant_id = t.id
+			WHERE (p.limits ->> k.metric)::bigint > 0
+			ORDER BY t.id, k.metric`, tenants, metrics)
+		var err error
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (billing.UsageLimit, error) {
+			var l billing.UsageLimit
+			err := r.Scan(&l.TenantID, &l.TenantName, &l.Metric, &l.Limit, &l.PeriodStart, &l.PeriodEnd, &l.Latest)
+			return l, err
+		})
+		return err
+	})
+	return out, err
+}
+
+// QueueOwnerEmail implements billing.UsageStore on the system path, in one statement (as
+// saveDecision queues billing emails): one row per owner with an email address.
+func (db *DB) QueueOwnerEmail(ctx context.Context, tenantID string, e billing.Email, unless []string) (bool, error) {
+	queued := false
+	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `
+			INSERT INTO tenantkit.email_outbox (tenant_id, to_email, subject, body, dedupe_key)
+			SELECT m.tenant_id, u.email, $2, $3, $4
+			FROM tenant_users m JOIN auth.users u ON u.id = m.user_id AND u.email IS NOT NULL
+			WHERE m.tenant_id = $1 AND m.role = 'owner'
+			  AND NOT EXISTS (SELECT FROM tenantkit.email_outbox o WHERE o.dedupe_key = ANY ($5::text[]))
+			ON CONFLICT (dedupe_key, to_email) WHERE dedupe_key IS NOT NULL DO NOTHING`,
+			tenantID, e.Subject, e.Text, e.DedupeKey, unless)
+		queued = tag.RowsAffected() > 0
+		return err
+	})
+	return queued, err
+}
