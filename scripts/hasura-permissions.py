@@ -7,13 +7,19 @@
 #
 # Deliberately not given to Hasura's `user` role: inserting or updating memberships and
 # invitations (the team actions do that, with their rules and emails), and any write on
-# subscriptions, usage, plans and the audit log (system paths only).
+# subscriptions, usage, plans, API keys and the audit log (system paths only).
+#
+# The `api_client` role (tokens of POST /auth/token, see README "API keys") gets every `user`
+# permission with "a membership of the caller allowing perm" replaced by "the caller's API key
+# allowing perm" (to_api below: the key is not revoked, a scope covers perm, and its creator's
+# membership allows perm), as migrations/00018_api_keys.sql does for row-level security. It never
+# deletes a tenant, and a member's leaving (deleting their own membership) has no API-client form.
 import yaml, os, copy
 class NoAlias(yaml.SafeDumper):
     def ignore_aliases(self, data):
         return True
 ROLES=['guest','member','admin','owner']
-GRANTS={'owner':['*'],'admin':['users:*','projects:*','settings:read','settings:write','billing:*'],'member':['projects:read','projects:write'],'guest':['projects:read']}
+GRANTS={'owner':['*'],'admin':['users:*','projects:*','settings:read','settings:write','billing:*','api_keys:manage'],'member':['projects:read','projects:write'],'guest':['projects:read']}
 def covers(g,p):
     return g=='*' or g==p or (g.endswith(':*') and p.startswith(g[:-1]) and len(p)>len(g)-1)
 def roles_for(perm,minrole='guest'):
@@ -38,6 +44,60 @@ def manageable(perm):
     # row.role r, caller role >= r and allows perm
     return {'_or':[{'_and':[{'role':{'_eq':r}},via_tenant(perm,r)]} for r in ROLES]}
 
+# ---- the api_client role, derived from the user role's rules ----
+KEY={'id':{'_eq':'X-Hasura-Api-Key-Id'}}
+LIVE={'revoked_at':{'_is_null':True}}
+API_NEVER={('tenants','delete')}
+def scope_keys(e):
+    # the keys(perm) list of a member condition, if it names a permission
+    if isinstance(e,dict):
+        if 'permissions' in e: return e['permissions']['_has_keys_any']
+        for v in e.values():
+            k=scope_keys(v)
+            if k: return k
+    if isinstance(e,list):
+        for v in e:
+            k=scope_keys(v)
+            if k: return k
+    return None
+def key_grant(mc):
+    # member_cond(perm, minrole) of the caller -> the caller's key, whose scopes cover perm and
+    # whose creator's membership satisfies the same condition
+    rest=[] if mc==ME else [c for c in mc['_and'] if c!=ME]
+    conds=[KEY,LIVE]
+    k=scope_keys(rest)
+    if k: conds.append({'scopes':{'_has_keys_any':k}})
+    conds.append({'creator':rest[0] if len(rest)==1 else ({'_and':rest} if rest else {})})
+    return {'_and':conds}
+def to_api(e):
+    if isinstance(e,list): return [to_api(x) for x in e]
+    if not isinstance(e,dict): return e
+    out={}
+    for k,v in e.items():
+        if k=='members':
+            out['api_keys']=key_grant(v)
+        elif k=='_or':
+            items=[to_api(x) for x in v if x!=ME]
+            if len(items)==1: out.update(items[0])
+            else: out['_or']=items
+        elif isinstance(v,dict) and v=={'_eq':'X-Hasura-User-Id'}:
+            # a column holding the caller -> the creator of the caller's key
+            out['tenant']={'api_keys':{'_and':[KEY,LIVE,{'created_by':{'_ceq':['$',k]}}]}}
+        else:
+            out[k]=to_api(v)
+    return out
+def with_api_client(name, doc):
+    for cmd in ['select','insert','update','delete']:
+        key=cmd+'_permissions'
+        if (name,cmd) in API_NEVER or key not in doc: continue
+        for entry in list(doc[key]):
+            if entry['role']!='user': continue
+            p=to_api(copy.deepcopy(entry['permission']))
+            if 'set' in p:
+                p['set']={c:('X-Hasura-Api-Key-Creator-Id' if v=='X-Hasura-User-Id' else v) for c,v in p['set'].items()}
+            doc[key].append({'role':'api_client','permission':p})
+    return doc
+
 T=os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'hasura', 'metadata', 'databases', 'default', 'tables')
 def write(name, doc):
     path=os.path.join(T,f'public_{name}.yaml')
@@ -45,6 +105,7 @@ def write(name, doc):
     if os.path.exists(path):
         old=yaml.safe_load(open(path)) or {}
     if 'event_triggers' in old: doc['event_triggers']=old['event_triggers']
+    doc=with_api_client(name, doc)
     with open(path,'w') as f:
         f.write(yaml.dump(doc, Dumper=NoAlias, sort_keys=False, width=120))
 tbl=lambda n:{'name':n,'schema':'public'}
@@ -57,7 +118,8 @@ write('tenants',{
    {'name':'invitations','using':{'foreign_key_constraint_on':{'column':'tenant_id','table':tbl('tenant_invitations')}}},
    {'name':'projects','using':{'foreign_key_constraint_on':{'column':'tenant_id','table':tbl('projects')}}},
    {'name':'audit_log','using':{'foreign_key_constraint_on':{'column':'tenant_id','table':tbl('audit_log')}}},
-   {'name':'usage','using':{'foreign_key_constraint_on':{'column':'tenant_id','table':tbl('billing_usage')}}}],
+   {'name':'usage','using':{'foreign_key_constraint_on':{'column':'tenant_id','table':tbl('billing_usage')}}},
+   {'name':'api_keys','using':{'foreign_key_constraint_on':{'column':'tenant_id','table':tbl('api_keys')}}}],
  'select_permissions':[{'role':'user','permission':{'columns':['id','slug','name','settings','created_at','updated_at'],'filter':own_tenant(None)}}],
  'update_permissions':[{'role':'user','permission':{'columns':['name','settings'],'filter':own_tenant('settings:write'),'check':own_tenant('settings:write')}}],
  'delete_permissions':[{'role':'user','permission':{'filter':own_tenant('tenants:delete')}}],
@@ -100,4 +162,10 @@ write('audit_log',{
 write('subscription_plans',{
  'table':tbl('subscription_plans'),
  'select_permissions':[{'role':'user','permission':{'columns':['id','key','name','description','unit_amount','currency','interval','features','limits','sort_order'],'filter':{}}}],
+})
+write('api_keys',{
+ 'table':tbl('api_keys'),
+ 'object_relationships':[tenant_rel,
+   {'name':'creator','using':{'manual_configuration':{'remote_table':tbl('tenant_users'),'column_mapping':{'tenant_id':'tenant_id','created_by':'user_id'}}}}],
+ 'select_permissions':[{'role':'user','permission':{'columns':['id','tenant_id','name','prefix','scopes','created_by','created_at','expires_at','revoked_at','revoked_by','last_used_at'],'filter':via_tenant('api_keys:manage')}}],
 })
