@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/goccy/go-yaml"
@@ -14,7 +15,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantkit/tenantkit/internal/apikey"
 	"github.com/tenantkit/tenantkit/internal/hasuratest"
+	"github.com/tenantkit/tenantkit/internal/postgres"
 )
 
 // serviceOnly are the commands Hasura's `user` role is deliberately not given although RLS lets
@@ -23,13 +26,15 @@ import (
 var serviceOnly = map[string]bool{
 	"tenant_users/insert": true, "tenant_users/update": true,
 	"tenant_invitations/insert": true, "tenant_invitations/update": true,
+	"api_keys/insert": true, "api_keys/update": true, // createApiKey, revokeApiKey
 }
 
 // TestHasuraRulesEqualRLS: the two walls agree. On the seeded world of the isolation test, for
 // every user and every tracked table, the rows Hasura's `user` permissions select, update
 // (filter and check) and delete — compiled from hasura/metadata to SQL and run without RLS, as
 // Hasura runs them — are exactly the rows RLS lets tenantkit_app select, update and delete under
-// the same session. Reproduce with TENANTKIT_SEED.
+// the same session; and likewise for every API key of the world, with Hasura's `api_client`
+// permissions and the session a token of the key carries. Reproduce with TENANTKIT_SEED.
 func TestHasuraRulesEqualRLS(t *testing.T) {
 	t.Parallel()
 	s := seed(t)
@@ -38,8 +43,28 @@ func TestHasuraRulesEqualRLS(t *testing.T) {
 	db, admin := setup(t)
 	ctx := context.Background()
 	w.load(ctx, t, admin)
+	var keys []string
+	for _, k := range w.keys {
+		keys = append(keys, k.id)
+	}
+	for _, c := range []struct {
+		role       string
+		principals []string
+	}{{"user", w.users}, {apikey.Role, keys}} {
+		t.Run(c.role, func(t *testing.T) {
+			checked := wallsAgree(ctx, t, s, w, db, admin, c.role, c.principals)
+			if checked < len(c.principals)*5 {
+				t.Fatalf("only %d principal×table×command comparisons: the walls were not really compared", checked)
+			}
+			t.Logf("seed %d: %d comparisons of Hasura's %s rules with RLS", s, checked, c.role)
+		})
+	}
+}
 
-	meta, cat, rules := userRules(ctx, t, admin)
+// wallsAgree compares Hasura's rules for role with RLS for each principal (a user, or a key's API
+// client) and returns the number of comparisons made.
+func wallsAgree(ctx context.Context, t *testing.T, s uint64, w *world, db *postgres.DB, admin *pgxpool.Pool, role string, principals []string) int {
+	meta, cat, rules := roleRules(ctx, t, admin, role)
 	byTable := map[string]map[string]hasuratest.Rule{}
 	for _, r := range rules {
 		if byTable[r.Table] == nil {
@@ -53,8 +78,8 @@ func TestHasuraRulesEqualRLS(t *testing.T) {
 		if !tracked {
 			continue // tenantkit.* tables are not tracked by Hasura
 		}
-		for _, u := range w.users {
-			session := map[string]string{"x-hasura-role": "user", "x-hasura-user-id": u}
+		for _, u := range principals {
+			session := w.session(u).Vars
 			// Hasura: rows its rules allow, run as the superuser (Hasura's path has no RLS).
 			hasura := func(conds ...map[string]any) []string {
 				where, args := "true", []any{}
@@ -74,7 +99,7 @@ func TestHasuraRulesEqualRLS(t *testing.T) {
 				return got
 			}
 			var rls map[string][]string
-			err := asUser(ctx, db, u, func(tx pgx.Tx) error {
+			err := w.as(ctx, db, u, func(tx pgx.Tx) error {
 				rls = map[string][]string{}
 				for cmd, sql := range map[string]string{
 					"select": fmt.Sprintf("SELECT %s FROM %s", tb.key, tb.name),
@@ -113,40 +138,44 @@ func TestHasuraRulesEqualRLS(t *testing.T) {
 				got := rls[cmd]
 				if serviceOnly[tb.name+"/"+cmd] {
 					if r.Allowed {
-						t.Errorf("%s %s is service-only but Hasura's user role may do it", cmd, tb.name)
+						t.Errorf("%s %s is service-only but Hasura's %s role may do it", cmd, tb.name, role)
 					}
 					continue
 				}
 				checked++
 				if !slices.Equal(got, want) {
-					t.Errorf("seed %d (TENANTKIT_SEED=%d): user %s, %s on %s: RLS allows %d rows, Hasura %d\n  only RLS: %v\n  only Hasura: %v",
-						s, s, u, cmd, tb.name, len(got), len(want), minus(got, want), minus(want, got))
-					return
+					t.Errorf("seed %d (TENANTKIT_SEED=%d): %s %s, %s on %s: RLS allows %d rows, Hasura %d\n  only RLS: %v\n  only Hasura: %v",
+						s, s, role, u, cmd, tb.name, len(got), len(want), minus(got, want), minus(want, got))
+					return checked
 				}
 			}
 		}
 	}
-	// Inserts: the one table Hasura's user role inserts into. For a sample of users and every
-	// tenant, Hasura's check on the new row (with its owner_id preset) must accept exactly the
-	// inserts RLS accepts.
+	// Inserts: the one table Hasura's roles insert into. For a sample of principals and every
+	// tenant, Hasura's check on the new row (with its owner_id preset: the user, or the key's
+	// creator) must accept exactly the inserts RLS accepts.
 	ins := byTable["projects"]["insert"]
 	if !ins.Allowed {
-		t.Fatal("projects has no insert permission for role user")
+		t.Fatalf("projects has no insert permission for role %s", role)
 	}
-	for i, u := range w.users {
+	for i, u := range principals {
 		if i%4 != 0 {
 			continue
 		}
-		session := map[string]string{"x-hasura-role": "user", "x-hasura-user-id": u}
+		session := w.session(u).Vars
 		check, args, err := meta.SQL("public", "projects", "t", ins.Check, session, 2, cat)
 		if err != nil {
 			t.Fatal(err)
 		}
+		owner := w.person(u)
+		if preset := fmt.Sprint(ins.Set["owner_id"]); session[strings.ToLower(preset)] != owner {
+			t.Fatalf("%s: projects insert presets owner_id from %s = %q, want %s", role, preset, session[strings.ToLower(preset)], owner)
+		}
 		for _, tn := range w.tenants {
 			id := uuid.NewString()
-			insert := fmt.Sprintf("INSERT INTO projects (tenant_id, id, name, owner_id) VALUES ('%s', '%s', 'new', '%s')", tn, id, u)
+			insert := fmt.Sprintf("INSERT INTO projects (tenant_id, id, name, owner_id) VALUES ('%s', '%s', 'new', '%s')", tn, id, owner)
 			var rlsResult string
-			if err := asUser(ctx, db, u, func(tx pgx.Tx) error {
+			if err := w.as(ctx, db, u, func(tx pgx.Tx) error {
 				return tx.QueryRow(ctx, "SELECT public.tk_try($1)", insert).Scan(&rlsResult)
 			}); err != nil {
 				t.Fatal(err)
@@ -167,15 +196,12 @@ func TestHasuraRulesEqualRLS(t *testing.T) {
 			}
 			checked++
 			if hasuraOK != (rlsResult == "ok:1") {
-				t.Errorf("seed %d: user %s inserting a project into %s: RLS %s, Hasura allowed=%v", s, u, tn, rlsResult, hasuraOK)
-				return
+				t.Errorf("seed %d: %s %s inserting a project into %s: RLS %s, Hasura allowed=%v", s, role, u, tn, rlsResult, hasuraOK)
+				return checked
 			}
 		}
 	}
-	if checked < 120*5 {
-		t.Fatalf("only %d user×table×command comparisons: the walls were not really compared", checked)
-	}
-	t.Logf("seed %d: %d comparisons of Hasura's rules with RLS", s, checked)
+	return checked
 }
 
 // TestMetadataMatchesDatabase: every table Hasura tracks exists in the migrated database, every
@@ -242,6 +268,12 @@ func TestMetadataMatchesDatabase(t *testing.T) {
 // userRules loads hasura/metadata, the migrated database's catalog, and the `user` role's rules.
 func userRules(ctx context.Context, t *testing.T, admin *pgxpool.Pool) (*hasuratest.Metadata, *hasuratest.PGCatalog, []hasuratest.Rule) {
 	t.Helper()
+	return roleRules(ctx, t, admin, "user")
+}
+
+// roleRules loads hasura/metadata, the migrated database's catalog, and the role's rules.
+func roleRules(ctx context.Context, t *testing.T, admin *pgxpool.Pool, role string) (*hasuratest.Metadata, *hasuratest.PGCatalog, []hasuratest.Rule) {
+	t.Helper()
 	meta, err := hasuratest.Load("../../hasura/metadata")
 	if err != nil {
 		t.Fatal(err)
@@ -250,7 +282,7 @@ func userRules(ctx context.Context, t *testing.T, admin *pgxpool.Pool) (*hasurat
 	if err != nil {
 		t.Fatal(err)
 	}
-	rules, err := meta.Rules("user")
+	rules, err := meta.Rules(role)
 	if err != nil {
 		t.Fatal(err)
 	}
