@@ -392,7 +392,10 @@ func tables() []table {
 			},
 			canSelect: func(w *world, u, k string) bool { tn, _ := split(k); return w.has(u, tn, "api_keys:manage") },
 			// revocation is the service's, for people only
-			canUpdate: func(w *world, u, k string) bool { tn, _ := split(k); return !w.isKey(u) && w.has(u, tn, "api_keys:manage") },
+			canUpdate: func(w *world, u, k string) bool {
+				tn, _ := split(k)
+				return !w.isKey(u) && w.has(u, tn, "api_keys:manage")
+			},
 			canDelete: none,
 		},
 		{
