@@ -51,7 +51,7 @@ func Exceeding(scopes []string, role tenantkit.Role, custom []string) []string {
 // is no longer a member) allows nothing. This is the rule the database applies to API-client
 // sessions (tenantkit.api_key_tenants) and Hasura's api_client permissions encode.
 func Allows(scopes []string, role tenantkit.Role, custom []string, p string) bool {
-	if !tenantkit.Allows(role, custom, p) {
+	if !role.Valid() || !tenantkit.Allows(role, custom, p) {
 		return false
 	}
 	for _, s := range scopes {
