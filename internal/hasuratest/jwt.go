@@ -428,8 +428,8 @@ func verifySignature(token string, keys []JWK) ([]byte, error) {
 		return nil, err
 	}
 	var h struct {
-		Alg string `json:"alg"`
-		Kid string `json:"kid"`
+		Alg  string `json:"alg"`
+		Kid  string `json:"kid"`
 		Crit any    `json:"crit"`
 	}
 	if err := json.Unmarshal(header, &h); err != nil {

@@ -94,13 +94,17 @@ func TestJWTAuthSession(t *testing.T) {
 		t.Errorf("session %v", got)
 	}
 	refused := map[string]func(c map[string]any) (role string){
-		"expired":            func(c map[string]any) string { c["exp"] = now.Add(-time.Second).Unix(); return "" },
-		"issued in future":   func(c map[string]any) string { c["iat"] = now.Add(time.Second).Unix(); return "" },
-		"not yet valid":      func(c map[string]any) string { c["nbf"] = now.Add(time.Second).Unix(); return "" },
-		"other audience":     func(c map[string]any) string { c["aud"] = "someone-else"; return "" },
-		"role not allowed":   func(c map[string]any) string { return "user" },
-		"no namespace":       func(c map[string]any) string { delete(c, DefaultClaimsNamespace); return "" },
-		"stringified claims": func(c map[string]any) string { b, _ := json.Marshal(c[DefaultClaimsNamespace]); c[DefaultClaimsNamespace] = string(b); return "" },
+		"expired":          func(c map[string]any) string { c["exp"] = now.Add(-time.Second).Unix(); return "" },
+		"issued in future": func(c map[string]any) string { c["iat"] = now.Add(time.Second).Unix(); return "" },
+		"not yet valid":    func(c map[string]any) string { c["nbf"] = now.Add(time.Second).Unix(); return "" },
+		"other audience":   func(c map[string]any) string { c["aud"] = "someone-else"; return "" },
+		"role not allowed": func(c map[string]any) string { return "user" },
+		"no namespace":     func(c map[string]any) string { delete(c, DefaultClaimsNamespace); return "" },
+		"stringified claims": func(c map[string]any) string {
+			b, _ := json.Marshal(c[DefaultClaimsNamespace])
+			c[DefaultClaimsNamespace] = string(b)
+			return ""
+		},
 		"non-string claim": func(c map[string]any) string {
 			c[DefaultClaimsNamespace].(map[string]any)["x-hasura-tenant-id"] = 7
 			return ""
