@@ -21,6 +21,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tenantkit/tenantkit"
+	"github.com/tenantkit/tenantkit/internal/apikey"
 	"github.com/tenantkit/tenantkit/internal/billing"
 	"github.com/tenantkit/tenantkit/internal/server"
 	"github.com/tenantkit/tenantkit/internal/team"
@@ -32,6 +33,7 @@ type Handler struct {
 	Billing *billing.Service
 	Meter   *billing.Meter // counts successful actions per tenant (api_calls); nil counts nothing
 	Events  tenantkit.EventLog
+	Keys    *apikey.Service
 
 	routes sync.Once // builds the two tables below once, not on every request
 	acts   map[string]action
@@ -164,6 +166,9 @@ func (h *Handler) actions() map[string]action {
 		"cancelSubscription":         typed(h.cancelSubscription),
 		"resumeSubscription":         typed(h.resumeSubscription),
 		"changePlan":                 typed(h.changePlan),
+
+		"createApiKey": typed(h.createAPIKey),
+		"revokeApiKey": typed(h.revokeAPIKey),
 	}
 }
 

@@ -49,6 +49,8 @@ type Config struct {
 	InvitationSendsPerHour int
 	// INVITATION_RESENDS_PER_DAY, optional (1 to 1000; default 5): resends of one invitation per day.
 	InvitationResendsPerDay int
+	// APIKeys: API_TOKEN_* and TRUSTED_PROXIES (apikeyconfig.go).
+	APIKeys APIKeyConfig
 }
 
 // planKey is the form of subscription_plans.key.
@@ -197,6 +199,7 @@ func loadConfig(getenv func(string) string, dev bool) (Config, error) {
 			*v.into = n
 		}
 	}
+	problems = append(problems, loadAPIKeyConfig(getenv, &c.APIKeys)...)
 	level := getenv("LOG_LEVEL")
 	if level == "" {
 		level = "info"

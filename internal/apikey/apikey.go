@@ -43,6 +43,8 @@ const (
 	InvalidKey = "invalid_api_key" // 401: no key with that prefix and secret
 	KeyRevoked = "api_key_revoked" // 401
 	KeyExpired = "api_key_expired" // 401
+	// RateLimited: too many exchanges from one address or failures on one key (429, Retry-After).
+	RateLimited = team.RateLimited
 )
 
 // Outcomes of an exchange, for the metrics (tenantkit_api_key_exchanges_total{outcome}).
