@@ -48,15 +48,15 @@ func TestConfigAPIKeys(t *testing.T) {
 	junk := filepath.Join(dir, "junk.pem")
 	_ = os.WriteFile(junk, []byte("SECRET-CONTENT-0123456789"), 0o600)
 	for name, extra := range map[string]map[string]string{
-		"API_TOKEN_SIGNING_KEY_FILE: cannot read":      {"API_TOKEN_SIGNING_KEY_FILE": filepath.Join(dir, "missing.pem")},
-		"API_TOKEN_SIGNING_KEY_FILE: not a PEM":        {"API_TOKEN_SIGNING_KEY_FILE": junk},
-		"API_TOKEN_SIGNING_KEY_FILE: an RSA key":       {"API_TOKEN_SIGNING_KEY_FILE": smallFile},
-		"API_TOKEN_PREVIOUS_KEY_FILE needs":            {"API_TOKEN_PREVIOUS_KEY_FILE": good},
-		"API_TOKEN_TTL must":                           {"API_TOKEN_TTL": "2h"},
-		"API_TOKEN_EXCHANGES_PER_MINUTE must":          {"API_TOKEN_EXCHANGES_PER_MINUTE": "0"},
-		"API_TOKEN_FAILURES_PER_KEY_PER_HOUR must":     {"API_TOKEN_FAILURES_PER_KEY_PER_HOUR": "many"},
-		"TRUSTED_PROXIES: \"nope\"":                    {"TRUSTED_PROXIES": "10.0.0.0/8,nope"},
-		"API_TOKEN_ISSUER must be up to 200 printable": {"API_TOKEN_ISSUER": "a\nb"},
+		"API_TOKEN_SIGNING_KEY_FILE: cannot read":             {"API_TOKEN_SIGNING_KEY_FILE": filepath.Join(dir, "missing.pem")},
+		"API_TOKEN_SIGNING_KEY_FILE: not a PEM":               {"API_TOKEN_SIGNING_KEY_FILE": junk},
+		"API_TOKEN_SIGNING_KEY_FILE: signing key: an RSA key": {"API_TOKEN_SIGNING_KEY_FILE": smallFile},
+		"API_TOKEN_PREVIOUS_KEY_FILE needs":                   {"API_TOKEN_PREVIOUS_KEY_FILE": good},
+		"API_TOKEN_TTL must":                                  {"API_TOKEN_TTL": "2h"},
+		"API_TOKEN_EXCHANGES_PER_MINUTE must":                 {"API_TOKEN_EXCHANGES_PER_MINUTE": "0"},
+		"API_TOKEN_FAILURES_PER_KEY_PER_HOUR must":            {"API_TOKEN_FAILURES_PER_KEY_PER_HOUR": "many"},
+		"TRUSTED_PROXIES: \"nope\"":                           {"TRUSTED_PROXIES": "10.0.0.0/8,nope"},
+		"API_TOKEN_ISSUER must be up to 200 printable":        {"API_TOKEN_ISSUER": "a\nb"},
 	} {
 		_, err := load(extra)
 		if err == nil || !strings.Contains(err.Error(), "config: "+name) {
