@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,14 +25,23 @@ import (
 	"github.com/tenantkit/tenantkit/internal/hasuratest"
 )
 
-// The jwt_secrets entry README "API keys" tells operators to add to HASURA_GRAPHQL_JWT_SECRETS,
-// with the issuer and audience this test's service is configured with; hasuraAuthEntry stands for
-// the users' issuer next to it.
-const (
-	apiTokenEntry = `{"jwk_url": "{{TENANTKIT_URL}}/.well-known/jwks.json", "issuer": "https://tenantkit.test",
- "audience": "hasura-test", "claims_namespace": "https://hasura.io/jwt/claims", "claims_format": "json"}`
-	hasuraAuthEntry = `{"jwk_url": "{{AUTH_URL}}", "issuer": "hasura-auth"}`
-)
+// hasuraAuthEntry stands for the users' issuer next to tenantkit's in HASURA_GRAPHQL_JWT_SECRETS.
+const hasuraAuthEntry = `{"jwk_url": "http://127.0.0.1:1/unused", "issuer": "hasura-auth"}`
+
+// readmeEntry is the jwt_secrets entry README "API keys" tells operators to add for tenantkit, its
+// JWKS address pointed at url.
+func readmeEntry(t *testing.T, url string) string {
+	t.Helper()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry := regexp.MustCompile(`\{"jwk_url": "http://tenantkit:8081/\.well-known/jwks\.json"[^}]*\}`).Find(readme)
+	if entry == nil {
+		t.Fatal("README.md has no jwt_secrets entry for tenantkit's JWKS")
+	}
+	return strings.ReplaceAll(string(entry), "http://tenantkit:8081", url)
+}
 
 // signingKeyFile writes a fresh Ed25519 private key (PKCS#8 PEM, what openssl genpkey writes) to a
 // file of the test's and returns its path.
@@ -49,10 +59,11 @@ func signingKeyFile(t *testing.T) string {
 	return path
 }
 
+// newKeyStack is a stack that signs API tokens, with the default issuer and audience (those of the
+// README's jwt_secrets entry).
 func newKeyStack(t *testing.T, env ...string) *stack {
 	t.Helper()
-	return newStack(t, append([]string{"API_TOKEN_SIGNING_KEY_FILE", signingKeyFile(t),
-		"API_TOKEN_ISSUER", "https://tenantkit.test", "API_TOKEN_AUDIENCE", "hasura-test"}, env...)...)
+	return newStack(t, append([]string{"API_TOKEN_SIGNING_KEY_FILE", signingKeyFile(t)}, env...)...)
 }
 
 // exchange posts key to /auth/token from the test's address and returns the status and body.
@@ -82,8 +93,7 @@ func code(body map[string]any) string {
 // another issuer's.
 func (s *stack) hasuraSession(t *testing.T, token, role string) (map[string]string, error) {
 	t.Helper()
-	entries := "[" + strings.ReplaceAll(apiTokenEntry, "{{TENANTKIT_URL}}", s.m.HTTP.URL()) + "," +
-		strings.ReplaceAll(hasuraAuthEntry, "{{AUTH_URL}}", "http://127.0.0.1:1/unused") + "]"
+	entries := "[" + hasuraAuthEntry + "," + readmeEntry(t, s.m.HTTP.URL()) + "]"
 	secrets, err := hasuratest.ParseJWTSecrets(entries)
 	if err != nil {
 		t.Fatal(err)
