@@ -158,6 +158,9 @@ func writeActionSeeds(t *testing.T, client *hasuratest.Client, capture *capturin
 		{"cancelSubscription", map[string]any{"tenantId": fuzzTenant}, owner},
 		{"resumeSubscription", map[string]any{"tenantId": fuzzTenant}, owner},
 		{"changePlan", map[string]any{"tenantId": fuzzTenant, "planId": someID}, owner},
+		{"createApiKey", map[string]any{"tenantId": fuzzTenant, "name": "fuzz key", "scopes": []any{"projects:read"},
+			"expiresAt": "2099-01-01T00:00:00Z"}, owner},
+		{"revokeApiKey", map[string]any{"keyId": someID}, owner},
 	} {
 		body := asHasura(t, client, capture, v.name, v.input, v.sess)
 		valid[v.name] = body
