@@ -34,6 +34,7 @@ type Handler struct {
 	Meter   *billing.Meter // counts successful actions per tenant (api_calls); nil counts nothing
 	Events  tenantkit.EventLog
 	Keys    *apikey.Service
+	Domains *team.Domains
 
 	routes sync.Once // builds the two tables below once, not on every request
 	acts   map[string]action
@@ -169,6 +170,12 @@ func (h *Handler) actions() map[string]action {
 
 		"createApiKey": typed(h.createAPIKey),
 		"revokeApiKey": typed(h.revokeAPIKey),
+
+		"addDomain":         typed(h.addDomain),
+		"verifyDomain":      typed(h.verifyDomain),
+		"setDomainPolicy":   typed(h.setDomainPolicy),
+		"removeDomain":      typed(h.removeDomain),
+		"acceptDomainOffer": typed(h.acceptDomainOffer),
 	}
 }
 
@@ -240,7 +247,7 @@ func statusOf(code string) int {
 		return http.StatusForbidden
 	case tenantkit.NotFound, team.InvitationNotFound:
 		return http.StatusNotFound
-	case tenantkit.Conflict, team.SlugTaken, team.InvitationUsed, tenantkit.LastOwner:
+	case tenantkit.Conflict, team.SlugTaken, team.InvitationUsed, tenantkit.LastOwner, team.DomainTaken, team.DomainUnverified:
 		return http.StatusConflict
 	case team.InvitationExpired, team.InvitationRevoked:
 		return http.StatusGone

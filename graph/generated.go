@@ -18,6 +18,7 @@ import (
 	"github.com/tenantkit/tenantkit/graph/model"
 	"github.com/tenantkit/tenantkit/internal/apikey"
 	"github.com/tenantkit/tenantkit/internal/billing"
+	"github.com/tenantkit/tenantkit/internal/team"
 	gqlparser "github.com/vektah/gqlparser/v2"
 	"github.com/vektah/gqlparser/v2/ast"
 )
@@ -33,6 +34,8 @@ type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
 	ApiKey() ApiKeyResolver
+	Domain() DomainResolver
+	DomainOffer() DomainOfferResolver
 	MoneyAmount() MoneyAmountResolver
 	Plan() PlanResolver
 	Query() QueryResolver
@@ -63,6 +66,26 @@ type ComplexityRoot struct {
 		Details   func(childComplexity int) int
 		ID        func(childComplexity int) int
 		Subject   func(childComplexity int) int
+	}
+
+	Domain struct {
+		DefaultRole func(childComplexity int) int
+		Domain      func(childComplexity int) int
+		ID          func(childComplexity int) int
+		Policy      func(childComplexity int) int
+		RecordName  func(childComplexity int) int
+		RecordValue func(childComplexity int) int
+		TenantID    func(childComplexity int) int
+		Verified    func(childComplexity int) int
+		VerifiedAt  func(childComplexity int) int
+	}
+
+	DomainOffer struct {
+		CreatedAt  func(childComplexity int) int
+		Domain     func(childComplexity int) int
+		Role       func(childComplexity int) int
+		TenantID   func(childComplexity int) int
+		TenantName func(childComplexity int) int
 	}
 
 	EntitlementCheck struct {
@@ -129,6 +152,8 @@ type ComplexityRoot struct {
 		APIKeys          func(childComplexity int, tenantID string) int
 		AuditLog         func(childComplexity int, tenantID string, limit int) int
 		CheckEntitlement func(childComplexity int, tenantID string, feature string) int
+		DomainOffers     func(childComplexity int) int
+		Domains          func(childComplexity int, tenantID string) int
 		Entitlements     func(childComplexity int, tenantID string) int
 		MyPermissions    func(childComplexity int, tenantID string) int
 		Plans            func(childComplexity int) int
@@ -165,6 +190,16 @@ type ApiKeyResolver interface {
 
 	Status(ctx context.Context, obj *apikey.Key) (string, error)
 }
+type DomainResolver interface {
+	DefaultRole(ctx context.Context, obj *team.Domain) (string, error)
+	Verified(ctx context.Context, obj *team.Domain) (bool, error)
+
+	RecordName(ctx context.Context, obj *team.Domain) (string, error)
+	RecordValue(ctx context.Context, obj *team.Domain) (string, error)
+}
+type DomainOfferResolver interface {
+	Role(ctx context.Context, obj *team.DomainOffer) (string, error)
+}
 type MoneyAmountResolver interface {
 	Amount(ctx context.Context, obj *billing.MRR) (float64, error)
 }
@@ -180,6 +215,8 @@ type QueryResolver interface {
 	CheckEntitlement(ctx context.Context, tenantID string, feature string) (*model.EntitlementCheck, error)
 	SaasMetrics(ctx context.Context) (*billing.Metrics, error)
 	APIKeys(ctx context.Context, tenantID string) ([]*apikey.Key, error)
+	Domains(ctx context.Context, tenantID string) ([]*team.Domain, error)
+	DomainOffers(ctx context.Context) ([]*team.DomainOffer, error)
 }
 
 // endregion ************************** generated!.gotpl **************************
@@ -303,6 +340,92 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.AuditEntry.Subject(childComplexity), true
+
+	case "Domain.defaultRole":
+		if e.ComplexityRoot.Domain.DefaultRole == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Domain.DefaultRole(childComplexity), true
+	case "Domain.domain":
+		if e.ComplexityRoot.Domain.Domain == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Domain.Domain(childComplexity), true
+	case "Domain.id":
+		if e.ComplexityRoot.Domain.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Domain.ID(childComplexity), true
+	case "Domain.policy":
+		if e.ComplexityRoot.Domain.Policy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Domain.Policy(childComplexity), true
+	case "Domain.recordName":
+		if e.ComplexityRoot.Domain.RecordName == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Domain.RecordName(childComplexity), true
+	case "Domain.recordValue":
+		if e.ComplexityRoot.Domain.RecordValue == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Domain.RecordValue(childComplexity), true
+	case "Domain.tenantId":
+		if e.ComplexityRoot.Domain.TenantID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Domain.TenantID(childComplexity), true
+	case "Domain.verified":
+		if e.ComplexityRoot.Domain.Verified == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Domain.Verified(childComplexity), true
+	case "Domain.verifiedAt":
+		if e.ComplexityRoot.Domain.VerifiedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Domain.VerifiedAt(childComplexity), true
+
+	case "DomainOffer.createdAt":
+		if e.ComplexityRoot.DomainOffer.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DomainOffer.CreatedAt(childComplexity), true
+	case "DomainOffer.domain":
+		if e.ComplexityRoot.DomainOffer.Domain == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DomainOffer.Domain(childComplexity), true
+	case "DomainOffer.role":
+		if e.ComplexityRoot.DomainOffer.Role == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DomainOffer.Role(childComplexity), true
+	case "DomainOffer.tenantId":
+		if e.ComplexityRoot.DomainOffer.TenantID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DomainOffer.TenantID(childComplexity), true
+	case "DomainOffer.tenantName":
+		if e.ComplexityRoot.DomainOffer.TenantName == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DomainOffer.TenantName(childComplexity), true
 
 	case "EntitlementCheck.allowed":
 		if e.ComplexityRoot.EntitlementCheck.Allowed == nil {
@@ -561,6 +684,23 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.CheckEntitlement(childComplexity, args["tenantId"].(string), args["feature"].(string)), true
+	case "Query.domainOffers":
+		if e.ComplexityRoot.Query.DomainOffers == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.DomainOffers(childComplexity), true
+	case "Query.domains":
+		if e.ComplexityRoot.Query.Domains == nil {
+			break
+		}
+
+		args, err := ec.field_Query_domains_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Domains(childComplexity, args["tenantId"].(string)), true
 	case "Query.entitlements":
 		if e.ComplexityRoot.Query.Entitlements == nil {
 			break
@@ -756,7 +896,7 @@ func newExecutionContext(
 	}
 }
 
-//go:embed "apikeys.graphqls" "schema.graphqls"
+//go:embed "apikeys.graphqls" "domains.graphqls" "schema.graphqls"
 var sourcesFS embed.FS
 
 func sourceData(filename string) string {
@@ -769,6 +909,7 @@ func sourceData(filename string) string {
 
 var sources = []*ast.Source{
 	{Name: "apikeys.graphqls", Input: sourceData("apikeys.graphqls"), BuiltIn: false},
+	{Name: "domains.graphqls", Input: sourceData("domains.graphqls"), BuiltIn: false},
 	{Name: "schema.graphqls", Input: sourceData("schema.graphqls"), BuiltIn: false},
 }
 var parsedSchema = gqlparser.MustLoadSchema(sources...)
@@ -821,6 +962,46 @@ func (ec *executionContext) childFields_AuditEntry(ctx context.Context, field gr
 		return ec.fieldContext_AuditEntry_createdAt(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type AuditEntry", field.Name)
+}
+
+func (ec *executionContext) childFields_Domain(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_Domain_id(ctx, field)
+	case "tenantId":
+		return ec.fieldContext_Domain_tenantId(ctx, field)
+	case "domain":
+		return ec.fieldContext_Domain_domain(ctx, field)
+	case "policy":
+		return ec.fieldContext_Domain_policy(ctx, field)
+	case "defaultRole":
+		return ec.fieldContext_Domain_defaultRole(ctx, field)
+	case "verified":
+		return ec.fieldContext_Domain_verified(ctx, field)
+	case "verifiedAt":
+		return ec.fieldContext_Domain_verifiedAt(ctx, field)
+	case "recordName":
+		return ec.fieldContext_Domain_recordName(ctx, field)
+	case "recordValue":
+		return ec.fieldContext_Domain_recordValue(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Domain", field.Name)
+}
+
+func (ec *executionContext) childFields_DomainOffer(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "tenantId":
+		return ec.fieldContext_DomainOffer_tenantId(ctx, field)
+	case "tenantName":
+		return ec.fieldContext_DomainOffer_tenantName(ctx, field)
+	case "domain":
+		return ec.fieldContext_DomainOffer_domain(ctx, field)
+	case "role":
+		return ec.fieldContext_DomainOffer_role(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_DomainOffer_createdAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type DomainOffer", field.Name)
 }
 
 func (ec *executionContext) childFields_EntitlementCheck(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1166,6 +1347,20 @@ func (ec *executionContext) field_Query_checkEntitlement_args(ctx context.Contex
 		return nil, err
 	}
 	args["feature"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_domains_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "tenantId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["tenantId"] = arg0
 	return args, nil
 }
 
@@ -1698,6 +1893,328 @@ func (ec *executionContext) _AuditEntry_createdAt(ctx context.Context, field gra
 }
 func (ec *executionContext) fieldContext_AuditEntry_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("AuditEntry", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Domain_id(ctx context.Context, field graphql.CollectedField, obj *team.Domain) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Domain_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Domain_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Domain", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Domain_tenantId(ctx context.Context, field graphql.CollectedField, obj *team.Domain) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Domain_tenantId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TenantID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Domain_tenantId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Domain", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Domain_domain(ctx context.Context, field graphql.CollectedField, obj *team.Domain) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Domain_domain(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Domain, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Domain_domain(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Domain", field, false, false, "String")
+}
+
+func (ec *executionContext) _Domain_policy(ctx context.Context, field graphql.CollectedField, obj *team.Domain) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Domain_policy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Policy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Domain_policy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Domain", field, false, false, "String")
+}
+
+func (ec *executionContext) _Domain_defaultRole(ctx context.Context, field graphql.CollectedField, obj *team.Domain) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Domain_defaultRole(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Domain().DefaultRole(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Domain_defaultRole(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Domain", field, true, true, "String")
+}
+
+func (ec *executionContext) _Domain_verified(ctx context.Context, field graphql.CollectedField, obj *team.Domain) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Domain_verified(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Domain().Verified(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Domain_verified(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Domain", field, true, true, "Boolean")
+}
+
+func (ec *executionContext) _Domain_verifiedAt(ctx context.Context, field graphql.CollectedField, obj *team.Domain) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Domain_verifiedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.VerifiedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Domain_verifiedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Domain", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Domain_recordName(ctx context.Context, field graphql.CollectedField, obj *team.Domain) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Domain_recordName(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Domain().RecordName(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Domain_recordName(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Domain", field, true, true, "String")
+}
+
+func (ec *executionContext) _Domain_recordValue(ctx context.Context, field graphql.CollectedField, obj *team.Domain) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Domain_recordValue(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Domain().RecordValue(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Domain_recordValue(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Domain", field, true, true, "String")
+}
+
+func (ec *executionContext) _DomainOffer_tenantId(ctx context.Context, field graphql.CollectedField, obj *team.DomainOffer) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DomainOffer_tenantId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TenantID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DomainOffer_tenantId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DomainOffer", field, false, false, "ID")
+}
+
+func (ec *executionContext) _DomainOffer_tenantName(ctx context.Context, field graphql.CollectedField, obj *team.DomainOffer) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DomainOffer_tenantName(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TenantName, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DomainOffer_tenantName(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DomainOffer", field, false, false, "String")
+}
+
+func (ec *executionContext) _DomainOffer_domain(ctx context.Context, field graphql.CollectedField, obj *team.DomainOffer) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DomainOffer_domain(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Domain, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DomainOffer_domain(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DomainOffer", field, false, false, "String")
+}
+
+func (ec *executionContext) _DomainOffer_role(ctx context.Context, field graphql.CollectedField, obj *team.DomainOffer) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DomainOffer_role(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.DomainOffer().Role(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DomainOffer_role(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DomainOffer", field, true, true, "String")
+}
+
+func (ec *executionContext) _DomainOffer_createdAt(ctx context.Context, field graphql.CollectedField, obj *team.DomainOffer) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DomainOffer_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DomainOffer_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DomainOffer", field, false, false, "Time")
 }
 
 func (ec *executionContext) _EntitlementCheck_tenantId(ctx context.Context, field graphql.CollectedField, obj *model.EntitlementCheck) (ret graphql.Marshaler) {
@@ -2897,6 +3414,82 @@ func (ec *executionContext) fieldContext_Query_apiKeys(ctx context.Context, fiel
 	if fc.Args, err = ec.field_Query_apiKeys_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_domains(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_domains(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Domains(ctx, fc.Args["tenantId"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*team.Domain) graphql.Marshaler {
+			return ec.marshalNDomain2ᚕᚖgithubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋteamᚐDomainᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_domains(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Domain(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_domains_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_domainOffers(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_domainOffers(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Query().DomainOffers(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*team.DomainOffer) graphql.Marshaler {
+			return ec.marshalNDomainOffer2ᚕᚖgithubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋteamᚐDomainOfferᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_domainOffers(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_DomainOffer(ctx, field)
+		},
 	}
 	return fc, nil
 }
@@ -4509,6 +5102,137 @@ func (ec *executionContext) _AuditEntry(ctx context.Context, sel ast.SelectionSe
 	return out
 }
 
+var domainImplementors = []string{"Domain"}
+
+func (ec *executionContext) _Domain(ctx context.Context, sel ast.SelectionSet, obj *team.Domain) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, domainImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Domain")
+		case "id":
+			out.Values[i] = ec._Domain_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "tenantId":
+			out.Values[i] = ec._Domain_tenantId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "domain":
+			out.Values[i] = ec._Domain_domain(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "policy":
+			out.Values[i] = ec._Domain_policy(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "defaultRole":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Domain_defaultRole(ctx, field, obj)
+				})
+		case "verified":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Domain_verified(ctx, field, obj)
+				})
+		case "verifiedAt":
+			out.Values[i] = ec._Domain_verifiedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "recordName":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Domain_recordName(ctx, field, obj)
+				})
+		case "recordValue":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Domain_recordValue(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var domainOfferImplementors = []string{"DomainOffer"}
+
+func (ec *executionContext) _DomainOffer(ctx context.Context, sel ast.SelectionSet, obj *team.DomainOffer) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, domainOfferImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("DomainOffer")
+		case "tenantId":
+			out.Values[i] = ec._DomainOffer_tenantId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "tenantName":
+			out.Values[i] = ec._DomainOffer_tenantName(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "domain":
+			out.Values[i] = ec._DomainOffer_domain(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "role":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._DomainOffer_role(ctx, field, obj)
+				})
+		case "createdAt":
+			out.Values[i] = ec._DomainOffer_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var entitlementCheckImplementors = []string{"EntitlementCheck"}
 
 func (ec *executionContext) _EntitlementCheck(ctx context.Context, sel ast.SelectionSet, obj *model.EntitlementCheck) graphql.Marshaler {
@@ -4981,6 +5705,18 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_apiKeys(ctx, field)
+				})
+		case "domains":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_domains(ctx, field)
+				})
+		case "domainOffers":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_domainOffers(ctx, field)
 				})
 		case "__type":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
@@ -5556,6 +6292,54 @@ func (ec *executionContext) marshalNBoolean2bool(ctx context.Context, sel ast.Se
 		graphql.AddInvalidNullFromMarshaler(ctx, "Boolean!")
 	}
 	return res
+}
+
+func (ec *executionContext) marshalNDomain2ᚕᚖgithubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋteamᚐDomainᚄ(ctx context.Context, sel ast.SelectionSet, v []*team.Domain) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNDomain2ᚖgithubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋteamᚐDomain(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNDomain2ᚖgithubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋteamᚐDomain(ctx context.Context, sel ast.SelectionSet, v *team.Domain) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Domain!")
+		return graphql.Null
+	}
+	return ec._Domain(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNDomainOffer2ᚕᚖgithubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋteamᚐDomainOfferᚄ(ctx context.Context, sel ast.SelectionSet, v []*team.DomainOffer) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNDomainOffer2ᚖgithubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋteamᚐDomainOffer(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNDomainOffer2ᚖgithubᚗcomᚋtenantkitᚋtenantkitᚋinternalᚋteamᚐDomainOffer(ctx context.Context, sel ast.SelectionSet, v *team.DomainOffer) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "DomainOffer!")
+		return graphql.Null
+	}
+	return ec._DomainOffer(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalNEntitlementCheck2ᚖgithubᚗcomᚋtenantkitᚋtenantkitᚋgraphᚋmodelᚐEntitlementCheck(ctx context.Context, sel ast.SelectionSet, v *model.EntitlementCheck) graphql.Marshaler {

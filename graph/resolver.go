@@ -19,4 +19,5 @@ type Resolver struct {
 	Team    *team.Service
 	Billing *billing.Service
 	Keys    *apikey.Service
+	Domains *team.Domains
 }

@@ -278,7 +278,100 @@ ALTER FUNCTION tenantkit.audit_api_key() OWNER TO tenantkit_system;
 REVOKE ALL ON FUNCTION tenantkit.audit_api_key() FROM PUBLIC;
 CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON api_keys FOR EACH ROW EXECUTE FUNCTION tenantkit.audit_api_key();
 
+
+-- ---- Verified domains (README "Verified domains", docs/domains.md) ----
+--
+-- A tenant claims a domain, publishes a TXT record, and tenantkit verifies it; a verified domain
+-- belongs to one tenant at most (a unique index on the verified rows). A user whose verified email
+-- is on a verified domain joins that tenant (policy auto_join, with the domain's default role) or
+-- is offered it (policy suggest: tenantkit.domain_offers, accepted by the user). Joining obeys the
+-- plan's member limit (the plan_limit trigger on tenant_users). Removing a domain deletes its
+-- offers and changes no membership.
+CREATE TABLE tenant_domains (
+  id          uuid NOT NULL DEFAULT gen_random_uuid(),
+  tenant_id   uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+  -- lower-case ASCII host name (internationalised names in their xn-- form), two labels at least
+  domain      text NOT NULL CHECK (length(domain) <= 253
+                AND domain ~ '^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$'),
+  -- the value of the TXT record _tenantkit-challenge.<domain>; public by design
+  token       text NOT NULL CHECK (token ~ '^tenantkit-verification=[a-z2-7]{32}$'),
+  policy      text NOT NULL DEFAULT 'suggest' CHECK (policy IN ('auto_join', 'suggest')),
+  default_role tenant_role NOT NULL DEFAULT 'member' CHECK (default_role <> 'owner'),
+  verified_at timestamptz,
+  created_by  uuid REFERENCES auth.users (id) ON DELETE SET NULL,
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (tenant_id, id),
+  UNIQUE (tenant_id, domain)
+);
+-- a verified domain belongs to one tenant at most
+CREATE UNIQUE INDEX tenant_domains_verified_key ON tenant_domains (domain) WHERE verified_at IS NOT NULL;
+CREATE INDEX tenant_domains_id_idx ON tenant_domains (id);
+CREATE INDEX tenant_domains_created_by_idx ON tenant_domains (created_by);
+COMMENT ON TABLE tenant_domains IS 'Email domains claimed by tenants; verified through a DNS TXT record';
+
+ALTER TABLE tenant_domains ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenant_domains FORCE ROW LEVEL SECURITY;
+CREATE POLICY system_all ON tenant_domains TO tenantkit_system USING (true) WITH CHECK (true);
+CREATE POLICY app_select ON tenant_domains FOR SELECT TO tenantkit_app
+  USING (array_position((SELECT tenantkit.member_tenants('settings:read')), tenant_id) IS NOT NULL);
+CREATE POLICY app_insert ON tenant_domains FOR INSERT TO tenantkit_app
+  WITH CHECK (array_position((SELECT tenantkit.member_tenants('settings:write')), tenant_id) IS NOT NULL
+    AND created_by = (SELECT tenantkit.current_user_id()));
+CREATE POLICY app_update ON tenant_domains FOR UPDATE TO tenantkit_app
+  USING (array_position((SELECT tenantkit.member_tenants('settings:write')), tenant_id) IS NOT NULL)
+  WITH CHECK (array_position((SELECT tenantkit.member_tenants('settings:write')), tenant_id) IS NOT NULL);
+CREATE POLICY app_delete ON tenant_domains FOR DELETE TO tenantkit_app
+  USING (array_position((SELECT tenantkit.member_tenants('settings:write')), tenant_id) IS NOT NULL);
+GRANT SELECT, INSERT, DELETE ON tenant_domains TO tenantkit_app;
+GRANT UPDATE (policy, default_role, verified_at) ON tenant_domains TO tenantkit_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON tenant_domains TO tenantkit_system;
+
+-- Tenants offered to a user because of a verified domain with policy suggest (or auto_join that
+-- the plan's member limit kept the user out of). The user sees their own offers and accepts one
+-- through the service.
+CREATE TABLE tenantkit.domain_offers (
+  tenant_id  uuid NOT NULL,
+  user_id    uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,
+  domain_id  uuid NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (tenant_id, user_id),
+  FOREIGN KEY (tenant_id, domain_id) REFERENCES tenant_domains (tenant_id, id) ON DELETE CASCADE
+);
+CREATE INDEX domain_offers_user_id_idx ON tenantkit.domain_offers (user_id);
+CREATE INDEX domain_offers_domain_idx ON tenantkit.domain_offers (tenant_id, domain_id);
+ALTER TABLE tenantkit.domain_offers ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenantkit.domain_offers FORCE ROW LEVEL SECURITY;
+CREATE POLICY system_all ON tenantkit.domain_offers TO tenantkit_system USING (true) WITH CHECK (true);
+GRANT SELECT, INSERT, UPDATE, DELETE ON tenantkit.domain_offers TO tenantkit_system;
+
+-- +goose StatementBegin
+CREATE FUNCTION tenantkit.audit_domain() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    PERFORM tenantkit.audit(NEW.tenant_id, 'domain.added', NEW.domain,
+      jsonb_build_object('domain_id', NEW.id, 'policy', NEW.policy, 'default_role', NEW.default_role));
+  ELSIF TG_OP = 'DELETE' THEN
+    PERFORM tenantkit.audit(OLD.tenant_id, 'domain.removed', OLD.domain, jsonb_build_object('domain_id', OLD.id));
+  ELSIF OLD.verified_at IS NULL AND NEW.verified_at IS NOT NULL THEN
+    PERFORM tenantkit.audit(NEW.tenant_id, 'domain.verified', NEW.domain, jsonb_build_object('domain_id', NEW.id));
+  ELSIF (OLD.policy, OLD.default_role, OLD.domain, OLD.token, OLD.verified_at, OLD.tenant_id)
+        IS DISTINCT FROM (NEW.policy, NEW.default_role, NEW.domain, NEW.token, NEW.verified_at, NEW.tenant_id) THEN
+    PERFORM tenantkit.audit(NEW.tenant_id, 'domain.updated', NEW.domain, jsonb_build_object('domain_id', NEW.id,
+      'policy', NEW.policy, 'default_role', NEW.default_role, 'verified', NEW.verified_at IS NOT NULL));
+  END IF;
+  RETURN NULL;
+END $$;
+-- +goose StatementEnd
+ALTER FUNCTION tenantkit.audit_domain() OWNER TO tenantkit_system;
+REVOKE ALL ON FUNCTION tenantkit.audit_domain() FROM PUBLIC;
+CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON tenant_domains FOR EACH ROW EXECUTE FUNCTION tenantkit.audit_domain();
+
 -- +goose Down
+DROP TABLE tenantkit.domain_offers;
+DROP TRIGGER audit ON tenant_domains;
+DROP TABLE tenant_domains;
+DROP FUNCTION tenantkit.audit_domain();
 DROP TRIGGER audit ON api_keys;
 DROP FUNCTION tenantkit.audit_api_key();
 -- +goose StatementBegin

@@ -51,6 +51,8 @@ type Config struct {
 	InvitationResendsPerDay int
 	// APIKeys: API_TOKEN_* and TRUSTED_PROXIES (apikeyconfig.go).
 	APIKeys APIKeyConfig
+	// DNS_RESOLVER, optional (host:port): the DNS server verifyDomain asks (domains.go).
+	DNSResolver string
 }
 
 // planKey is the form of subscription_plans.key.
@@ -200,6 +202,7 @@ func loadConfig(getenv func(string) string, dev bool) (Config, error) {
 		}
 	}
 	problems = append(problems, loadAPIKeyConfig(getenv, &c.APIKeys)...)
+	problems = append(problems, loadDomainConfig(getenv, &c)...)
 	level := getenv("LOG_LEVEL")
 	if level == "" {
 		level = "info"

@@ -226,13 +226,14 @@ func (m *Main) Open(ctx context.Context) error {
 		db.Close()
 		return err
 	}
-	hasura := &actions.Handler{Team: teams, Billing: bills, Meter: m.Meter, Events: db, Keys: keys}
+	domains := &team.Domains{Store: db, Resolver: newTXTResolver(m.Config.DNSResolver)}
+	hasura := &actions.Handler{Team: teams, Billing: bills, Meter: m.Meter, Events: db, Keys: keys, Domains: domains}
 	m.HTTP = &server.Server{
 		Addr:         m.Config.ListenAddr,
 		Secret:       m.Config.Secret,
 		DB:           db,
 		Problems:     db.HasuraEventProblem,
-		Graph:        graph.NewHandler(&graph.Resolver{Plans: db, Team: teams, Billing: bills, Keys: keys}),
+		Graph:        graph.NewHandler(&graph.Resolver{Plans: db, Team: teams, Billing: bills, Keys: keys, Domains: domains}),
 		Action:       http.HandlerFunc(hasura.ServeAction),
 		Event:        http.HandlerFunc(hasura.ServeEvent),
 		Metrics:      metrics,
