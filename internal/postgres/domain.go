@@ -107,21 +107,19 @@ func (db *DB) SignUpUser(ctx context.Context, userID string) (team.SignUp, error
 	u := team.SignUp{UserID: userID}
 	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
 		var err error
-		u, err = signUp(ctx, tx, userID, false)
+		u, err = signUp(ctx, tx, userID)
 		return err
 	})
 	return u, err
 }
 
-// signUp reads the user's email and whether it is verified (locking the row with lock).
-func signUp(ctx context.Context, tx pgx.Tx, userID string, lock bool) (team.SignUp, error) {
+// signUp reads the user's email and whether it is verified, as committed now (tenantkit_system
+// may only read auth.users, so the row is not locked: an email changed during a join is seen by
+// the event its change causes).
+func signUp(ctx context.Context, tx pgx.Tx, userID string) (team.SignUp, error) {
 	u := team.SignUp{UserID: userID}
 	var email *string
-	sql := `SELECT email, coalesce(email_verified, false) FROM auth.users WHERE id = $1`
-	if lock {
-		sql += ` FOR SHARE`
-	}
-	err := tx.QueryRow(ctx, sql, userID).Scan(&email, &u.EmailVerified)
+	err := tx.QueryRow(ctx, `SELECT email, coalesce(email_verified, false) FROM auth.users WHERE id = $1`, userID).Scan(&email, &u.EmailVerified)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return u, nil
 	}
@@ -151,7 +149,7 @@ func (db *DB) VerifiedDomain(ctx context.Context, domain string) (team.Domain, b
 
 // JoinByDomain implements team.DomainStore on the system path. The domain row is locked (FOR
 // SHARE) for the transaction, so a concurrent removal waits for the join and no join starts
-// after it; the user's row too, so its email cannot change under the join. The plan_limit trigger
+// after it. The plan_limit trigger
 // on tenant_users takes the tenant's lock, so concurrent joins are counted one after another.
 func (db *DB) JoinByDomain(ctx context.Context, d team.Domain, userID, email string) (string, error) {
 	outcome := team.NoLongerValid
@@ -165,7 +163,7 @@ func (db *DB) JoinByDomain(ctx context.Context, d team.Domain, userID, email str
 		if err != nil {
 			return err
 		}
-		u, err := signUp(ctx, tx, userID, true)
+		u, err := signUp(ctx, tx, userID)
 		if err != nil || !u.Known || !u.EmailVerified || u.Email != email {
 			return err
 		}
@@ -245,7 +243,7 @@ func (db *DB) AcceptOffer(ctx context.Context, s tenantkit.Session, tenantID str
 		if err != nil {
 			return err
 		}
-		u, err := signUp(ctx, tx, s.UserID(), true)
+		u, err := signUp(ctx, tx, s.UserID())
 		if err != nil {
 			return err
 		}
