@@ -12,7 +12,7 @@
 # The `api_client` role (tokens of POST /auth/token, see README "API keys") gets every `user`
 # permission with "a membership of the caller allowing perm" replaced by "the caller's API key
 # allowing perm" (to_api below: the key is not revoked, a scope covers perm, and its creator's
-# membership allows perm), as migrations/00018_api_keys.sql does for row-level security. It never
+# membership allows perm), as migrations/00018_api_keys_and_domains.sql does for row-level security. It never
 # deletes a tenant, and a member's leaving (deleting their own membership) has no API-client form.
 import yaml, os, copy
 class NoAlias(yaml.SafeDumper):

@@ -1,4 +1,7 @@
--- API keys: machine access to a tenant's data through Hasura (README "API keys", docs/apikeys.md).
+-- API keys (README "API keys", docs/apikeys.md) and, further below, verified domains (README
+-- "Verified domains", docs/domains.md).
+--
+-- API keys: machine access to a tenant's data through Hasura.
 --
 -- * api_keys holds each key's public prefix and the SHA-256 of the whole key, never the key.
 -- * Admins manage keys (api_keys:manage joins their grants; owners have "*").
