@@ -423,11 +423,6 @@ func (w *world) invitationManaged(u, k string) bool {
 
 var errRollback = errors.New("rollback")
 
-// asUser runs fn as tenantkit_app under the user's Hasura session and always rolls back.
-func asUser(ctx context.Context, db *postgres.DB, userID string, fn func(tx pgx.Tx) error) error {
-	return asSession(ctx, db, tenantkit.UserSession(userID), fn)
-}
-
 // as runs fn as tenantkit_app under the principal's Hasura session and always rolls back.
 func (w *world) as(ctx context.Context, db *postgres.DB, u string, fn func(tx pgx.Tx) error) error {
 	return asSession(ctx, db, w.session(u), fn)
