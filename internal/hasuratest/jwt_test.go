@@ -106,7 +106,7 @@ func TestJWTAuthSession(t *testing.T) {
 			return ""
 		},
 		"non-string claim": func(c map[string]any) string {
-			c[DefaultClaimsNamespace].(map[string]any)["x-hasura-tenant-id"] = 7
+			c[DefaultClaimsNamespace].(map[string]any)["X-Hasura-Tenant-Id"] = 7
 			return ""
 		},
 		"no allowed roles": func(c map[string]any) string {
