@@ -206,7 +206,10 @@ GRANT SELECT (id, tenant_id, name, prefix, scopes, created_by, created_at, expir
 GRANT SELECT, INSERT, UPDATE, DELETE ON api_keys TO tenantkit_system;
 
 -- API-client sessions on the tenant tables: the members' policies of 00003 and 00006 with the key's
--- grants in place of the membership's.
+-- grants in place of the membership's. Named api_* so that they sort before app_*: PostgreSQL ORs a
+-- table's permissive policies in reverse order of their names, so a member's statement tests the
+-- members' policy first and, for the rows it may see, never runs the key's helper (an InitPlan
+-- left unexecuted; internal/postgres/apikey_test.go TestAPIKeyPoliciesCostMembersNothing).
 CREATE POLICY api_select ON tenants FOR SELECT TO tenantkit_app
   USING (array_position((SELECT tenantkit.api_key_tenants()), id) IS NOT NULL);
 CREATE POLICY api_update ON tenants FOR UPDATE TO tenantkit_app

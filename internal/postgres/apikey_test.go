@@ -154,3 +154,50 @@ func TestAPIKeyStore(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAPIKeyPoliciesCostMembersNothing: a member reading their own tenant's rows never runs the
+// API-client policy's helper. PostgreSQL ORs a table's permissive policies in reverse order of
+// their names, so app_select (the members') is tested first and, true for every row, leaves the
+// InitPlan of api_select unexecuted. The names are chosen for that ("api_" sorts before "app_").
+func TestAPIKeyPoliciesCostMembersNothing(t *testing.T) {
+	t.Parallel()
+	_, admin := setup(t)
+	ctx := context.Background()
+	tn := fxTenant(t, admin)
+	fxProjects(t, admin, tn.id, tn.owner, 3)
+	var raw []byte
+	err := pgx.BeginFunc(ctx, admin, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET LOCAL ROLE tenantkit_app"); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "SELECT set_config('hasura.user', $1, true)", `{"x-hasura-role":"user","x-hasura-user-id":"`+tn.owner+`"}`); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, "EXPLAIN (ANALYZE, FORMAT JSON, COSTS OFF, TIMING OFF) SELECT count(*) FROM projects WHERE tenant_id = $1", tn.id).Scan(&raw)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plan []map[string]any
+	if err := json.Unmarshal(raw, &plan); err != nil {
+		t.Fatal(err)
+	}
+	var initPlans, unexecuted int
+	var walk func(n map[string]any)
+	walk = func(n map[string]any) {
+		if n["Parent Relationship"] == "InitPlan" {
+			initPlans++
+			if loops, _ := n["Actual Loops"].(float64); loops == 0 {
+				unexecuted++
+			}
+		}
+		kids, _ := n["Plans"].([]any)
+		for _, k := range kids {
+			walk(k.(map[string]any))
+		}
+	}
+	walk(plan[0]["Plan"].(map[string]any))
+	if initPlans != 2 || unexecuted != 1 {
+		t.Errorf("%d InitPlans, %d never executed; want the members' run and the API clients' not:\n%s", initPlans, unexecuted, raw)
+	}
+}
