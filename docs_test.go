@@ -22,8 +22,9 @@ var checkedPermissions = []struct{ perm, allows string }{
 	{"users:invite", "invite, resend and revoke invitations; see pending invitations"},
 	{"users:write", "change members' roles and custom permissions, remove members"},
 	{"settings:read", "read the audit log"},
-	{"settings:write", "rename the tenant, change its settings"},
+	{"settings:write", "rename the tenant, change its settings, claim and verify email domains"},
 	{"billing:manage", "checkout, billing portal, cancel, resume, change plan"},
+	{"api_keys:manage", "create, list and revoke the tenant's API keys"},
 	{"tenants:delete", "delete the tenant"},
 }
 

@@ -22,11 +22,11 @@ var Roles = []Role{Guest, Member, Admin, Owner}
 
 // RolePermissions is what each role grants. "resource:*" grants every action on the resource and
 // "*" grants everything. The database has the same table (tenantkit.role_grants); a test keeps the
-// two equal. Admins manage billing too ("billing:*"); deleting a tenant ("tenants:delete") and
-// managing owners are left to owners.
+// two equal. Admins manage billing too ("billing:*") and the tenant's API keys ("api_keys:manage");
+// deleting a tenant ("tenants:delete") and managing owners are left to owners.
 var RolePermissions = map[Role][]string{
 	Owner:  {"*"},
-	Admin:  {"users:*", "projects:*", "settings:read", "settings:write", "billing:*"},
+	Admin:  {"users:*", "projects:*", "settings:read", "settings:write", "billing:*", "api_keys:manage"},
 	Member: {"projects:read", "projects:write"},
 	Guest:  {"projects:read"},
 }

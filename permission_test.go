@@ -75,6 +75,8 @@ func TestAllowsRoleTable(t *testing.T) {
 		{"billing:write", adminUp},
 		{"tenants:delete", ownerOnly},
 		{"tenants:*", ownerOnly},
+		{"api_keys:manage", adminUp},
+		{"api_keys:*", ownerOnly},
 		{"reports:read", ownerOnly},
 		{"*", ownerOnly},
 	}

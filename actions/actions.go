@@ -21,6 +21,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tenantkit/tenantkit"
+	"github.com/tenantkit/tenantkit/internal/apikey"
 	"github.com/tenantkit/tenantkit/internal/billing"
 	"github.com/tenantkit/tenantkit/internal/server"
 	"github.com/tenantkit/tenantkit/internal/team"
@@ -32,6 +33,8 @@ type Handler struct {
 	Billing *billing.Service
 	Meter   *billing.Meter // counts successful actions per tenant (api_calls); nil counts nothing
 	Events  tenantkit.EventLog
+	Keys    *apikey.Service
+	Domains *team.Domains
 
 	routes sync.Once // builds the two tables below once, not on every request
 	acts   map[string]action
@@ -164,6 +167,15 @@ func (h *Handler) actions() map[string]action {
 		"cancelSubscription":         typed(h.cancelSubscription),
 		"resumeSubscription":         typed(h.resumeSubscription),
 		"changePlan":                 typed(h.changePlan),
+
+		"createApiKey": typed(h.createAPIKey),
+		"revokeApiKey": typed(h.revokeAPIKey),
+
+		"addDomain":         typed(h.addDomain),
+		"verifyDomain":      typed(h.verifyDomain),
+		"setDomainPolicy":   typed(h.setDomainPolicy),
+		"removeDomain":      typed(h.removeDomain),
+		"acceptDomainOffer": typed(h.acceptDomainOffer),
 	}
 }
 
@@ -235,7 +247,7 @@ func statusOf(code string) int {
 		return http.StatusForbidden
 	case tenantkit.NotFound, team.InvitationNotFound:
 		return http.StatusNotFound
-	case tenantkit.Conflict, team.SlugTaken, team.InvitationUsed, tenantkit.LastOwner:
+	case tenantkit.Conflict, team.SlugTaken, team.InvitationUsed, tenantkit.LastOwner, team.DomainTaken, team.DomainUnverified:
 		return http.StatusConflict
 	case team.InvitationExpired, team.InvitationRevoked:
 		return http.StatusGone

@@ -55,6 +55,7 @@ func (h *Handler) triggers() map[string]trigger {
 	return map[string]trigger{
 		"invitation_email": {"public.tenant_invitations", h.invitationEmail},
 		"tenant_created":   {"public.tenants", h.tenantCreated},
+		"domain_join":      {"auth.users", h.domainJoin},
 	}
 }
 

@@ -2,6 +2,7 @@ package graph_test
 
 import (
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -15,11 +16,20 @@ import (
 var adminOnly = map[string]bool{"Query.saasMetrics": true, "SaasMetrics": true, "MoneyAmount": true}
 
 // TestRemoteSchemaPermissions: the schema role user sees through Hasura (remote_schemas.yaml) is
-// the served schema minus the platform-admin parts, field for field and argument for argument.
+// the served schema (every graph/*.graphqls) minus the platform-admin parts, field for field and
+// argument for argument.
 func TestRemoteSchemaPermissions(t *testing.T) {
-	served, err := os.ReadFile("schema.graphqls")
-	if err != nil {
-		t.Fatal(err)
+	files, err := filepath.Glob("*.graphqls")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no schema files: %v", err)
+	}
+	var served []byte
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		served = append(append(served, b...), '\n')
 	}
 	raw, err := os.ReadFile("../hasura/metadata/remote_schemas.yaml")
 	if err != nil {
@@ -46,7 +56,7 @@ func TestRemoteSchemaPermissions(t *testing.T) {
 	if userSDL == "" {
 		t.Fatal("remote_schemas.yaml gives role user no permission on the tenantkit remote schema")
 	}
-	full := shape(t, "schema.graphqls", string(served), true)
+	full := shape(t, "graph/*.graphqls", string(served), true)
 	user := shape(t, "remote_schemas.yaml (user)", userSDL, false)
 	if !slices.Equal(full, user) {
 		t.Errorf("role user's schema differs from the served one minus %v:\nserved: %v\nuser:   %v", adminOnly, full, user)

@@ -6,6 +6,7 @@ package graph
 
 import (
 	"github.com/tenantkit/tenantkit"
+	"github.com/tenantkit/tenantkit/internal/apikey"
 	"github.com/tenantkit/tenantkit/internal/billing"
 	"github.com/tenantkit/tenantkit/internal/team"
 )
@@ -17,4 +18,6 @@ type Resolver struct {
 	Plans   tenantkit.PlanService
 	Team    *team.Service
 	Billing *billing.Service
+	Keys    *apikey.Service
+	Domains *team.Domains
 }

@@ -52,6 +52,10 @@ type Config struct {
 	// LOG_FORMAT, optional: console (readable lines) or json; unset: console when the log output
 	// is a terminal, json otherwise.
 	LogFormat string
+	// APIKeys: API_TOKEN_* and TRUSTED_PROXIES (apikeyconfig.go).
+	APIKeys APIKeyConfig
+	// DNS_RESOLVER, optional (host:port): the DNS server verifyDomain asks (domains.go).
+	DNSResolver string
 }
 
 // planKey is the form of subscription_plans.key.
@@ -200,6 +204,8 @@ func loadConfig(getenv func(string) string, dev bool) (Config, error) {
 			*v.into = n
 		}
 	}
+	problems = append(problems, loadAPIKeyConfig(getenv, &c.APIKeys)...)
+	problems = append(problems, loadDomainConfig(getenv, &c)...)
 	level := getenv("LOG_LEVEL")
 	if level == "" {
 		level = "info"

@@ -158,6 +158,14 @@ func writeActionSeeds(t *testing.T, client *hasuratest.Client, capture *capturin
 		{"cancelSubscription", map[string]any{"tenantId": fuzzTenant}, owner},
 		{"resumeSubscription", map[string]any{"tenantId": fuzzTenant}, owner},
 		{"changePlan", map[string]any{"tenantId": fuzzTenant, "planId": someID}, owner},
+		{"createApiKey", map[string]any{"tenantId": fuzzTenant, "name": "fuzz key", "scopes": []any{"projects:read"},
+			"expiresAt": "2099-01-01T00:00:00Z"}, owner},
+		{"revokeApiKey", map[string]any{"keyId": someID}, owner},
+		{"addDomain", map[string]any{"tenantId": fuzzTenant, "domain": "fuzz.test", "policy": "auto_join", "defaultRole": "guest"}, owner},
+		{"verifyDomain", map[string]any{"domainId": someID}, owner},
+		{"setDomainPolicy", map[string]any{"domainId": someID, "policy": "suggest"}, owner},
+		{"removeDomain", map[string]any{"domainId": someID}, owner},
+		{"acceptDomainOffer", map[string]any{"tenantId": fuzzTenant}, invitee},
 	} {
 		body := asHasura(t, client, capture, v.name, v.input, v.sess)
 		valid[v.name] = body
@@ -295,6 +303,9 @@ func writeEventSeeds(t *testing.T, client *hasuratest.Client, capture *capturing
 	tenantCreated := deliver("tenant_created", "INSERT", nil, tenant, 1)
 	invited := deliver("invitation_email", "INSERT", nil, invitation, 2)
 	c.add("valid-tenant_created", "tenant_created", tenantCreated)
+	signedUp := map[string]any{"id": fuzzInvitee, "email": "invitee@fuzz.test", "email_verified": true}
+	c.add("valid-domain_join", "domain_join", deliver("domain_join", "INSERT", nil, signedUp, 20))
+	c.add("valid-domain_join-verified", "domain_join", deliver("domain_join", "UPDATE", with(signedUp, "email_verified", false), signedUp, 21))
 	c.add("valid-tenant_created-manual", "tenant_created", deliver("tenant_created", "MANUAL", nil, tenant, 3))
 	c.add("valid-invitation_email", "invitation_email", invited)
 	c.add("valid-invitation_email-resent", "invitation_email",

@@ -35,7 +35,7 @@ import (
 var hostileStatus = map[string]int{
 	"invalid": 400, "unauthenticated": 401, "unauthorized": 401, "plan_limit": 402,
 	"forbidden": 403, "invitation_email_mismatch": 403, "email_unverified": 403, "not_found": 404, "invitation_not_found": 404,
-	"conflict": 409, "slug_taken": 409, "invitation_used": 409, "last_owner": 409,
+	"conflict": 409, "slug_taken": 409, "invitation_used": 409, "last_owner": 409, "domain_taken": 409, "domain_unverified": 409,
 	"invitation_expired": 410, "invitation_revoked": 410, "rate_limited": 429, "unavailable": 424, "billing_unavailable": 424,
 }
 
@@ -200,6 +200,13 @@ func (w *hostileWorld) bases() map[string]hostileBase {
 		"cancelSubscription":         {session(w.owner), map[string]any{"tenantId": w.a}, "invalid"}, // no paid subscription
 		"resumeSubscription":         {session(w.owner), map[string]any{"tenantId": w.a}, "invalid"},
 		"changePlan":                 {session(w.owner), map[string]any{"tenantId": w.a, "planId": w.plan}, "invalid"},
+		"createApiKey":               {session(w.admin), map[string]any{"tenantId": w.a, "name": "hostile", "scopes": []any{"*"}}, "forbidden"}, // beyond an admin's grants
+		"revokeApiKey":               {session(w.owner), map[string]any{"keyId": hostileMissingID}, "not_found"},
+		"addDomain":                  {session(w.member), map[string]any{"tenantId": w.a, "domain": "hostile.test", "policy": "auto_join", "defaultRole": "member"}, "forbidden"},
+		"verifyDomain":               {session(w.owner), map[string]any{"domainId": hostileMissingID}, "not_found"},
+		"setDomainPolicy":            {session(w.owner), map[string]any{"domainId": hostileMissingID, "policy": "suggest", "defaultRole": "guest"}, "not_found"},
+		"removeDomain":               {session(w.owner), map[string]any{"domainId": hostileMissingID}, "not_found"},
+		"acceptDomainOffer":          {session(w.stranger), map[string]any{"tenantId": w.a}, "not_found"}, // no offer
 	}
 }
 

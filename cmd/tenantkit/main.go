@@ -14,6 +14,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
 	"flag"
@@ -251,18 +252,25 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	m.Meter = &billing.Meter{Store: db, Log: m.Log, Alerts: bills.UsageAlerts}
 	m.Outbox = &outbox.Sender{Store: db, Mailer: sender, Log: m.Log}
-	hasura := &actions.Handler{Team: teams, Billing: bills, Meter: m.Meter, Events: db}
+	keys, tokens, err := m.apiKeys(db, metrics)
+	if err != nil {
+		db.Close()
+		return err
+	}
+	domains := &team.Domains{Store: db, Resolver: newTXTResolver(m.Config.DNSResolver)}
+	hasura := &actions.Handler{Team: teams, Billing: bills, Meter: m.Meter, Events: db, Keys: keys, Domains: domains}
 	m.HTTP = &server.Server{
 		Addr:         m.Config.ListenAddr,
 		Secret:       m.Config.Secret,
 		DB:           db,
 		Problems:     db.HasuraEventProblem,
-		Graph:        graph.NewHandler(&graph.Resolver{Plans: db, Team: teams, Billing: bills}),
+		Graph:        graph.NewHandler(&graph.Resolver{Plans: db, Team: teams, Billing: bills, Keys: keys, Domains: domains}),
 		Action:       http.HandlerFunc(hasura.ServeAction),
 		Event:        http.HandlerFunc(hasura.ServeEvent),
 		Metrics:      metrics,
 		MetricsToken: m.Config.MetricsToken,
 		Stripe:       webhooks,
+		Tokens:       tokens,
 		Log:          m.Log,
 	}
 	if err := m.HTTP.Open(); err != nil {
@@ -348,6 +356,9 @@ func serveWith(ctx context.Context, cfg Config, stdout io.Writer, dev *devMode) 
 	if cfg.StripeKey == "" {
 		log.Warn().Msg("STRIPE_SECRET_KEY is unset: billing is off (no Stripe customers, checkouts or usage reports)")
 	}
+	if cfg.APIKeys.SigningKey == nil {
+		log.Warn().Msg("API_TOKEN_SIGNING_KEY_FILE is unset: API keys cannot be exchanged for tokens (POST /auth/token and /.well-known/jwks.json are off)")
+	}
 	if problem, err := m.DB.HasuraEventProblem(ctx); err != nil {
 		log.Warn().Err(err).Msg("could not check Hasura's event triggers")
 	} else if problem != "" {
@@ -401,6 +412,13 @@ func dev(ctx context.Context, stdout io.Writer) error {
 	cfg, err := loadDevConfig(envWithDefaults(defaults))
 	if err != nil {
 		return err
+	}
+	if cfg.APIKeys.SigningKey == nil {
+		// a throwaway key: tokens issued before a restart stop verifying, which is fine in development
+		if _, cfg.APIKeys.SigningKey, err = ed25519.GenerateKey(rand.Reader); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "tenantkit dev: API tokens are signed with a throwaway Ed25519 key (set API_TOKEN_SIGNING_KEY_FILE to keep one)")
 	}
 	events, err := startDevEvents(ctx, dbURL, devMetadataDir(), stdout)
 	if err != nil {

@@ -451,7 +451,7 @@ func TestRoles(t *testing.T) {
 			t.Fatalf("%v %s", err, res.Body)
 		}
 		p := body.Data.MyPermissions
-		if p.Role == nil || *p.Role != "admin" || strings.Join(p.Permissions, ",") != "billing:*,projects:*,settings:read,settings:write,users:*" {
+		if p.Role == nil || *p.Role != "admin" || strings.Join(p.Permissions, ",") != "api_keys:manage,billing:*,projects:*,settings:read,settings:write,users:*" {
 			t.Errorf("myPermissions = %v %v", p.Role, p.Permissions)
 		}
 		res, _ = s.hasura.RemoteSchema(context.Background(), "tenantkit", q, map[string]any{"t": tenant}, session(s.user(t, "")))

@@ -7,9 +7,10 @@
 // kept as they are.
 //
 // Deliberately not given to Hasura's `user` role: inserting or updating memberships and
-// invitations (the team actions do that, with their rules and emails), deleting tenants (the
-// deleteTenant action does), and any write on subscriptions, usage, plans and the audit log
-// (system paths only).
+// invitations (the team actions do that, with their rules and emails), and any write on
+// subscriptions, usage, plans, API keys and the audit log (system paths only). The `api_client`
+// role (tokens of POST /auth/token) gets every `user` rule rewritten for the caller's API key
+// (apiclient.go).
 package hasurarules
 
 //go:generate go run ./generate ../../hasura/metadata/databases/default/tables ../../hasura/tenant_tables.yaml
@@ -118,8 +119,17 @@ type File struct {
 	Doc  yaml.MapSlice
 }
 
-// Files returns the metadata of every tenant table, as Hasura reads it.
+// Files returns the metadata of every built-in tenant table, as Hasura reads it: the `user` role's
+// rules and, derived from them, the `api_client` role's.
 func Files() []File {
+	files := builtinFiles()
+	for i, f := range files {
+		files[i].Doc = withAPIClient(strings.TrimSuffix(strings.TrimPrefix(f.Name, "public_"), ".yaml"), f.Doc)
+	}
+	return files
+}
+
+func builtinFiles() []File {
 	fk := func(name, tbl string) m {
 		return kv("name", name, "using", kv("foreign_key_constraint_on", kv("column", "tenant_id", "table", table(tbl))))
 	}
@@ -129,7 +139,7 @@ func Files() []File {
 			"object_relationships", []any{kv("name", "subscription", "using", kv("manual_configuration",
 				kv("remote_table", table("tenant_subscriptions"), "column_mapping", kv("id", "tenant_id"))))},
 			"array_relationships", []any{fk("members", "tenant_users"), fk("invitations", "tenant_invitations"),
-				fk("projects", "projects"), fk("audit_log", "audit_log"), fk("usage", "billing_usage")},
+				fk("projects", "projects"), fk("audit_log", "audit_log"), fk("usage", "billing_usage"), fk("api_keys", "api_keys")},
 			"select_permissions", userRule(kv("columns", strs("id", "slug", "name", "settings", "created_at", "updated_at"),
 				"filter", ownTenant(""))),
 			"update_permissions", userRule(kv("columns", strs("name", "settings"),
@@ -187,6 +197,14 @@ func Files() []File {
 			"table", table("subscription_plans"),
 			"select_permissions", userRule(kv("columns", strs("id", "key", "name", "description", "unit_amount", "currency",
 				"interval", "features", "limits", "sort_order"), "filter", m{})),
+		)},
+		{"public_api_keys.yaml", kv(
+			"table", table("api_keys"),
+			"object_relationships", []any{tenantRel, kv("name", "creator", "using", kv("manual_configuration",
+				kv("remote_table", table("tenant_users"), "column_mapping", kv("tenant_id", "tenant_id", "created_by", "user_id"))))},
+			"select_permissions", userRule(kv("columns", strs("id", "tenant_id", "name", "prefix", "scopes", "created_by",
+				"created_at", "expires_at", "revoked_at", "revoked_by", "last_used_at"),
+				"filter", viaTenant("api_keys:manage", tenantkit.Guest, "tenant"))),
 		)},
 	}
 }

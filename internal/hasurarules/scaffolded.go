@@ -72,8 +72,14 @@ func LoadScaffolded(path string) ([]Scaffolded, error) {
 }
 
 // File is the metadata of a scaffolded table: its tenant relationship and the user role's rules,
-// built like those of projects (without the owner column).
+// built like those of projects (without the owner column), and the api_client role's from them.
 func (s Scaffolded) File() File {
+	f := s.userFile()
+	f.Doc = withAPIClient(s.Name, f.Doc)
+	return f
+}
+
+func (s Scaffolded) userFile() File {
 	read := viaTenant(s.Read, tenantkit.Guest, "tenant")
 	write := func() m { return viaTenant(s.Write, tenantkit.Guest, "tenant") }
 	return File{"public_" + s.Name + ".yaml", kv(

@@ -62,6 +62,10 @@ func eventDB(t *testing.T, meta *Metadata, setupSQL string) *pgxpool.Pool {
 		  EXECUTE format('GRANT CREATE ON DATABASE %I TO `+hasuraRole+`', current_database());
 		  GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER ON ALL TABLES IN SCHEMA public TO `+hasuraRole+`;
 		  GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO `+hasuraRole+`;
+		  IF to_regclass('auth.users') IS NOT NULL THEN -- tracked too (the domain_join trigger)
+		    GRANT USAGE ON SCHEMA auth TO `+hasuraRole+`;
+		    GRANT SELECT, TRIGGER ON auth.users TO `+hasuraRole+`;
+		  END IF;
 		  FOR r IN SELECT relname FROM pg_class
 		           WHERE relnamespace = 'public'::regnamespace AND relkind = 'r' AND relrowsecurity LOOP
 		    EXECUTE format('CREATE POLICY hasuratest ON public.%I TO `+hasuraRole+` USING (true) WITH CHECK (true)', r.relname);
@@ -380,6 +384,8 @@ func TestEventTriggerSQL(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := []string{
+			`CREATE TRIGGER "notify_hasura_domain_join_INSERT" AFTER INSERT ON auth.users FOR EACH ROW EXECUTE FUNCTION hdb_catalog."notify_hasura_domain_join_INSERT"()`,
+			`CREATE TRIGGER "notify_hasura_domain_join_UPDATE" AFTER UPDATE ON auth.users FOR EACH ROW EXECUTE FUNCTION hdb_catalog."notify_hasura_domain_join_UPDATE"()`,
 			`CREATE TRIGGER "notify_hasura_invitation_email_INSERT" AFTER INSERT ON public.tenant_invitations FOR EACH ROW EXECUTE FUNCTION hdb_catalog."notify_hasura_invitation_email_INSERT"()`,
 			`CREATE TRIGGER "notify_hasura_invitation_email_UPDATE" AFTER UPDATE ON public.tenant_invitations FOR EACH ROW EXECUTE FUNCTION hdb_catalog."notify_hasura_invitation_email_UPDATE"()`,
 			`CREATE TRIGGER "notify_hasura_tenant_created_INSERT" AFTER INSERT ON public.tenants FOR EACH ROW EXECUTE FUNCTION hdb_catalog."notify_hasura_tenant_created_INSERT"()`,
@@ -423,7 +429,7 @@ func TestEventTriggerSQL(t *testing.T) {
 			}
 			return out
 		}
-		if got := triggers(); !reflect.DeepEqual(got, map[string]int{"tenants": 1, "tenant_invitations": 2}) {
+		if got := triggers(); !reflect.DeepEqual(got, map[string]int{"tenants": 1, "tenant_invitations": 2, "users": 2}) {
 			t.Fatalf("triggers after three installs: %v", got)
 		}
 		var version string
@@ -448,7 +454,7 @@ func TestEventTriggerSQL(t *testing.T) {
 		}
 		et.Update = nil
 		installAsHasura(t, pool, HasuraCatalogSchema, changed)
-		if got := triggers(); !reflect.DeepEqual(got, map[string]int{"tenants": 1, "tenant_invitations": 1}) {
+		if got := triggers(); !reflect.DeepEqual(got, map[string]int{"tenants": 1, "tenant_invitations": 1, "users": 2}) {
 			t.Fatalf("triggers after dropping the update operation: %v", got)
 		}
 		var fns int

@@ -74,14 +74,21 @@ func InstallAsHasura(ctx context.Context, conn *pgx.Conn, meta *Metadata, grants
 		END $$`); err != nil {
 		return err
 	}
-	tables := map[string]bool{}
+	tables, schemas := map[string]bool{}, map[string]bool{}
 	for _, et := range meta.ListEventTriggers() {
 		tables[pgx.Identifier{et.Schema, et.Table}.Sanitize()] = true
+		schemas[pgx.Identifier{et.Schema}.Sanitize()] = true
 	}
 	if _, err := conn.Exec(ctx, `DO $$ BEGIN
 		  EXECUTE format('GRANT CREATE ON DATABASE %I TO `+HasuraRole+`', current_database());
 		END $$`); err != nil {
 		return err
+	}
+	// Hasura's user reaches the schemas of the tables it tracks (auth for auth.users).
+	for sch := range schemas {
+		if _, err := conn.Exec(ctx, "GRANT USAGE ON SCHEMA "+sch+" TO "+HasuraRole); err != nil {
+			return err
+		}
 	}
 	for tbl := range tables {
 		if _, err := conn.Exec(ctx, "GRANT TRIGGER ON "+tbl+" TO "+HasuraRole); err != nil {

@@ -39,6 +39,8 @@ var placements = map[string]placement{
 	"tenantkit.email_outbox": {"local",
 		"drained by one sender across all tenants, rows without a tenant allowed; a coordinator-local table (citus_add_local_table_to_metadata) may reference the tenants reference table"},
 	"public.goose_db_version": {"local", "the migration ledger of the coordinator"},
+	"public.tenant_domains": {"reference",
+		"a few rows per tenant, looked up by domain when a user signs up (who names no tenant); a verified domain is unique across tenants, which only a reference table can enforce"},
 }
 
 // distributionSQL finds the offenders. $1 holds the names of the exception tables, $2 those of

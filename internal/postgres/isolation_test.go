@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantkit/tenantkit"
+	"github.com/tenantkit/tenantkit/internal/apikey"
 	"github.com/tenantkit/tenantkit/internal/postgres"
 )
 
@@ -44,6 +45,16 @@ type world struct {
 	projects    []tenantRow
 	usage       []tenantRow
 	audit       []tenantRow // written by the audit triggers while loading
+	keys        []keyRow    // API keys; a principal of the model is a user id or a key id
+	keyByID     map[string]keyRow
+}
+
+// keyRow is an API key of the world. Its scopes are drawn independently of its creator's grants
+// (as after a demotion), its creator may have left its tenant, and some keys are revoked.
+type keyRow struct {
+	tenant, id, creator string
+	scopes              []string
+	revoked             bool
 }
 
 type memberRow struct {
@@ -58,6 +69,12 @@ type tenantRow struct{ tenant, id string }
 
 // customVocabulary is what custom grants are drawn from: wildcards, cross-resource grants and
 // permissions no role has.
+// scopeVocabulary is what API keys' scopes are drawn from.
+var scopeVocabulary = []string{
+	"projects:read", "projects:write", "projects:*", "users:invite", "users:write", "users:*",
+	"settings:read", "settings:write", "tenants:delete", "api_keys:manage", "billing:read", "*",
+}
+
 var customVocabulary = []string{
 	"users:invite", "users:write", "users:*", "projects:write", "projects:*", "settings:write",
 	"tenants:delete", "tenants:*", "billing:read", "reports:read", "*",
@@ -115,6 +132,20 @@ func newWorld(rng *rand.Rand, nTenants, nUsers int) *world {
 	for i := range 1000 {
 		w.usage = append(w.usage, tenantRow{w.tenants[rng.IntN(len(w.tenants))], strconv.Itoa(i)})
 	}
+	// API keys: mostly made by a member of their tenant, some by a user who has left it
+	w.keyByID = map[string]keyRow{}
+	for range nTenants * 3 {
+		m := w.memberRows[rng.IntN(len(w.memberRows))]
+		k := keyRow{tenant: m.tenant, id: id(), creator: m.user, revoked: rng.IntN(5) == 0}
+		if rng.IntN(8) == 0 {
+			k.creator = w.users[rng.IntN(len(w.users))]
+		}
+		for range 1 + rng.IntN(3) {
+			k.scopes = append(k.scopes, scopeVocabulary[rng.IntN(len(scopeVocabulary))])
+		}
+		w.keys = append(w.keys, k)
+		w.keyByID[k.id] = k
+	}
 	return w
 }
 
@@ -166,6 +197,15 @@ func (w *world) load(ctx context.Context, t *testing.T, admin *pgxpool.Pool) {
 	      SELECT t, 'metric_' || s, now(), now() + interval '1 hour', 0, 1 FROM unnest($1::uuid[], $2::text[]) x(t, s)`, ut, us)
 	exec(`INSERT INTO tenantkit.usage_events (tenant_id, idempotency_key, metric, quantity, occurred_at)
 	      SELECT t, s, 'api_calls', 1, now() FROM unnest($1::uuid[], $2::text[]) x(t, s)`, ut, us)
+	var kt, ki, kc, ks []string
+	var kr []bool
+	for _, k := range w.keys {
+		kt, ki, kc, ks, kr = append(kt, k.tenant), append(ki, k.id), append(kc, k.creator), append(ks, jsonArray(k.scopes)), append(kr, k.revoked)
+	}
+	exec(`INSERT INTO api_keys (tenant_id, id, name, prefix, key_hash, scopes, created_by, revoked_at)
+	      SELECT t, i, 'key', 'tk_live_' || translate(substr(md5(i::text), 1, 16), '0189', 'wxyz'), sha256(i::text::bytea), s, c,
+	             CASE WHEN r THEN now() END
+	      FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::jsonb[], $5::bool[]) x(t, i, c, s, r)`, kt, ki, kc, ks, kr)
 	rows, _ := admin.Query(ctx, `SELECT tenant_id::text, id::text FROM audit_log`)
 	audit, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (tenantRow, error) {
 		var tr tenantRow
@@ -199,16 +239,45 @@ func jsonArray(xs []string) string {
 	return `["` + strings.Join(xs, `","`) + `"]`
 }
 
-// The model: what the role table allows.
+// The model: what the role table allows. A principal is a user id or an API key's id.
 
 func (w *world) has(u, tn, perm string) bool {
+	if k, isKey := w.keyByID[u]; isKey {
+		// the key's tenant, not revoked, its creator still a member; a scope covers perm and the
+		// creator's grants allow it (apikey.Allows)
+		m, member := w.members[k.creator][tn]
+		return tn == k.tenant && !k.revoked && member && (perm == "" || apikey.Allows(k.scopes, m.role, m.custom, perm))
+	}
 	m, ok := w.members[u][tn]
 	return ok && (perm == "" || tenantkit.Allows(m.role, m.custom, perm))
 }
 
-// manages: perm in the tenant and a role at least the row's.
+// manages: perm in the tenant and a role at least the row's (a key's: its creator's role).
 func (w *world) manages(u, tn string, rowRole tenantkit.Role, perm string) bool {
-	return w.has(u, tn, perm) && w.members[u][tn].role.AtLeast(rowRole)
+	return w.has(u, tn, perm) && w.members[w.person(u)][tn].role.AtLeast(rowRole)
+}
+
+// person is the user a principal acts as: the user, or the key's creator.
+func (w *world) person(u string) string {
+	if k, isKey := w.keyByID[u]; isKey {
+		return k.creator
+	}
+	return u
+}
+
+func (w *world) isKey(u string) bool { _, isKey := w.keyByID[u]; return isKey }
+
+// session is the principal's Hasura session: a user's, or an API client's as a token of the key
+// would make it (apikey.Service.issue).
+func (w *world) session(u string) tenantkit.Session {
+	k, isKey := w.keyByID[u]
+	if !isKey {
+		return tenantkit.UserSession(u)
+	}
+	return tenantkit.NewSession(map[string]string{
+		"x-hasura-role": apikey.Role, apikey.VarKeyID: k.id, apikey.VarTenantID: k.tenant,
+		apikey.VarCreatorID: k.creator, apikey.VarScopes: "{" + strings.Join(k.scopes, ",") + "}",
+	})
 }
 
 // table describes one tenant table for the test: how to list its keys, how to touch rows without
@@ -233,7 +302,8 @@ func tables() []table {
 			rows:      func(w *world) []string { return w.tenants },
 			canSelect: func(w *world, u, k string) bool { return w.has(u, k, "") },
 			canUpdate: func(w *world, u, k string) bool { return w.has(u, k, "settings:write") },
-			canDelete: func(w *world, u, k string) bool { return w.has(u, k, "tenants:delete") },
+			// an API client never deletes a tenant
+			canDelete: func(w *world, u, k string) bool { return !w.isKey(u) && w.has(u, k, "tenants:delete") },
 		},
 		{
 			name: "tenant_users", key: "tenant_id || '/' || user_id", noopSet: "role = role", appCanRead: true,
@@ -244,9 +314,10 @@ func tables() []table {
 				return keys
 			},
 			canSelect: func(w *world, u, k string) bool { tn, _ := split(k); return w.has(u, tn, "") },
+			// memberships change through the team actions, for people only
 			canUpdate: func(w *world, u, k string) bool {
 				tn, mu := split(k)
-				return w.manages(u, tn, w.members[mu][tn].role, "users:write")
+				return !w.isKey(u) && w.manages(u, tn, w.members[mu][tn].role, "users:write")
 			},
 			canDelete: func(w *world, u, k string) bool {
 				tn, mu := split(k)
@@ -262,7 +333,7 @@ func tables() []table {
 				return keys
 			},
 			canSelect: func(w *world, u, k string) bool { tn, _ := split(k); return w.has(u, tn, "users:invite") },
-			canUpdate: func(w *world, u, k string) bool { return w.invitationManaged(u, k) },
+			canUpdate: func(w *world, u, k string) bool { return !w.isKey(u) && w.invitationManaged(u, k) },
 			canDelete: func(w *world, u, k string) bool { return w.invitationManaged(u, k) },
 		},
 		{
@@ -312,6 +383,22 @@ func tables() []table {
 			canUpdate: none, canDelete: none,
 		},
 		{
+			name: "api_keys", key: "tenant_id || '/' || id", noopSet: "revoked_at = revoked_at", appCanRead: true,
+			rows: func(w *world) (keys []string) {
+				for _, k := range w.keys {
+					keys = append(keys, k.tenant+"/"+k.id)
+				}
+				return keys
+			},
+			canSelect: func(w *world, u, k string) bool { tn, _ := split(k); return w.has(u, tn, "api_keys:manage") },
+			// revocation is the service's, for people only
+			canUpdate: func(w *world, u, k string) bool {
+				tn, _ := split(k)
+				return !w.isKey(u) && w.has(u, tn, "api_keys:manage")
+			},
+			canDelete: none,
+		},
+		{
 			name: "tenantkit.invitation_outbox", key: "tenant_id || '/' || invitation_id", noopSet: "created_at = created_at",
 			rows:      func(w *world) []string { return nil },
 			canSelect: none, canUpdate: none, canDelete: none,
@@ -336,9 +423,13 @@ func (w *world) invitationManaged(u, k string) bool {
 
 var errRollback = errors.New("rollback")
 
-// asUser runs fn as tenantkit_app under the user's Hasura session and always rolls back.
-func asUser(ctx context.Context, db *postgres.DB, userID string, fn func(tx pgx.Tx) error) error {
-	err := db.WithUser(ctx, tenantkit.UserSession(userID), func(tx pgx.Tx) error {
+// as runs fn as tenantkit_app under the principal's Hasura session and always rolls back.
+func (w *world) as(ctx context.Context, db *postgres.DB, u string, fn func(tx pgx.Tx) error) error {
+	return asSession(ctx, db, w.session(u), fn)
+}
+
+func asSession(ctx context.Context, db *postgres.DB, s tenantkit.Session, fn func(tx pgx.Tx) error) error {
+	err := db.WithUser(ctx, s, func(tx pgx.Tx) error {
 		if err := fn(tx); err != nil {
 			return err
 		}
@@ -394,10 +485,15 @@ func TestIsolationProperty(t *testing.T) {
 	for _, tb := range tables() {
 		nRows += len(tb.rows(w))
 	}
-	t.Logf("seed %d: %d tenants, %d users, %d memberships, %d rows in tenant tables", s, len(w.tenants), len(w.users), len(w.memberRows), nRows)
+	t.Logf("seed %d: %d tenants, %d users, %d memberships, %d API keys, %d rows in tenant tables",
+		s, len(w.tenants), len(w.users), len(w.memberRows), len(w.keys), nRows)
 
-	// Users are checked four at a time; each gets its own random stream so the run stays
-	// reproducible from the seed.
+	// Every user, and every API key (as an API client's session), is checked; four at a time, each
+	// with its own random stream so the run stays reproducible from the seed.
+	principals := slices.Clone(w.users)
+	for _, k := range w.keys {
+		principals = append(principals, k.id)
+	}
 	work := make(chan int)
 	var wg sync.WaitGroup
 	for range 4 {
@@ -406,12 +502,12 @@ func TestIsolationProperty(t *testing.T) {
 			defer wg.Done()
 			for i := range work {
 				if !t.Failed() { // one user's report is enough to act on
-					w.checkUser(ctx, t, db, w.users[i], rand.New(rand.NewPCG(s, uint64(i))), fail)
+					w.checkUser(ctx, t, db, principals[i], rand.New(rand.NewPCG(s, uint64(i))), fail)
 				}
 			}
 		}()
 	}
-	for i := range w.users {
+	for i := range principals {
 		work <- i
 	}
 	close(work)
@@ -438,7 +534,7 @@ func (w *world) checkUser(ctx context.Context, t *testing.T, db *postgres.DB, u 
 			"update": fmt.Sprintf("UPDATE %s SET %s RETURNING %s", tb.name, tb.noopSet, tb.key),
 			"delete": fmt.Sprintf("DELETE FROM %s RETURNING %s", tb.name, tb.key),
 		}
-		err := asUser(ctx, db, u, func(tx pgx.Tx) error {
+		err := w.as(ctx, db, u, func(tx pgx.Tx) error {
 			for _, cmd := range []string{"select", "update", "delete"} {
 				got, err := keys(ctx, tx, stmts[cmd])
 				if err != nil {
@@ -446,7 +542,7 @@ func (w *world) checkUser(ctx context.Context, t *testing.T, db *postgres.DB, u 
 				}
 				slices.Sort(want[cmd])
 				if !slices.Equal(got, want[cmd]) {
-					fail("user %s: %s on %s: database allows %d rows, role table %d\n  only database: %v\n  only model: %v",
+					fail("principal %s: %s on %s: database allows %d rows, role table %d\n  only database: %v\n  only model: %v",
 						u, cmd, tb.name, len(got), len(want[cmd]), minus(got, want[cmd]), minus(want[cmd], got))
 				}
 			}
@@ -464,9 +560,12 @@ func (w *world) checkUser(ctx context.Context, t *testing.T, db *postgres.DB, u 
 // the user's own and some others) and compares each outcome with the model.
 func (w *world) checkInserts(ctx context.Context, t *testing.T, db *postgres.DB, u string, rng *rand.Rand, fail func(string, ...any)) {
 	sample := map[string]bool{}
-	for tn := range w.members[u] {
+	for tn := range w.members[w.person(u)] {
 		sample[tn] = true
 	}
+	// Memberships and invitations are written by people (the team actions); an API client owns what
+	// it creates in its creator's name.
+	person, owner := !w.isKey(u), w.person(u)
 	for range 3 {
 		sample[w.tenants[rng.IntN(len(w.tenants))]] = true
 	}
@@ -483,13 +582,13 @@ func (w *world) checkInserts(ctx context.Context, t *testing.T, db *postgres.DB,
 	for tn := range sample {
 		for i, r := range tenantkit.Roles {
 			outsider := w.outsiders[rng.IntN(len(w.outsiders))]
-			add(w.manages(u, tn, r, "users:write"), "add "+string(r)+" member to "+tn,
+			add(person && w.manages(u, tn, r, "users:write"), "add "+string(r)+" member to "+tn,
 				"INSERT INTO tenant_users (tenant_id, user_id, role) VALUES ('%s', '%s', '%s')", tn, outsider, r)
-			add(w.manages(u, tn, r, "users:invite"), "invite "+string(r)+" to "+tn,
+			add(person && w.manages(u, tn, r, "users:invite"), "invite "+string(r)+" to "+tn,
 				"INSERT INTO tenant_invitations (tenant_id, email, role, token_hash) VALUES ('%s', 'n%d-%s@example.com', '%s', sha256('%s%d'))", tn, i, u[:8], r, u, i)
 		}
 		add(w.has(u, tn, "projects:write"), "create project in "+tn,
-			"INSERT INTO projects (tenant_id, name, owner_id) VALUES ('%s', 'new', '%s')", tn, u)
+			"INSERT INTO projects (tenant_id, name, owner_id) VALUES ('%s', 'new', '%s')", tn, owner)
 		add(false, "create project owned by someone else in "+tn,
 			"INSERT INTO projects (tenant_id, name, owner_id) VALUES ('%s', 'new', '%s')", tn, w.outsiders[0])
 		add(false, "write subscription of "+tn, "UPDATE tenant_subscriptions SET status = 'active' WHERE tenant_id = '%s'", tn)
@@ -512,7 +611,7 @@ func (w *world) checkInserts(ctx context.Context, t *testing.T, db *postgres.DB,
 			continue
 		}
 		for _, r := range tenantkit.Roles {
-			add(w.manages(u, m.tenant, r, "users:write"), "change a "+string(m.role)+" to "+string(r),
+			add(person && w.manages(u, m.tenant, r, "users:write"), "change a "+string(m.role)+" to "+string(r),
 				"UPDATE tenant_users SET role = '%s' WHERE tenant_id = '%s' AND user_id = '%s'", r, m.tenant, m.user)
 		}
 		break
@@ -521,7 +620,7 @@ func (w *world) checkInserts(ctx context.Context, t *testing.T, db *postgres.DB,
 	for _, a := range attempts {
 		sqls = append(sqls, a.sql)
 	}
-	err := asUser(ctx, db, u, func(tx pgx.Tx) error {
+	err := w.as(ctx, db, u, func(tx pgx.Tx) error {
 		rows, _ := tx.Query(ctx, "SELECT public.tk_try(s) FROM unnest($1::text[]) WITH ORDINALITY x(s, n) ORDER BY n", sqls)
 		results, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {
@@ -537,7 +636,7 @@ func (w *world) checkInserts(ctx context.Context, t *testing.T, db *postgres.DB,
 			}
 			got := results[i] == "ok:1"
 			if got != a.ok || (!got && results[i] != "42501" && results[i] != "ok:0") {
-				fail("user %s: %s: database says %s, role table says allowed=%v\n  %s", u, a.what, results[i], a.ok, a.sql)
+				fail("principal %s: %s: database says %s, role table says allowed=%v\n  %s", u, a.what, results[i], a.ok, a.sql)
 			}
 		}
 		return nil

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantkit/tenantkit/internal/apikey"
 	"github.com/tenantkit/tenantkit/internal/hasurarules"
 	"github.com/tenantkit/tenantkit/internal/scaffold"
 )
@@ -40,8 +41,12 @@ func scaffoldedTables(ctx context.Context, t *testing.T, admin *pgxpool.Pool, w 
 			name: s.Name, key: "tenant_id || '/' || id", noopSet: "name = name", appCanRead: true,
 			rows:      func(*world) []string { return keys },
 			canSelect: func(w *world, u, k string) bool { return w.has(u, tenantOf(k), s.Read) },
-			canUpdate: func(w *world, u, k string) bool { return w.has(u, tenantOf(k), s.Write) && w.has(u, tenantOf(k), s.Read) },
-			canDelete: func(w *world, u, k string) bool { return w.has(u, tenantOf(k), s.Write) && w.has(u, tenantOf(k), s.Read) },
+			canUpdate: func(w *world, u, k string) bool {
+				return w.has(u, tenantOf(k), s.Write) && w.has(u, tenantOf(k), s.Read)
+			},
+			canDelete: func(w *world, u, k string) bool {
+				return w.has(u, tenantOf(k), s.Write) && w.has(u, tenantOf(k), s.Read)
+			},
 		})
 	}
 	return out
@@ -119,7 +124,7 @@ func TestScaffoldedTable(t *testing.T) {
 	// RLS is what the model (the role table) allows.
 	for _, u := range w.users {
 		var got []string
-		if err := asUser(ctx, db, u, func(tx pgx.Tx) error {
+		if err := w.as(ctx, db, u, func(tx pgx.Tx) error {
 			got, err = keys(ctx, tx, "SELECT tenant_id || '/' || id FROM notes")
 			return err
 		}); err != nil {
@@ -137,14 +142,19 @@ func TestScaffoldedTable(t *testing.T) {
 		}
 	}
 
-	// Hasura's generated rules equal RLS.
-	walls := newWalls(ctx, t, admin, filepath.Join(repo, "hasura", "metadata"), s)
-	checked := walls.compare(ctx, t, db, admin, w, tbs)
-	checked += walls.compareInserts(ctx, t, db, admin, w, "notes", func(tn, id, _ string) string {
-		return fmt.Sprintf("INSERT INTO notes (tenant_id, id, name) VALUES ('%s', '%s', 'new')", tn, id)
-	})
-	if checked < len(w.users)*3 {
-		t.Fatalf("only %d comparisons", checked)
+	// Hasura's generated rules equal RLS, for members and for API keys.
+	var keys []string
+	for _, k := range w.keys {
+		keys = append(keys, k.id)
+	}
+	inserts := map[string]func(tenant, id, owner string) string{"notes": insertScaffolded("notes")}
+	checked := 0
+	for role, principals := range map[string][]string{"user": w.users, apikey.Role: keys} {
+		n := wallsAgree(ctx, t, s, w, db, admin, filepath.Join(repo, "hasura", "metadata"), role, principals, tbs, inserts)
+		if n < len(principals)*3 {
+			t.Fatalf("%s: only %d comparisons", role, n)
+		}
+		checked += n
 	}
 
 	// The schema lint sees the table and finds nothing wrong with it.

@@ -3,10 +3,12 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/goccy/go-yaml"
@@ -14,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantkit/tenantkit/internal/apikey"
 	"github.com/tenantkit/tenantkit/internal/hasurarules"
 	"github.com/tenantkit/tenantkit/internal/hasuratest"
 	"github.com/tenantkit/tenantkit/internal/postgres"
@@ -25,13 +28,15 @@ import (
 var serviceOnly = map[string]bool{
 	"tenant_users/insert": true, "tenant_users/update": true,
 	"tenant_invitations/insert": true, "tenant_invitations/update": true,
+	"api_keys/insert": true, "api_keys/update": true, // createApiKey, revokeApiKey
 }
 
 // TestHasuraRulesEqualRLS: the two walls agree. On the seeded world of the isolation test, for
 // every user and every tracked table, the rows Hasura's `user` permissions select, update
 // (filter and check) and delete — compiled from hasura/metadata to SQL and run without RLS, as
 // Hasura runs them — are exactly the rows RLS lets tenantkit_app select, update and delete under
-// the same session. Reproduce with TENANTKIT_SEED.
+// the same session; and likewise for every API key of the world, with Hasura's `api_client`
+// permissions and the session a token of the key carries. Reproduce with TENANTKIT_SEED.
 func TestHasuraRulesEqualRLS(t *testing.T) {
 	t.Parallel()
 	s := seed(t)
@@ -40,40 +45,50 @@ func TestHasuraRulesEqualRLS(t *testing.T) {
 	db, admin := setup(t)
 	ctx := context.Background()
 	w.load(ctx, t, admin)
-
+	var keys []string
+	for _, k := range w.keys {
+		keys = append(keys, k.id)
+	}
 	// The built-in tables and those made by `tenantkit scaffold table` (hasura/tenant_tables.yaml).
 	scaffolded, err := hasurarules.LoadScaffolded("../../" + hasurarules.SpecFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	walls := newWalls(ctx, t, admin, "../../hasura/metadata", s)
-	checked := walls.compare(ctx, t, db, admin, w, append(tables(), scaffoldedTables(ctx, t, admin, w, scaffolded)...))
-	// Inserts: the built-in table Hasura's user role inserts into, and the scaffolded ones.
-	checked += walls.compareInserts(ctx, t, db, admin, w, "projects", func(tn, id, u string) string {
-		return fmt.Sprintf("INSERT INTO projects (tenant_id, id, name, owner_id) VALUES ('%s', '%s', 'new', '%s')", tn, id, u)
-	})
+	tbs := append(tables(), scaffoldedTables(ctx, t, admin, w, scaffolded)...)
+	inserts := map[string]func(tenant, id, owner string) string{"projects": insertProject}
 	for _, sc := range scaffolded {
-		checked += walls.compareInserts(ctx, t, db, admin, w, sc.Name, func(tn, id, _ string) string {
-			return fmt.Sprintf("INSERT INTO %s (tenant_id, id, name) VALUES ('%s', '%s', 'new')", sc.Name, tn, id)
+		inserts[sc.Name] = insertScaffolded(sc.Name)
+	}
+	for _, c := range []struct {
+		role       string
+		principals []string
+	}{{"user", w.users}, {apikey.Role, keys}} {
+		t.Run(c.role, func(t *testing.T) {
+			checked := wallsAgree(ctx, t, s, w, db, admin, "../../hasura/metadata", c.role, c.principals, tbs, inserts)
+			if checked < len(c.principals)*5 {
+				t.Fatalf("only %d principal×table×command comparisons: the walls were not really compared", checked)
+			}
+			t.Logf("seed %d: %d comparisons of Hasura's %s rules with RLS", s, checked, c.role)
 		})
 	}
-	if checked < 120*5 {
-		t.Fatalf("only %d user×table×command comparisons: the walls were not really compared", checked)
+}
+
+func insertProject(tn, id, owner string) string {
+	return fmt.Sprintf("INSERT INTO projects (tenant_id, id, name, owner_id) VALUES ('%s', '%s', 'new', '%s')", tn, id, owner)
+}
+
+func insertScaffolded(table string) func(tn, id, owner string) string {
+	return func(tn, id, _ string) string {
+		return fmt.Sprintf("INSERT INTO %s (tenant_id, id, name) VALUES ('%s', '%s', 'new')", table, tn, id)
 	}
-	t.Logf("seed %d: %d comparisons of Hasura's rules with RLS", s, checked)
 }
 
-// walls holds Hasura's compiled view of the metadata for the comparisons.
-type walls struct {
-	seed    uint64
-	meta    *hasuratest.Metadata
-	cat     *hasuratest.PGCatalog
-	byTable map[string]map[string]hasuratest.Rule
-}
-
-func newWalls(ctx context.Context, t *testing.T, admin *pgxpool.Pool, metaDir string, seed uint64) *walls {
-	t.Helper()
-	meta, cat, rules := userRules(ctx, t, admin, metaDir)
+// wallsAgree compares Hasura's rules for role (from the metadata in dir) with RLS for each
+// principal (a user, or a key's API client) on the tables tbs, and the inserts of each table of
+// inserts (which writes the INSERT of one row); it returns the number of comparisons made.
+func wallsAgree(ctx context.Context, t *testing.T, s uint64, w *world, db *postgres.DB, admin *pgxpool.Pool, dir, role string,
+	principals []string, tbs []table, inserts map[string]func(tenant, id, owner string) string) int {
+	meta, cat, rules := roleRules(ctx, t, admin, dir, role)
 	byTable := map[string]map[string]hasuratest.Rule{}
 	for _, r := range rules {
 		if byTable[r.Table] == nil {
@@ -81,29 +96,19 @@ func newWalls(ctx context.Context, t *testing.T, admin *pgxpool.Pool, metaDir st
 		}
 		byTable[r.Table][r.Command] = r
 	}
-	return &walls{seed, meta, cat, byTable}
-}
-
-// compare checks, for every user of w and every table of tbs that Hasura tracks, that the rows
-// Hasura's `user` rules select, update (filter and check) and delete — compiled to SQL and run
-// without RLS, as Hasura runs them — are exactly the rows RLS lets tenantkit_app select, update
-// and delete under the same session. It returns the number of comparisons.
-func (wl *walls) compare(ctx context.Context, t *testing.T, db *postgres.DB, admin *pgxpool.Pool, w *world, tbs []table) int {
-	t.Helper()
-	s := wl.seed
 	var checked int
 	for _, tb := range tbs {
-		cmds, tracked := wl.byTable[tb.name]
+		cmds, tracked := byTable[tb.name]
 		if !tracked {
 			continue // tenantkit.* tables are not tracked by Hasura
 		}
-		for _, u := range w.users {
-			session := map[string]string{"x-hasura-role": "user", "x-hasura-user-id": u}
+		for _, u := range principals {
+			session := w.session(u).Vars
 			// Hasura: rows its rules allow, run as the superuser (Hasura's path has no RLS).
 			hasura := func(conds ...map[string]any) []string {
 				where, args := "true", []any{}
 				for _, c := range conds {
-					sql, a, err := wl.meta.SQL("public", tb.name, "t", c, session, len(args)+1, wl.cat)
+					sql, a, err := meta.SQL("public", tb.name, "t", c, session, len(args)+1, cat)
 					if err != nil {
 						t.Fatalf("%s: compile %v: %v", tb.name, c, err)
 					}
@@ -118,7 +123,7 @@ func (wl *walls) compare(ctx context.Context, t *testing.T, db *postgres.DB, adm
 				return got
 			}
 			var rls map[string][]string
-			err := asUser(ctx, db, u, func(tx pgx.Tx) error {
+			err := w.as(ctx, db, u, func(tx pgx.Tx) error {
 				rls = map[string][]string{}
 				for cmd, sql := range map[string]string{
 					"select": fmt.Sprintf("SELECT %s FROM %s", tb.key, tb.name),
@@ -157,53 +162,62 @@ func (wl *walls) compare(ctx context.Context, t *testing.T, db *postgres.DB, adm
 				got := rls[cmd]
 				if serviceOnly[tb.name+"/"+cmd] {
 					if r.Allowed {
-						t.Errorf("%s %s is service-only but Hasura's user role may do it", cmd, tb.name)
+						t.Errorf("%s %s is service-only but Hasura's %s role may do it", cmd, tb.name, role)
 					}
 					continue
 				}
 				checked++
 				if !slices.Equal(got, want) {
-					t.Errorf("seed %d (TENANTKIT_SEED=%d): user %s, %s on %s: RLS allows %d rows, Hasura %d\n  only RLS: %v\n  only Hasura: %v",
-						s, s, u, cmd, tb.name, len(got), len(want), minus(got, want), minus(want, got))
+					t.Errorf("seed %d (TENANTKIT_SEED=%d): %s %s, %s on %s: RLS allows %d rows, Hasura %d\n  only RLS: %v\n  only Hasura: %v",
+						s, s, role, u, cmd, tb.name, len(got), len(want), minus(got, want), minus(want, got))
 					return checked
 				}
 			}
 		}
 	}
+	// Inserts. For a sample of principals and every tenant, Hasura's check on the new row (with a
+	// preset owner_id: the user, or the key's creator) must accept exactly the inserts RLS accepts.
+	for _, table := range slices.Sorted(maps.Keys(inserts)) {
+		checked += insertsAgree(ctx, t, s, w, db, admin, meta, cat, byTable, role, principals, table, inserts[table])
+	}
 	return checked
 }
 
-// compareInserts checks, for a sample of users and every tenant, that Hasura's insert check on
-// table accepts exactly the rows RLS accepts; insert returns the INSERT of one row.
-func (wl *walls) compareInserts(ctx context.Context, t *testing.T, db *postgres.DB, admin *pgxpool.Pool, w *world,
-	table string, insert func(tenant, id, user string) string) int {
-	t.Helper()
-	ins := wl.byTable[table]["insert"]
+// insertsAgree compares Hasura's insert check on table with RLS for a sample of principals and
+// every tenant; sqlFor writes the INSERT of one row.
+func insertsAgree(ctx context.Context, t *testing.T, s uint64, w *world, db *postgres.DB, admin *pgxpool.Pool,
+	meta *hasuratest.Metadata, cat *hasuratest.PGCatalog, byTable map[string]map[string]hasuratest.Rule,
+	role string, principals []string, table string, sqlFor func(tenant, id, owner string) string) int {
+	ins := byTable[table]["insert"]
 	if !ins.Allowed {
-		t.Fatalf("%s has no insert permission for role user", table)
+		t.Fatalf("%s has no insert permission for role %s", table, role)
 	}
 	checked := 0
-	for i, u := range w.users {
+	for i, u := range principals {
 		if i%4 != 0 {
 			continue
 		}
-		session := map[string]string{"x-hasura-role": "user", "x-hasura-user-id": u}
-		check, args, err := wl.meta.SQL("public", table, "t", ins.Check, session, 2, wl.cat)
+		session := w.session(u).Vars
+		check, args, err := meta.SQL("public", table, "t", ins.Check, session, 2, cat)
 		if err != nil {
 			t.Fatal(err)
 		}
+		owner := w.person(u)
+		if preset := fmt.Sprint(ins.Set["owner_id"]); ins.Set["owner_id"] != nil && session[strings.ToLower(preset)] != owner {
+			t.Fatalf("%s: projects insert presets owner_id from %s = %q, want %s", role, preset, session[strings.ToLower(preset)], owner)
+		}
 		for _, tn := range w.tenants {
 			id := uuid.NewString()
-			sql := insert(tn, id, u)
+			insert := sqlFor(tn, id, owner)
 			var rlsResult string
-			if err := asUser(ctx, db, u, func(tx pgx.Tx) error {
-				return tx.QueryRow(ctx, "SELECT public.tk_try($1)", sql).Scan(&rlsResult)
+			if err := w.as(ctx, db, u, func(tx pgx.Tx) error {
+				return tx.QueryRow(ctx, "SELECT public.tk_try($1)", insert).Scan(&rlsResult)
 			}); err != nil {
 				t.Fatal(err)
 			}
 			var hasuraOK bool
 			err := pgx.BeginFunc(ctx, admin, func(tx pgx.Tx) error {
-				if _, err := tx.Exec(ctx, sql); err != nil {
+				if _, err := tx.Exec(ctx, insert); err != nil {
 					return err
 				}
 				if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+table+" t WHERE t.id = $1 AND ("+check+"))",
@@ -217,7 +231,7 @@ func (wl *walls) compareInserts(ctx context.Context, t *testing.T, db *postgres.
 			}
 			checked++
 			if hasuraOK != (rlsResult == "ok:1") {
-				t.Errorf("seed %d: user %s inserting into %s of %s: RLS %s, Hasura allowed=%v", wl.seed, u, table, tn, rlsResult, hasuraOK)
+				t.Errorf("seed %d: %s %s inserting into %s of %s: RLS %s, Hasura allowed=%v", s, role, u, table, tn, rlsResult, hasuraOK)
 				return checked
 			}
 		}
@@ -286,8 +300,15 @@ func TestMetadataMatchesDatabase(t *testing.T) {
 	}
 }
 
-// userRules loads the metadata in dir (hasura/metadata), the migrated database's catalog, and the `user` role's rules.
+// userRules loads hasura/metadata, the migrated database's catalog, and the `user` role's rules.
 func userRules(ctx context.Context, t *testing.T, admin *pgxpool.Pool, dir string) (*hasuratest.Metadata, *hasuratest.PGCatalog, []hasuratest.Rule) {
+	t.Helper()
+	return roleRules(ctx, t, admin, dir, "user")
+}
+
+// roleRules loads the metadata in dir (hasura/metadata), the migrated database's catalog, and the
+// role's rules.
+func roleRules(ctx context.Context, t *testing.T, admin *pgxpool.Pool, dir, role string) (*hasuratest.Metadata, *hasuratest.PGCatalog, []hasuratest.Rule) {
 	t.Helper()
 	meta, err := hasuratest.Load(dir)
 	if err != nil {
@@ -297,7 +318,7 @@ func userRules(ctx context.Context, t *testing.T, admin *pgxpool.Pool, dir strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	rules, err := meta.Rules("user")
+	rules, err := meta.Rules(role)
 	if err != nil {
 		t.Fatal(err)
 	}

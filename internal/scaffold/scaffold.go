@@ -93,7 +93,8 @@ func Table(dir string, t hasurarules.Scaffolded) ([]string, error) {
 
 var migration = template.Must(template.New("migration").Parse(`-- {{.Name}}: a tenant-owned table made by ` + "`tenantkit scaffold table`" + `. Every row belongs to one
 -- tenant (tenant_id); RLS is enabled and forced with tenantkit's membership helpers: members whose
--- role or grants allow {{.Read}} read the rows, {{.Write}} create, change and delete them.
+-- role or grants allow {{.Read}} read the rows, {{.Write}} create, change and delete them; an API
+-- key may do the same when its scopes and its creator's membership allow it.
 -- Hasura's rules for the user role are generated from the same role table (hasura/tenant_tables.yaml,
 -- make generate). Add your own columns to the table; keep tenant_id, the key and the policies.
 
@@ -122,6 +123,16 @@ CREATE POLICY app_update ON public.{{.Name}} FOR UPDATE TO tenantkit_app
   WITH CHECK (array_position((SELECT tenantkit.member_tenants('{{.Write}}')), tenant_id) IS NOT NULL);
 CREATE POLICY app_delete ON public.{{.Name}} FOR DELETE TO tenantkit_app
   USING (array_position((SELECT tenantkit.member_tenants('{{.Write}}')), tenant_id) IS NOT NULL);
+-- API clients (tokens of POST /auth/token): the key's scopes and its creator's membership.
+CREATE POLICY api_select ON public.{{.Name}} FOR SELECT TO tenantkit_app
+  USING (array_position((SELECT tenantkit.api_key_tenants('{{.Read}}')), tenant_id) IS NOT NULL);
+CREATE POLICY api_insert ON public.{{.Name}} FOR INSERT TO tenantkit_app
+  WITH CHECK (array_position((SELECT tenantkit.api_key_tenants('{{.Write}}')), tenant_id) IS NOT NULL);
+CREATE POLICY api_update ON public.{{.Name}} FOR UPDATE TO tenantkit_app
+  USING (array_position((SELECT tenantkit.api_key_tenants('{{.Write}}')), tenant_id) IS NOT NULL)
+  WITH CHECK (array_position((SELECT tenantkit.api_key_tenants('{{.Write}}')), tenant_id) IS NOT NULL);
+CREATE POLICY api_delete ON public.{{.Name}} FOR DELETE TO tenantkit_app
+  USING (array_position((SELECT tenantkit.api_key_tenants('{{.Write}}')), tenant_id) IS NOT NULL);
 GRANT SELECT, INSERT, UPDATE, DELETE ON public.{{.Name}} TO tenantkit_app, tenantkit_system;
 {{- if .Limit}}
 

@@ -40,9 +40,11 @@ type Server struct {
 	// MetricsToken (METRICS_TOKEN), when set, is the bearer token GET /metrics requires.
 	MetricsToken string
 	Stripe       http.Handler // Stripe webhooks, POST /webhooks/stripe (its own signature, not the Hasura secret)
-	Log          zerolog.Logger
-	server       *http.Server
-	listener     net.Listener
+	// Tokens, when set, serve POST /auth/token and GET /.well-known/jwks.json (API keys; no secret).
+	Tokens   *TokenRoutes
+	Log      zerolog.Logger
+	server   *http.Server
+	listener net.Listener
 }
 
 // Handler returns every route, wrapped in request logging.
@@ -55,6 +57,10 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /readyz", s.readyz)
 	if s.Stripe != nil {
 		mux.Handle("POST /webhooks/stripe", s.Stripe)
+	}
+	if s.Tokens != nil {
+		mux.HandleFunc("POST /auth/token", s.Tokens.ServeToken)
+		mux.HandleFunc("GET /.well-known/jwks.json", s.Tokens.ServeJWKS)
 	}
 	for pattern, h := range map[string]http.Handler{
 		"POST /graphql":          s.Graph,
