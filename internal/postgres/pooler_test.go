@@ -57,11 +57,11 @@ func openPooled(t *testing.T, url, appURL string) *postgres.DB {
 
 // txState is what a transaction sees of its session.
 type txState struct {
-	pid                    int32
-	role, claims, userID   string
-	statement, lock, idle  string
-	tenants                []string // the tenants it can read
-	searchPath             string
+	pid                   int32
+	role, claims, userID  string
+	statement, lock, idle string
+	tenants               []string // the tenants it can read
+	searchPath            string
 }
 
 const stateSQL = `SELECT pg_backend_pid(), current_user::text, current_setting('hasura.user', true),
