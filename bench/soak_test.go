@@ -51,23 +51,49 @@ func BenchmarkSoak(b *testing.B) {
 		}
 		rate = n
 	}
-	ctx := b.Context()
+	runSoak(b, soakConfig{duration: duration, rate: rate, steady: true})
+}
+
+// soakConfig is one soak.
+type soakConfig struct {
+	duration time.Duration
+	rate     int // operations per second
+	// env, when set, returns more environment for `tenantkit serve` given its database's URL
+	// (e.g. to reach it through a pooler); fixtures and checks keep using that URL directly.
+	env func(db string) []string
+	// steady adds the rules that need at least two minutes: memory and goroutines flat after the
+	// first minute, and the last minute's p99 at most 1.5× the first's.
+	steady bool
+}
+
+// runSoak runs the mixed traffic of BenchmarkSoak for c.duration at c.rate and fails on any
+// unexpected answer or wrong total (and, when c.steady, on growth after warm-up).
+func runSoak(tb testing.TB, c soakConfig) {
+	duration, rate := c.duration, c.rate
+	ctx := tb.Context()
 	sm, err := stripetest.Start(ctx)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	smtp := mailtest.Start(b)
-	db := newDB(b)
-	ds := load(b, db, sizes{tenants: 200, projectsPerTenant: 1, extraUsers: 400})
-	svc := startService(b, db, "SMTP_URL="+smtp.URL(), "STRIPE_SECRET_KEY="+stripetest.TestKey, "STRIPE_API_URL="+sm.URL,
-		"STRIPE_WEBHOOK_SECRET="+benchWebhookSecret)
-	hc := hasura(b, svc)
-	w := &soak{b: b, svc: svc, hc: hc, ds: ds, smtp: smtp, base: time.Now().Add(-time.Hour).Unix(),
+	smtp := mailtest.Start(tb)
+	db := newDB(tb)
+	ds := load(tb, db, sizes{tenants: 200, projectsPerTenant: 1, extraUsers: 400})
+	env := []string{"SMTP_URL=" + smtp.URL(), "STRIPE_SECRET_KEY=" + stripetest.TestKey, "STRIPE_API_URL=" + sm.URL,
+		"STRIPE_WEBHOOK_SECRET=" + benchWebhookSecret}
+	if c.env != nil {
+		env = append(env, c.env(db)...)
+	}
+	svc := startService(tb, db, env...)
+	hc := hasura(tb, svc)
+	w := &soak{tb: tb, svc: svc, hc: hc, ds: ds, smtp: smtp, base: time.Now().Add(-time.Hour).Unix(),
 		tokens: map[string]string{}, started: time.Now()}
 	w.members()
 
 	bg := w.background(ctx)
-	samples := w.sample(ctx, duration)
+	var samples <-chan []sampleAt
+	if c.steady {
+		samples = w.sample(ctx, duration)
+	}
 	type op struct {
 		name string
 		fn   func(context.Context, int) error
@@ -85,20 +111,23 @@ func BenchmarkSoak(b *testing.B) {
 		w.observe(o.name, t, time.Since(t))
 		return err
 	})
-	b.Logf("soak: %s", st)
+	tb.Logf("soak: %s", st)
 	if st.failed > 0 {
-		b.Fatalf("soak: %d operations failed, first: %v", st.failed, st.firstErr)
+		tb.Fatalf("soak: %d operations failed, first: %v", st.failed, st.firstErr)
 	}
 	w.verify(ctx)
 	after := w.background(ctx)
-	b.Logf("soak: PostgreSQL meanwhile: %d checkpoints, %d autovacuum and %d autoanalyze runs on this database's tables",
+	tb.Logf("soak: PostgreSQL meanwhile: %d checkpoints, %d autovacuum and %d autoanalyze runs on this database's tables",
 		after[0]-bg[0], after[1]-bg[1], after[2]-bg[2])
-
+	if !c.steady {
+		tb.Logf("soak: p99 (ms) by operation: %s", w.byOp(0))
+		return
+	}
 	// Flat after warm-up: the first sample after one minute against the rest.
 	s := <-samples
 	warm := slices.IndexFunc(s, func(x sampleAt) bool { return x.at >= time.Minute })
 	if warm < 0 || len(s) < warm+2 {
-		b.Fatalf("too few samples (%d) for a soak of %s", len(s), duration)
+		tb.Fatalf("too few samples (%d) for a soak of %s", len(s), duration)
 	}
 	maxRSS, maxG := 0.0, 0
 	for _, x := range s[warm:] {
@@ -106,28 +135,30 @@ func BenchmarkSoak(b *testing.B) {
 	}
 	lastMinute := int(duration/time.Minute) - 1
 	first, last := w.p99(0, ""), w.p99(lastMinute, "")
-	b.Logf("soak: p99 (ms) by operation, first minute: %s", w.byOp(0))
-	b.Logf("soak: p99 (ms) by operation, last minute: %s", w.byOp(lastMinute))
-	b.Logf("soak: RSS %.1f MiB after warm-up, at most %.1f MiB after; goroutines %d after warm-up, at most %d after; p99 %.2f ms in the first minute, %.2f ms in the last",
+	tb.Logf("soak: p99 (ms) by operation, first minute: %s", w.byOp(0))
+	tb.Logf("soak: p99 (ms) by operation, last minute: %s", w.byOp(lastMinute))
+	tb.Logf("soak: RSS %.1f MiB after warm-up, at most %.1f MiB after; goroutines %d after warm-up, at most %d after; p99 %.2f ms in the first minute, %.2f ms in the last",
 		s[warm].rss, maxRSS, s[warm].goroutines, maxG, first, last)
 	if maxRSS > s[warm].rss*1.25+8 {
-		b.Errorf("memory grew after warm-up: %.1f MiB to %.1f MiB", s[warm].rss, maxRSS)
+		tb.Errorf("memory grew after warm-up: %.1f MiB to %.1f MiB", s[warm].rss, maxRSS)
 	}
 	if maxG > s[warm].goroutines+20 {
-		b.Errorf("goroutines grew after warm-up: %d to %d", s[warm].goroutines, maxG)
+		tb.Errorf("goroutines grew after warm-up: %d to %d", s[warm].goroutines, maxG)
 	}
 	if last > 1.5*first {
-		b.Errorf("p99 of the last minute %.2f ms is more than 1.5× that of the first, %.2f ms", last, first)
+		tb.Errorf("p99 of the last minute %.2f ms is more than 1.5× that of the first, %.2f ms", last, first)
 	}
-	report(b, map[string]float64{
-		"ops": float64(st.ok), "ops/s": st.rate(), "p99-first-ms": first, "p99-last-ms": last,
-		"rss-warm-MiB": s[warm].rss, "rss-max-MiB": maxRSS, "goroutines-warm": float64(s[warm].goroutines), "goroutines-max": float64(maxG),
-	})
+	if b, ok := tb.(*testing.B); ok {
+		report(b, map[string]float64{
+			"ops": float64(st.ok), "ops/s": st.rate(), "p99-first-ms": first, "p99-last-ms": last,
+			"rss-warm-MiB": s[warm].rss, "rss-max-MiB": maxRSS, "goroutines-warm": float64(s[warm].goroutines), "goroutines-max": float64(maxG),
+		})
+	}
 }
 
 // soak is the state of the mixed traffic.
 type soak struct {
-	b       *testing.B
+	tb      testing.TB
 	svc     *service
 	hc      *hasuratest.Client
 	ds      *dataset
@@ -201,7 +232,7 @@ func (w *soak) background(ctx context.Context) [3]int64 {
 		(SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter),
 		(SELECT coalesce(sum(autovacuum_count), 0) FROM pg_stat_all_tables),
 		(SELECT coalesce(sum(autoanalyze_count), 0) FROM pg_stat_all_tables)`).Scan(&c[0], &c[1], &c[2]); err != nil {
-		w.b.Fatal(err)
+		w.tb.Fatal(err)
 	}
 	return c
 }
@@ -215,7 +246,7 @@ func (w *soak) sample(ctx context.Context, d time.Duration) <-chan []sampleAt {
 		defer tick.Stop()
 		for {
 			at := time.Since(w.started)
-			s = append(s, sampleAt{at: at, rss: w.svc.rssMiB(w.b), goroutines: w.goroutines(ctx)})
+			s = append(s, sampleAt{at: at, rss: w.svc.rssMiB(w.tb), goroutines: w.goroutines(ctx)})
 			if at >= d {
 				out <- s
 				return
@@ -252,26 +283,26 @@ func (w *soak) goroutines(ctx context.Context) int {
 
 // members prepares the permission checks from the memberships loaded (nobody leaves them).
 func (w *soak) members() {
-	ctx := w.b.Context()
+	ctx := w.tb.Context()
 	rows, err := w.svc.admin.Query(ctx, `SELECT tenant_id::text, user_id::text, role::text FROM tenant_users ORDER BY tenant_id, user_id`)
 	if err != nil {
-		w.b.Fatal(err)
+		w.tb.Fatal(err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var tenant, user, role string
 		if err := rows.Scan(&tenant, &user, &role); err != nil {
-			w.b.Fatal(err)
+			w.tb.Fatal(err)
 		}
 		req, err := w.hc.ActionRequest("checkPermission", map[string]any{"tenantId": tenant, "permission": "users:invite"},
 			map[string]string{"x-hasura-role": "user", "x-hasura-user-id": user})
 		if err != nil {
-			w.b.Fatal(err)
+			w.tb.Fatal(err)
 		}
 		w.checks = append(w.checks, soakCheck{req, headerMap(req), fmt.Sprintf(`"allowed":%t`, role == "owner" || role == "admin")})
 	}
 	if err := rows.Err(); err != nil {
-		w.b.Fatal(err)
+		w.tb.Fatal(err)
 	}
 	w.webhookAt = make([]atomic.Int64, len(w.ds.tenants))
 }
@@ -454,21 +485,21 @@ func (w *soak) verify(ctx context.Context) {
 		(SELECT coalesce(sum(quantity), 0) FROM billing_usage WHERE metric = 'emails_sent'),
 		(SELECT count(*) FROM tenant_users m JOIN auth.users u ON u.id = m.user_id WHERE u.email LIKE 'soak-invitee-%'),
 		(SELECT count(*) FROM tenants WHERE slug LIKE 'soak-%')`).Scan(&usage, &invitees, &tenants); err != nil {
-		w.b.Fatal(err)
+		w.tb.Fatal(err)
 	}
 	emails = len(w.smtp.Messages())
-	w.b.Logf("soak totals: %d usage events, %d invitations emailed (%d emails), %d accepted, %d tenants created",
+	w.tb.Logf("soak totals: %d usage events, %d invitations emailed (%d emails), %d accepted, %d tenants created",
 		w.recorded.Load(), w.invited.Load(), emails, w.accepted.Load(), w.created.Load())
 	if usage != float64(w.recorded.Load()) {
-		w.b.Errorf("usage: stored %v, acknowledged %d", usage, w.recorded.Load())
+		w.tb.Errorf("usage: stored %v, acknowledged %d", usage, w.recorded.Load())
 	}
 	if int64(emails) != w.invited.Load() {
-		w.b.Errorf("%d emails for %d invitations", emails, w.invited.Load())
+		w.tb.Errorf("%d emails for %d invitations", emails, w.invited.Load())
 	}
 	if int64(invitees) != w.accepted.Load() {
-		w.b.Errorf("%d invitees are members, %d acceptances acknowledged", invitees, w.accepted.Load())
+		w.tb.Errorf("%d invitees are members, %d acceptances acknowledged", invitees, w.accepted.Load())
 	}
 	if int64(tenants) != w.created.Load() {
-		w.b.Errorf("%d tenants created, %d acknowledged", tenants, w.created.Load())
+		w.tb.Errorf("%d tenants created, %d acknowledged", tenants, w.created.Load())
 	}
 }

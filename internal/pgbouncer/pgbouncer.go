@@ -164,6 +164,7 @@ default_pool_size = %d
 max_client_conn = %d
 ignore_startup_parameters = %s
 server_login_retry = 1
+stats_period = 1
 log_connections = 0
 log_disconnections = 0
 logfile = %s
