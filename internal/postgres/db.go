@@ -239,12 +239,12 @@ func (db *DB) WithUser(ctx context.Context, s tenantkit.Session, fn func(pgx.Tx)
 }
 
 // QueryRowAsSystem runs one read-only statement as tenantkit_system in a single round trip: the
-// role setting (no caller; and, behind a transaction pooler, the pool's settings) and the statement are sent
-// as one pipeline, which PostgreSQL runs as one implicit transaction, so the transaction-local
-// role ends with it. For the hottest read, the caller's own
-// membership (checkPermission), which its statement selects by the caller's id, so RLS would add
-// its cost and no protection (docs/decisions.md); a transaction's four round trips (begin, role,
-// statement, commit) would cost more than the statement. scan reads the row; errors are translated.
+// role setting (with no caller; behind a transaction pooler, with the pool's settings too) and the
+// statement are sent as one pipeline, which PostgreSQL runs as one implicit transaction, so the
+// transaction-local settings end with it. For the hottest read, the caller's own membership
+// (checkPermission), which its statement selects by the caller's id, so RLS would add its cost and
+// no protection (docs/decisions.md); a transaction's four round trips (begin, role, statement,
+// commit) would cost more than the statement. scan reads the row; errors are translated.
 func (db *DB) QueryRowAsSystem(ctx context.Context, scan func(pgx.Row) error, sql string, args ...any) error {
 	batch := &pgx.Batch{}
 	batch.Queue("SELECT set_config('role', $1, true), set_config('hasura.user', '', true)"+db.sysSettings, SystemRole)

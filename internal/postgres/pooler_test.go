@@ -299,10 +299,14 @@ func TestPoolerTimeouts(t *testing.T) {
 			if _, err := holder.Exec(ctx, `SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE`, tn.id); err != nil {
 				t.Fatal(err)
 			}
-			stuck := func(name string, fn func() error) {
+			stuck := func(name string, fn func(ctx context.Context) error) {
 				t.Helper()
+				// A deadline of the test's own, so that a statement the server does not stop ends
+				// the call (late) instead of the test.
+				ctx, cancel := context.WithTimeout(ctx, 8*time.Second)
+				defer cancel()
 				start := time.Now()
-				err := fn()
+				err := fn(ctx)
 				took := time.Since(start)
 				if code := tenantkit.ErrorCode(err); code != tenantkit.Unavailable {
 					t.Errorf("%s: %v (code %q), want unavailable", name, err, code)
@@ -311,19 +315,19 @@ func TestPoolerTimeouts(t *testing.T) {
 					t.Errorf("%s: ended after %s, want about the 400ms timeout", name, took)
 				}
 			}
-			stuck("an owner's update of the locked tenant", func() error {
+			stuck("an owner's update of the locked tenant", func(ctx context.Context) error {
 				return db.WithUser(ctx, tenantkit.UserSession(tn.owner), func(tx pgx.Tx) error {
 					_, err := tx.Exec(ctx, `UPDATE tenants SET name = 'renamed' WHERE id = $1`, tn.id)
 					return err
 				})
 			})
-			stuck("a system transaction's lock on the tenant", func() error {
+			stuck("a system transaction's lock on the tenant", func(ctx context.Context) error {
 				return db.WithSystem(ctx, func(tx pgx.Tx) error {
 					_, err := tx.Exec(ctx, `SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE`, tn.id)
 					return err
 				})
 			})
-			stuck("a transaction left idle", func() error {
+			stuck("a transaction left idle", func(ctx context.Context) error {
 				return db.WithUser(ctx, tenantkit.UserSession(tn.owner), func(tx pgx.Tx) error {
 					time.Sleep(time.Second)
 					_, err := tx.Exec(ctx, `SELECT 1`)
@@ -334,7 +338,7 @@ func TestPoolerTimeouts(t *testing.T) {
 			if _, err := holder.Exec(ctx, `LOCK TABLE tenant_users IN ACCESS EXCLUSIVE MODE`); err != nil {
 				t.Fatal(err)
 			}
-			stuck("a permission check (one round trip) behind a table lock", func() error {
+			stuck("a permission check (one round trip) behind a table lock", func(ctx context.Context) error {
 				_, err := db.Membership(ctx, tenantkit.UserSession(tn.owner), tn.id)
 				return err
 			})
