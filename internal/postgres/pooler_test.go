@@ -21,7 +21,9 @@ import (
 
 // The tests of this file run the service's database layer through PgBouncer in transaction pooling
 // mode (internal/pgbouncer): they skip when pgbouncer is not installed, and fail instead when
-// TENANTKIT_REQUIRE_PGBOUNCER=1 (CI).
+// TENANTKIT_REQUIRE_PGBOUNCER=1 (CI). They do not run in parallel (with each other or with the
+// package's other tests): each holds a dozen or two server connections, and the test server's
+// max_connections is shared.
 
 // pooledModes are the query modes allowed behind a transaction pooler ("" is the default,
 // PooledQueryMode).
@@ -90,10 +92,8 @@ const leftovers = `SELECT set_config('statement_timeout', '0', false), set_confi
 // transaction's, even when that transaction left session-level settings behind on the connection
 // (leftovers), committed or rolled back. For every query mode a transaction pooler allows.
 func TestPoolerSettingsDoNotLeak(t *testing.T) {
-	t.Parallel()
-	for _, mode := range pooledModes {
+	for _, mode := range pooledModes { // one after the other: each holds its own connections
 		t.Run("mode="+mode, func(t *testing.T) {
-			t.Parallel()
 			ctx := context.Background()
 			url := pgtest.NewDB(t)
 			admin := fxAdmin(t, url)
@@ -269,10 +269,8 @@ func TestPoolerSettingsDoNotLeak(t *testing.T) {
 // for every query mode a transaction pooler allows. A direct connection with the same settings
 // is the control.
 func TestPoolerTimeouts(t *testing.T) {
-	t.Parallel()
-	for _, mode := range append(pooledModes, "direct") {
+	for _, mode := range append(pooledModes, "direct") { // one after the other: each holds its own connections
 		t.Run("mode="+mode, func(t *testing.T) {
-			t.Parallel()
 			ctx := context.Background()
 			url := pgtest.NewDB(t)
 			admin := fxAdmin(t, url)
@@ -369,7 +367,6 @@ func fxQueryRowString(t testing.TB, admin *pgxpool.Pool, sql string, args ...any
 // or with a query mode that leaves state on a server connection behind a transaction pooler, and
 // says how to fix it.
 func TestPoolerMisconfiguration(t *testing.T) {
-	t.Parallel()
 	ctx := context.Background()
 	url := pgtest.NewDB(t)
 	strict := pgbouncer.Start(t, pgtest.AdminURL(), pgbouncer.Options{})
@@ -415,7 +412,6 @@ func TestPoolerMisconfiguration(t *testing.T) {
 // it is misconfigured) prepared statements lost between server connections — reaches the service
 // as unavailable errors, never as internal ones.
 func TestPoolerErrorsAreUnavailable(t *testing.T) {
-	t.Parallel()
 	ctx := context.Background()
 	url := pgtest.NewDB(t)
 	admin := fxAdmin(t, url)
