@@ -22,7 +22,7 @@ type Config struct {
 	// pool (DATABASE_URL) serves both kinds of work and serve warns that the separation is off.
 	AppDatabaseURL string
 	// DATABASE_POOLER, optional (none or transaction; default none): transaction when the URLs
-	// lead to a transaction pooler (PgBouncer's pool_mode = transaction); see docs/pooling.md.
+	// lead to PgBouncer (either pool mode) or another transaction pooler; see docs/pooling.md.
 	Pooler       postgres.Pooler
 	Secret       string // TENANTKIT_SECRET, required: the shared secret Hasura sends as X-Tenantkit-Secret
 	ListenAddr   string // LISTEN_ADDR, default ":8081"

@@ -21,8 +21,9 @@ type Pooler string
 
 const (
 	// NoPooler: the service's connections are PostgreSQL sessions of their own (a direct
-	// connection, or a pooler in session mode). Settings are sent once, when connecting, and pgx
-	// caches prepared statements per connection.
+	// connection, or a pooler in session mode that passes the startup settings on, which
+	// PgBouncer does not). Settings are sent once, when connecting, and pgx caches prepared
+	// statements per connection.
 	NoPooler Pooler = "none"
 	// TransactionPooler: a pooler that hands a server connection to a client for one transaction
 	// at a time (PgBouncer's pool_mode = transaction). Nothing may outlive a transaction:
@@ -39,7 +40,7 @@ func ParsePooler(s string) (Pooler, error) {
 	case TransactionPooler:
 		return TransactionPooler, nil
 	}
-	return NoPooler, errors.New("DATABASE_POOLER must be none (a direct connection, or a pooler in session mode) or transaction (PgBouncer's pool_mode = transaction)")
+	return NoPooler, errors.New("DATABASE_POOLER must be none (direct connections) or transaction (behind PgBouncer, or another transaction pooler)")
 }
 
 // Options are Open's choices beyond the two URLs.
@@ -217,7 +218,7 @@ func connectError(name string, pooler Pooler, err error) error {
 	msg := "cannot connect (" + name + ")"
 	var pe *pgconn.PgError
 	if pooler != TransactionPooler && errors.As(err, &pe) && pe.Code == "08P01" {
-		msg += ", a connection pooler refused: if it is PgBouncer in transaction mode, set DATABASE_POOLER=transaction (README \"Behind a connection pooler\")"
+		msg += ", a connection pooler refused: if it is PgBouncer (in either pool mode), set DATABASE_POOLER=transaction (README \"Behind a connection pooler\")"
 	}
 	return &tenantkit.Error{Code: tenantkit.Unavailable, Message: msg, Err: err}
 }
