@@ -60,7 +60,7 @@ var buildOnce = sync.OnceValues(func() (string, error) {
 // startService builds (once per process) and starts `tenantkit serve` on a free loopback port
 // against db, with the production log level (info: one line per request, to a file), and waits
 // until /readyz answers. env adds variables. The process gets SIGTERM when the benchmark ends.
-func startService(b *testing.B, db string, env ...string) *service {
+func startService(b testing.TB, db string, env ...string) *service {
 	b.Helper()
 	bin, err := buildOnce()
 	if err != nil {
@@ -125,7 +125,7 @@ func startService(b *testing.B, db string, env ...string) *service {
 }
 
 // rssMiB is the resident memory of the service process (VmRSS), in MiB.
-func (s *service) rssMiB(b *testing.B) float64 {
+func (s *service) rssMiB(b testing.TB) float64 {
 	b.Helper()
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
 	if err != nil {
@@ -145,7 +145,7 @@ func (s *service) rssMiB(b *testing.B) float64 {
 }
 
 // newDB is a freshly migrated database for one benchmark (dropped at its end).
-func newDB(b *testing.B) string { return pgtest.NewDB(b) }
+func newDB(b testing.TB) string { return pgtest.NewDB(b) }
 
 // client is the load generator's HTTP client: keep-alive connections, enough of them for the
 // concurrency used here.

@@ -24,7 +24,7 @@ import (
 // baseline measured in the same run, and reports its figures as metrics (see report).
 
 // hasura returns a client that builds requests exactly as Hasura would from hasura/metadata.
-func hasura(b *testing.B, svc *service) *hasuratest.Client {
+func hasura(b testing.TB, svc *service) *hasuratest.Client {
 	b.Helper()
 	meta, err := hasuratest.Load("../hasura/metadata")
 	if err != nil {

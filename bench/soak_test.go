@@ -62,22 +62,47 @@ func BenchmarkSoak(b *testing.B) {
 		}
 		replicas = n
 	}
-	ctx := b.Context()
+	runSoak(b, soakConfig{duration: duration, rate: rate, replicas: replicas, steady: true})
+}
+
+// soakConfig is one soak.
+type soakConfig struct {
+	duration time.Duration
+	rate     int // operations per second
+	replicas int // tenantkit serve processes on the one database (default 1)
+	// env, when set, returns more environment for `tenantkit serve` given its database's URL
+	// (e.g. to reach it through a pooler); fixtures and checks keep using that URL directly.
+	env func(db string) []string
+	// steady adds the rules that need at least two minutes: memory and goroutines flat after the
+	// first minute, and the last minute's p99 at most 1.5× the first's.
+	steady bool
+}
+
+// runSoak runs the mixed traffic of BenchmarkSoak for c.duration at c.rate against c.replicas
+// services and fails on any unexpected answer or wrong total (and, when c.steady, on growth after
+// warm-up).
+func runSoak(tb testing.TB, c soakConfig) {
+	duration, rate := c.duration, c.rate
+	ctx := tb.Context()
 	sm, err := stripetest.Start(ctx)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	smtp := mailtest.Start(b)
-	db := newDB(b)
-	ds := load(b, db, sizes{tenants: 200, projectsPerTenant: 1, extraUsers: 400})
-	w := &soak{b: b, ds: ds, smtp: smtp, base: time.Now().Add(-time.Hour).Unix(), tokens: map[string]string{}}
-	for range replicas {
-		svc := startService(b, db, "SMTP_URL="+smtp.URL(), "STRIPE_SECRET_KEY="+stripetest.TestKey, "STRIPE_API_URL="+sm.URL,
-			"STRIPE_WEBHOOK_SECRET="+benchWebhookSecret)
-		w.svcs, w.hcs = append(w.svcs, svc), append(w.hcs, hasura(b, svc))
+	smtp := mailtest.Start(tb)
+	db := newDB(tb)
+	ds := load(tb, db, sizes{tenants: 200, projectsPerTenant: 1, extraUsers: 400})
+	env := []string{"SMTP_URL=" + smtp.URL(), "STRIPE_SECRET_KEY=" + stripetest.TestKey, "STRIPE_API_URL=" + sm.URL,
+		"STRIPE_WEBHOOK_SECRET=" + benchWebhookSecret}
+	if c.env != nil {
+		env = append(env, c.env(db)...)
+	}
+	w := &soak{tb: tb, ds: ds, smtp: smtp, base: time.Now().Add(-time.Hour).Unix(), tokens: map[string]string{}}
+	for range max(c.replicas, 1) {
+		svc := startService(tb, db, env...)
+		w.svcs, w.hcs = append(w.svcs, svc), append(w.hcs, hasura(tb, svc))
 	}
 	w.svc = w.svcs[0]
-	b.Logf("soak: %d replicas of tenantkit serve on one database, round-robin", replicas)
+	tb.Logf("soak: %d replica(s) of tenantkit serve on one database, round-robin", len(w.svcs))
 	w.started = time.Now()
 	w.members()
 
@@ -100,21 +125,25 @@ func BenchmarkSoak(b *testing.B) {
 		w.observe(o.name, t, time.Since(t))
 		return err
 	})
-	b.Logf("soak: %s", st)
+	tb.Logf("soak: %s", st)
 	if st.failed > 0 {
-		b.Fatalf("soak: %d operations failed, first: %v", st.failed, st.firstErr)
+		tb.Fatalf("soak: %d operations failed, first: %v", st.failed, st.firstErr)
 	}
 	time.Sleep(3 * time.Second) // every replica's usage meter flushes (each second)
 	w.verify(ctx)
 	after := w.background(ctx)
-	b.Logf("soak: PostgreSQL meanwhile: %d checkpoints, %d autovacuum and %d autoanalyze runs on this database's tables",
+	tb.Logf("soak: PostgreSQL meanwhile: %d checkpoints, %d autovacuum and %d autoanalyze runs on this database's tables",
 		after[0]-bg[0], after[1]-bg[1], after[2]-bg[2])
+	if !c.steady {
+		tb.Logf("soak: p99 (ms) by operation: %s", w.byOp(0))
+		return
+	}
 
 	// Flat after warm-up: the first sample after one minute against the rest.
 	s := <-samples
 	warm := slices.IndexFunc(s, func(x sampleAt) bool { return x.at >= time.Minute })
 	if warm < 0 || len(s) < warm+2 {
-		b.Fatalf("too few samples (%d) for a soak of %s", len(s), duration)
+		tb.Fatalf("too few samples (%d) for a soak of %s", len(s), duration)
 	}
 	maxRSS, maxG := 0.0, 0
 	for _, x := range s[warm:] {
@@ -122,28 +151,30 @@ func BenchmarkSoak(b *testing.B) {
 	}
 	lastMinute := int(duration/time.Minute) - 1
 	first, last := w.p99(0, ""), w.p99(lastMinute, "")
-	b.Logf("soak: p99 (ms) by operation, first minute: %s", w.byOp(0))
-	b.Logf("soak: p99 (ms) by operation, last minute: %s", w.byOp(lastMinute))
-	b.Logf("soak: RSS %.1f MiB after warm-up, at most %.1f MiB after; goroutines %d after warm-up, at most %d after; p99 %.2f ms in the first minute, %.2f ms in the last",
+	tb.Logf("soak: p99 (ms) by operation, first minute: %s", w.byOp(0))
+	tb.Logf("soak: p99 (ms) by operation, last minute: %s", w.byOp(lastMinute))
+	tb.Logf("soak: RSS %.1f MiB after warm-up, at most %.1f MiB after; goroutines %d after warm-up, at most %d after; p99 %.2f ms in the first minute, %.2f ms in the last",
 		s[warm].rss, maxRSS, s[warm].goroutines, maxG, first, last)
 	if maxRSS > s[warm].rss*1.25+8 {
-		b.Errorf("memory grew after warm-up: %.1f MiB to %.1f MiB", s[warm].rss, maxRSS)
+		tb.Errorf("memory grew after warm-up: %.1f MiB to %.1f MiB", s[warm].rss, maxRSS)
 	}
 	if maxG > s[warm].goroutines+20 {
-		b.Errorf("goroutines grew after warm-up: %d to %d", s[warm].goroutines, maxG)
+		tb.Errorf("goroutines grew after warm-up: %d to %d", s[warm].goroutines, maxG)
 	}
 	if last > 1.5*first {
-		b.Errorf("p99 of the last minute %.2f ms is more than 1.5× that of the first, %.2f ms", last, first)
+		tb.Errorf("p99 of the last minute %.2f ms is more than 1.5× that of the first, %.2f ms", last, first)
 	}
-	report(b, map[string]float64{
-		"ops": float64(st.ok), "ops/s": st.rate(), "p99-first-ms": first, "p99-last-ms": last,
-		"rss-warm-MiB": s[warm].rss, "rss-max-MiB": maxRSS, "goroutines-warm": float64(s[warm].goroutines), "goroutines-max": float64(maxG),
-	})
+	if b, ok := tb.(*testing.B); ok {
+		report(b, map[string]float64{
+			"ops": float64(st.ok), "ops/s": st.rate(), "p99-first-ms": first, "p99-last-ms": last,
+			"rss-warm-MiB": s[warm].rss, "rss-max-MiB": maxRSS, "goroutines-warm": float64(s[warm].goroutines), "goroutines-max": float64(maxG),
+		})
+	}
 }
 
 // soak is the state of the mixed traffic.
 type soak struct {
-	b       *testing.B
+	tb      testing.TB
 	svcs    []*service           // the replicas, in round-robin order
 	hcs     []*hasuratest.Client // Hasura's view of each replica
 	svc     *service             // the first replica: its admin pool inspects the database
@@ -219,7 +250,7 @@ func (w *soak) background(ctx context.Context) [3]int64 {
 		(SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter),
 		(SELECT coalesce(sum(autovacuum_count), 0) FROM pg_stat_all_tables),
 		(SELECT coalesce(sum(autoanalyze_count), 0) FROM pg_stat_all_tables)`).Scan(&c[0], &c[1], &c[2]); err != nil {
-		w.b.Fatal(err)
+		w.tb.Fatal(err)
 	}
 	return c
 }
@@ -236,7 +267,7 @@ func (w *soak) sample(ctx context.Context, d time.Duration) <-chan []sampleAt {
 			at := time.Since(w.started)
 			x := sampleAt{at: at}
 			for _, svc := range w.svcs { // the largest replica
-				x.rss, x.goroutines = max(x.rss, svc.rssMiB(w.b)), max(x.goroutines, w.goroutines(ctx, svc))
+				x.rss, x.goroutines = max(x.rss, svc.rssMiB(w.tb)), max(x.goroutines, w.goroutines(ctx, svc))
 			}
 			s = append(s, x)
 			if at >= d {
@@ -275,16 +306,16 @@ func (w *soak) goroutines(ctx context.Context, svc *service) int {
 
 // members prepares the permission checks from the memberships loaded (nobody leaves them).
 func (w *soak) members() {
-	ctx := w.b.Context()
+	ctx := w.tb.Context()
 	rows, err := w.svc.admin.Query(ctx, `SELECT tenant_id::text, user_id::text, role::text FROM tenant_users ORDER BY tenant_id, user_id`)
 	if err != nil {
-		w.b.Fatal(err)
+		w.tb.Fatal(err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var tenant, user, role string
 		if err := rows.Scan(&tenant, &user, &role); err != nil {
-			w.b.Fatal(err)
+			w.tb.Fatal(err)
 		}
 		if w.checks == nil {
 			w.checks = make([][]soakCheck, len(w.hcs))
@@ -293,13 +324,13 @@ func (w *soak) members() {
 			req, err := hc.ActionRequest("checkPermission", map[string]any{"tenantId": tenant, "permission": "users:invite"},
 				map[string]string{"x-hasura-role": "user", "x-hasura-user-id": user})
 			if err != nil {
-				w.b.Fatal(err)
+				w.tb.Fatal(err)
 			}
 			w.checks[r] = append(w.checks[r], soakCheck{req, headerMap(req), fmt.Sprintf(`"allowed":%t`, role == "owner" || role == "admin")})
 		}
 	}
 	if err := rows.Err(); err != nil {
-		w.b.Fatal(err)
+		w.tb.Fatal(err)
 	}
 	w.webhookAt = make([]atomic.Int64, len(w.ds.tenants))
 }
@@ -496,7 +527,7 @@ func (w *soak) verify(ctx context.Context) {
 		(SELECT coalesce(sum(quantity), 0) FROM billing_usage WHERE metric = 'api_calls'),
 		(SELECT count(*) FROM tenant_users m JOIN auth.users u ON u.id = m.user_id WHERE u.email LIKE 'soak-invitee-%'),
 		(SELECT count(*) FROM tenants WHERE slug LIKE 'soak-%')`).Scan(&usage, &apiCalls, &invitees, &tenants); err != nil {
-		w.b.Fatal(err)
+		w.tb.Fatal(err)
 	}
 	msgs := w.smtp.Messages()
 	emails = len(msgs)
@@ -504,28 +535,28 @@ func (w *soak) verify(ctx context.Context) {
 	for _, m := range msgs {
 		d, err := m.Decode()
 		if err != nil {
-			w.b.Fatal(err)
+			w.tb.Fatal(err)
 		}
 		if id := d.Header.Get("Message-Id"); ids[id] {
-			w.b.Errorf("Message-ID %s sent twice", id)
+			w.tb.Errorf("Message-ID %s sent twice", id)
 		}
 		ids[d.Header.Get("Message-Id")] = true
 	}
-	w.b.Logf("soak totals: %d usage events, %v API calls metered, %d invitations emailed (%d emails), %d accepted, %d tenants created",
+	w.tb.Logf("soak totals: %d usage events, %v API calls metered, %d invitations emailed (%d emails), %d accepted, %d tenants created",
 		w.recorded.Load(), apiCalls, w.invited.Load(), emails, w.accepted.Load(), w.created.Load())
 	if apiCalls != float64(w.metered.Load()) {
-		w.b.Errorf("api_calls: metered %v, successful calls naming a member's tenant %d", apiCalls, w.metered.Load())
+		w.tb.Errorf("api_calls: metered %v, successful calls naming a member's tenant %d", apiCalls, w.metered.Load())
 	}
 	if usage != float64(w.recorded.Load()) {
-		w.b.Errorf("usage: stored %v, acknowledged %d", usage, w.recorded.Load())
+		w.tb.Errorf("usage: stored %v, acknowledged %d", usage, w.recorded.Load())
 	}
 	if int64(emails) != w.invited.Load() {
-		w.b.Errorf("%d emails for %d invitations", emails, w.invited.Load())
+		w.tb.Errorf("%d emails for %d invitations", emails, w.invited.Load())
 	}
 	if int64(invitees) != w.accepted.Load() {
-		w.b.Errorf("%d invitees are members, %d acceptances acknowledged", invitees, w.accepted.Load())
+		w.tb.Errorf("%d invitees are members, %d acceptances acknowledged", invitees, w.accepted.Load())
 	}
 	if int64(tenants) != w.created.Load() {
-		w.b.Errorf("%d tenants created, %d acknowledged", tenants, w.created.Load())
+		w.tb.Errorf("%d tenants created, %d acknowledged", tenants, w.created.Load())
 	}
 }

@@ -199,6 +199,29 @@ func table(r results) []row {
 			baseline: "clean, in order " + per(clean, "/s"), ratio: fmt.Sprintf("%.2f", v/clean),
 			target: "≥ 1,000/s", met: check(v >= 1_000)})
 	}
+	const pb = "BenchmarkPooler"
+	kinds := []struct{ key, label string }{{"check", "checkPermission"}, {"tx", "user transaction"}}
+	for _, k := range kinds {
+		direct, ok1 := r.median(pb, "direct-"+k.key+"-p50-ms")
+		pooled, ok2 := r.median(pb, "pgbouncer-exec-"+k.key+"-p50-ms")
+		if !ok1 || !ok2 {
+			continue
+		}
+		rows = append(rows, row{figure: fmt.Sprintf("PgBouncer (transaction pooling), %s p50 at 400/s", k.label),
+			value: fmt.Sprintf("%.2f ms", pooled), baseline: fmt.Sprintf("direct %.2f ms", direct), ratio: fmt.Sprintf("%.2f", pooled/direct)})
+	}
+	for _, mode := range []struct{ config, label string }{
+		{"direct-exec", "mode exec, direct"}, {"direct-simple", "mode simple_protocol, direct"}, {"pgbouncer-simple", "mode simple_protocol, PgBouncer"},
+	} {
+		for _, k := range kinds {
+			direct, ok1 := r.median(pb, "direct-"+k.key+"-p50-ms")
+			v, ok2 := r.median(pb, mode.config+"-"+k.key+"-p50-ms")
+			if ok1 && ok2 {
+				rows = append(rows, row{figure: fmt.Sprintf("  %s, %s p50", mode.label, k.label), value: fmt.Sprintf("%.2f ms", v),
+					baseline: fmt.Sprintf("direct %.2f ms", direct), ratio: fmt.Sprintf("%.2f", v/direct)})
+			}
+		}
+	}
 	return rows
 }
 

@@ -272,7 +272,7 @@ func TestCheckoutAndPortal(t *testing.T) {
 
 	sm, _ := stripeMock()
 	var out bytes.Buffer
-	env := map[string]string{"DATABASE_URL": s.m.Config.DatabaseURL, "STRIPE_SECRET_KEY": stripetest.TestKey, "STRIPE_API_URL": sm.URL}
+	env := commandEnv(s.m, "STRIPE_SECRET_KEY", stripetest.TestKey, "STRIPE_API_URL", sm.URL)
 	if err := plansSync(context.Background(), func(k string) string { return env[k] }, &out); err != nil {
 		t.Fatalf("plans sync: %v", err)
 	}
@@ -358,7 +358,7 @@ func TestMeteredUsageReport(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, withStripe(t)...)
 	sm, _ := stripeMock()
-	env := map[string]string{"DATABASE_URL": s.m.Config.DatabaseURL, "STRIPE_SECRET_KEY": stripetest.TestKey, "STRIPE_API_URL": sm.URL}
+	env := commandEnv(s.m, "STRIPE_SECRET_KEY", stripetest.TestKey, "STRIPE_API_URL", sm.URL)
 	getenv := func(k string) string { return env[k] }
 	exec(t, s, `UPDATE subscription_plans SET api_calls_unit_amount = 0.05 WHERE key = 'professional'`)
 	var out bytes.Buffer

@@ -20,6 +20,7 @@ type envVar struct{ name, meaning string }
 var serveVars = []envVar{
 	{"DATABASE_URL", "required: postgres:// URL of the system login (a member of tenantkit_system)"},
 	{"APP_DATABASE_URL", "recommended: postgres:// URL of the user-work login (a member of tenantkit_app only)"},
+	{"DATABASE_POOLER", "none (default) or transaction: the URLs go through PgBouncer or another transaction pooler"},
 	{"TENANTKIT_SECRET", "required: the shared secret Hasura sends as X-Tenantkit-Secret (16+ characters)"},
 	{"APP_URL", "required: base URL of the frontend, for links in emails and Stripe redirects"},
 	{"LISTEN_ADDR", "address to listen on (default :8081)"},
@@ -71,7 +72,8 @@ var commands = []command{
 		env: serveVars},
 	{name: "migrate", args: "up|down|reset|status", summary: "Apply (up), roll back one (down) or all (reset), or list (status) the database migrations.\n" +
 		"Concurrent runs wait for each other. up also grants Hasura's event triggers what they need when hdb_catalog exists.",
-		env: []envVar{databaseURLVar}},
+		env: []envVar{databaseURLVar, {"DATABASE_DIRECT_URL", "PostgreSQL without the pooler; required with DATABASE_POOLER=transaction"},
+			{"DATABASE_POOLER", "none (default) or transaction"}}},
 	{name: "dev", summary: "Development: find or start PostgreSQL (DATABASE_URL, else 127.0.0.1:5432, else a private cluster\n" +
 		"under .dev/pgdata), create database tenantkit, migrate it, and serve with development defaults on\n" +
 		"127.0.0.1:8081. Also stands in for Hasura: delivers its event triggers, and answers its GraphQL endpoint\n" +

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tenantkit/tenantkit/internal/postgres"
 	"github.com/tenantkit/tenantkit/internal/team"
 )
 
@@ -20,14 +21,17 @@ type Config struct {
 	// APP_DATABASE_URL, optional: the user pool's login, a member of tenantkit_app only. Unset, one
 	// pool (DATABASE_URL) serves both kinds of work and serve warns that the separation is off.
 	AppDatabaseURL string
-	Secret         string // TENANTKIT_SECRET, required: the shared secret Hasura sends as X-Tenantkit-Secret
-	ListenAddr     string // LISTEN_ADDR, default ":8081"
-	AppURL         string // APP_URL, required: base of links in emails and Stripe redirects
-	LogLevel       zerolog.Level
-	SMTPURL        string // SMTP_URL, optional: unset writes emails to the log
-	StripeKey      string // STRIPE_SECRET_KEY
-	StripeHook     string // STRIPE_WEBHOOK_SECRET
-	StripeAPIURL   string // STRIPE_API_URL, optional: stripe-mock in development and tests
+	// DATABASE_POOLER, optional (none or transaction; default none): transaction when the URLs
+	// lead to PgBouncer (either pool mode) or another transaction pooler; see docs/pooling.md.
+	Pooler       postgres.Pooler
+	Secret       string // TENANTKIT_SECRET, required: the shared secret Hasura sends as X-Tenantkit-Secret
+	ListenAddr   string // LISTEN_ADDR, default ":8081"
+	AppURL       string // APP_URL, required: base of links in emails and Stripe redirects
+	LogLevel     zerolog.Level
+	SMTPURL      string // SMTP_URL, optional: unset writes emails to the log
+	StripeKey    string // STRIPE_SECRET_KEY
+	StripeHook   string // STRIPE_WEBHOOK_SECRET
+	StripeAPIURL string // STRIPE_API_URL, optional: stripe-mock in development and tests
 	// METRICS_TOKEN, optional: when set, GET /metrics needs Authorization: Bearer <token>.
 	MetricsToken string
 	// DevSecrets names the variables that hold a published development value, which only dev and
@@ -138,6 +142,11 @@ func loadConfig(getenv func(string) string, dev bool) (Config, error) {
 	if v := c.AppDatabaseURL; v != "" && !strings.HasPrefix(v, "postgres://") && !strings.HasPrefix(v, "postgresql://") {
 		problems = append(problems, "APP_DATABASE_URL must be a postgres:// URL")
 	}
+	pooler, err := postgres.ParsePooler(getenv("DATABASE_POOLER"))
+	if err != nil {
+		problems = append(problems, err.Error())
+	}
+	c.Pooler = pooler
 	if len(c.Secret) < minSecretLen {
 		problems = append(problems, fmt.Sprintf("TENANTKIT_SECRET is required and must be at least %d characters", minSecretLen))
 	}

@@ -1086,7 +1086,7 @@ func TestFaultStripeOutage(t *testing.T) {
 	t.Cleanup(func() { sm.Stop() })
 	proxy := newFaultProxy(t, strings.TrimPrefix(sm.URL, "http://"))
 	s := newStack(t, "STRIPE_SECRET_KEY", stripetest.TestKey, "STRIPE_API_URL", proxy.URL(), "STRIPE_WEBHOOK_SECRET", testWebhookSecret)
-	env := map[string]string{"DATABASE_URL": s.m.Config.DatabaseURL, "STRIPE_SECRET_KEY": stripetest.TestKey, "STRIPE_API_URL": proxy.URL()}
+	env := commandEnv(s.m, "STRIPE_SECRET_KEY", stripetest.TestKey, "STRIPE_API_URL", proxy.URL())
 	if err := plansSync(ctx, func(k string) string { return env[k] }, io.Discard); err != nil {
 		t.Fatalf("plans sync: %v", err)
 	}

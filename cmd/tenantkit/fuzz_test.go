@@ -111,7 +111,7 @@ func newFuzzHarness(f *testing.F, extra ...string) *fuzzHarness {
 	m.stopMeter = func() {}
 	stop()
 
-	admin, err := pgxpool.New(ctx, m.Config.DatabaseURL)
+	admin, err := pgxpool.New(ctx, directURL(m))
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -76,7 +76,7 @@ func TestHasuraEventGrants(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn := connect(t, s.m.Config.DatabaseURL)
+	conn := connect(t, directURL(s.m))
 	if err := hasuratest.InstallAsHasura(ctx, conn, meta, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestGrantHasuraBeforeHasura(t *testing.T) {
 	// A database Hasura has not started on yet: nothing to grant, said so.
 	m := start(t)
 	url := m.Config.DatabaseURL
-	conn := connect(t, url)
+	conn := connect(t, directURL(m))
 	if _, err := conn.Exec(context.Background(), `DROP SCHEMA hdb_catalog CASCADE`); err != nil {
 		t.Fatal(err)
 	}

@@ -27,7 +27,7 @@ func TestIDSpellings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{"DATABASE_URL": s.m.Config.DatabaseURL, "STRIPE_SECRET_KEY": stripetest.TestKey, "STRIPE_API_URL": sm.URL}
+	env := commandEnv(s.m, "STRIPE_SECRET_KEY", stripetest.TestKey, "STRIPE_API_URL", sm.URL)
 	if err := plansSync(context.Background(), func(k string) string { return env[k] }, io.Discard); err != nil {
 		t.Fatalf("plans sync: %v", err) // so that checkout reaches Stripe
 	}

@@ -49,7 +49,8 @@ const usage = `usage: tenantkit <command>
 
 commands:
   serve                          run the service (configuration from the environment)
-  migrate up|down|reset|status   apply or inspect database migrations (DATABASE_URL)
+  migrate up|down|reset|status   apply or inspect database migrations (DATABASE_DIRECT_URL, else
+                                 DATABASE_URL)
   dev                            development: find or start PostgreSQL, migrate, serve with defaults
   dev token --user ID [--role R] print a development JWT Hasura accepts (HASURA_GRAPHQL_JWT_SECRET)
   dev user EMAIL                 ask a running dev for a user with this verified email; print its id
@@ -110,9 +111,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		if len(args) != 2 {
 			return errors.New("usage: tenantkit migrate up|down|reset|status")
 		}
-		dbURL := os.Getenv("DATABASE_URL")
-		if dbURL == "" {
-			return errors.New("config: DATABASE_URL is required")
+		dbURL, err := migrationURL(os.Getenv)
+		if err != nil {
+			return err
 		}
 		if err := postgres.Migrate(ctx, dbURL, args[1], stdout); err != nil || args[1] != "up" {
 			return err
@@ -222,7 +223,7 @@ func (m *Main) Open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	db, err := postgres.Open(ctx, m.Config.DatabaseURL, m.Config.AppDatabaseURL)
+	db, err := postgres.OpenWith(ctx, m.Config.DatabaseURL, m.Config.AppDatabaseURL, postgres.Options{Pooler: m.Config.Pooler})
 	if err != nil {
 		return err
 	}
@@ -505,14 +506,39 @@ func ensureDatabase(ctx context.Context, adminURL, name string) (string, error) 
 	return pglocal.WithDatabase(adminURL, name)
 }
 
-// billingCommand opens what the billing commands need (DATABASE_URL, STRIPE_SECRET_KEY,
-// STRIPE_API_URL) and runs fn.
+// migrationURL is where `tenantkit migrate` connects: DATABASE_DIRECT_URL when set, else
+// DATABASE_URL. Migrations hold a session-level advisory lock from start to end (so that
+// concurrent runs wait for each other) and run statements outside transactions: behind a
+// transaction pooler (DATABASE_POOLER=transaction) they need a direct connection.
+func migrationURL(getenv func(string) string) (string, error) {
+	if u := getenv("DATABASE_DIRECT_URL"); u != "" {
+		return u, nil
+	}
+	pooler, err := postgres.ParsePooler(getenv("DATABASE_POOLER"))
+	if err != nil {
+		return "", fmt.Errorf("config: %w", err)
+	}
+	if pooler == postgres.TransactionPooler {
+		return "", errors.New("config: DATABASE_DIRECT_URL is required with DATABASE_POOLER=transaction: migrations hold a session-level lock and must connect to PostgreSQL directly, not through the pooler (README \"Behind a connection pooler\")")
+	}
+	if u := getenv("DATABASE_URL"); u != "" {
+		return u, nil
+	}
+	return "", errors.New("config: DATABASE_URL is required")
+}
+
+// billingCommand opens what the billing commands need (DATABASE_URL, DATABASE_POOLER,
+// STRIPE_SECRET_KEY, STRIPE_API_URL) and runs fn.
 func billingCommand(ctx context.Context, getenv func(string) string, fn func(*billing.Service) error) error {
 	dbURL, key := getenv("DATABASE_URL"), getenv("STRIPE_SECRET_KEY")
 	if dbURL == "" || key == "" {
 		return errors.New("config: DATABASE_URL and STRIPE_SECRET_KEY are required")
 	}
-	db, err := postgres.Open(ctx, dbURL, "") // system work only
+	pooler, err := postgres.ParsePooler(getenv("DATABASE_POOLER"))
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	db, err := postgres.OpenWith(ctx, dbURL, "", postgres.Options{Pooler: pooler}) // system work only
 	if err != nil {
 		return err
 	}

@@ -51,6 +51,7 @@ func start(t testing.TB, extra ...string) *Main {
 	if env["DATABASE_URL"] != dbURL && !setApp {
 		delete(env, "APP_DATABASE_URL") // another server, where pgtest's login role may not exist: one login
 	}
+	pooled := throughPooler(t, env, dbURL) // TENANTKIT_TEST_POOLER=pgbouncer
 	cfg, err := LoadConfig(func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
@@ -58,6 +59,9 @@ func start(t testing.TB, extra ...string) *Main {
 	m := &Main{Config: cfg, Log: zerolog.New(io.Discard)}
 	if err := m.Open(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	if pooled {
+		directURLs.Store(m, dbURL)
 	}
 	t.Cleanup(func() { _ = m.Close() })
 	return m

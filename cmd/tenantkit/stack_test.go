@@ -62,7 +62,13 @@ func newStack(t *testing.T, env ...string) *stack {
 	t.Helper()
 	smtp := mailtest.Start(t)
 	m := start(t, append([]string{"SMTP_URL", smtp.URL()}, env...)...)
-	admin, err := pgxpool.New(context.Background(), m.Config.DatabaseURL)
+	return stackOn(t, m, smtp)
+}
+
+// stackOn is the stack of a service already started (with SMTP_URL smtp's).
+func stackOn(t *testing.T, m *Main, smtp *mailtest.Server) *stack {
+	t.Helper()
+	admin, err := pgxpool.New(context.Background(), directURL(m))
 	if err != nil {
 		t.Fatal(err)
 	}

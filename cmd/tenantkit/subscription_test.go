@@ -19,7 +19,7 @@ func TestSubscriptionRequests(t *testing.T) {
 	fake := stripefake.New(stripefake.Options{Now: time.Now().Add(-time.Hour)})
 	t.Cleanup(fake.Close)
 	s := newStack(t, "STRIPE_SECRET_KEY", stripefake.TestKey, "STRIPE_API_URL", fake.URL, "STRIPE_WEBHOOK_SECRET", testWebhookSecret)
-	env := map[string]string{"DATABASE_URL": s.m.Config.DatabaseURL, "STRIPE_SECRET_KEY": stripefake.TestKey, "STRIPE_API_URL": fake.URL}
+	env := commandEnv(s.m, "STRIPE_SECRET_KEY", stripefake.TestKey, "STRIPE_API_URL", fake.URL)
 	var out bytes.Buffer
 	if err := plansSync(context.Background(), func(k string) string { return env[k] }, &out); err != nil {
 		t.Fatalf("plans sync: %v\n%s", err, out.String())

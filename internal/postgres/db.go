@@ -44,6 +44,11 @@ type DB struct {
 	// App is the user pool (APP_DATABASE_URL), whose login is a member of tenantkit_app only:
 	// WithUser. Nil, or Pool itself, when the service runs with one login for both (the fallback).
 	App *pgxpool.Pool
+
+	pooler Pooler
+	// sysSettings and appSettings are the set_config calls every transaction of Pool and App
+	// begins with behind a transaction pooler (see configurePooled and pin); "" otherwise.
+	sysSettings, appSettings string
 }
 
 // Open connects the system pool to databaseURL and, unless appURL is empty, the user pool to appURL,
@@ -58,28 +63,51 @@ type DB struct {
 // malformed, a *ConnectError when the database cannot be reached or refuses the login, internal
 // when the roles are wrong.
 func Open(ctx context.Context, databaseURL, appURL string) (*DB, error) {
-	pool, err := openPool(ctx, "DATABASE_URL", databaseURL)
+	return OpenWith(ctx, databaseURL, appURL, Options{})
+}
+
+// OpenWith is Open with options: behind a transaction pooler (o.Pooler), settings are applied in
+// every transaction instead of when connecting, and no prepared statement outlives a round trip
+// (docs/pooling.md). It also refuses to start when a setting sent when connecting did not reach
+// PostgreSQL (a pooler dropped it).
+func OpenWith(ctx context.Context, databaseURL, appURL string, o Options) (*DB, error) {
+	pooler, err := ParsePooler(string(o.Pooler))
+	if err != nil {
+		return nil, tenantkit.Errorf(tenantkit.Invalid, "%s", err.Error())
+	}
+	pool, settings, sent, err := openPool(ctx, "DATABASE_URL", databaseURL, pooler)
 	if err != nil {
 		return nil, err
 	}
-	db := &DB{Pool: pool, App: pool}
+	db := &DB{Pool: pool, App: pool, pooler: pooler, sysSettings: settings, appSettings: settings}
+	appSent := sent
 	if appURL != "" {
-		if db.App, err = openPool(ctx, "APP_DATABASE_URL", appURL); err != nil {
+		if db.App, db.appSettings, appSent, err = openPool(ctx, "APP_DATABASE_URL", appURL, pooler); err != nil {
 			pool.Close()
 			return nil, err
 		}
 	}
-	if err := db.checkRoles(ctx); err != nil {
+	err = db.checkRoles(ctx)
+	if err == nil {
+		err = db.checkSettings(ctx, db.Pool, SystemRole, "DATABASE_URL", sent)
+	}
+	if err == nil && db.SeparateLogins() {
+		err = db.checkSettings(ctx, db.App, AppRole, "APP_DATABASE_URL", appSent)
+	}
+	if err != nil {
 		db.Close()
 		return nil, err
 	}
 	return db, nil
 }
 
-func openPool(ctx context.Context, name, databaseURL string) (*pgxpool.Pool, error) {
+// openPool connects a pool to databaseURL (named name in errors) and returns it with the
+// set_config calls its transactions begin with (behind a transaction pooler) and the names of the
+// settings it sends when connecting (otherwise).
+func openPool(ctx context.Context, name, databaseURL string, pooler Pooler) (*pgxpool.Pool, string, []string, error) {
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
-		return nil, tenantkit.Errorf(tenantkit.Invalid, "%s is malformed: %s", name, redact(err))
+		return nil, "", nil, tenantkit.Errorf(tenantkit.Invalid, "%s is malformed: %s", name, redact(err))
 	}
 	if !strings.Contains(databaseURL, "pool_max_conns") {
 		// pgxpool's default (4 on a 2-core machine) leaves the service waiting on round trips:
@@ -94,17 +122,40 @@ func openPool(ctx context.Context, name, databaseURL string) (*pgxpool.Pool, err
 			cfg.ConnConfig.RuntimeParams[name] = value
 		}
 	}
+	var pooled map[string]string
+	var sent []string
+	if pooler == TransactionPooler {
+		if pooled, err = configurePooled(name, databaseURL, cfg); err != nil {
+			return nil, "", nil, err
+		}
+	} else {
+		sent = sentSettings(cfg)
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("open database (%s): %w", name, err)
+		return nil, "", nil, fmt.Errorf("open database (%s): %w", name, err)
 	}
 	// Connect now, so that a server that cannot be reached is said so, once, before the role
-	// checks (whose failure means something else: see describeConnect).
+	// checks (whose failure means something else: see describeConnect); a pooler refusing our
+	// settings says what to set.
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, describeConnect(name, cfg.ConnConfig.Config, err)
+		var pe *pgconn.PgError
+		if pooler == TransactionPooler || !errors.As(err, &pe) || pe.Code != "08P01" {
+			if described := describeConnect(name, cfg.ConnConfig.Config, err); described != err {
+				return nil, "", nil, described
+			}
+		}
+		return nil, "", nil, connectError(name, pooler, err)
 	}
-	return pool, nil
+	var settings string
+	if pooled != nil {
+		if settings, err = pin(ctx, pool, pooled); err != nil {
+			pool.Close()
+			return nil, "", nil, fmt.Errorf("%s: read the settings of a fresh session: %w", name, translate(err))
+		}
+	}
+	return pool, settings, sent, nil
 }
 
 // app is the user pool: App, or Pool when the DB was built with one pool.
@@ -168,8 +219,9 @@ func (db *DB) checkRoles(ctx context.Context) error {
 	// system role. A superuser can become any role.
 	var login string
 	var super, bypass, system bool
-	err := db.App.QueryRow(ctx, `SELECT rolname::text, rolsuper, rolbypassrls, pg_has_role(rolname, $1, 'MEMBER')
-		FROM pg_roles WHERE rolname = session_user`, SystemRole).Scan(&login, &super, &bypass, &system)
+	err := db.queryRow(ctx, db.App, func(row pgx.Row) error { return row.Scan(&login, &super, &bypass, &system) },
+		`SELECT rolname::text, rolsuper, rolbypassrls, pg_has_role(rolname, $1, 'MEMBER')
+		FROM pg_roles WHERE rolname = session_user`, SystemRole)
 	if err != nil {
 		return fmt.Errorf("check the login role of APP_DATABASE_URL: %w", err)
 	}
@@ -197,14 +249,15 @@ func (db *DB) WithUser(ctx context.Context, s tenantkit.Session, fn func(pgx.Tx)
 }
 
 // QueryRowAsSystem runs one read-only statement as tenantkit_system in a single round trip: the
-// role setting and the statement are sent as one pipeline, which PostgreSQL runs as one implicit
-// transaction, so the transaction-local role ends with it. For the hottest read, the caller's own
-// membership (checkPermission), which its statement selects by the caller's id, so RLS would add
-// its cost and no protection (docs/decisions.md); a transaction's four round trips (begin, role,
-// statement, commit) would cost more than the statement. scan reads the row; errors are translated.
+// role setting (with no caller; behind a transaction pooler, with the pool's settings too) and the
+// statement are sent as one pipeline, which PostgreSQL runs as one implicit transaction, so the
+// transaction-local settings end with it. For the hottest read, the caller's own membership
+// (checkPermission), which its statement selects by the caller's id, so RLS would add its cost and
+// no protection (docs/decisions.md); a transaction's four round trips (begin, role, statement,
+// commit) would cost more than the statement. scan reads the row; errors are translated.
 func (db *DB) QueryRowAsSystem(ctx context.Context, scan func(pgx.Row) error, sql string, args ...any) error {
 	batch := &pgx.Batch{}
-	batch.Queue("SELECT set_config('role', $1, true)", SystemRole)
+	batch.Queue("SELECT set_config('role', $1, true), set_config('hasura.user', '', true)"+db.sysSettings, SystemRole)
 	batch.Queue(sql, args...)
 	br := db.Pool.SendBatch(ctx, batch)
 	if _, err := br.Exec(); err != nil {
@@ -245,9 +298,10 @@ func claimsOf(s tenantkit.Session) (string, error) {
 }
 
 func (db *DB) in(ctx context.Context, pool *pgxpool.Pool, role, claims string, fn func(pgx.Tx) error) error {
-	// One round trip for the BEGIN and both settings (transaction-local): the begin query is sent
-	// as one simple-protocol message, so the values are quoted literals (see quoteLiteral).
-	begin := "BEGIN; SELECT set_config('role', " + quoteLiteral(role) + ", true), set_config('hasura.user', " + quoteLiteral(claims) + ", true)"
+	// One round trip for the BEGIN and both settings (transaction-local), and behind a transaction
+	// pooler the pool's own settings (timeouts): the begin query is sent as one simple-protocol
+	// message, so the values are quoted literals (see quoteLiteral).
+	begin := "BEGIN; SELECT set_config('role', " + quoteLiteral(role) + ", true), set_config('hasura.user', " + quoteLiteral(claims) + ", true)" + db.settingsOf(pool)
 	return translate(pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{BeginQuery: begin}, fn))
 }
 
@@ -296,6 +350,13 @@ func translate(err error) error {
 			return &tenantkit.Error{Code: tenantkit.Invalid, Message: "invalid value", Err: err}
 		case "57P01", "57P02", "57P03", "53300", "57014": // shutdown, crash, cannot connect now, too many connections, statement timeout or canceled
 			return &tenantkit.Error{Code: tenantkit.Unavailable, Message: "database unavailable", Err: err}
+		case "25P03", "57P05": // idle_in_transaction_session_timeout, idle_session_timeout: the server closed the session
+			return &tenantkit.Error{Code: tenantkit.Unavailable, Message: "database unavailable", Err: err}
+		case "26000", "42P05": // prepared statement does not exist, already exists
+			// A statement prepared on one server connection and used on another: a transaction
+			// pooler in front of PostgreSQL without DATABASE_POOLER=transaction (the operator's
+			// to fix; logged with its cause). The service prepares no statement by name itself.
+			return &tenantkit.Error{Code: tenantkit.Unavailable, Message: "the service is misconfigured (a connection pooler it was not told about is in front of its database; its operator sees why in the log): try again later", Err: err}
 		}
 		if strings.HasPrefix(pe.Code, "08") { // class 08: connection exceptions
 			return &tenantkit.Error{Code: tenantkit.Unavailable, Message: "database unavailable", Err: err}

@@ -57,8 +57,10 @@ func GrantHasura(ctx context.Context, databaseURL string) error {
 	defer conn.Close(context.WithoutCancel(ctx))
 	var exists bool
 	var owner string
+	// One round trip per statement and no prepared statement (QueryExecModeExec), so that this works
+	// through a transaction pooler too (docs/pooling.md).
 	err = conn.QueryRow(ctx, `SELECT n.nspname IS NOT NULL, coalesce(pg_get_userbyid(n.nspowner), '')
-		FROM (SELECT 1) x LEFT JOIN pg_namespace n ON n.nspname = 'hdb_catalog'`).Scan(&exists, &owner)
+		FROM (SELECT 1) x LEFT JOIN pg_namespace n ON n.nspname = 'hdb_catalog'`, pgx.QueryExecModeExec).Scan(&exists, &owner)
 	if err != nil {
 		return err
 	}
@@ -80,7 +82,7 @@ func GrantHasura(ctx context.Context, databaseURL string) error {
 func (db *DB) HasuraEventProblem(ctx context.Context) (string, error) {
 	var tables []string
 	var missing []string
-	err := db.Pool.QueryRow(ctx, `
+	err := db.queryRow(ctx, db.Pool, func(row pgx.Row) error { return row.Scan(&tables, &missing) }, `
 		WITH hasura AS (
 		  SELECT DISTINCT c.oid::regclass::text AS tbl
 		  FROM pg_trigger t
@@ -101,7 +103,7 @@ func (db *DB) HasuraEventProblem(ctx context.Context) (string, error) {
 		SELECT coalesce((SELECT array_agg(tbl ORDER BY tbl) FROM hasura), '{}'),
 		       coalesce((SELECT array_agg(rolname ORDER BY rolname) FROM need WHERE NOT (usage AND ins AND exec)), '{}')
 		       || CASE WHEN EXISTS (SELECT 1 FROM hasura) AND NOT EXISTS (SELECT 1 FROM need)
-		               THEN ARRAY['tenantkit_app', 'tenantkit_system'] ELSE '{}' END`).Scan(&tables, &missing)
+		               THEN ARRAY['tenantkit_app', 'tenantkit_system'] ELSE '{}' END`)
 	if err != nil || len(tables) == 0 || len(missing) == 0 {
 		return "", err
 	}

@@ -255,7 +255,9 @@ func invitee(ctx context.Context, tx pgx.Tx, userID string, readVerified bool) (
 // then be unknown). Errors name what is missing and how to fix it.
 func (db *DB) CheckAuthUsers(ctx context.Context, requireVerified bool) error {
 	var hasEmail, canEmail, hasVerified, canVerified, rls, policy bool
-	err := db.Pool.QueryRow(ctx, `
+	err := db.queryRow(ctx, db.Pool, func(row pgx.Row) error {
+		return row.Scan(&hasEmail, &canEmail, &hasVerified, &canVerified, &rls, &policy)
+	}, `
 		WITH c AS (SELECT attname, atttypid, has_column_privilege($1, attrelid, attnum, 'SELECT') AS can
 		           FROM pg_attribute WHERE attrelid = to_regclass('auth.users') AND attnum > 0 AND NOT attisdropped)
 		SELECT EXISTS (SELECT FROM c WHERE attname = 'email'),
@@ -265,7 +267,7 @@ func (db *DB) CheckAuthUsers(ctx context.Context, requireVerified bool) error {
 		       coalesce((SELECT relrowsecurity FROM pg_class WHERE oid = to_regclass('auth.users')), false),
 		       EXISTS (SELECT FROM pg_policies WHERE schemaname = 'auth' AND tablename = 'users'
 		               AND cmd IN ('SELECT', 'ALL') AND roles && ARRAY[$1, 'public']::name[])`,
-		SystemRole).Scan(&hasEmail, &canEmail, &hasVerified, &canVerified, &rls, &policy)
+		SystemRole)
 	switch {
 	case err != nil:
 		return translate(err)
