@@ -164,6 +164,7 @@ func (h *Handler) actions() map[string]action {
 		"cancelSubscription":         typed(h.cancelSubscription),
 		"resumeSubscription":         typed(h.resumeSubscription),
 		"changePlan":                 typed(h.changePlan),
+		"previewPlanChange":          typed(h.previewPlanChange),
 	}
 }
 
@@ -235,7 +236,7 @@ func statusOf(code string) int {
 		return http.StatusForbidden
 	case tenantkit.NotFound, team.InvitationNotFound:
 		return http.StatusNotFound
-	case tenantkit.Conflict, team.SlugTaken, team.InvitationUsed, tenantkit.LastOwner:
+	case tenantkit.Conflict, team.SlugTaken, team.InvitationUsed, tenantkit.LastOwner, billing.PreviewExpired:
 		return http.StatusConflict
 	case team.InvitationExpired, team.InvitationRevoked:
 		return http.StatusGone

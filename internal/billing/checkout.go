@@ -203,50 +203,22 @@ func (s *Service) intentKey(ctx context.Context, subscriptionID, intent string) 
 }
 
 // SetCancelAtPeriodEnd cancels the tenant's subscription at the end of its period (cancel) or
-// withdraws that (resume). The stored state follows through the webhook Stripe sends.
-// Errors: unauthenticated, invalid (also when Stripe refuses the change), not_found, forbidden,
-// conflict (the subscription ended), billing_unavailable.
-func (s *Service) SetCancelAtPeriodEnd(ctx context.Context, sess tenantkit.Session, tenantID string, cancel bool) (Subscription, error) {
+// withdraws that (resume). The answer is Stripe's state right after the change; the stored state
+// follows through the webhook Stripe sends. Errors: unauthenticated, invalid (also when Stripe
+// refuses the change), not_found, forbidden, conflict (the subscription ended, or its first payment
+// is incomplete), billing_unavailable.
+func (s *Service) SetCancelAtPeriodEnd(ctx context.Context, sess tenantkit.Session, tenantID string, cancel bool) (SubscriptionView, error) {
 	id, err := s.subscriptionOf(ctx, sess, tenantID)
 	if err != nil {
-		return Subscription{}, err
+		return SubscriptionView{}, err
 	}
 	key, err := s.intentKey(ctx, id, "cancel_at_period_end="+strconv.FormatBool(cancel))
 	if err != nil {
-		return Subscription{}, err
+		return SubscriptionView{}, err
 	}
 	sub, err := s.Stripe.SetCancelAtPeriodEnd(ctx, id, cancel, key)
-	return sub, unavailable(err)
-}
-
-// ChangePlan moves the tenant's subscription to another plan with proration; the plan's limits
-// apply at once. Errors: unauthenticated, invalid (also when Stripe refuses the change), not_found,
-// forbidden, conflict (the subscription ended), billing_unavailable.
-func (s *Service) ChangePlan(ctx context.Context, sess tenantkit.Session, tenantID, planID string) (Subscription, error) {
-	if uuid.Validate(planID) != nil {
-		return Subscription{}, tenantkit.Errorf(tenantkit.Invalid, "planId must be a UUID")
-	}
-	id, err := s.subscriptionOf(ctx, sess, tenantID)
 	if err != nil {
-		return Subscription{}, err
+		return SubscriptionView{}, s.explainRefusal(ctx, id, err)
 	}
-	plan, err := s.Store.PlanPrice(ctx, planID)
-	if err != nil {
-		return Subscription{}, err
-	}
-	if plan.UnitAmount == 0 {
-		return Subscription{}, tenantkit.Errorf(tenantkit.Invalid, "plan %s is free: cancel the subscription instead", plan.Key)
-	}
-	if plan.PriceID == "" {
-		return Subscription{}, tenantkit.Errorf(tenantkit.Invalid, "plan %s is not linked to Stripe yet (run tenantkit plans sync)", plan.Key)
-	}
-	key, err := s.intentKey(ctx, id, "price="+plan.PriceID)
-	if err != nil {
-		return Subscription{}, err
-	}
-	sub, err := s.Stripe.ChangePrice(ctx, id, plan.PriceID, planID, key)
-	if err != nil {
-		return sub, unavailable(err)
-	}
-	return sub, s.Store.SetPlan(ctx, tenantID, planID)
+	return s.view(ctx, sub)
 }

@@ -18,6 +18,7 @@ type Subscription struct {
 	PriceID            string // the licensed (plan) price
 	Quantity           int64  // the licensed item's quantity
 	UsageItemID        string // the metered item, if any
+	Items              []Item // every item, in Stripe's order
 	Created            time.Time
 	CurrentPeriodStart time.Time
 	CurrentPeriodEnd   time.Time
