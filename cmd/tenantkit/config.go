@@ -28,6 +28,9 @@ type Config struct {
 	StripeKey      string // STRIPE_SECRET_KEY
 	StripeHook     string // STRIPE_WEBHOOK_SECRET
 	StripeAPIURL   string // STRIPE_API_URL, optional: stripe-mock in development and tests
+	// STRIPE_AUTOMATIC_TAX, optional (true or false; default false): Stripe Tax on checkouts (needs
+	// STRIPE_SECRET_KEY, and Stripe Tax set up in the Stripe account).
+	StripeAutomaticTax bool
 	// METRICS_TOKEN, optional: when set, GET /metrics needs Authorization: Bearer <token>.
 	MetricsToken string
 	// DevSecrets names the variables that hold a published development value, which only dev and
@@ -174,6 +177,16 @@ func loadConfig(getenv func(string) string, dev bool) (Config, error) {
 			problems = append(problems, "TRIAL_DAYS must be a whole number of days from 0 to 365")
 		}
 		c.TrialDays = n
+	}
+	if v := getenv("STRIPE_AUTOMATIC_TAX"); v != "" {
+		tax, err := strconv.ParseBool(v)
+		switch {
+		case err != nil:
+			problems = append(problems, "STRIPE_AUTOMATIC_TAX must be true or false")
+		case tax && c.StripeKey == "":
+			problems = append(problems, "STRIPE_AUTOMATIC_TAX is true but STRIPE_SECRET_KEY is unset (billing, and with it tax, is off)")
+		}
+		c.StripeAutomaticTax = tax
 	}
 	c.RequireVerifiedEmail = true
 	if v := getenv("INVITATION_REQUIRE_VERIFIED_EMAIL"); v != "" {

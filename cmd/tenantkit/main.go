@@ -212,7 +212,8 @@ func (m *Main) Open(ctx context.Context) error {
 		SendLimits: team.SendLimits{PerTenant: m.Config.InvitationSendsPerHour, TenantWindow: time.Hour,
 			PerInvitation: m.Config.InvitationResendsPerDay, InvitationWindow: 24 * time.Hour}}
 	metrics := server.NewMetrics((&actions.Handler{}).Names())
-	bills := &billing.Service{Store: db, Authorize: teams.Check, AppURL: m.Config.AppURL, Count: metrics.Count}
+	bills := &billing.Service{Store: db, Authorize: teams.Check, AppURL: m.Config.AppURL, Count: metrics.Count,
+		AutomaticTax: m.Config.StripeAutomaticTax}
 	var webhooks http.Handler
 	if m.Config.StripeKey != "" {
 		bills.Stripe = stripe.New(m.Config.StripeKey, m.Config.StripeAPIURL)

@@ -163,6 +163,9 @@ type Service struct {
 	Stripe    Stripe
 	Authorize Authorize // who may manage a tenant's billing
 	AppURL    string    // Stripe redirects back under it
+	// AutomaticTax (STRIPE_AUTOMATIC_TAX) turns on Stripe Tax in checkouts, and so on the
+	// subscriptions they create.
+	AutomaticTax bool
 	Now       func() time.Time
 	// Count, when set, adds one to a named counter on /metrics (stripe_event_<outcome>,
 	// stripe_unknown_price).

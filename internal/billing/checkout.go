@@ -30,6 +30,8 @@ type Checkout struct {
 	MeteredPriceID                        string // "" when the plan does not bill api_calls
 	SuccessURL, CancelURL                 string
 	At                                    time.Time
+	// AutomaticTax turns on Stripe Tax for the session and the subscription (Service.AutomaticTax).
+	AutomaticTax bool
 }
 
 // Authorize reports whether the caller holds a permission in a tenant (team.Service.Check).
@@ -93,7 +95,8 @@ func (s *Service) authorize(ctx context.Context, sess tenantkit.Session, tenantI
 	return nil
 }
 
-// CreateCheckout returns the URL of a Stripe Checkout page subscribing the tenant to the plan.
+// CreateCheckout returns the URL of a Stripe Checkout page subscribing the tenant to the plan. The
+// page accepts promotion codes, and computes tax with Stripe Tax when AutomaticTax is set.
 // A tenant whose current subscription has not ended (see liveSubscription) gets conflict: a second
 // checkout would start a second subscription billed alongside the first.
 // Errors: unauthenticated, invalid, not_found, forbidden, conflict, billing_unavailable.
@@ -127,7 +130,7 @@ func (s *Service) CreateCheckout(ctx context.Context, sess tenantkit.Session, te
 	url, err := s.Stripe.CreateCheckoutSession(ctx, Checkout{
 		TenantID: tenantID, PlanID: planID, CustomerID: customer, PriceID: plan.PriceID, MeteredPriceID: plan.APICallsPriceID,
 		SuccessURL: s.AppURL + "/billing/success?session_id={CHECKOUT_SESSION_ID}",
-		CancelURL:  s.AppURL + "/billing/cancel", At: s.now(),
+		CancelURL:  s.AppURL + "/billing/cancel", At: s.now(), AutomaticTax: s.AutomaticTax,
 	})
 	return url, unavailable(err)
 }

@@ -45,6 +45,12 @@ func TestPlanRequestsAcceptedByStripeMock(t *testing.T) {
 	if _, err := c.PreviewInvoice(ctx, u); err != nil {
 		t.Errorf("preview: %v", err)
 	}
+	for _, tax := range []bool{false, true} {
+		if _, err := c.CreateCheckoutSession(ctx, billing.Checkout{TenantID: "t", PlanID: "p", CustomerID: "cus_1", PriceID: "price_1",
+			MeteredPriceID: "price_2", SuccessURL: "https://app.test/ok", CancelURL: "https://app.test/no", At: time.Now(), AutomaticTax: tax}); err != nil {
+			t.Errorf("checkout (automatic tax %v): %v", tax, err)
+		}
+	}
 }
 
 // TestPlanRequestsAgainstTheDouble: what the adapter makes of Stripe's answers.

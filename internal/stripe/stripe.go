@@ -173,27 +173,59 @@ func (c *Client) ReportUsage(ctx context.Context, itemID string, periodStart tim
 
 // CreateCheckoutSession starts a subscription checkout for a tenant's customer. The tenant and
 // plan travel in client_reference_id, metadata and subscription_data.metadata (the webhooks read
-// them back). The idempotency key names the tenant, plan and the minute, so a retried click within
-// a minute returns the same session. Errors: unavailable, internal.
+// them back). The customer may redeem promotion codes (allow_promotion_codes); with s.AutomaticTax,
+// Stripe Tax computes tax on the session and the subscription (automatic_tax), and Checkout saves
+// the address the customer enters on the customer (customer_update[address]=auto: Stripe refuses
+// automatic tax for a customer without an address otherwise, customer_tax_location_invalid).
+//
+// The idempotency key names the tenant, plan, tax setting and minute, so a retried click within a
+// minute returns the same session. When that session is no longer open (completed or expired: a
+// checkout right after a subscription ended in the same minute), a new one is made under a key
+// naming the old session. Errors: unavailable, internal.
 func (c *Client) CreateCheckoutSession(ctx context.Context, s billing.Checkout) (string, error) {
 	meta := map[string]string{"tenant_id": s.TenantID, "plan_id": s.PlanID}
 	p := &stripego.CheckoutSessionParams{
-		Mode:              stripego.String(string(stripego.CheckoutSessionModeSubscription)),
-		Customer:          stripego.String(s.CustomerID),
-		ClientReferenceID: stripego.String(s.TenantID),
-		LineItems:         lineItems(s),
-		Metadata:          meta,
-		SubscriptionData:  &stripego.CheckoutSessionSubscriptionDataParams{Metadata: meta},
-		SuccessURL:        stripego.String(s.SuccessURL),
-		CancelURL:         stripego.String(s.CancelURL),
+		Mode:                stripego.String(string(stripego.CheckoutSessionModeSubscription)),
+		Customer:            stripego.String(s.CustomerID),
+		ClientReferenceID:   stripego.String(s.TenantID),
+		LineItems:           lineItems(s),
+		Metadata:            meta,
+		SubscriptionData:    &stripego.CheckoutSessionSubscriptionDataParams{Metadata: meta},
+		SuccessURL:          stripego.String(s.SuccessURL),
+		CancelURL:           stripego.String(s.CancelURL),
+		AllowPromotionCodes: stripego.Bool(true),
+	}
+	if s.AutomaticTax {
+		p.AutomaticTax = &stripego.CheckoutSessionAutomaticTaxParams{Enabled: stripego.Bool(true)}
+		p.CustomerUpdate = &stripego.CheckoutSessionCustomerUpdateParams{Address: stripego.String("auto")}
 	}
 	p.Context = ctx
-	p.SetIdempotencyKey(fmt.Sprintf("tk-checkout-%s-%s-%d", s.TenantID, s.PlanID, s.At.Unix()/60))
+	key := fmt.Sprintf("tk-checkout-%s-%s-%d-tax%t", s.TenantID, s.PlanID, s.At.Unix()/60, s.AutomaticTax)
+	p.SetIdempotencyKey(key)
 	cs, err := c.api.CheckoutSessions.New(p)
+	if err == nil && replayed(cs.LastResponse) {
+		// Stripe replayed the answer it gave when the session was made; ask how it is now.
+		gp := &stripego.CheckoutSessionParams{}
+		gp.Context = ctx
+		now, gerr := c.api.CheckoutSessions.Get(cs.ID, gp)
+		if gerr != nil {
+			return "", translate(gerr)
+		}
+		if now.Status != stripego.CheckoutSessionStatusOpen {
+			p.SetIdempotencyKey(key + "-after-" + cs.ID)
+			cs, err = c.api.CheckoutSessions.New(p)
+		}
+	}
 	if err != nil {
 		return "", translate(err)
 	}
 	return cs.URL, nil
+}
+
+// replayed reports whether Stripe answered from its idempotency store (response header
+// Idempotent-Replayed: true) rather than running the request.
+func replayed(r *stripego.APIResponse) bool {
+	return r != nil && r.Header.Get("Idempotent-Replayed") == "true"
 }
 
 // CreatePortalSession opens Stripe's billing portal for a customer. A retry within the same minute

@@ -327,7 +327,7 @@ func (s *Server) listPrices(f *fnode) response {
 // checkout.session.created event (https://docs.stripe.com/api/events/types).
 func (s *Server) createCheckoutSession(f *fnode) response {
 	if err := f.only("", "mode", "customer", "customer_email", "client_reference_id", "line_items", "metadata",
-		"subscription_data", "success_url", "cancel_url", "expand"); err != nil {
+		"subscription_data", "success_url", "cancel_url", "allow_promotion_codes", "automatic_tax", "customer_update", "expand"); err != nil {
 		return paramResp(err)
 	}
 	cs := &session{created: s.unix(), status: "open", paymentStatus: "unpaid"}
@@ -370,6 +370,9 @@ func (s *Server) createCheckoutSession(f *fnode) response {
 	}
 	if cs.cancelURL, _, err = f.scalar("", "cancel_url"); err != nil {
 		return paramResp(err)
+	}
+	if resp, ok1 := parseCheckoutExtras(f, cs); !ok1 {
+		return resp
 	}
 	if cs.metadata, err = f.metadata("", "metadata", nil); err != nil {
 		return paramResp(err)
@@ -421,6 +424,9 @@ func (s *Server) createCheckoutSession(f *fnode) response {
 	// State-dependent checks: the endpoint runs.
 	if cs.customer != "" && s.customers[cs.customer] == nil {
 		return missingParam("customer", cs.customer, "customer")
+	}
+	if resp, ok1 := s.checkTaxLocation(cs); !ok1 {
+		return resp
 	}
 	var interval string
 	var count int64

@@ -255,7 +255,7 @@ type Item struct {
 // incomplete subscription's first payment fails instead (invoice.payment_failed).
 // https://docs.stripe.com/billing/subscriptions/overview#how-payments-work-subscriptions,
 // https://docs.stripe.com/billing/subscriptions/webhooks.
-func (s *Server) startSubscription(customerID string, items []Item, metadata map[string]string, trialDays int64, status string) (*subscription, error) {
+func (s *Server) startSubscription(customerID string, items []Item, metadata map[string]string, trialDays int64, status string, automaticTax bool) (*subscription, error) {
 	if s.customers[customerID] == nil {
 		return nil, fmt.Errorf("%w: customer %q", ErrNotFound, customerID)
 	}
@@ -281,7 +281,7 @@ func (s *Server) startSubscription(customerID string, items []Item, metadata map
 	}
 	now := s.unix()
 	sub := &subscription{id: s.newID("sub_"), created: now, customer: customerID, status: status,
-		metadata: meta(metadata), anchor: now, periodStart: now}
+		metadata: meta(metadata), anchor: now, periodStart: now, automaticTax: automaticTax}
 	var interval string
 	var count int64
 	seen := map[string]bool{}
@@ -346,7 +346,7 @@ func (s *Server) startSubscription(customerID string, items []Item, metadata map
 func (s *Server) CreateSubscription(customerID string, items []Item, metadata map[string]string, trialDays int, status string) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sub, err := s.startSubscription(customerID, items, metadata, int64(trialDays), status)
+	sub, err := s.startSubscription(customerID, items, metadata, int64(trialDays), status, false)
 	if err != nil {
 		return "", err
 	}
@@ -422,7 +422,8 @@ func (s *Server) completeSession(cs *session, opts []CheckoutOption) error {
 	for _, li := range cs.lines {
 		items = append(items, Item{Price: li.price, Quantity: li.quantity})
 	}
-	sub, err := s.startSubscription(cs.customer, items, cs.subMetadata, cs.trialDays, "")
+	s.completeTax(cs)
+	sub, err := s.startSubscription(cs.customer, items, cs.subMetadata, cs.trialDays, "", cs.automaticTax)
 	if err != nil {
 		return err
 	}

@@ -23,7 +23,8 @@ type customer struct {
 	// balance: https://docs.stripe.com/api/customers/object#customer_object-balance, "Current
 	// balance, if any, being stored on the customer. If negative, the customer has credit to apply
 	// to their next invoice."
-	balance int64
+	balance int64	// country is the customer's address (its country only; "" when it has none).
+	country string
 }
 
 type product struct {
@@ -92,6 +93,10 @@ type session struct {
 	customerCreation string
 	amountSubtotal   int64
 	currency         string
+	// allow_promotion_codes, automatic_tax[enabled], customer_update[address] (checkout.go)
+	allowPromotionCodes bool
+	automaticTax        bool
+	updateAddress       string
 }
 
 type portalSession struct {
@@ -134,6 +139,8 @@ type subscription struct {
 	// pending are proration lines not invoiced yet (pending invoice items,
 	// https://docs.stripe.com/billing/subscriptions/prorations): billed with the next invoice.
 	pending []invoiceLine
+	// automaticTax: automatic_tax.enabled, from the checkout that created it.
+	automaticTax bool
 }
 
 type invoiceLine struct {
@@ -215,7 +222,7 @@ func meta(m map[string]string) map[string]string {
 
 func (c *customer) render() map[string]any {
 	return map[string]any{
-		"id": c.id, "object": "customer", "address": nil, "balance": c.balance, "created": c.created, "currency": nil,
+		"id": c.id, "object": "customer", "address": renderAddress(c.country), "balance": c.balance, "created": c.created, "currency": nil,
 		"default_source": nil, "delinquent": false, "description": nullStr(c.description), "discount": nil,
 		"email": nullStr(c.email), "invoice_prefix": "SF" + strconv.Itoa(c.seq),
 		"invoice_settings": map[string]any{"custom_fields": nil, "default_payment_method": nil, "footer": nil, "rendering_options": nil},
@@ -273,9 +280,9 @@ func (p *price) plan() map[string]any {
 
 func (s *Server) renderSession(cs *session, withLines bool) map[string]any {
 	m := map[string]any{
-		"id": cs.id, "object": "checkout.session", "after_expiration": nil, "allow_promotion_codes": nil,
+		"id": cs.id, "object": "checkout.session", "after_expiration": nil, "allow_promotion_codes": nullBool(cs.allowPromotionCodes),
 		"amount_subtotal": cs.amountSubtotal, "amount_total": cs.amountSubtotal,
-		"automatic_tax":              map[string]any{"enabled": false, "liability": nil, "status": nil},
+		"automatic_tax":              renderSessionTax(cs),
 		"billing_address_collection": nil, "cancel_url": nullStr(cs.cancelURL), "client_reference_id": nullStr(cs.clientReference),
 		"client_secret": nil, "consent": nil, "consent_collection": nil, "created": cs.created, "currency": cs.currency,
 		"currency_conversion": nil, "custom_fields": []any{},
@@ -356,7 +363,7 @@ func (s *Server) renderSub(sub *subscription) map[string]any {
 	}
 	return map[string]any{
 		"id": sub.id, "object": "subscription", "application": nil, "application_fee_percent": nil,
-		"automatic_tax": map[string]any{"enabled": false, "liability": nil}, "billing_cycle_anchor": sub.anchor,
+		"automatic_tax": renderSubTax(sub.automaticTax), "billing_cycle_anchor": sub.anchor,
 		"billing_cycle_anchor_config": nil, "billing_thresholds": nil, "cancel_at": nullInt(sub.cancelAt),
 		"cancel_at_period_end": sub.cancelAtPeriodEnd, "canceled_at": nullInt(sub.canceledAt),
 		"cancellation_details": map[string]any{"comment": nullStr(sub.cancelComment), "feedback": nullStr(sub.cancelFeedback), "reason": nullStr(sub.cancelReason)},
