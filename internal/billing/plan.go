@@ -2,6 +2,7 @@ package billing
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -212,6 +213,21 @@ func (s *Service) planOfItems(ctx context.Context, sub Subscription) (map[string
 	return s.Store.PlansOfPrices(ctx, prices)
 }
 
+// changedMeanwhile reports whether Stripe refused the change because the subscription's items
+// changed since they were read: an item named is gone (conflict), or Stripe refused the request
+// (invalid: e.g. a concurrent change already added the metered price this one adds) and the items
+// are no longer those the change was planned from.
+func (s *Service) changedMeanwhile(ctx context.Context, pc planChange, err error) bool {
+	switch tenantkit.ErrorCode(err) {
+	case tenantkit.Conflict:
+		return true
+	case tenantkit.Invalid:
+		now, gerr := s.Stripe.GetSubscription(ctx, pc.subscriptionID)
+		return gerr == nil && !slices.Equal(now.Items, pc.current.Items)
+	}
+	return false
+}
+
 // billedAs reports whether sub's items are exactly what plan needs: nothing left to change.
 func billedAs(sub Subscription, plan PlanPrice, planOf map[string]string) bool {
 	changes, err := planItems(sub, plan, planOf)
@@ -247,7 +263,7 @@ func (s *Service) ChangePlan(ctx context.Context, sess tenantkit.Session, tenant
 		}
 		sub, err := s.Stripe.UpdateItems(ctx, ItemsUpdate{SubscriptionID: pc.subscriptionID, Items: pc.items,
 			ProrationBehavior: applyProration, ProrationDate: at, PlanID: pc.plan.ID, Intent: key})
-		if tenantkit.ErrorCode(err) == tenantkit.Conflict && attempt < maxPlanAttempts {
+		if err != nil && attempt < maxPlanAttempts && s.changedMeanwhile(ctx, pc, err) {
 			continue // the items changed meanwhile: plan again from Stripe's new state
 		}
 		if err != nil {
