@@ -166,7 +166,7 @@ type Service struct {
 	// AutomaticTax (STRIPE_AUTOMATIC_TAX) turns on Stripe Tax in checkouts, and so on the
 	// subscriptions they create.
 	AutomaticTax bool
-	Now       func() time.Time
+	Now          func() time.Time
 	// Count, when set, adds one to a named counter on /metrics (stripe_event_<outcome>,
 	// stripe_unknown_price).
 	Count func(name string)
