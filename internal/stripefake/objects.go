@@ -23,7 +23,8 @@ type customer struct {
 	// balance: https://docs.stripe.com/api/customers/object#customer_object-balance, "Current
 	// balance, if any, being stored on the customer. If negative, the customer has credit to apply
 	// to their next invoice."
-	balance int64 // country is the customer's address (its country only; "" when it has none).
+	balance int64
+	// country is the customer's address (its country only; "" when it has none).
 	country string
 }
 
