@@ -22,6 +22,7 @@ import (
 
 	"github.com/tenantkit/tenantkit"
 	"github.com/tenantkit/tenantkit/internal/billing"
+	"github.com/tenantkit/tenantkit/internal/export"
 	"github.com/tenantkit/tenantkit/internal/server"
 	"github.com/tenantkit/tenantkit/internal/team"
 )
@@ -32,6 +33,7 @@ type Handler struct {
 	Billing *billing.Service
 	Meter   *billing.Meter // counts successful actions per tenant (api_calls); nil counts nothing
 	Events  tenantkit.EventLog
+	Exports *export.Service // exportTenant; nil: exports are off
 
 	routes sync.Once // builds the two tables below once, not on every request
 	acts   map[string]action
@@ -165,6 +167,8 @@ func (h *Handler) actions() map[string]action {
 		"resumeSubscription":         typed(h.resumeSubscription),
 		"changePlan":                 typed(h.changePlan),
 		"previewPlanChange":          typed(h.previewPlanChange),
+
+		"exportTenant": typed(h.exportTenant),
 	}
 }
 
@@ -209,7 +213,7 @@ func (h *Handler) ServeAction(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	if h.Meter != nil && tenant != "" && !answersOutsider(out) {
+	if h.Meter != nil && tenant != "" && !answersOutsider(out) && !unmetered(out) {
 		h.Meter.Count(tenant)
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -221,6 +225,12 @@ func (h *Handler) ServeAction(w http.ResponseWriter, r *http.Request) {
 func answersOutsider(out any) bool {
 	o, ok := out.(interface{ outsider() bool })
 	return ok && o.outsider()
+}
+
+// unmetered reports an answer whose call is not counted as an api_call (a data export).
+func unmetered(out any) bool {
+	o, ok := out.(interface{ unmetered() bool })
+	return ok && o.unmetered()
 }
 
 // statusOf is the one table from error code to HTTP status for Hasura. Everything the caller can

@@ -33,6 +33,11 @@ type Config struct {
 	StripeAutomaticTax bool
 	// METRICS_TOKEN, optional: when set, GET /metrics needs Authorization: Bearer <token>.
 	MetricsToken string
+	// TENANTKIT_PUBLIC_URL, optional: where browsers reach this service (the export download links
+	// point there); unset, exportTenant answers unavailable.
+	PublicURL string
+	// EXPORT_LINK_MINUTES, optional (1 to 1440; default 15): how long an export link works.
+	ExportLinkTTL time.Duration
 	// DevSecrets names the variables that hold a published development value, which only dev and
 	// TENANTKIT_ALLOW_DEV_SECRETS=1 accept; serve warns about each at start.
 	DevSecrets []string
@@ -102,6 +107,7 @@ func loadConfig(getenv func(string) string, dev bool) (Config, error) {
 		StripeHook:     getenv("STRIPE_WEBHOOK_SECRET"),
 		StripeAPIURL:   getenv("STRIPE_API_URL"),
 		MetricsToken:   getenv("METRICS_TOKEN"),
+		PublicURL:      strings.TrimRight(getenv("TENANTKIT_PUBLIC_URL"), "/"),
 	}
 	var problems []string
 	allowDev := dev
@@ -177,6 +183,18 @@ func loadConfig(getenv func(string) string, dev bool) (Config, error) {
 			problems = append(problems, "TRIAL_DAYS must be a whole number of days from 0 to 365")
 		}
 		c.TrialDays = n
+	}
+	if u, err := url.Parse(c.PublicURL); c.PublicURL != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		u.RawQuery != "" || u.Fragment != "" || u.User != nil) {
+		problems = append(problems, "TENANTKIT_PUBLIC_URL must be an http(s) URL without query (e.g. https://api.example.com)")
+	}
+	c.ExportLinkTTL = 15 * time.Minute
+	if v := getenv("EXPORT_LINK_MINUTES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1440 {
+			problems = append(problems, "EXPORT_LINK_MINUTES must be a whole number of minutes from 1 to 1440")
+		}
+		c.ExportLinkTTL = time.Duration(n) * time.Minute
 	}
 	if v := getenv("STRIPE_AUTOMATIC_TAX"); v != "" {
 		tax, err := strconv.ParseBool(v)

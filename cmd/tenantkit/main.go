@@ -31,6 +31,7 @@ import (
 	"github.com/tenantkit/tenantkit/actions"
 	"github.com/tenantkit/tenantkit/graph"
 	"github.com/tenantkit/tenantkit/internal/billing"
+	"github.com/tenantkit/tenantkit/internal/export"
 	"github.com/tenantkit/tenantkit/internal/mail"
 	"github.com/tenantkit/tenantkit/internal/outbox"
 	"github.com/tenantkit/tenantkit/internal/pglocal"
@@ -221,7 +222,12 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	m.Meter = &billing.Meter{Store: db, Log: m.Log}
 	m.Outbox = &outbox.Sender{Store: db, Mailer: mailer{sender}, Log: m.Log}
-	hasura := &actions.Handler{Team: teams, Billing: bills, Meter: m.Meter, Events: db}
+	exports, err := export.New(db, teams.Check, m.Config.Secret, m.Config.PublicURL, m.Config.ExportLinkTTL)
+	if err != nil {
+		db.Close()
+		return err
+	}
+	hasura := &actions.Handler{Team: teams, Billing: bills, Meter: m.Meter, Events: db, Exports: exports}
 	m.HTTP = &server.Server{
 		Addr:         m.Config.ListenAddr,
 		Secret:       m.Config.Secret,
@@ -233,6 +239,7 @@ func (m *Main) Open(ctx context.Context) error {
 		Metrics:      metrics,
 		MetricsToken: m.Config.MetricsToken,
 		Stripe:       webhooks,
+		Export:       &server.ExportDownload{Exports: exports},
 		Log:          m.Log,
 	}
 	if err := m.HTTP.Open(); err != nil {
@@ -293,6 +300,9 @@ func serveWith(ctx context.Context, cfg Config, stdout io.Writer, events *devEve
 	if cfg.StripeKey == "" {
 		log.Warn().Msg("STRIPE_SECRET_KEY is unset: billing is off (no Stripe customers, checkouts or usage reports)")
 	}
+	if cfg.PublicURL == "" {
+		log.Warn().Msg("TENANTKIT_PUBLIC_URL is unset: tenant exports are off (exportTenant answers unavailable)")
+	}
 	if problem, err := m.DB.HasuraEventProblem(ctx); err != nil {
 		log.Warn().Err(err).Msg("could not check Hasura's event triggers")
 	} else if problem != "" {
@@ -309,6 +319,8 @@ var devDefaults = map[string]string{
 	"TENANTKIT_SECRET": "dev-secret-change-me",
 	"APP_URL":          "http://localhost:3000",
 	"LISTEN_ADDR":      ":8081",
+	// the export links of `make run` (LISTEN_ADDR's port on this machine)
+	"TENANTKIT_PUBLIC_URL": "http://localhost:8081",
 }
 
 // dev finds a PostgreSQL (DATABASE_URL, the local server, or a throwaway cluster under .dev/),

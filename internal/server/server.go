@@ -40,9 +40,12 @@ type Server struct {
 	// MetricsToken (METRICS_TOKEN), when set, is the bearer token GET /metrics requires.
 	MetricsToken string
 	Stripe       http.Handler // Stripe webhooks, POST /webhooks/stripe (its own signature, not the Hasura secret)
-	Log          zerolog.Logger
-	server       *http.Server
-	listener     net.Listener
+	// Export serves the export download links, GET /exports/{id} (its own signature, not the
+	// Hasura secret: browsers follow the link).
+	Export   http.Handler
+	Log      zerolog.Logger
+	server   *http.Server
+	listener net.Listener
 }
 
 // Handler returns every route, wrapped in request logging.
@@ -55,6 +58,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /readyz", s.readyz)
 	if s.Stripe != nil {
 		mux.Handle("POST /webhooks/stripe", s.Stripe)
+	}
+	if s.Export != nil {
+		mux.Handle("GET /exports/{id}", s.Export)
 	}
 	for pattern, h := range map[string]http.Handler{
 		"POST /graphql":          s.Graph,
