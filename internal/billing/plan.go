@@ -271,13 +271,16 @@ func (s *Service) ChangePlan(ctx context.Context, sess tenantkit.Session, tenant
 		}
 		// Another change planned from the same state may have run between our read and our write
 		// (two plan changes at once each add their own metered item). Stripe's answer is its state
-		// right after our write: unless it is exactly the plan, plan again from Stripe's state. So
-		// the last write to the subscription is always one whose answer was the whole plan.
+		// right after our write, our licensed price included: unless it is exactly the plan, plan
+		// again from Stripe's state. So the last write to the subscription is always one whose
+		// answer was the whole plan. (An answer without our licensed price is not a concurrent
+		// change but a Stripe that does not apply item changes — stripe-mock: planning again
+		// cannot help, and the answer is returned as it is.)
 		planOf, err := s.planOfItems(ctx, sub)
 		if err != nil {
 			return SubscriptionView{}, err
 		}
-		if billedAs(sub, pc.plan, planOf) {
+		if billedAs(sub, pc.plan, planOf) || sub.PriceID != pc.plan.PriceID {
 			return SubscriptionView{Subscription: sub, Plan: planOf[sub.PriceID]}, nil
 		}
 		if attempt >= maxPlanAttempts {
