@@ -23,6 +23,7 @@ import (
 	"github.com/tenantkit/tenantkit"
 	"github.com/tenantkit/tenantkit/internal/apikey"
 	"github.com/tenantkit/tenantkit/internal/billing"
+	"github.com/tenantkit/tenantkit/internal/export"
 	"github.com/tenantkit/tenantkit/internal/server"
 	"github.com/tenantkit/tenantkit/internal/team"
 )
@@ -35,6 +36,7 @@ type Handler struct {
 	Events  tenantkit.EventLog
 	Keys    *apikey.Service
 	Domains *team.Domains
+	Exports *export.Service // exportTenant; nil: exports are off
 
 	routes sync.Once // builds the two tables below once, not on every request
 	acts   map[string]action
@@ -176,6 +178,9 @@ func (h *Handler) actions() map[string]action {
 		"setDomainPolicy":   typed(h.setDomainPolicy),
 		"removeDomain":      typed(h.removeDomain),
 		"acceptDomainOffer": typed(h.acceptDomainOffer),
+		"previewPlanChange": typed(h.previewPlanChange),
+
+		"exportTenant": typed(h.exportTenant),
 	}
 }
 
@@ -220,7 +225,7 @@ func (h *Handler) ServeAction(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	if h.Meter != nil && tenant != "" && !answersOutsider(out) {
+	if h.Meter != nil && tenant != "" && !answersOutsider(out) && !unmetered(out) {
 		h.Meter.Count(tenant)
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -232,6 +237,12 @@ func (h *Handler) ServeAction(w http.ResponseWriter, r *http.Request) {
 func answersOutsider(out any) bool {
 	o, ok := out.(interface{ outsider() bool })
 	return ok && o.outsider()
+}
+
+// unmetered reports an answer whose call is not counted as an api_call (a data export).
+func unmetered(out any) bool {
+	o, ok := out.(interface{ unmetered() bool })
+	return ok && o.unmetered()
 }
 
 // statusOf is the one table from error code to HTTP status for Hasura. Everything the caller can
@@ -247,7 +258,7 @@ func statusOf(code string) int {
 		return http.StatusForbidden
 	case tenantkit.NotFound, team.InvitationNotFound:
 		return http.StatusNotFound
-	case tenantkit.Conflict, team.SlugTaken, team.InvitationUsed, tenantkit.LastOwner, team.DomainTaken, team.DomainUnverified:
+	case tenantkit.Conflict, team.SlugTaken, team.InvitationUsed, tenantkit.LastOwner, team.DomainTaken, team.DomainUnverified, billing.PreviewExpired:
 		return http.StatusConflict
 	case team.InvitationExpired, team.InvitationRevoked:
 		return http.StatusGone

@@ -70,17 +70,24 @@ func (h *Handler) createBillingPortalSession(ctx context.Context, s tenantkit.Se
 }
 
 // subscriptionOutput is what the subscription actions answer: Stripe's view right after the change
-// (the stored state follows with Stripe's webhook).
+// (the stored state, and with it the tenant's plan and limits, follows with Stripe's webhook).
 type subscriptionOutput struct {
-	SubscriptionID    string    `json:"subscriptionId"`
-	Status            string    `json:"status"`
-	CancelAtPeriodEnd bool      `json:"cancelAtPeriodEnd"`
-	CurrentPeriodEnd  time.Time `json:"currentPeriodEnd"`
+	SubscriptionID    string        `json:"subscriptionId"`
+	Status            string        `json:"status"`
+	CancelAtPeriodEnd bool          `json:"cancelAtPeriodEnd"`
+	CurrentPeriodEnd  time.Time     `json:"currentPeriodEnd"`
+	PlanID            *tenantkit.ID `json:"planId"` // the plan of the billed price; null when none is linked
+	Quantity          int64         `json:"quantity"`
 }
 
-func newSubscriptionOutput(sub billing.Subscription) subscriptionOutput {
-	return subscriptionOutput{SubscriptionID: sub.ID, Status: sub.Status, CancelAtPeriodEnd: sub.CancelAtPeriodEnd,
-		CurrentPeriodEnd: sub.CurrentPeriodEnd}
+func newSubscriptionOutput(v billing.SubscriptionView) subscriptionOutput {
+	out := subscriptionOutput{SubscriptionID: v.ID, Status: v.Status, CancelAtPeriodEnd: v.CancelAtPeriodEnd,
+		CurrentPeriodEnd: v.CurrentPeriodEnd, Quantity: v.Quantity}
+	if v.Plan != "" {
+		id := tenantkit.ID(v.Plan)
+		out.PlanID = &id
+	}
+	return out
 }
 
 func (h *Handler) cancelSubscription(ctx context.Context, s tenantkit.Session, in tenantInput) (subscriptionOutput, error) {
@@ -99,10 +106,37 @@ func (h *Handler) resumeSubscription(ctx context.Context, s tenantkit.Session, i
 	return newSubscriptionOutput(sub), nil
 }
 
-func (h *Handler) changePlan(ctx context.Context, s tenantkit.Session, in checkoutInput) (subscriptionOutput, error) {
-	sub, err := h.Billing.ChangePlan(ctx, s, string(in.TenantID), string(in.PlanID))
+type changePlanInput struct {
+	TenantID tenantkit.ID `json:"tenantId"`
+	PlanID   tenantkit.ID `json:"planId"`
+	// ProrationDate is previewPlanChange's prorationDate, to apply exactly what it previewed.
+	ProrationDate *time.Time `json:"prorationDate"`
+}
+
+func (h *Handler) changePlan(ctx context.Context, s tenantkit.Session, in changePlanInput) (subscriptionOutput, error) {
+	sub, err := h.Billing.ChangePlan(ctx, s, string(in.TenantID), string(in.PlanID), in.ProrationDate)
 	if err != nil {
 		return subscriptionOutput{}, err
 	}
 	return newSubscriptionOutput(sub), nil
+}
+
+// planChangePreviewOutput is previewPlanChange's answer: amounts in the currency's smallest unit.
+type planChangePreviewOutput struct {
+	PlanID             tenantkit.ID `json:"planId"`
+	Currency           string       `json:"currency"`
+	ProrationDate      time.Time    `json:"prorationDate"`
+	Proration          int64        `json:"proration"`
+	AmountDueNow       int64        `json:"amountDueNow"`
+	AmountDueAtRenewal int64        `json:"amountDueAtRenewal"`
+	RenewsAt           time.Time    `json:"renewsAt"`
+}
+
+func (h *Handler) previewPlanChange(ctx context.Context, s tenantkit.Session, in checkoutInput) (planChangePreviewOutput, error) {
+	p, err := h.Billing.PreviewPlanChange(ctx, s, string(in.TenantID), string(in.PlanID))
+	if err != nil {
+		return planChangePreviewOutput{}, err
+	}
+	return planChangePreviewOutput{PlanID: tenantkit.ID(p.PlanID), Currency: p.Currency, ProrationDate: p.ProrationDate,
+		Proration: p.Proration, AmountDueNow: p.AmountDueNow, AmountDueAtRenewal: p.AmountDueAtRenewal, RenewsAt: p.RenewsAt}, nil
 }

@@ -335,10 +335,23 @@ func TestSubscriptionChanges(t *testing.T) {
 		}
 		s.fails(t, "forbidden", action, in, member)
 	}
-	// changing plan lifts the limits at once: Starter allows 10 projects, Enterprise unlimited
+	// The plan follows the price Stripe bills, once Stripe's webhook says so (stripe-mock sends
+	// none): changePlan alone leaves the stored plan as it was ...
+	before := s.row(t, "tenant_subscriptions", "tenant_id = $1", tenant)["plan_id"]
 	s.ok(t, "changePlan", map[string]any{"tenantId": tenant, "planId": enterprise}, owner)
+	if got := s.row(t, "tenant_subscriptions", "tenant_id = $1", tenant)["plan_id"]; got != before {
+		t.Errorf("plan after changePlan, before any webhook = %v, want %v", got, before)
+	}
+	// ... and the webhook of the change lifts the limits: Starter allows 10 projects, Enterprise
+	// unlimited.
+	obj := stripetest.SubscriptionObject(tenant, "", "active", time.Now().Unix())
+	obj["id"], obj["customer"] = "sub_live1", s.linkCustomer(t, tenant)
+	obj["items"].(map[string]any)["data"].([]any)[0].(map[string]any)["price"].(map[string]any)["id"] = "price_enterprise"
+	if st := s.stripeEvent(t, testWebhookSecret, stripetest.APIVersion, "evt_change_"+tenant[:8], "customer.subscription.updated", time.Now().Unix(), obj); st != 200 {
+		t.Fatalf("customer.subscription.updated: %d", st)
+	}
 	if got := s.row(t, "tenant_subscriptions", "tenant_id = $1", tenant)["plan_id"]; got != enterprise {
-		t.Errorf("plan after changePlan = %v", got)
+		t.Errorf("plan after the webhook = %v", got)
 	}
 	ctx := context.Background()
 	for i := range 12 {

@@ -32,8 +32,16 @@ type Config struct {
 	StripeKey    string // STRIPE_SECRET_KEY
 	StripeHook   string // STRIPE_WEBHOOK_SECRET
 	StripeAPIURL string // STRIPE_API_URL, optional: stripe-mock in development and tests
+	// STRIPE_AUTOMATIC_TAX, optional (true or false; default false): Stripe Tax on checkouts (needs
+	// STRIPE_SECRET_KEY, and Stripe Tax set up in the Stripe account).
+	StripeAutomaticTax bool
 	// METRICS_TOKEN, optional: when set, GET /metrics needs Authorization: Bearer <token>.
 	MetricsToken string
+	// TENANTKIT_PUBLIC_URL, optional: where browsers reach this service (the export download links
+	// point there); unset, exportTenant answers unavailable.
+	PublicURL string
+	// EXPORT_LINK_MINUTES, optional (1 to 1440; default 15): how long an export link works.
+	ExportLinkTTL time.Duration
 	// DevSecrets names the variables that hold a published development value, which only dev and
 	// TENANTKIT_ALLOW_DEV_SECRETS=1 accept; serve warns about each at start.
 	DevSecrets []string
@@ -110,6 +118,7 @@ func loadConfig(getenv func(string) string, dev bool) (Config, error) {
 		StripeHook:     getenv("STRIPE_WEBHOOK_SECRET"),
 		StripeAPIURL:   getenv("STRIPE_API_URL"),
 		MetricsToken:   getenv("METRICS_TOKEN"),
+		PublicURL:      strings.TrimRight(getenv("TENANTKIT_PUBLIC_URL"), "/"),
 	}
 	var problems []string
 	allowDev := dev
@@ -190,6 +199,28 @@ func loadConfig(getenv func(string) string, dev bool) (Config, error) {
 			problems = append(problems, "TRIAL_DAYS must be a whole number of days from 0 to 365")
 		}
 		c.TrialDays = n
+	}
+	if u, err := url.Parse(c.PublicURL); c.PublicURL != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		u.RawQuery != "" || u.Fragment != "" || u.User != nil) {
+		problems = append(problems, "TENANTKIT_PUBLIC_URL must be an http(s) URL without query (e.g. https://api.example.com)")
+	}
+	c.ExportLinkTTL = 15 * time.Minute
+	if v := getenv("EXPORT_LINK_MINUTES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1440 {
+			problems = append(problems, "EXPORT_LINK_MINUTES must be a whole number of minutes from 1 to 1440")
+		}
+		c.ExportLinkTTL = time.Duration(n) * time.Minute
+	}
+	if v := getenv("STRIPE_AUTOMATIC_TAX"); v != "" {
+		tax, err := strconv.ParseBool(v)
+		switch {
+		case err != nil:
+			problems = append(problems, "STRIPE_AUTOMATIC_TAX must be true or false")
+		case tax && c.StripeKey == "":
+			problems = append(problems, "STRIPE_AUTOMATIC_TAX is true but STRIPE_SECRET_KEY is unset (billing, and with it tax, is off)")
+		}
+		c.StripeAutomaticTax = tax
 	}
 	c.RequireVerifiedEmail = true
 	if v := getenv("INVITATION_REQUIRE_VERIFIED_EMAIL"); v != "" {

@@ -1185,17 +1185,15 @@ func TestFaultStripeOutage(t *testing.T) {
 		}
 	}
 	customers := map[string]any{}
-	for i, j := range jobs {
+	for _, j := range jobs {
 		r := s.row(t, "tenant_subscriptions", "tenant_id = $1", j.tenant)
 		customers[j.tenant] = r["stripe_customer_id"]
 		if c, _ := r["stripe_customer_id"].(string); !strings.HasPrefix(c, "cus_") {
 			t.Errorf("tenant %s has customer %v after the retry", j.tenant, r["stripe_customer_id"])
 		}
-		if i%3 == 1 && r["plan_id"] != enterprise {
-			t.Errorf("tenant %s is on plan %v after changePlan succeeded", j.tenant, r["plan_id"])
-		}
-		if i%3 != 1 && r["plan_id"] == enterprise {
-			t.Errorf("tenant %s changed plan", j.tenant)
+		// The plan follows Stripe's webhook of the change (stripe-mock sends none), never the answer.
+		if r["plan_id"] == enterprise {
+			t.Errorf("tenant %s changed plan without Stripe's webhook", j.tenant)
 		}
 	}
 	for i, j := range jobs { // the same event again: nothing changes

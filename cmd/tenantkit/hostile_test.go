@@ -35,7 +35,7 @@ import (
 var hostileStatus = map[string]int{
 	"invalid": 400, "unauthenticated": 401, "unauthorized": 401, "plan_limit": 402,
 	"forbidden": 403, "invitation_email_mismatch": 403, "email_unverified": 403, "not_found": 404, "invitation_not_found": 404,
-	"conflict": 409, "slug_taken": 409, "invitation_used": 409, "last_owner": 409, "domain_taken": 409, "domain_unverified": 409,
+	"conflict": 409, "slug_taken": 409, "invitation_used": 409, "last_owner": 409, "domain_taken": 409, "domain_unverified": 409, "preview_expired": 409,
 	"invitation_expired": 410, "invitation_revoked": 410, "rate_limited": 429, "unavailable": 424, "billing_unavailable": 424,
 }
 
@@ -207,6 +207,8 @@ func (w *hostileWorld) bases() map[string]hostileBase {
 		"setDomainPolicy":            {session(w.owner), map[string]any{"domainId": hostileMissingID, "policy": "suggest", "defaultRole": "guest"}, "not_found"},
 		"removeDomain":               {session(w.owner), map[string]any{"domainId": hostileMissingID}, "not_found"},
 		"acceptDomainOffer":          {session(w.stranger), map[string]any{"tenantId": w.a}, "not_found"}, // no offer
+		"previewPlanChange":          {session(w.owner), map[string]any{"tenantId": w.a, "planId": w.plan}, "invalid"},
+		"exportTenant":               {session(w.admin), map[string]any{"tenantId": w.a}, "forbidden"}, // owners only
 	}
 }
 

@@ -35,6 +35,7 @@ import (
 	"github.com/tenantkit/tenantkit/actions"
 	"github.com/tenantkit/tenantkit/graph"
 	"github.com/tenantkit/tenantkit/internal/billing"
+	"github.com/tenantkit/tenantkit/internal/export"
 	"github.com/tenantkit/tenantkit/internal/mail"
 	"github.com/tenantkit/tenantkit/internal/outbox"
 	"github.com/tenantkit/tenantkit/internal/pglocal"
@@ -245,7 +246,8 @@ func (m *Main) Open(ctx context.Context) error {
 		SendLimits: team.SendLimits{PerTenant: m.Config.InvitationSendsPerHour, TenantWindow: time.Hour,
 			PerInvitation: m.Config.InvitationResendsPerDay, InvitationWindow: 24 * time.Hour}}
 	metrics := server.NewMetrics((&actions.Handler{}).Names())
-	bills := &billing.Service{Store: db, Authorize: teams.Check, AppURL: m.Config.AppURL, Count: metrics.Count}
+	bills := &billing.Service{Store: db, Authorize: teams.Check, AppURL: m.Config.AppURL, Count: metrics.Count,
+		AutomaticTax: m.Config.StripeAutomaticTax}
 	var webhooks http.Handler
 	if m.Config.StripeKey != "" {
 		bills.Stripe = stripe.New(m.Config.StripeKey, m.Config.StripeAPIURL)
@@ -258,8 +260,13 @@ func (m *Main) Open(ctx context.Context) error {
 		db.Close()
 		return err
 	}
+	exports, err := export.New(db, teams.Check, m.Config.Secret, m.Config.PublicURL, m.Config.ExportLinkTTL)
+	if err != nil {
+		db.Close()
+		return err
+	}
 	domains := &team.Domains{Store: db, Resolver: newTXTResolver(m.Config.DNSResolver)}
-	hasura := &actions.Handler{Team: teams, Billing: bills, Meter: m.Meter, Events: db, Keys: keys, Domains: domains}
+	hasura := &actions.Handler{Team: teams, Billing: bills, Meter: m.Meter, Events: db, Keys: keys, Domains: domains, Exports: exports}
 	m.HTTP = &server.Server{
 		Addr:         m.Config.ListenAddr,
 		Secret:       m.Config.Secret,
@@ -272,6 +279,7 @@ func (m *Main) Open(ctx context.Context) error {
 		MetricsToken: m.Config.MetricsToken,
 		Stripe:       webhooks,
 		Tokens:       tokens,
+		Export:       &server.ExportDownload{Exports: exports},
 		Log:          m.Log,
 	}
 	if err := m.HTTP.Open(); err != nil {
@@ -360,6 +368,9 @@ func serveWith(ctx context.Context, cfg Config, stdout io.Writer, dev *devMode) 
 	if cfg.APIKeys.SigningKey == nil {
 		log.Warn().Msg("API_TOKEN_SIGNING_KEY_FILE is unset: API keys cannot be exchanged for tokens (POST /auth/token and /.well-known/jwks.json are off)")
 	}
+	if cfg.PublicURL == "" {
+		log.Warn().Msg("TENANTKIT_PUBLIC_URL is unset: tenant exports are off (exportTenant answers unavailable)")
+	}
 	if problem, err := m.DB.HasuraEventProblem(ctx); err != nil {
 		log.Warn().Err(err).Msg("could not check Hasura's event triggers")
 	} else if problem != "" {
@@ -376,6 +387,8 @@ var devDefaults = map[string]string{
 	"TENANTKIT_SECRET": "dev-secret-change-me",
 	"APP_URL":          "http://localhost:3000",
 	"LISTEN_ADDR":      "127.0.0.1:8081", // development secrets: never on every interface
+	// the export links of `make run` (LISTEN_ADDR's port on this machine)
+	"TENANTKIT_PUBLIC_URL": "http://localhost:8081",
 }
 
 // dev finds a PostgreSQL (DATABASE_URL, the local server, or a throwaway cluster under .dev/),

@@ -117,15 +117,17 @@ func TestSubscriptionRequests(t *testing.T) {
 		}
 		in := map[string]any{"tenantId": tenant}
 		change := map[string]any{"tenantId": tenant, "planId": pro}
-		// Before the webhook: the stored status is still active, Stripe refuses.
-		s.fails(t, "invalid", "cancelSubscription", in, owner)
-		s.fails(t, "invalid", "changePlan", change, owner)
-		deliver()
-		// After it: decided from the stored status, without asking Stripe.
-		for name, input := range map[string]map[string]any{"cancelSubscription": in, "resumeSubscription": in, "changePlan": change} {
-			if msg := s.fails(t, "conflict", name, input, owner); msg != "the subscription has ended; start a new checkout" {
-				t.Errorf("%s: message %q", name, msg)
+		actions := map[string]map[string]any{"cancelSubscription": in, "resumeSubscription": in, "changePlan": change,
+			"previewPlanChange": change}
+		// Before the webhook (the stored status is still active, Stripe refuses or says it ended)
+		// and after it (decided from the stored status, without asking Stripe): the same answer.
+		for _, when := range []string{"before the webhook", "after it"} {
+			for name, input := range actions {
+				if msg := s.fails(t, "conflict", name, input, owner); msg != "the subscription has ended; start a new checkout" {
+					t.Errorf("%s, %s: message %q", name, when, msg)
+				}
 			}
+			deliver()
 		}
 	})
 }

@@ -147,8 +147,9 @@ type Store interface {
 	// RecordIntent records a change about to be requested from Stripe for the subscription and
 	// returns its number, unique and never reused: the request's idempotency key includes it.
 	RecordIntent(ctx context.Context, subscriptionID, intent string) (seq int64, err error)
-	// SetPlan switches the tenant's plan at once (entitlements follow the plan).
-	SetPlan(ctx context.Context, tenantID, planID string) error
+	// PlansOfPrices returns the plan of each of the prices linked to one (licensed or metered,
+	// current or replaced); prices linked to none are absent.
+	PlansOfPrices(ctx context.Context, priceIDs []string) (map[string]string, error)
 	// LinkPlan records a plan's Stripe product, price and metered price ("" when none).
 	LinkPlan(ctx context.Context, planID, productID, priceID, meteredPriceID string) error
 	// KnownTenants returns which of the ids are existing tenants (system path).
@@ -183,9 +184,12 @@ type Stripe interface {
 	// SetCancelAtPeriodEnd schedules or withdraws the cancellation at period end. intent names
 	// this one request (Store.RecordIntent): retries of it replay, no other request does.
 	SetCancelAtPeriodEnd(ctx context.Context, subscriptionID string, cancel bool, intent string) (Subscription, error)
-	// ChangePrice moves the subscription's plan item to another price, with proration; intent as
-	// for SetCancelAtPeriodEnd.
-	ChangePrice(ctx context.Context, subscriptionID, priceID, planID, intent string) (Subscription, error)
+	// UpdateItems changes the subscription's items as u says; u.Intent as for
+	// SetCancelAtPeriodEnd. Errors: as SetCancelAtPeriodEnd, and conflict when an item u names is no
+	// longer the subscription's (changed meanwhile).
+	UpdateItems(ctx context.Context, u ItemsUpdate) (Subscription, error)
+	// PreviewInvoice previews the subscription's next invoice as if u were applied; nothing changes.
+	PreviewInvoice(ctx context.Context, u ItemsUpdate) (InvoicePreview, error)
 }
 
 // Service implements billing. Stripe is nil when STRIPE_SECRET_KEY is unset: billing is then off.
@@ -194,7 +198,10 @@ type Service struct {
 	Stripe    Stripe
 	Authorize Authorize // who may manage a tenant's billing
 	AppURL    string    // Stripe redirects back under it
-	Now       func() time.Time
+	// AutomaticTax (STRIPE_AUTOMATIC_TAX) turns on Stripe Tax in checkouts, and so on the
+	// subscriptions they create.
+	AutomaticTax bool
+	Now          func() time.Time
 	// Count, when set, adds one to a named counter on /metrics (stripe_event_<outcome>,
 	// stripe_unknown_price).
 	Count func(name string)

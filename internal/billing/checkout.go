@@ -30,6 +30,8 @@ type Checkout struct {
 	MeteredPriceID                        string // "" when the plan does not bill api_calls
 	SuccessURL, CancelURL                 string
 	At                                    time.Time
+	// AutomaticTax turns on Stripe Tax for the session and the subscription (Service.AutomaticTax).
+	AutomaticTax bool
 }
 
 // Authorize reports whether the caller holds a permission in a tenant (team.Service.Check).
@@ -93,7 +95,8 @@ func (s *Service) authorize(ctx context.Context, sess tenantkit.Session, tenantI
 	return nil
 }
 
-// CreateCheckout returns the URL of a Stripe Checkout page subscribing the tenant to the plan.
+// CreateCheckout returns the URL of a Stripe Checkout page subscribing the tenant to the plan. The
+// page accepts promotion codes, and computes tax with Stripe Tax when AutomaticTax is set.
 // A tenant whose current subscription has not ended (see liveSubscription) gets conflict: a second
 // checkout would start a second subscription billed alongside the first.
 // Errors: unauthenticated, invalid, not_found, forbidden, conflict, billing_unavailable.
@@ -127,7 +130,7 @@ func (s *Service) CreateCheckout(ctx context.Context, sess tenantkit.Session, te
 	url, err := s.Stripe.CreateCheckoutSession(ctx, Checkout{
 		TenantID: tenantID, PlanID: planID, CustomerID: customer, PriceID: plan.PriceID, MeteredPriceID: plan.APICallsPriceID,
 		SuccessURL: s.AppURL + "/billing/success?session_id={CHECKOUT_SESSION_ID}",
-		CancelURL:  s.AppURL + "/billing/cancel", At: s.now(),
+		CancelURL:  s.AppURL + "/billing/cancel", At: s.now(), AutomaticTax: s.AutomaticTax,
 	})
 	return url, unavailable(err)
 }
@@ -203,50 +206,22 @@ func (s *Service) intentKey(ctx context.Context, subscriptionID, intent string) 
 }
 
 // SetCancelAtPeriodEnd cancels the tenant's subscription at the end of its period (cancel) or
-// withdraws that (resume). The stored state follows through the webhook Stripe sends.
-// Errors: unauthenticated, invalid (also when Stripe refuses the change), not_found, forbidden,
-// conflict (the subscription ended), billing_unavailable.
-func (s *Service) SetCancelAtPeriodEnd(ctx context.Context, sess tenantkit.Session, tenantID string, cancel bool) (Subscription, error) {
+// withdraws that (resume). The answer is Stripe's state right after the change; the stored state
+// follows through the webhook Stripe sends. Errors: unauthenticated, invalid (also when Stripe
+// refuses the change), not_found, forbidden, conflict (the subscription ended, or its first payment
+// is incomplete), billing_unavailable.
+func (s *Service) SetCancelAtPeriodEnd(ctx context.Context, sess tenantkit.Session, tenantID string, cancel bool) (SubscriptionView, error) {
 	id, err := s.subscriptionOf(ctx, sess, tenantID)
 	if err != nil {
-		return Subscription{}, err
+		return SubscriptionView{}, err
 	}
 	key, err := s.intentKey(ctx, id, "cancel_at_period_end="+strconv.FormatBool(cancel))
 	if err != nil {
-		return Subscription{}, err
+		return SubscriptionView{}, err
 	}
 	sub, err := s.Stripe.SetCancelAtPeriodEnd(ctx, id, cancel, key)
-	return sub, unavailable(err)
-}
-
-// ChangePlan moves the tenant's subscription to another plan with proration; the plan's limits
-// apply at once. Errors: unauthenticated, invalid (also when Stripe refuses the change), not_found,
-// forbidden, conflict (the subscription ended), billing_unavailable.
-func (s *Service) ChangePlan(ctx context.Context, sess tenantkit.Session, tenantID, planID string) (Subscription, error) {
-	if uuid.Validate(planID) != nil {
-		return Subscription{}, tenantkit.Errorf(tenantkit.Invalid, "planId must be a UUID")
-	}
-	id, err := s.subscriptionOf(ctx, sess, tenantID)
 	if err != nil {
-		return Subscription{}, err
+		return SubscriptionView{}, s.explainRefusal(ctx, id, err)
 	}
-	plan, err := s.Store.PlanPrice(ctx, planID)
-	if err != nil {
-		return Subscription{}, err
-	}
-	if plan.UnitAmount == 0 {
-		return Subscription{}, tenantkit.Errorf(tenantkit.Invalid, "plan %s is free: cancel the subscription instead", plan.Key)
-	}
-	if plan.PriceID == "" {
-		return Subscription{}, tenantkit.Errorf(tenantkit.Invalid, "plan %s is not linked to Stripe yet (run tenantkit plans sync)", plan.Key)
-	}
-	key, err := s.intentKey(ctx, id, "price="+plan.PriceID)
-	if err != nil {
-		return Subscription{}, err
-	}
-	sub, err := s.Stripe.ChangePrice(ctx, id, plan.PriceID, planID, key)
-	if err != nil {
-		return sub, unavailable(err)
-	}
-	return sub, s.Store.SetPlan(ctx, tenantID, planID)
+	return s.view(ctx, sub)
 }

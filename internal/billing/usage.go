@@ -197,8 +197,8 @@ func (s *Service) reportPeriod(ctx context.Context, m MeteredSubscription) Usage
 		cur = &UsagePeriod{TenantID: m.TenantID, SubscriptionID: m.SubscriptionID, ItemID: m.ItemID, Start: m.PeriodStart}
 	}
 	if cur.ItemID != m.ItemID {
-		// The plan changed the metered item: what the old one holds is billed from it.
-		cur.ReportedElsewhere += cur.Reported
+		// The plan changed the metered item. changePlan removes the old one with clear_usage (Stripe
+		// refuses otherwise), so nothing it held is billed: the whole period goes to the new item.
 		cur.Reported, cur.ReportedAt, cur.ItemID = 0, nil, m.ItemID
 	}
 	cur.End = m.PeriodEnd

@@ -25,6 +25,7 @@ type Subscription struct {
 	Currency           string
 	Interval           string
 	IntervalCount      int64
+	Items              []Item // every item, in Stripe's order
 	Created            time.Time
 	CurrentPeriodStart time.Time
 	CurrentPeriodEnd   time.Time

@@ -148,14 +148,25 @@ func (db *DB) RecordIntent(ctx context.Context, subscriptionID, intent string) (
 	return seq, err
 }
 
-// SetPlan implements billing.Store.
-func (db *DB) SetPlan(ctx context.Context, tenantID, planID string) error {
-	return db.WithSystem(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `
-			WITH t AS (UPDATE tenant_subscriptions SET plan_id = $2 WHERE tenant_id = $1 RETURNING stripe_subscription_id)
-			UPDATE tenantkit.stripe_subscriptions SET plan_id = $2 WHERE id = (SELECT stripe_subscription_id FROM t)`, tenantID, planID)
+// PlansOfPrices implements billing.Store: every price ever linked to a plan (tenantkit.plan_prices,
+// licensed and metered) and the plans' current prices.
+func (db *DB) PlansOfPrices(ctx context.Context, priceIDs []string) (map[string]string, error) {
+	plans := map[string]string{}
+	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, `
+			SELECT price_id, plan_id::text FROM tenantkit.plan_prices WHERE price_id = ANY ($1)
+			UNION
+			SELECT stripe_price_id, id::text FROM subscription_plans WHERE stripe_price_id = ANY ($1)
+			UNION
+			SELECT stripe_api_calls_price_id, id::text FROM subscription_plans WHERE stripe_api_calls_price_id = ANY ($1)`, priceIDs)
+		var price, plan string
+		_, err := pgx.ForEachRow(rows, []any{&price, &plan}, func() error {
+			plans[price] = plan
+			return nil
+		})
 		return err
 	})
+	return plans, err
 }
 
 // LinkPlan implements billing.Store.

@@ -266,8 +266,15 @@ func TestSessions(t *testing.T) {
 						t.Errorf("%s: %d rows, SQLSTATE %q; want 42501", stmt, n, code)
 					}
 				}
-				if n, code := fxTry(t, tx, "SELECT * FROM tenantkit.usage_events"); code != "42501" {
-					t.Errorf("usage_events: %d rows, SQLSTATE %q; want 42501", n, code)
+				// System tables a tenant's owners read for an export (00016): nobody reads a row, and
+				// nobody writes (no grant).
+				for _, tb := range []string{"tenantkit.usage_events", "tenantkit.stripe_subscriptions", "tenantkit.email_outbox", "tenantkit.invitation_sends"} {
+					if n, code := fxTry(t, tx, "SELECT * FROM "+tb); code != "" || n != 0 {
+						t.Errorf("%s: %d rows, SQLSTATE %q; want none", tb, n, code)
+					}
+					if n, code := fxTry(t, tx, "DELETE FROM "+tb); code != "42501" {
+						t.Errorf("DELETE FROM %s: %d rows, SQLSTATE %q; want 42501", tb, n, code)
+					}
 				}
 				if n := fxTxCount(t, tx, "SELECT count(*) FROM subscription_plans"); n != 4 {
 					t.Errorf("sees %d plans, want the 4 seeded ones", n)
@@ -967,6 +974,7 @@ func TestUsageAggregation(t *testing.T) {
 			t.Fatal(err)
 		}
 		compare(t, got, wantMine)
+		// The raw events are read by the tenant's owners only (for an export): a member sees none.
 		err := fxAs(ctx, db, member, func(tx pgx.Tx) error {
 			rows, _ := tx.Query(ctx, "SELECT tenant_id FROM tenantkit.usage_events")
 			ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
@@ -975,11 +983,19 @@ func TestUsageAggregation(t *testing.T) {
 			}
 			return err
 		})
-		// No grant at all: refused by PostgreSQL (42501), and, being no row-level security refusal,
-		// reported as a misconfiguration (unavailable), never as the user's fault (forbidden).
+		if err != nil {
+			t.Errorf("reading usage_events as a member: %v", err)
+		}
+		// A table without any grant to tenantkit_app: refused by PostgreSQL (42501), and, being no
+		// row-level security refusal, reported as a misconfiguration (unavailable), never as the
+		// user's fault (forbidden).
+		err = fxAs(ctx, db, member, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, "SELECT FROM tenantkit.invitation_outbox")
+			return err
+		})
 		var pe *pgconn.PgError
 		if !errors.As(err, &pe) || pe.Code != "42501" || tenantkit.ErrorCode(err) != tenantkit.Unavailable {
-			t.Errorf("reading usage_events as a member: %v, want SQLSTATE 42501 reported as %s", err, tenantkit.Unavailable)
+			t.Errorf("reading invitation_outbox as a member: %v, want SQLSTATE 42501 reported as %s", err, tenantkit.Unavailable)
 		}
 	})
 }

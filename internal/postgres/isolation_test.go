@@ -404,9 +404,20 @@ func tables() []table {
 			canSelect: none, canUpdate: none, canDelete: none,
 		},
 		{
-			name: "tenantkit.usage_events", key: "tenant_id || '/' || idempotency_key", noopSet: "quantity = quantity",
-			rows:      func(w *world) []string { return nil },
-			canSelect: none, canUpdate: none, canDelete: none,
+			// Read by the tenant's owners for an export (00016), written by the system only.
+			name: "tenantkit.usage_events", key: "tenant_id || '/' || idempotency_key", noopSet: "quantity = quantity", appCanRead: true,
+			rows: func(w *world) (keys []string) {
+				for _, r := range w.usage { // one event per counter row, keyed like it
+					keys = append(keys, r.tenant+"/"+r.id)
+				}
+				return keys
+			},
+			canSelect: func(w *world, u, k string) bool {
+				tn, _ := split(k)
+				m, ok := w.members[u][tn]
+				return ok && m.role == tenantkit.Owner
+			},
+			canUpdate: none, canDelete: none,
 		},
 	}
 }

@@ -22,7 +22,7 @@ func TestMain(m *testing.M) {
 // setup returns a fresh migrated database: the service's DB, whose user pool connects as
 // pgtest.AppLogin (a member of tenantkit_app only) as in production, and a superuser pool for
 // arranging fixtures and inspecting rows behind RLS's back.
-func setup(t *testing.T) (*postgres.DB, *pgxpool.Pool) {
+func setup(t testing.TB) (*postgres.DB, *pgxpool.Pool) {
 	t.Helper()
 	url := pgtest.NewDB(t)
 	ctx := context.Background()

@@ -41,7 +41,10 @@ type Server struct {
 	MetricsToken string
 	Stripe       http.Handler // Stripe webhooks, POST /webhooks/stripe (its own signature, not the Hasura secret)
 	// Tokens, when set, serve POST /auth/token and GET /.well-known/jwks.json (API keys; no secret).
-	Tokens   *TokenRoutes
+	Tokens *TokenRoutes
+	// Export serves the export download links, GET /exports/{id} (its own signature, not the
+	// Hasura secret: browsers follow the link).
+	Export   http.Handler
 	Log      zerolog.Logger
 	server   *http.Server
 	listener net.Listener
@@ -61,6 +64,9 @@ func (s *Server) Handler() http.Handler {
 	if s.Tokens != nil {
 		mux.HandleFunc("POST /auth/token", s.Tokens.ServeToken)
 		mux.HandleFunc("GET /.well-known/jwks.json", s.Tokens.ServeJWKS)
+	}
+	if s.Export != nil {
+		mux.Handle("GET /exports/{id}", s.Export)
 	}
 	for pattern, h := range map[string]http.Handler{
 		"POST /graphql":          s.Graph,

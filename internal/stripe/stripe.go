@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	stripego "github.com/stripe/stripe-go/v76"
@@ -174,27 +175,59 @@ func (c *Client) ReportUsage(ctx context.Context, itemID string, periodStart tim
 
 // CreateCheckoutSession starts a subscription checkout for a tenant's customer. The tenant and
 // plan travel in client_reference_id, metadata and subscription_data.metadata (the webhooks read
-// them back). The idempotency key names the tenant, plan and the minute, so a retried click within
-// a minute returns the same session. Errors: unavailable, internal.
+// them back). The customer may redeem promotion codes (allow_promotion_codes); with s.AutomaticTax,
+// Stripe Tax computes tax on the session and the subscription (automatic_tax), and Checkout saves
+// the address the customer enters on the customer (customer_update[address]=auto: Stripe refuses
+// automatic tax for a customer without an address otherwise, customer_tax_location_invalid).
+//
+// The idempotency key names the tenant, plan, tax setting and minute, so a retried click within a
+// minute returns the same session. When that session is no longer open (completed or expired: a
+// checkout right after a subscription ended in the same minute), a new one is made under a key
+// naming the old session. Errors: unavailable, internal.
 func (c *Client) CreateCheckoutSession(ctx context.Context, s billing.Checkout) (string, error) {
 	meta := map[string]string{"tenant_id": s.TenantID, "plan_id": s.PlanID}
 	p := &stripego.CheckoutSessionParams{
-		Mode:              stripego.String(string(stripego.CheckoutSessionModeSubscription)),
-		Customer:          stripego.String(s.CustomerID),
-		ClientReferenceID: stripego.String(s.TenantID),
-		LineItems:         lineItems(s),
-		Metadata:          meta,
-		SubscriptionData:  &stripego.CheckoutSessionSubscriptionDataParams{Metadata: meta},
-		SuccessURL:        stripego.String(s.SuccessURL),
-		CancelURL:         stripego.String(s.CancelURL),
+		Mode:                stripego.String(string(stripego.CheckoutSessionModeSubscription)),
+		Customer:            stripego.String(s.CustomerID),
+		ClientReferenceID:   stripego.String(s.TenantID),
+		LineItems:           lineItems(s),
+		Metadata:            meta,
+		SubscriptionData:    &stripego.CheckoutSessionSubscriptionDataParams{Metadata: meta},
+		SuccessURL:          stripego.String(s.SuccessURL),
+		CancelURL:           stripego.String(s.CancelURL),
+		AllowPromotionCodes: stripego.Bool(true),
+	}
+	if s.AutomaticTax {
+		p.AutomaticTax = &stripego.CheckoutSessionAutomaticTaxParams{Enabled: stripego.Bool(true)}
+		p.CustomerUpdate = &stripego.CheckoutSessionCustomerUpdateParams{Address: stripego.String("auto")}
 	}
 	p.Context = ctx
-	p.SetIdempotencyKey(fmt.Sprintf("tk-checkout-%s-%s-%d", s.TenantID, s.PlanID, s.At.Unix()/60))
+	key := fmt.Sprintf("tk-checkout-%s-%s-%d-tax%t", s.TenantID, s.PlanID, s.At.Unix()/60, s.AutomaticTax)
+	p.SetIdempotencyKey(key)
 	cs, err := c.api.CheckoutSessions.New(p)
+	if err == nil && replayed(cs.LastResponse) {
+		// Stripe replayed the answer it gave when the session was made; ask how it is now.
+		gp := &stripego.CheckoutSessionParams{}
+		gp.Context = ctx
+		now, gerr := c.api.CheckoutSessions.Get(cs.ID, gp)
+		if gerr != nil {
+			return "", translate(gerr)
+		}
+		if now.Status != stripego.CheckoutSessionStatusOpen {
+			p.SetIdempotencyKey(key + "-after-" + cs.ID)
+			cs, err = c.api.CheckoutSessions.New(p)
+		}
+	}
 	if err != nil {
 		return "", translate(err)
 	}
 	return cs.URL, nil
+}
+
+// replayed reports whether Stripe answered from its idempotency store (response header
+// Idempotent-Replayed: true) rather than running the request.
+func replayed(r *stripego.APIResponse) bool {
+	return r != nil && r.Header.Get("Idempotent-Replayed") == "true"
 }
 
 // CreatePortalSession opens Stripe's billing portal for a customer. A retry within the same minute
@@ -225,43 +258,6 @@ func (c *Client) SetCancelAtPeriodEnd(ctx context.Context, subscriptionID string
 	return subscription(sub), nil
 }
 
-// ChangePrice moves a subscription's licensed item to another price, with proration, and records
-// the new plan in its metadata (the webhooks read it back); intent as for SetCancelAtPeriodEnd.
-// Errors: unavailable, internal, invalid (the subscription has no licensed item, or Stripe refused
-// the change).
-func (c *Client) ChangePrice(ctx context.Context, subscriptionID, priceID, planID, intent string) (billing.Subscription, error) {
-	gp := &stripego.SubscriptionParams{}
-	gp.Context = ctx
-	current, err := c.api.Subscriptions.Get(subscriptionID, gp)
-	if err != nil {
-		return billing.Subscription{}, translate(err)
-	}
-	itemID := ""
-	if current.Items != nil {
-		for _, it := range current.Items.Data {
-			if it.Price == nil || it.Price.Recurring == nil || it.Price.Recurring.UsageType != stripego.PriceRecurringUsageTypeMetered {
-				itemID = it.ID
-				break
-			}
-		}
-	}
-	if itemID == "" {
-		return billing.Subscription{}, tenantkit.Errorf(tenantkit.Invalid, "the subscription has no plan item to change")
-	}
-	p := &stripego.SubscriptionParams{
-		Items:             []*stripego.SubscriptionItemsParams{{ID: stripego.String(itemID), Price: stripego.String(priceID)}},
-		ProrationBehavior: stripego.String("create_prorations"),
-		Metadata:          map[string]string{"plan_id": planID},
-	}
-	p.Context = ctx
-	p.SetIdempotencyKey(fmt.Sprintf("tk-plan-%s-%s-%s", subscriptionID, priceID, intent))
-	sub, err := c.api.Subscriptions.Update(subscriptionID, p)
-	if err != nil {
-		return billing.Subscription{}, translateUpdate(err)
-	}
-	return subscription(sub), nil
-}
-
 func lineItems(s billing.Checkout) []*stripego.CheckoutSessionLineItemParams {
 	items := []*stripego.CheckoutSessionLineItemParams{{Price: stripego.String(s.PriceID), Quantity: stripego.Int64(1)}}
 	if s.MeteredPriceID != "" { // metered prices take no quantity
@@ -270,29 +266,49 @@ func lineItems(s billing.Checkout) []*stripego.CheckoutSessionLineItemParams {
 	return items
 }
 
-// translate maps Stripe and network errors to tenantkit errors (nil stays nil).
+// translate maps Stripe and network errors to tenantkit errors (nil stays nil). No answer of
+// Stripe's becomes internal (a 500 for the caller): unreachable, 5xx, 429 (rate limited) and 409
+// (an idempotency key in use, a lock timeout, still so after stripe-go's retries) are unavailable,
+// to retry; any other 4xx is Stripe refusing a request tenantkit built (a wrong or restricted key:
+// 401, 403; an object Stripe does not know; a parameter it refuses), which the caller cannot fix
+// either: unavailable too, with Stripe's answer kept in the wrapped error, which the service logs
+// for the operator. Calls whose refusals the caller can act on refine this (translateUpdate).
 func translate(err error) error {
 	if err == nil {
 		return nil
 	}
 	var se *stripego.Error
-	if !errors.As(err, &se) || se.HTTPStatusCode >= 500 || se.HTTPStatusCode == http.StatusTooManyRequests {
+	if !errors.As(err, &se) || se.HTTPStatusCode >= 500 || se.HTTPStatusCode == http.StatusTooManyRequests ||
+		se.HTTPStatusCode == http.StatusConflict {
 		return &tenantkit.Error{Code: tenantkit.Unavailable, Message: "billing is unavailable, try again later", Err: err}
 	}
-	return &tenantkit.Error{Code: tenantkit.Internal, Message: "billing request refused", Err: err}
+	return &tenantkit.Error{Code: tenantkit.Unavailable, Message: "billing is unavailable: Stripe refused the request (its answer is logged for the operator)", Err: err}
 }
 
-// translateUpdate is translate for an update of a subscription the tenant asked for. A 400
-// invalid_request_error is then Stripe refusing the change for the subscription's state (a
-// canceled subscription "can only update its cancellation_details and metadata"), not our fault:
-// invalid. Stripe's message stays in the wrapped error (logged), out of the user's text: it names
-// parameters and ids. Other refusals (authentication, a missing object, an idempotency key reused
-// with other parameters: type idempotency_error) stay internal.
+// translateUpdate is translate for a change of a subscription the tenant asked for:
+//   - 400 resource_missing naming an item (items[i][id]): the item was removed meanwhile (a
+//     concurrent change): conflict, so that billing plans the change again;
+//   - any other 400 invalid_request_error: Stripe refusing the change for the subscription's state
+//     (a canceled subscription "can only update its cancellation_details and metadata"), not our
+//     fault: invalid;
+//   - 402 (a payment the change needed was declined): invalid, with what to do.
+//
+// Stripe's message stays in the wrapped error (logged), out of the user's text: it names
+// parameters and ids. An idempotency_error (a key reused with other parameters) and everything else
+// are as translate says.
 func translateUpdate(err error) error {
 	var se *stripego.Error
-	if errors.As(err, &se) && se.HTTPStatusCode == http.StatusBadRequest && se.Type == stripego.ErrorTypeInvalidRequest {
-		return &tenantkit.Error{Code: tenantkit.Invalid,
-			Message: "Stripe refused the change: the subscription may have ended or changed, reload and try again", Err: err}
+	if errors.As(err, &se) {
+		switch {
+		case se.HTTPStatusCode == http.StatusBadRequest && se.Code == stripego.ErrorCodeResourceMissing && strings.HasPrefix(se.Param, "items["):
+			return &tenantkit.Error{Code: tenantkit.Conflict, Message: "the subscription changed while it was being updated; try again", Err: err}
+		case se.HTTPStatusCode == http.StatusBadRequest && se.Type == stripego.ErrorTypeInvalidRequest:
+			return &tenantkit.Error{Code: tenantkit.Invalid,
+				Message: "Stripe refused the change: the subscription may have ended or changed, reload and try again", Err: err}
+		case se.HTTPStatusCode == http.StatusPaymentRequired:
+			return &tenantkit.Error{Code: tenantkit.Invalid,
+				Message: "the payment this change needs was declined: update the payment method in the billing portal, then try again", Err: err}
+		}
 	}
 	return translate(err)
 }

@@ -184,7 +184,12 @@ func subscription(s *stripego.Subscription) billing.Subscription {
 			if it.Price == nil {
 				continue
 			}
-			if it.Price.Recurring != nil && it.Price.Recurring.UsageType == stripego.PriceRecurringUsageTypeMetered {
+			item := billing.Item{ID: it.ID, PriceID: it.Price.ID, Quantity: it.Quantity}
+			if r := it.Price.Recurring; r != nil {
+				item.Metered, item.Interval = r.UsageType == stripego.PriceRecurringUsageTypeMetered, string(r.Interval)
+			}
+			sub.Items = append(sub.Items, item)
+			if item.Metered {
 				sub.UsageItemID = it.ID
 			} else if sub.PriceID == "" {
 				sub.PriceID, sub.Quantity = it.Price.ID, it.Quantity

@@ -327,7 +327,7 @@ func (s *Server) listPrices(f *fnode) response {
 // checkout.session.created event (https://docs.stripe.com/api/events/types).
 func (s *Server) createCheckoutSession(f *fnode) response {
 	if err := f.only("", "mode", "customer", "customer_email", "client_reference_id", "line_items", "metadata",
-		"subscription_data", "success_url", "cancel_url", "expand"); err != nil {
+		"subscription_data", "success_url", "cancel_url", "allow_promotion_codes", "automatic_tax", "customer_update", "expand"); err != nil {
 		return paramResp(err)
 	}
 	cs := &session{created: s.unix(), status: "open", paymentStatus: "unpaid"}
@@ -370,6 +370,9 @@ func (s *Server) createCheckoutSession(f *fnode) response {
 	}
 	if cs.cancelURL, _, err = f.scalar("", "cancel_url"); err != nil {
 		return paramResp(err)
+	}
+	if resp, ok1 := parseCheckoutExtras(f, cs); !ok1 {
+		return resp
 	}
 	if cs.metadata, err = f.metadata("", "metadata", nil); err != nil {
 		return paramResp(err)
@@ -421,6 +424,9 @@ func (s *Server) createCheckoutSession(f *fnode) response {
 	// State-dependent checks: the endpoint runs.
 	if cs.customer != "" && s.customers[cs.customer] == nil {
 		return missingParam("customer", cs.customer, "customer")
+	}
+	if resp, ok1 := s.checkTaxLocation(cs); !ok1 {
+		return resp
 	}
 	var interval string
 	var count int64
@@ -619,13 +625,16 @@ func (s *Server) listSubscriptions(f *fnode) response {
 func ended(status string) bool { return status == "canceled" || status == "incomplete_expired" }
 
 // updateSubscription: https://docs.stripe.com/api/subscriptions/update — cancel_at_period_end,
-// metadata, proration_behavior, items[i] (id+price swaps the item's price, price alone adds an
-// item, id+deleted removes one, quantity). Emits customer.subscription.updated with
-// previous_attributes when anything changed; with proration_behavior=always_invoice an item change
-// is invoiced and paid at once (invoice.created, invoice.finalized, invoice.paid,
-// invoice.payment_succeeded).
+// metadata, proration_behavior, proration_date, items[i] (id+price swaps the item's price, price
+// alone adds an item, id+deleted removes one, with clear_usage for a metered item that has usage;
+// quantity; see items.go). Emits customer.subscription.updated with previous_attributes when
+// anything changed. An item change prorates (items.go, prorations) as proration_behavior says:
+// create_prorations (the default) leaves the proration lines pending, billed with the next invoice;
+// always_invoice invoices them at once with the subscription's other pending lines (billing_reason
+// subscription_update: invoice.created, invoice.finalized, invoice.paid, invoice.payment_succeeded);
+// none creates none.
 func (s *Server) updateSubscription(id string, f *fnode) response {
-	if err := f.only("", "cancel_at_period_end", "metadata", "proration_behavior", "items", "cancellation_details", "expand"); err != nil {
+	if err := f.only("", "cancel_at_period_end", "metadata", "proration_behavior", "proration_date", "items", "cancellation_details", "expand"); err != nil {
 		return paramResp(err)
 	}
 	cape, hasCAPE, err := f.boolean("", "cancel_at_period_end")
@@ -647,45 +656,17 @@ func (s *Server) updateSubscription(id string, f *fnode) response {
 	default:
 		return invalid("proration_behavior", "Invalid proration_behavior: must be one of create_prorations, none, or always_invoice")
 	}
-	type itemChange struct {
-		id, price   string
-		qty         int64
-		hasQty, del bool
-		prefix      string
-	}
-	var changes []itemChange
-	els, err := f.list("", "items")
+	// https://docs.stripe.com/api/subscriptions/update#update_subscription-proration_date: "If set,
+	// the proration will be calculated as though the subscription was updated at the given time.
+	// This can be used to apply exactly the same proration that was previewed with upcoming invoice
+	// endpoint."
+	prorationDate, hasProrationDate, err := f.integer("", "proration_date")
 	if err != nil {
 		return paramResp(err)
 	}
-	for i, el := range els {
-		prefix := fmt.Sprintf("items[%d]", i)
-		if err := el.only(prefix, "id", "price", "quantity", "deleted", "clear_usage"); err != nil {
-			return paramResp(err)
-		}
-		c := itemChange{prefix: prefix}
-		if c.id, _, err = el.scalar(prefix, "id"); err != nil {
-			return paramResp(err)
-		}
-		if c.price, _, err = el.scalar(prefix, "price"); err != nil {
-			return paramResp(err)
-		}
-		if c.qty, c.hasQty, err = el.integer(prefix, "quantity"); err != nil {
-			return paramResp(err)
-		}
-		if c.del, _, err = el.boolean(prefix, "deleted"); err != nil {
-			return paramResp(err)
-		}
-		if _, _, err = el.boolean(prefix, "clear_usage"); err != nil {
-			return paramResp(err)
-		}
-		if c.id == "" && c.price == "" {
-			return invalid(prefix+"[price]", "Missing required param: "+prefix+"[price].")
-		}
-		if c.del && c.id == "" {
-			return invalid(prefix+"[id]", "Missing required param: "+prefix+"[id].")
-		}
-		changes = append(changes, c)
+	changes, resp, parsed := parseItemChanges(f, "items")
+	if !parsed {
+		return resp
 	}
 	cd := f.child("cancellation_details")
 	if cd != nil {
@@ -707,7 +688,7 @@ func (s *Server) updateSubscription(id string, f *fnode) response {
 	// the current wording and allows metadata. incomplete_expired is terminal as well
 	// (https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses); the double
 	// refuses it alike (Stripe's wording for it is not documented).
-	if ended(sub.status) && (hasCAPE || len(changes) > 0 || hasProration) {
+	if ended(sub.status) && (hasCAPE || len(changes) > 0 || hasProration || hasProrationDate) {
 		if sub.status == "canceled" {
 			return refused("", "A canceled subscription can only update its cancellation_details and metadata.")
 		}
@@ -720,123 +701,34 @@ func (s *Server) updateSubscription(id string, f *fnode) response {
 	if sub.status == "incomplete" && (hasCAPE || len(changes) > 0) {
 		return refused("", "A subscription in status incomplete can only have metadata and default_source updated.")
 	}
+	at := s.unix()
+	if hasProrationDate {
+		// The proration date must lie in the current period, as for the preview
+		// (https://docs.stripe.com/api/invoices/upcoming#upcoming_invoice-subscription_proration_date:
+		// "The time given must be within the current subscription period"); wording not documented.
+		if prorationDate < sub.periodStart || prorationDate >= sub.periodEnd {
+			return refused("proration_date", "proration_date must be within the subscription's current period.")
+		}
+		at = prorationDate
+	}
 
 	newMeta, err := f.metadata("", "metadata", sub.metadata)
 	if err != nil {
 		return paramResp(err)
 	}
 	// Plan the items as they will be, then validate, then apply: a refused request changes nothing.
-	type planned struct {
-		id, price string
-		qty       int64
-		isNew     bool
-	}
-	var plan []*planned
-	for _, it := range sub.items {
-		plan = append(plan, &planned{id: it.id, price: it.price, qty: it.quantity})
-	}
-	for _, c := range changes {
-		if c.price != "" {
-			p := s.prices[c.price]
-			if p == nil {
-				return missingParam("price", c.price, c.prefix+"[price]")
-			}
-			if p.recurring == nil {
-				return refused(c.prefix+"[price]", "The price specified is not a recurring price. Subscriptions accept recurring prices only.")
-			}
-			if p.currency != sub.currency {
-				return refused(c.prefix+"[price]", "All prices on a subscription must have the same currency.")
-			}
-		}
-		if c.hasQty && c.qty < 0 {
-			return invalid(c.prefix+"[quantity]", "Invalid non-negative integer")
-		}
-		if c.id == "" { // add an item
-			for _, pl := range plan {
-				if pl.price == c.price {
-					return refused(c.prefix+"[price]", "Cannot add multiple subscription items with the same price.")
-				}
-			}
-			pl := &planned{price: c.price, isNew: true}
-			if !s.prices[c.price].metered() {
-				pl.qty = 1
-				if c.hasQty {
-					pl.qty = c.qty
-				}
-			} else if c.hasQty {
-				return refused(c.prefix+"[quantity]", "Quantity should not be specified where usage_type is `metered`.")
-			}
-			plan = append(plan, pl)
-			continue
-		}
-		idx := -1
-		for i, pl := range plan {
-			if pl.id == c.id {
-				idx = i
-			}
-		}
-		if idx < 0 {
-			return missingParam("subscription item", c.id, c.prefix+"[id]")
-		}
-		if c.del {
-			plan = append(plan[:idx], plan[idx+1:]...)
-			continue
-		}
-		pl := plan[idx]
-		if c.price != "" && c.price != pl.price {
-			// SubscriptionItemsParams.price (https://docs.stripe.com/api/subscriptions/update#update_subscription-items-price):
-			// "When changing a subscription item's price, quantity is set to 1 unless a quantity
-			// parameter is provided."
-			pl.price, pl.qty = c.price, 1
-			if s.prices[c.price].metered() {
-				pl.qty = 0
-			}
-		}
-		if c.hasQty {
-			if s.prices[pl.price].metered() {
-				return refused(c.prefix+"[quantity]", "Quantity should not be specified where usage_type is `metered`.")
-			}
-			pl.qty = c.qty
-		}
-	}
-	if len(changes) > 0 {
-		if len(plan) == 0 {
-			return refused("items", "A subscription must have at least one active plan. To cancel a subscription, use DELETE /v1/subscriptions/{id}.")
-		}
-		// https://docs.stripe.com/billing/subscriptions/multiple-products: the prices of one
-		// subscription share currency and billing interval.
-		first := s.prices[plan[0].price].recurring
-		for _, pl := range plan[1:] {
-			r := s.prices[pl.price].recurring
-			if r.interval != first.interval || r.intervalCount != first.intervalCount {
-				return refused("items", "All prices on a subscription must have the same `recurring.interval` and `recurring.interval_count`.")
-			}
-		}
+	plan, cleared, resp, planned := s.planItems(sub, changes)
+	if !planned {
+		return resp
 	}
 
 	before := normalize(s.renderSub(sub))
+	var lines []invoiceLine
 	if len(changes) > 0 {
-		old := map[string]*subItem{}
-		for _, it := range sub.items {
-			old[it.id] = it
+		if proration != "none" {
+			lines = s.prorations(sub, plan, at)
 		}
-		items := make([]*subItem, 0, len(plan))
-		for _, pl := range plan {
-			if pl.isNew {
-				it := &subItem{id: s.newID("si_"), created: s.unix(), price: pl.price, quantity: pl.qty, metadata: map[string]string{}}
-				s.itemSub[it.id] = sub.id
-				items = append(items, it)
-				continue
-			}
-			it := old[pl.id]
-			it.price, it.quantity = pl.price, pl.qty
-			delete(old, pl.id)
-			items = append(items, it)
-		}
-		for id := range old { // deleted items
-			delete(s.itemSub, id)
-		}
-		sub.items = items
+		s.applyItems(sub, plan, cleared)
 	}
 	if hasCAPE {
 		s.setCancelAtPeriodEnd(sub, cape)
@@ -852,10 +744,9 @@ func (s *Server) updateSubscription(id string, f *fnode) response {
 	}
 	after := normalize(s.renderSub(sub))
 	s.emitUpdated("customer.subscription.updated", before, after)
-	if len(changes) > 0 && proration == "always_invoice" {
-		in := s.newInvoice(sub, "subscription_update", sub.periodStart, sub.periodEnd, nil)
-		s.openInvoice(in)
-		s.payInvoice(in)
+	sub.pending = append(sub.pending, lines...)
+	if proration == "always_invoice" && len(sub.pending) > 0 {
+		s.invoicePending(sub)
 	}
 	return ok(s.renderSub(sub))
 }

@@ -71,6 +71,14 @@ func (s *Server) newInvoice(sub *subscription, reason string, linesStart, linesE
 	if usage != nil {
 		in.periodStart, in.periodEnd = usage[0], usage[1]
 	}
+	// Pending invoice items (prorations) come first, as Stripe sorts lines
+	// (https://docs.stripe.com/api/invoices/object#invoice_object-lines: "(1) pending invoice items
+	// (including prorations) in reverse chronological order, (2) subscription items…").
+	for i := len(sub.pending) - 1; i >= 0; i-- {
+		in.total += sub.pending[i].amount
+		in.lines = append(in.lines, sub.pending[i])
+	}
+	sub.pending = nil
 	for _, it := range sub.items {
 		p := s.prices[it.price]
 		l := invoiceLine{id: s.newID("il_"), item: it.id, price: p.id, quantity: it.quantity,
@@ -88,6 +96,7 @@ func (s *Server) newInvoice(sub *subscription, reason string, linesStart, linesE
 		in.total += l.amount
 		in.lines = append(in.lines, l)
 	}
+	in.amountDue = in.total
 	s.invoices[in.id] = in
 	sub.latestInvoice = in.id
 	return in
@@ -113,6 +122,7 @@ func meteredAmount(decimal string, qty int64) int64 {
 func (s *Server) openInvoice(in *invoice) {
 	s.emit("invoice.created", s.renderInvoice(in), nil)
 	in.status, in.finalizedAt = "open", s.unix()
+	s.applyBalance(in)
 	in.number = fmt.Sprintf("%s-%04d", s.tag, in.seq)
 	s.emit("invoice.finalized", s.renderInvoice(in), nil)
 }
@@ -120,9 +130,10 @@ func (s *Server) openInvoice(in *invoice) {
 // payInvoice pays an open invoice: invoice.paid then invoice.payment_succeeded
 // (https://docs.stripe.com/billing/subscriptions/webhooks: invoice.paid is sent when the invoice is
 // paid; https://docs.stripe.com/api/events/types#event_types-invoice.payment_succeeded).
-// A zero invoice is paid without a payment attempt.
+// An invoice with nothing due (zero, or covered by the customer's credit balance) is paid without
+// a payment attempt.
 func (s *Server) payInvoice(in *invoice) {
-	if in.total > 0 {
+	if in.amountDue > 0 {
 		in.attemptCount++
 	}
 	in.attempted, in.status, in.paidAt, in.nextAttempt = true, "paid", s.unix(), 0
@@ -145,13 +156,17 @@ func (s *Server) failInvoice(in *invoice, last bool) {
 	s.emit("invoice.payment_failed", s.renderInvoice(in), nil)
 }
 
-// openInvoiceOf returns sub's latest invoice if it is open (awaiting payment).
+// openInvoiceOf returns sub's newest invoice that is open (awaiting payment), if any. (Not simply
+// latest_invoice: an immediate invoice of prorations, paid at once, may be newer than a renewal
+// still being retried.)
 func (s *Server) openInvoiceOf(sub *subscription) *invoice {
-	in := s.invoices[sub.latestInvoice]
-	if in == nil || in.status != "open" {
-		return nil
+	var open *invoice
+	for _, in := range s.invoices {
+		if in.subscription == sub.id && in.status == "open" && (open == nil || in.seq > open.seq) {
+			open = in
+		}
 	}
-	return in
+	return open
 }
 
 // ---- subscription state changes ----
@@ -240,7 +255,7 @@ type Item struct {
 // incomplete subscription's first payment fails instead (invoice.payment_failed).
 // https://docs.stripe.com/billing/subscriptions/overview#how-payments-work-subscriptions,
 // https://docs.stripe.com/billing/subscriptions/webhooks.
-func (s *Server) startSubscription(customerID string, items []Item, metadata map[string]string, trialDays int64, status string) (*subscription, error) {
+func (s *Server) startSubscription(customerID string, items []Item, metadata map[string]string, trialDays int64, status string, automaticTax bool) (*subscription, error) {
 	if s.customers[customerID] == nil {
 		return nil, fmt.Errorf("%w: customer %q", ErrNotFound, customerID)
 	}
@@ -266,7 +281,7 @@ func (s *Server) startSubscription(customerID string, items []Item, metadata map
 	}
 	now := s.unix()
 	sub := &subscription{id: s.newID("sub_"), created: now, customer: customerID, status: status,
-		metadata: meta(metadata), anchor: now, periodStart: now}
+		metadata: meta(metadata), anchor: now, periodStart: now, automaticTax: automaticTax}
 	var interval string
 	var count int64
 	seen := map[string]bool{}
@@ -331,7 +346,7 @@ func (s *Server) startSubscription(customerID string, items []Item, metadata map
 func (s *Server) CreateSubscription(customerID string, items []Item, metadata map[string]string, trialDays int, status string) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sub, err := s.startSubscription(customerID, items, metadata, int64(trialDays), status)
+	sub, err := s.startSubscription(customerID, items, metadata, int64(trialDays), status, false)
 	if err != nil {
 		return "", err
 	}
@@ -407,7 +422,8 @@ func (s *Server) completeSession(cs *session, opts []CheckoutOption) error {
 	for _, li := range cs.lines {
 		items = append(items, Item{Price: li.price, Quantity: li.quantity})
 	}
-	sub, err := s.startSubscription(cs.customer, items, cs.subMetadata, cs.trialDays, "")
+	s.completeTax(cs)
+	sub, err := s.startSubscription(cs.customer, items, cs.subMetadata, cs.trialDays, "", cs.automaticTax)
 	if err != nil {
 		return err
 	}

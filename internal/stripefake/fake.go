@@ -29,6 +29,8 @@
 //	GET    /v1/subscriptions (customer, status incl. all, price)   GET /v1/subscriptions/{id}
 //	POST   /v1/subscriptions/{id}                         DELETE /v1/subscriptions/{id}
 //	POST   /v1/subscription_items/{id}/usage_records
+//	GET    /v1/invoices/upcoming (subscription, subscription_items, subscription_proration_date, …)
+//	GET    /v1/invoices/upcoming/lines
 //
 // Any other URL answers 404 as Stripe answers an unrecognized URL.
 //
@@ -628,6 +630,10 @@ func (s *Server) route(method, path string, f *fnode) response {
 		return s.cancelSubscription(p[1], f)
 	case len(p) == 3 && p[0] == "subscription_items" && p[2] == "usage_records" && method == http.MethodPost:
 		return s.createUsageRecord(p[1], f)
+	case len(p) == 2 && p[0] == "invoices" && p[1] == "upcoming" && method == http.MethodGet:
+		return s.upcomingInvoice(f)
+	case len(p) == 3 && p[0] == "invoices" && p[1] == "upcoming" && p[2] == "lines" && method == http.MethodGet:
+		return s.upcomingLines(f)
 	}
 	return unrecognized(method, path)
 }

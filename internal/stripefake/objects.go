@@ -20,6 +20,12 @@ type customer struct {
 	name, email string
 	description string
 	metadata    map[string]string
+	// balance: https://docs.stripe.com/api/customers/object#customer_object-balance, "Current
+	// balance, if any, being stored on the customer. If negative, the customer has credit to apply
+	// to their next invoice."
+	balance int64
+	// country is the customer's address (its country only; "" when it has none).
+	country string
 }
 
 type product struct {
@@ -88,6 +94,10 @@ type session struct {
 	customerCreation string
 	amountSubtotal   int64
 	currency         string
+	// allow_promotion_codes, automatic_tax[enabled], customer_update[address] (checkout.go)
+	allowPromotionCodes bool
+	automaticTax        bool
+	updateAddress       string
 }
 
 type portalSession struct {
@@ -127,6 +137,11 @@ type subscription struct {
 	anchor            int64 // billing_cycle_anchor
 	latestInvoice     string
 	currency          string
+	// pending are proration lines not invoiced yet (pending invoice items,
+	// https://docs.stripe.com/billing/subscriptions/prorations): billed with the next invoice.
+	pending []invoiceLine
+	// automaticTax: automatic_tax.enabled, from the checkout that created it.
+	automaticTax bool
 }
 
 type invoiceLine struct {
@@ -137,6 +152,9 @@ type invoiceLine struct {
 	amount      int64
 	periodStart int64
 	periodEnd   int64
+	proration   bool   // https://docs.stripe.com/api/invoices/line_item#invoice_line_item_object-proration
+	kind        string // type: "subscription" (default) or "invoiceitem" (a pending item, e.g. a proration)
+	description string
 }
 
 type invoice struct {
@@ -160,6 +178,10 @@ type invoice struct {
 	voidedAt      int64
 	number        string
 	subMetadata   map[string]string
+	// startingBalance and amountDue: the customer's balance applied when the invoice was finalized
+	// (https://docs.stripe.com/api/invoices/object#invoice_object-amount_due); a draft owes total.
+	startingBalance int64
+	amountDue       int64
 }
 
 // UsageRecord is a usage record the double accepted
@@ -201,7 +223,7 @@ func meta(m map[string]string) map[string]string {
 
 func (c *customer) render() map[string]any {
 	return map[string]any{
-		"id": c.id, "object": "customer", "address": nil, "balance": 0, "created": c.created, "currency": nil,
+		"id": c.id, "object": "customer", "address": renderAddress(c.country), "balance": c.balance, "created": c.created, "currency": nil,
 		"default_source": nil, "delinquent": false, "description": nullStr(c.description), "discount": nil,
 		"email": nullStr(c.email), "invoice_prefix": "SF" + strconv.Itoa(c.seq),
 		"invoice_settings": map[string]any{"custom_fields": nil, "default_payment_method": nil, "footer": nil, "rendering_options": nil},
@@ -259,9 +281,9 @@ func (p *price) plan() map[string]any {
 
 func (s *Server) renderSession(cs *session, withLines bool) map[string]any {
 	m := map[string]any{
-		"id": cs.id, "object": "checkout.session", "after_expiration": nil, "allow_promotion_codes": nil,
+		"id": cs.id, "object": "checkout.session", "after_expiration": nil, "allow_promotion_codes": nullBool(cs.allowPromotionCodes),
 		"amount_subtotal": cs.amountSubtotal, "amount_total": cs.amountSubtotal,
-		"automatic_tax":              map[string]any{"enabled": false, "liability": nil, "status": nil},
+		"automatic_tax":              renderSessionTax(cs),
 		"billing_address_collection": nil, "cancel_url": nullStr(cs.cancelURL), "client_reference_id": nullStr(cs.clientReference),
 		"client_secret": nil, "consent": nil, "consent_collection": nil, "created": cs.created, "currency": cs.currency,
 		"currency_conversion": nil, "custom_fields": []any{},
@@ -342,7 +364,7 @@ func (s *Server) renderSub(sub *subscription) map[string]any {
 	}
 	return map[string]any{
 		"id": sub.id, "object": "subscription", "application": nil, "application_fee_percent": nil,
-		"automatic_tax": map[string]any{"enabled": false, "liability": nil}, "billing_cycle_anchor": sub.anchor,
+		"automatic_tax": renderSubTax(sub.automaticTax), "billing_cycle_anchor": sub.anchor,
 		"billing_cycle_anchor_config": nil, "billing_thresholds": nil, "cancel_at": nullInt(sub.cancelAt),
 		"cancel_at_period_end": sub.cancelAtPeriodEnd, "canceled_at": nullInt(sub.canceledAt),
 		"cancellation_details": map[string]any{"comment": nullStr(sub.cancelComment), "feedback": nullStr(sub.cancelFeedback), "reason": nullStr(sub.cancelReason)},
@@ -363,29 +385,26 @@ func (s *Server) renderSub(sub *subscription) map[string]any {
 }
 
 func (s *Server) renderInvoice(in *invoice) map[string]any {
-	lines := make([]any, 0, len(in.lines))
-	for _, l := range in.lines {
-		p := s.prices[l.price]
-		lm := map[string]any{
-			"id": l.id, "object": "line_item", "amount": l.amount, "amount_excluding_tax": l.amount, "currency": in.currency,
-			"description": nil, "discount_amounts": []any{}, "discountable": true, "discounts": []any{}, "invoice": in.id,
-			"livemode": false, "metadata": map[string]any{}, "period": map[string]any{"end": l.periodEnd, "start": l.periodStart},
-			"plan": p.plan(), "price": p.render(), "proration": false, "proration_details": map[string]any{"credited_items": nil},
-			"quantity": l.quantity, "subscription": in.subscription, "subscription_item": l.item, "tax_amounts": []any{},
-			"tax_rates": []any{}, "type": "subscription", "unit_amount_excluding_tax": p.unitAmountDecimal,
-		}
-		lines = append(lines, lm)
+	// https://docs.stripe.com/api/invoices/object#invoice_object-lines: a list object; like every
+	// embedded list, its first page (10 lines), with has_more when there are more.
+	lines := make([]any, 0, min(len(in.lines), invoiceLinesPage))
+	for _, l := range in.lines[:min(len(in.lines), invoiceLinesPage)] {
+		lines = append(lines, renderLine(in.id, in.currency, in.subscription, l, s.prices[l.price]))
+	}
+	linesURL := "/v1/invoices/" + in.id + "/lines"
+	if in.id == "" {
+		linesURL = "/v1/invoices/upcoming/lines"
 	}
 	c := s.customers[in.customer]
 	paid := in.status == "paid"
-	amountPaid, remaining := int64(0), in.total
+	amountPaid, remaining := int64(0), in.amountDue
 	if paid {
-		amountPaid, remaining = in.total, 0
+		amountPaid, remaining = in.amountDue, 0
 	}
 	finalized := in.status != "draft"
 	m := map[string]any{
 		"id": in.id, "object": "invoice", "account_country": "US", "account_name": "stripefake", "account_tax_ids": nil,
-		"amount_due": in.total, "amount_paid": amountPaid, "amount_remaining": remaining, "amount_shipping": 0,
+		"amount_due": in.amountDue, "amount_paid": amountPaid, "amount_remaining": remaining, "amount_shipping": 0,
 		"application": nil, "application_fee_amount": nil, "attempt_count": in.attemptCount, "attempted": in.attempted,
 		"auto_advance": in.status == "draft" || in.status == "open", "automatic_tax": map[string]any{"enabled": false, "liability": nil, "status": nil},
 		"billing_reason": in.billingReason, "charge": nil, "collection_method": "charge_automatically", "created": in.created,
@@ -396,13 +415,13 @@ func (s *Server) renderInvoice(in *invoice) map[string]any {
 		"effective_at": nullInt(in.finalizedAt), "ending_balance": nil, "footer": nil, "from_invoice": nil,
 		"hosted_invoice_url": nil, "invoice_pdf": nil, "issuer": map[string]any{"type": "self"}, "last_finalization_error": nil,
 		"latest_revision": nil,
-		"lines":           map[string]any{"object": "list", "data": lines, "has_more": false, "url": "/v1/invoices/" + in.id + "/lines"},
+		"lines":           map[string]any{"object": "list", "data": lines, "has_more": len(in.lines) > invoiceLinesPage, "url": linesURL},
 		"livemode":        false, "metadata": map[string]any{}, "next_payment_attempt": nullInt(in.nextAttempt),
 		"number": nullStr(in.number), "on_behalf_of": nil, "paid": paid, "paid_out_of_band": false, "payment_intent": nil,
 		"payment_settings": map[string]any{"default_mandate": nil, "payment_method_options": nil, "payment_method_types": nil},
 		"period_end":       in.periodEnd, "period_start": in.periodStart, "post_payment_credit_notes_amount": 0,
 		"pre_payment_credit_notes_amount": 0, "quote": nil, "receipt_number": nil, "rendering": nil, "shipping_cost": nil,
-		"shipping_details": nil, "starting_balance": 0, "statement_descriptor": nil, "status": in.status,
+		"shipping_details": nil, "starting_balance": in.startingBalance, "statement_descriptor": nil, "status": in.status,
 		"status_transitions": map[string]any{"finalized_at": nullInt(in.finalizedAt), "marked_uncollectible_at": nil,
 			"paid_at": nullInt(in.paidAt), "voided_at": nullInt(in.voidedAt)},
 		"subscription": nullStr(in.subscription), "subscription_details": map[string]any{"metadata": meta(in.subMetadata)},
@@ -411,12 +430,15 @@ func (s *Server) renderInvoice(in *invoice) map[string]any {
 		"transfer_data": nil, "webhooks_delivered_at": nil,
 	}
 	if finalized {
-		m["ending_balance"] = 0
+		m["ending_balance"] = endingBalance(in.total, in.startingBalance)
 		m["hosted_invoice_url"] = "https://invoice.stripe.test/i/" + in.id
 		m["invoice_pdf"] = "https://pay.stripe.test/invoice/" + in.id + "/pdf"
 	}
 	return m
 }
+
+// invoiceLinesPage is how many lines an invoice object embeds.
+const invoiceLinesPage = 10
 
 func renderUsage(u UsageRecord) map[string]any {
 	return map[string]any{"id": u.ID, "object": "usage_record", "livemode": false, "quantity": u.Quantity,
