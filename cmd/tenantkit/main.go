@@ -168,11 +168,13 @@ type Main struct {
 	HTTP   *server.Server
 	Meter  *billing.Meter
 	Outbox *outbox.Sender
+	// StripeOutbox sends the queued Stripe writes (nil when billing is off: they stay queued).
+	StripeOutbox *billing.StripeOutbox
 	// Console, when set (tenantkit dev), also gets logged emails as plain text (links on their own
 	// lines).
 	Console io.Writer
 
-	stopMeter func() // stops the meter (after its final flush) and the outbox sender
+	stopMeter func() // stops the meter (after its final flush) and the outbox senders
 }
 
 // Open connects to the database (refusing to start when the tenantkit roles are unusable) and
@@ -215,8 +217,10 @@ func (m *Main) Open(ctx context.Context) error {
 	bills := &billing.Service{Store: db, Authorize: teams.Check, AppURL: m.Config.AppURL, Count: metrics.Count}
 	var webhooks http.Handler
 	if m.Config.StripeKey != "" {
-		bills.Stripe = stripe.New(m.Config.StripeKey, m.Config.StripeAPIURL)
+		sc := stripe.New(m.Config.StripeKey, m.Config.StripeAPIURL)
+		bills.Stripe = sc
 		webhooks = &stripe.Webhook{Secret: m.Config.StripeHook, Billing: bills}
+		m.StripeOutbox = &billing.StripeOutbox{Store: db, Stripe: sc, Log: m.Log, Count: metrics.Count}
 	}
 	m.Meter = &billing.Meter{Store: db, Log: m.Log}
 	m.Outbox = &outbox.Sender{Store: db, Mailer: mailer{sender}, Log: m.Log}
@@ -239,10 +243,20 @@ func (m *Main) Open(ctx context.Context) error {
 		return fmt.Errorf("listen on %s: %w", m.Config.ListenAddr, err)
 	}
 	meterCtx, stopMeter := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{}, 2)
-	go func() { defer func() { done <- struct{}{} }(); m.Meter.Run(meterCtx) }()
-	go func() { defer func() { done <- struct{}{} }(); m.Outbox.Run(meterCtx) }()
-	m.stopMeter = func() { stopMeter(); <-done; <-done }
+	runners := []func(context.Context){m.Meter.Run, m.Outbox.Run}
+	if m.StripeOutbox != nil {
+		runners = append(runners, m.StripeOutbox.Run)
+	}
+	done := make(chan struct{}, len(runners))
+	for _, run := range runners {
+		go func() { defer func() { done <- struct{}{} }(); run(meterCtx) }()
+	}
+	m.stopMeter = func() {
+		stopMeter()
+		for range runners {
+			<-done
+		}
+	}
 	return nil
 }
 
