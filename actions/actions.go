@@ -164,6 +164,9 @@ func (h *Handler) actions() map[string]action {
 		"cancelSubscription":         typed(h.cancelSubscription),
 		"resumeSubscription":         typed(h.resumeSubscription),
 		"changePlan":                 typed(h.changePlan),
+
+		"deleteTenant":  typed(h.deleteTenant),
+		"restoreTenant": typed(h.restoreTenant),
 	}
 }
 
@@ -237,7 +240,7 @@ func statusOf(code string) int {
 		return http.StatusNotFound
 	case tenantkit.Conflict, team.SlugTaken, team.InvitationUsed, tenantkit.LastOwner:
 		return http.StatusConflict
-	case team.InvitationExpired, team.InvitationRevoked:
+	case team.InvitationExpired, team.InvitationRevoked, team.RestoreExpired:
 		return http.StatusGone
 	case tenantkit.PlanLimit:
 		return http.StatusPaymentRequired

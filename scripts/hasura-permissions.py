@@ -6,8 +6,12 @@
 # policy, then review the diff. Event triggers already in the files are kept.
 #
 # Deliberately not given to Hasura's `user` role: inserting or updating memberships and
-# invitations (the team actions do that, with their rules and emails), and any write on
-# subscriptions, usage, plans and the audit log (system paths only).
+# invitations (the team actions do that, with their rules and emails), deleting a tenant (the
+# deleteTenant action does that: soft deletion, the Stripe cancellation, the restore window), and
+# any write on subscriptions, usage, plans and the audit log (system paths only).
+#
+# A deleted tenant (tenants.deleted_at set) is nobody's: every rule that reaches a tenant through
+# its members also requires deleted_at to be null, as tenantkit.member_tenants does for RLS.
 import yaml, os, copy
 class NoAlias(yaml.SafeDumper):
     def ignore_aliases(self, data):
@@ -30,10 +34,11 @@ def member_cond(perm,minrole='guest'):
         c.append({'_or':[{'role':{'_in':roles_for(perm,minrole)}},
                           {'_and':[{'role':{'_in':roles_for(None,minrole)}},{'permissions':{'_has_keys_any':keys(perm)}}]}]})
     return {'_and':c} if len(c)>1 else c[0]
+LIVE={'deleted_at':{'_is_null':True}}
+def own_tenant(perm,minrole='guest'):  # on tenants itself: not deleted, and a membership of the caller
+    return {'_and':[LIVE,{'members':member_cond(perm,minrole)}]}
 def via_tenant(perm,minrole='guest',rel='tenant'):
-    return {rel:{'members':member_cond(perm,minrole)}}
-def own_tenant(perm,minrole='guest'):  # on tenants itself
-    return {'members':member_cond(perm,minrole)}
+    return {rel:own_tenant(perm,minrole)}
 def manageable(perm):
     # row.role r, caller role >= r and allows perm
     return {'_or':[{'_and':[{'role':{'_eq':r}},via_tenant(perm,r)]} for r in ROLES]}
@@ -60,13 +65,12 @@ write('tenants',{
    {'name':'usage','using':{'foreign_key_constraint_on':{'column':'tenant_id','table':tbl('billing_usage')}}}],
  'select_permissions':[{'role':'user','permission':{'columns':['id','slug','name','settings','created_at','updated_at'],'filter':own_tenant(None)}}],
  'update_permissions':[{'role':'user','permission':{'columns':['name','settings'],'filter':own_tenant('settings:write'),'check':own_tenant('settings:write')}}],
- 'delete_permissions':[{'role':'user','permission':{'filter':own_tenant('tenants:delete')}}],
 })
 write('tenant_users',{
  'table':tbl('tenant_users'),
  'object_relationships':[tenant_rel],
  'select_permissions':[{'role':'user','permission':{'columns':['tenant_id','user_id','role','permissions','invited_by','joined_at'],'filter':via_tenant(None)}}],
- 'delete_permissions':[{'role':'user','permission':{'filter':{'_or':[ME,manageable('users:write')]}}}],
+ 'delete_permissions':[{'role':'user','permission':{'filter':{'_or':[{'_and':[ME,{'tenant':LIVE}]},manageable('users:write')]}}}],
 })
 write('tenant_invitations',{
  'table':tbl('tenant_invitations'),

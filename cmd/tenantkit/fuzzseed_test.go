@@ -158,6 +158,8 @@ func writeActionSeeds(t *testing.T, client *hasuratest.Client, capture *capturin
 		{"cancelSubscription", map[string]any{"tenantId": fuzzTenant}, owner},
 		{"resumeSubscription", map[string]any{"tenantId": fuzzTenant}, owner},
 		{"changePlan", map[string]any{"tenantId": fuzzTenant, "planId": someID}, owner},
+		{"deleteTenant", map[string]any{"tenantId": fuzzTenant}, owner},
+		{"restoreTenant", map[string]any{"tenantId": fuzzTenant}, owner},
 	} {
 		body := asHasura(t, client, capture, v.name, v.input, v.sess)
 		valid[v.name] = body

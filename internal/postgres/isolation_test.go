@@ -36,6 +36,7 @@ type membership struct {
 
 type world struct {
 	tenants     []string
+	deleted     map[string]bool // tenants deleted (deleteTenant's mark): nobody's any more
 	users       []string
 	outsiders   []string                         // users with auth rows but no membership: insert targets
 	members     map[string]map[string]membership // user -> tenant -> membership
@@ -75,7 +76,7 @@ func seed(t *testing.T) uint64 {
 }
 
 func newWorld(rng *rand.Rand, nTenants, nUsers int) *world {
-	w := &world{members: map[string]map[string]membership{}}
+	w := &world{members: map[string]map[string]membership{}, deleted: map[string]bool{}}
 	id := func() string { return uuid.Must(uuid.NewRandomFromReader(rngReader{rng})).String() }
 	for range nTenants {
 		w.tenants = append(w.tenants, id())
@@ -104,6 +105,12 @@ func newWorld(rng *rand.Rand, nTenants, nUsers int) *world {
 				custom = append(custom, customVocabulary[rng.IntN(len(customVocabulary))])
 			}
 			w.join(u, tn, tenantkit.Roles[rng.IntN(len(tenantkit.Roles))], custom)
+		}
+	}
+	// about one tenant in six is deleted, with its members, invitations and rows still in place
+	for _, tn := range w.tenants {
+		if rng.IntN(6) == 0 {
+			w.deleted[tn] = true
 		}
 	}
 	for range 1200 {
@@ -175,6 +182,11 @@ func (w *world) load(ctx context.Context, t *testing.T, admin *pgxpool.Pool) {
 		t.Fatalf("load: audit log has %d rows (%v)", len(audit), err)
 	}
 	w.audit = audit
+	var deleted []string
+	for tn := range w.deleted {
+		deleted = append(deleted, tn)
+	}
+	exec(`UPDATE tenants SET deleted_at = now() WHERE id = ANY ($1::uuid[])`, deleted)
 	// A test-only probe that runs one statement as the caller and reports "ok:<rows>" or the
 	// SQLSTATE, so thousands of attempted writes cost one round trip.
 	// Every attempt is undone (the success is reported through an exception), so attempts are
@@ -203,7 +215,7 @@ func jsonArray(xs []string) string {
 
 func (w *world) has(u, tn, perm string) bool {
 	m, ok := w.members[u][tn]
-	return ok && (perm == "" || tenantkit.Allows(m.role, m.custom, perm))
+	return ok && !w.deleted[tn] && (perm == "" || tenantkit.Allows(m.role, m.custom, perm))
 }
 
 // manages: perm in the tenant and a role at least the row's.
@@ -233,7 +245,7 @@ func tables() []table {
 			rows:      func(w *world) []string { return w.tenants },
 			canSelect: func(w *world, u, k string) bool { return w.has(u, k, "") },
 			canUpdate: func(w *world, u, k string) bool { return w.has(u, k, "settings:write") },
-			canDelete: func(w *world, u, k string) bool { return w.has(u, k, "tenants:delete") },
+			canDelete: none, // deleteTenant's soft deletion only, never a DELETE of the row
 		},
 		{
 			name: "tenant_users", key: "tenant_id || '/' || user_id", noopSet: "role = role", appCanRead: true,

@@ -122,6 +122,11 @@ func lockAccount(ctx context.Context, tx pgx.Tx, tenant string, ev billing.Strip
 		FOR UPDATE OF s`, tenant).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&a.TenantName, &a.CustomerID, &a.Current, &a.PlanID)
 	})
+	// A statement of its own, after the lock: it sees a deletion committed while this waited for
+	// the lock (a deletion locks the same row first).
+	b.Queue(`SELECT deleted_at FROM tenants WHERE id = $1`, tenant).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&a.DeletedAt)
+	})
 	b.Queue(`SELECT `+knownColumns+` FROM tenantkit.stripe_subscriptions WHERE tenant_id = $1`, tenant).Query(func(rows pgx.Rows) error {
 		var k billing.Known
 		_, err := pgx.ForEachRow(rows, []any{&k.ID, &k.CustomerID, &k.Status, &k.PlanID, &k.PriceID, &k.Quantity,
@@ -220,8 +225,10 @@ func saveDecision(ctx context.Context, tx pgx.Tx, eventID string, before billing
 	if d.Outcome != billing.Applied { // recorded as applied (recordEvent)
 		b.Queue(`UPDATE tenantkit.stripe_events SET outcome = $2 WHERE id = $1`, eventID, d.Outcome)
 	}
-	if b.Len() == 0 {
-		return nil
+	if b.Len() > 0 {
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
 	}
-	return tx.SendBatch(ctx, b).Close()
+	return queueWrites(ctx, tx, d.Writes)
 }

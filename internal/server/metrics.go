@@ -26,7 +26,7 @@ type Metrics struct {
 var counted = map[string]bool{
 	"stripe_event_applied": true, "stripe_event_stale": true, "stripe_event_not_current": true,
 	"stripe_event_not_ours": true, "stripe_event_ignored": true, "stripe_event_duplicate": true,
-	"stripe_unknown_price": true,
+	"stripe_unknown_price": true, "stripe_event_tenant_deleted": true,
 }
 
 // Queued Stripe writes by kind and outcome (internal/billing, StripeOutbox).
@@ -39,7 +39,8 @@ func init() {
 }
 
 // Count adds one to tenantkit_billing_total{what}: Stripe events by what billing did with them
-// (stripe_event_applied, _stale, _not_current, _not_ours, _ignored, _duplicate) and subscriptions
+// (stripe_event_applied, _stale, _not_current, _not_ours, _ignored, _duplicate, _tenant_deleted)
+// and subscriptions
 // billed at a price no plan is linked to (stripe_unknown_price), and queued Stripe writes by kind
 // and outcome (stripe_write_<kind>_<outcome>, e.g. stripe_write_cancel_subscription_failed).
 func (m *Metrics) Count(name string) {
