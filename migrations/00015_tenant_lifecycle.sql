@@ -29,6 +29,14 @@
 --   and actors erased) and the audit log's actions and dates (tenantkit.retained_audit_log).
 -- * The audit log says tenant.deleted and tenant.restored; a hard DELETE of a tenant that was never
 --   soft-deleted is still recorded in tenant_deletions as before.
+--
+-- Seats: a plan may be per-seat (subscription_plans.per_seat). Every change of a tenant's
+-- memberships (any path: the team actions, Hasura's delete permission, plain SQL) bumps the
+-- version of the tenant's sync_seats row in the same transaction, when its current subscription is
+-- a Stripe one on a per-seat plan (tenantkit.bump_seats, also called by a Stripe event whose
+-- subscription's quantity is not the number of members). The outbox sender reads the members and
+-- the version in one snapshot and sets the licensed quantity (internal/billing, seats.go).
+-- Pending invitations are not seats: only members are.
 
 -- +goose Up
 CREATE TABLE tenantkit.stripe_outbox (
@@ -264,7 +272,51 @@ END $$;
 REVOKE ALL ON FUNCTION tenantkit.purge_tenant(uuid, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenantkit.purge_tenant(uuid, timestamptz) TO tenantkit_system;
 
+-- Seats.
+ALTER TABLE subscription_plans ADD COLUMN per_seat boolean NOT NULL DEFAULT false;
+COMMENT ON COLUMN subscription_plans.per_seat IS 'the Stripe subscription''s licensed quantity follows the number of members';
+
+-- +goose StatementBegin
+-- A membership of the tenant changed (or Stripe holds another quantity): queue a seat sync, or
+-- make the queued one newer, when the tenant (not deleted) has a Stripe subscription on a
+-- per-seat plan. The row's version counts these changes; the sender sends only the latest.
+CREATE FUNCTION tenantkit.bump_seats(tenant uuid) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $$
+  INSERT INTO tenantkit.stripe_outbox AS o (kind, tenant_id)
+  SELECT 'sync_seats', s.tenant_id
+  FROM public.tenant_subscriptions s
+  JOIN public.subscription_plans p ON p.id = s.plan_id AND p.per_seat
+  JOIN public.tenants t ON t.id = s.tenant_id AND t.deleted_at IS NULL
+  WHERE s.tenant_id = tenant AND s.stripe_subscription_id IS NOT NULL
+  ON CONFLICT (tenant_id) WHERE kind = 'sync_seats' DO UPDATE
+    SET version = o.version + 1, done_at = NULL, next_at = now(), attempts = 0, outcome = NULL,
+        last_error = NULL, updated_at = now()
+$$;
+
+CREATE FUNCTION tenantkit.seats_changed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF TG_OP <> 'INSERT' THEN
+    PERFORM tenantkit.bump_seats(OLD.tenant_id);
+  END IF;
+  IF TG_OP <> 'DELETE' AND (TG_OP = 'INSERT' OR NEW.tenant_id IS DISTINCT FROM OLD.tenant_id) THEN
+    PERFORM tenantkit.bump_seats(NEW.tenant_id);
+  END IF;
+  RETURN NULL;
+END $$;
+-- +goose StatementEnd
+ALTER FUNCTION tenantkit.bump_seats(uuid) OWNER TO tenantkit_system;
+ALTER FUNCTION tenantkit.seats_changed() OWNER TO tenantkit_system;
+REVOKE ALL ON FUNCTION tenantkit.bump_seats(uuid), tenantkit.seats_changed() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenantkit.bump_seats(uuid) TO tenantkit_system;
+CREATE TRIGGER seats AFTER INSERT OR DELETE OR UPDATE OF tenant_id ON tenant_users
+  FOR EACH ROW EXECUTE FUNCTION tenantkit.seats_changed();
+
 -- +goose Down
+DROP TRIGGER seats ON tenant_users;
+DROP FUNCTION tenantkit.seats_changed(), tenantkit.bump_seats(uuid);
+ALTER TABLE subscription_plans DROP COLUMN per_seat;
 DROP FUNCTION tenantkit.purge_tenant(uuid, timestamptz);
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION tenantkit.audit_change(tbl text, op text, o jsonb, n jsonb) RETURNS void

@@ -103,5 +103,5 @@ write('audit_log',{
 })
 write('subscription_plans',{
  'table':tbl('subscription_plans'),
- 'select_permissions':[{'role':'user','permission':{'columns':['id','key','name','description','unit_amount','currency','interval','features','limits','sort_order'],'filter':{}}}],
+ 'select_permissions':[{'role':'user','permission':{'columns':['id','key','name','description','unit_amount','currency','interval','features','limits','sort_order','per_seat'],'filter':{}}}],
 })

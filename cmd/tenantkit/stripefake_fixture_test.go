@@ -110,12 +110,16 @@ func (f *fakeBilling) settleOutbox(t *testing.T) {
 	exec(t, f.stack, `UPDATE tenantkit.stripe_outbox SET next_at = now() WHERE done_at IS NULL AND outcome = 'retrying'`)
 }
 
-// eventually waits (up to 30 s, checking every 50 ms) for cond; what names it in the failure.
-func eventually(t *testing.T, what string, cond func() bool) {
+// eventually waits (up to 30 s, checking every 50 ms) for cond; what names it in the failure,
+// and state, when given, says where things stood.
+func eventually(t *testing.T, what string, cond func() bool, state ...func() string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
+			for _, s := range state {
+				what += ": " + s()
+			}
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(50 * time.Millisecond)

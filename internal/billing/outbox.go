@@ -71,6 +71,8 @@ func CancelOnDeletion(tenantID string, deletedAt time.Time, statuses map[string]
 type OutboxStore interface {
 	// ClaimStripeWrites leases up to limit due writes, none leased by another sender, for lease.
 	ClaimStripeWrites(ctx context.Context, limit int, lease time.Duration) ([]StripeWrite, error)
+	// SeatState reads the tenant's seat state in one snapshot.
+	SeatState(ctx context.Context, tenantID string) (SeatState, error)
 	// FinishStripeWrite ends w with outcome and releases it. A seats write whose version moved
 	// meanwhile (a newer membership change) stays queued for that change. w.Quantity > 0 is what
 	// Stripe answered for w.SubscriptionID's licensed quantity, and is stored as such.
@@ -87,6 +89,11 @@ type OutboxStripe interface {
 	// CancelNow cancels the subscription at once, with the final invoice of the cancellation
 	// policy (docs/billing.md).
 	CancelNow(ctx context.Context, subscriptionID, key string) error
+	// LicensedItem reads the subscription's licensed item as Stripe has it now.
+	LicensedItem(ctx context.Context, subscriptionID string) (LicensedItem, error)
+	// SetQuantity sets the item's quantity (with Stripe's default proration) and returns the
+	// quantity Stripe answered.
+	SetQuantity(ctx context.Context, itemID string, quantity int64, key string) (int64, error)
 }
 
 // Defaults of StripeOutbox.
@@ -129,6 +136,8 @@ func (o *StripeOutbox) Flush(ctx context.Context) (int, error) {
 		switch w.Kind {
 		case CancelSubscription:
 			outcome, err = o.cancel(ctx, &w)
+		case SyncSeats:
+			outcome, err = o.seats(ctx, &w)
 		default:
 			outcome, err = WriteFailed, fmt.Errorf("unknown kind of Stripe write %q", w.Kind)
 		}

@@ -38,6 +38,9 @@ import (
 //     state is still recorded, but the tenant's row, plan and emails stay as they are, the outcome
 //     is "tenant_deleted", and a subscription that has not ended (a checkout completed after the
 //     deletion, say) is canceled through the Stripe outbox (deletion.go).
+//  8. Seats. When the tenant's current, live subscription is on a per-seat plan and its quantity
+//     is not the number of members, a seat sync is queued (seats.go); tenantkit's own quantity
+//     change comes back with the right quantity and queues nothing.
 
 // Statuses that grant the subscribed plan: Stripe still collects (past_due: while it retries).
 func entitles(status string) bool {
@@ -66,6 +69,7 @@ type Account struct {
 	Current    string     // the current subscription's id ("" when none)
 	PlanID     string     // the tenant's subscribed (or trial) plan
 	DeletedAt  *time.Time // set while the tenant is deleted (deleteTenant), until restored
+	Members    int64      // the tenant's members (seats of a per-seat plan)
 	// Subscriptions are every subscription of the tenant tenantkit knows, by id.
 	Subscriptions map[string]Known
 }
@@ -74,6 +78,7 @@ type Account struct {
 type Catalog struct {
 	PlanOfPrice map[string]string // every price ever linked to a plan (licensed prices)
 	Plans       map[string]bool   // the ids of every plan
+	PerSeat     map[string]bool   // the ids of the per-seat plans
 }
 
 // CheckoutSession is a checkout.session.completed event's session.
@@ -132,6 +137,9 @@ type Decision struct {
 	UnknownPrice string
 	// Writes are Stripe writes to queue in the transaction that saves the decision.
 	Writes []StripeWrite
+	// SyncSeats: the current subscription's quantity is not the number of members of its
+	// per-seat plan; a seat sync is queued (seats.go).
+	SyncSeats bool
 }
 
 // Decide applies a verified Stripe event to a tenant's billing state. It never reads the clock,
@@ -152,6 +160,7 @@ func Decide(a Account, cat Catalog, ev StripeEvent) Decision {
 	if a.DeletedAt != nil {
 		return whileDeleted(a, d)
 	}
+	d.SyncSeats = seatsDrift(a, cat, d)
 	return d
 }
 

@@ -86,3 +86,22 @@ func (db *DB) RetryStripeWrite(ctx context.Context, w billing.StripeWrite, retry
 		return err
 	})
 }
+
+// SeatState implements billing.OutboxStore: the seat version and the members in one statement
+// (one snapshot), with the tenant's current subscription as its billing row holds it.
+func (db *DB) SeatState(ctx context.Context, tenantID string) (billing.SeatState, error) {
+	var st billing.SeatState
+	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, `
+			SELECT o.version, (SELECT count(*) FROM tenant_users m WHERE m.tenant_id = o.tenant_id),
+			       coalesce(t.deleted_at IS NOT NULL, true), coalesce(s.stripe_subscription_id, ''),
+			       coalesce(s.status::text, ''), coalesce(s.stripe_quantity, 0), coalesce(p.per_seat, false)
+			FROM tenantkit.stripe_outbox o
+			LEFT JOIN tenants t ON t.id = o.tenant_id
+			LEFT JOIN tenant_subscriptions s ON s.tenant_id = o.tenant_id
+			LEFT JOIN subscription_plans p ON p.id = s.plan_id
+			WHERE o.tenant_id = $1 AND o.kind = 'sync_seats'`, tenantID).Scan(
+			&st.Version, &st.Members, &st.TenantDeleted, &st.SubscriptionID, &st.Status, &st.Quantity, &st.PerSeat)
+	})
+	return st, err
+}

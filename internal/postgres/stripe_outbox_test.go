@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 	stripego "github.com/stripe/stripe-go/v76"
@@ -281,4 +282,77 @@ func fxClosedDB(t *testing.T) *postgres.DB {
 	db, _ := setup(t)
 	db.Close()
 	return db
+}
+
+// TestStripeOutboxSeatVersions: every membership change of a per-seat tenant makes its one seat
+// write newer, in the change's transaction; a write decided at an older version is not finished
+// but released for the newer one, and a leased write is nobody else's meanwhile.
+func TestStripeOutboxSeatVersions(t *testing.T) {
+	t.Parallel()
+	db, admin := setup(t)
+	ctx := context.Background()
+	tn := fxTenant(t, admin, fxPlanKey("professional"))
+	plain := fxTenant(t, admin, fxPlanKey("enterprise"))
+	fxExec(t, admin, `UPDATE subscription_plans SET per_seat = true WHERE key = 'professional'`)
+	fxExec(t, admin, `UPDATE tenant_subscriptions SET stripe_subscription_id = 'sub_seats_' || tenant_id WHERE tenant_id IN ($1, $2)`, tn.id, plain.id)
+	version := func(tenant string) int64 {
+		t.Helper()
+		return fxCount(t, admin, `SELECT coalesce(max(version), 0) FROM tenantkit.stripe_outbox WHERE tenant_id = $1 AND kind = 'sync_seats'`, tenant)
+	}
+	m1 := fxMember(t, admin, tn.id, "member")
+	fxMember(t, admin, plain.id, "member")
+	if v := version(tn.id); v != 1 {
+		t.Fatalf("seat version %d after a join, want 1", v)
+	}
+	if v := version(plain.id); v != 0 {
+		t.Errorf("a tenant whose plan is not per-seat got a seat write (version %d)", v)
+	}
+	// A role change is not a seat; a removal is, under RLS too (the owner removes the member).
+	fxExec(t, admin, `UPDATE tenant_users SET role = 'admin' WHERE tenant_id = $1 AND user_id = $2`, tn.id, m1)
+	if err := fxAs(ctx, db, tn.owner, func(tx pgx.Tx) error {
+		return fxExactlyOne(tx.Exec(ctx, `DELETE FROM tenant_users WHERE tenant_id = $1 AND user_id = $2`, tn.id, m1))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if v := version(tn.id); v != 2 {
+		t.Fatalf("seat version %d after a role change and a removal, want 2", v)
+	}
+	// A pending invitation is not a seat.
+	fxInvite(t, admin, tn.id, "pending", time.Hour)
+	if v := version(tn.id); v != 2 {
+		t.Errorf("an invitation moved the seat version to %d", v)
+	}
+
+	ws, err := db.ClaimStripeWrites(ctx, 10, time.Minute)
+	if err != nil || len(ws) != 1 || ws[0].Kind != billing.SyncSeats || ws[0].Version != 2 {
+		t.Fatalf("claimed %+v (%v), want the seat write at version 2", ws, err)
+	}
+	st, err := db.SeatState(ctx, tn.id)
+	if err != nil || st.Version != 2 || st.Members != 1 || !st.PerSeat || st.SubscriptionID != "sub_seats_"+tn.id {
+		t.Fatalf("seat state %+v (%v)", st, err)
+	}
+	w := ws[0]
+	w.Version = st.Version
+	fxMember(t, admin, tn.id, "guest") // while the write is leased
+	if again, err := db.ClaimStripeWrites(ctx, 10, time.Minute); err != nil || len(again) != 0 {
+		t.Fatalf("claimed %+v while leased (%v)", again, err)
+	}
+	if err := db.FinishStripeWrite(ctx, w, billing.WriteSent); err != nil {
+		t.Fatal(err)
+	}
+	ws, err = db.ClaimStripeWrites(ctx, 10, time.Minute)
+	if err != nil || len(ws) != 1 || ws[0].Version != 3 {
+		t.Fatalf("after finishing version 2 of a write at version 3, claimed %+v (%v)", ws, err)
+	}
+	w = ws[0]
+	w.Quantity, w.SubscriptionID = 2, "sub_seats_"+tn.id
+	if err := db.FinishStripeWrite(ctx, w, billing.WriteSent); err != nil {
+		t.Fatal(err)
+	}
+	if n := fxCount(t, admin, `SELECT count(*) FROM tenantkit.stripe_outbox WHERE tenant_id = $1 AND done_at IS NOT NULL AND version = 3`, tn.id); n != 1 {
+		t.Error("the write is not done at version 3")
+	}
+	if q := fxCount(t, admin, `SELECT stripe_quantity FROM tenant_subscriptions WHERE tenant_id = $1`, tn.id); q != 2 {
+		t.Errorf("stored quantity %d, want the 2 Stripe answered", q)
+	}
 }

@@ -48,3 +48,40 @@ func translateWrite(err error) error {
 	}
 	return &tenantkit.Error{Code: tenantkit.Internal, Message: "Stripe refused the request", Err: err}
 }
+
+// LicensedItem implements billing.OutboxStripe: the subscription as Stripe has it now
+// (https://docs.stripe.com/api/subscriptions/retrieve), its first licensed item. Errors as
+// translateWrite.
+func (c *Client) LicensedItem(ctx context.Context, subscriptionID string) (billing.LicensedItem, error) {
+	p := &stripego.SubscriptionParams{}
+	p.Context = ctx
+	s, err := c.api.Subscriptions.Get(subscriptionID, p)
+	if err != nil {
+		return billing.LicensedItem{}, translateWrite(err)
+	}
+	out := billing.LicensedItem{Status: string(s.Status)}
+	if s.Items != nil {
+		for _, it := range s.Items.Data {
+			if it.Price != nil && (it.Price.Recurring == nil || it.Price.Recurring.UsageType != stripego.PriceRecurringUsageTypeMetered) {
+				out.ID, out.Quantity = it.ID, it.Quantity
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// SetQuantity implements billing.OutboxStripe: the item's quantity is set
+// (https://docs.stripe.com/api/subscription_items/update) with proration_behavior
+// create_prorations, Stripe's default: the seats added or removed mid-period are prorated on the
+// next invoice. Errors as translateWrite.
+func (c *Client) SetQuantity(ctx context.Context, itemID string, quantity int64, key string) (int64, error) {
+	p := &stripego.SubscriptionItemParams{Quantity: stripego.Int64(quantity), ProrationBehavior: stripego.String("create_prorations")}
+	p.Context = ctx
+	p.SetIdempotencyKey(key)
+	it, err := c.api.SubscriptionItems.Update(itemID, p)
+	if err != nil {
+		return 0, translateWrite(err)
+	}
+	return it.Quantity, nil
+}

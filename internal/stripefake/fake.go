@@ -27,7 +27,7 @@
 //	POST   /v1/billing_portal/sessions
 //	GET    /v1/subscriptions (customer, status, price)    GET /v1/subscriptions/{id}
 //	POST   /v1/subscriptions/{id}                         DELETE /v1/subscriptions/{id}
-//	POST   /v1/subscription_items/{id}/usage_records
+//	POST   /v1/subscription_items/{id}                    POST /v1/subscription_items/{id}/usage_records
 //
 // Any other URL answers 404 as Stripe answers an unrecognized URL.
 //
@@ -105,6 +105,8 @@ type Server struct {
 	failures  []*Failure
 	events    []Event
 	drained   int
+	// noopQuantity: ids of the requests that set an item's quantity to the one it had (items.go)
+	noopQuantity map[string]bool
 }
 
 // New starts a double; Close stops it.
@@ -122,7 +124,7 @@ func New(opts Options) *Server {
 		customers: map[string]*customer{}, products: map[string]*product{}, prices: map[string]*price{},
 		sessions: map[string]*session{}, portals: map[string]*portalSession{}, subs: map[string]*subscription{},
 		itemSub: map[string]string{}, invoices: map[string]*invoice{}, usage: map[string][]UsageRecord{},
-		idem: map[string]*idemEntry{},
+		idem: map[string]*idemEntry{}, noopQuantity: map[string]bool{},
 	}
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	return s
@@ -620,6 +622,8 @@ func (s *Server) route(method, path string, f *fnode) response {
 		return s.cancelSubscription(p[1], f)
 	case len(p) == 3 && p[0] == "subscription_items" && p[2] == "usage_records" && method == http.MethodPost:
 		return s.createUsageRecord(p[1], f)
+	case len(p) == 2 && p[0] == "subscription_items" && method == http.MethodPost:
+		return s.updateSubscriptionItem(p[1], f)
 	}
 	return unrecognized(method, path)
 }
