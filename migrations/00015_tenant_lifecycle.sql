@@ -71,7 +71,9 @@ ALTER TABLE tenants
   ADD COLUMN deleted_at timestamptz,
   ADD COLUMN deleted_by uuid REFERENCES auth.users (id) ON DELETE SET NULL;
 CREATE INDEX tenants_deleted_by_idx ON tenants (deleted_by);
-CREATE INDEX tenants_deleted_at_idx ON tenants (deleted_at) WHERE deleted_at IS NOT NULL;
+-- Only deleted tenants: the membership helpers probe it for each membership of the caller, and
+-- while few tenants are deleted each probe finds (almost) nothing at once.
+CREATE INDEX tenants_deleted_idx ON tenants (id) WHERE deleted_at IS NOT NULL;
 COMMENT ON COLUMN tenants.deleted_at IS 'set by deleteTenant: the tenant is hidden from everyone until restored or purged';
 
 ALTER TABLE tenantkit.tenant_deletions
@@ -118,16 +120,20 @@ BEGIN
     RETURN '{}';
   END IF;
   -- Two statements rather than one "perm IS NULL OR …", so each keeps one generic cached plan.
-  -- A deleted tenant is nobody's.
+  -- A deleted tenant is nobody's: NOT EXISTS probes tenants_deleted_idx, which holds only deleted
+  -- tenants, so it costs next to nothing while few are (a join with tenants cost a lookup of each
+  -- membership's tenant, about a third more per call).
   IF perm IS NULL THEN
     SELECT coalesce(array_agg(m.tenant_id), '{}') INTO result
-    FROM public.tenant_users m JOIN public.tenants t ON t.id = m.tenant_id AND t.deleted_at IS NULL
-    WHERE m.user_id = uid;
+    FROM public.tenant_users m
+    WHERE m.user_id = uid
+      AND NOT EXISTS (SELECT FROM public.tenants t WHERE t.id = m.tenant_id AND t.deleted_at IS NOT NULL);
   ELSE
     SELECT coalesce(array_agg(m.tenant_id), '{}') INTO result
-    FROM public.tenant_users m JOIN public.tenants t ON t.id = m.tenant_id AND t.deleted_at IS NULL
+    FROM public.tenant_users m
     WHERE m.user_id = uid
-      AND tenantkit.allows(m.role, m.permissions, perm);
+      AND tenantkit.allows(m.role, m.permissions, perm)
+      AND NOT EXISTS (SELECT FROM public.tenants t WHERE t.id = m.tenant_id AND t.deleted_at IS NOT NULL);
   END IF;
   RETURN result;
 END $$;
@@ -146,11 +152,11 @@ BEGIN
   END IF;
   SELECT coalesce(array_agg(m.tenant_id::text || '/' || r::text), '{}') INTO result
   FROM public.tenant_users m
-  JOIN public.tenants t ON t.id = m.tenant_id AND t.deleted_at IS NULL
   CROSS JOIN unnest(enum_range(NULL::public.tenant_role)) r
   WHERE m.user_id = uid
     AND r <= m.role
-    AND tenantkit.allows(m.role, m.permissions, perm);
+    AND tenantkit.allows(m.role, m.permissions, perm)
+    AND NOT EXISTS (SELECT FROM public.tenants t WHERE t.id = m.tenant_id AND t.deleted_at IS NOT NULL);
   RETURN result;
 END $$;
 -- +goose StatementEnd
@@ -444,6 +450,6 @@ ALTER TABLE tenantkit.tenant_deletions
 -- Records erased by a purge have no slug and name any more; the old schema requires them.
 DELETE FROM tenantkit.tenant_deletions WHERE slug IS NULL OR name IS NULL;
 ALTER TABLE tenantkit.tenant_deletions ALTER COLUMN slug SET NOT NULL, ALTER COLUMN name SET NOT NULL;
-DROP INDEX tenants_deleted_at_idx, tenants_deleted_by_idx;
+DROP INDEX tenants_deleted_idx, tenants_deleted_by_idx;
 ALTER TABLE tenants DROP COLUMN deleted_at, DROP COLUMN deleted_by;
 DROP TABLE tenantkit.stripe_outbox;

@@ -507,3 +507,46 @@ func TestTenantDeletionStripeOutage(t *testing.T) {
 	rows := f.outbox(t, tenant)
 	t.Logf("Stripe outage: the cancellation was refused %d times, across a restart, then sent once after %d attempts", refused, rows[0].attempts)
 }
+
+// TestDeletionConfig: TENANT_RESTORE_DAYS and TENANT_PURGE_INTERVAL are validated at start-up, one
+// line each, and set the restore window deleteTenant answers.
+func TestDeletionConfig(t *testing.T) {
+	t.Parallel()
+	base := map[string]string{"DATABASE_URL": "postgres://x@h/db", "TENANTKIT_SECRET": testSecret, "APP_URL": "https://app.example.com"}
+	load := func(kv ...string) (Config, error) {
+		env := map[string]string{}
+		for k, v := range base {
+			env[k] = v
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			env[kv[i]] = kv[i+1]
+		}
+		return LoadConfig(func(k string) string { return env[k] })
+	}
+	cfg, err := load()
+	if err != nil || cfg.RestoreDays != 30 || cfg.PurgeInterval != time.Hour {
+		t.Fatalf("defaults: %d days, %s (%v)", cfg.RestoreDays, cfg.PurgeInterval, err)
+	}
+	for _, bad := range [][2]string{{"TENANT_RESTORE_DAYS", "-1"}, {"TENANT_RESTORE_DAYS", "366"}, {"TENANT_RESTORE_DAYS", "30d"},
+		{"TENANT_PURGE_INTERVAL", "30s"}, {"TENANT_PURGE_INTERVAL", "25h"}, {"TENANT_PURGE_INTERVAL", "hourly"}} {
+		_, err := load(bad[0], bad[1])
+		if err == nil || !strings.Contains(err.Error(), "config: "+bad[0]+" must be") || strings.Count(err.Error(), "\n") != 0 {
+			t.Errorf("%s=%s: %v, want one line about it", bad[0], bad[1], err)
+		}
+	}
+
+	// 0 days: restorable for no time at all; restore is refused at once.
+	s := newStack(t, "TENANT_RESTORE_DAYS", "0")
+	tenant, owner := s.tenant(t)
+	out := s.ok(t, "deleteTenant", map[string]any{"tenantId": tenant}, owner)
+	if out["deletedAt"] != out["restoreUntil"] {
+		t.Errorf("with 0 restore days: %v", out)
+	}
+	s.fails(t, "restore_expired", "restoreTenant", map[string]any{"tenantId": tenant}, owner)
+	var buf bytes.Buffer
+	if err := tenantsPurge(context.Background(), func(k string) string {
+		return map[string]string{"DATABASE_URL": s.m.Config.DatabaseURL}[k]
+	}, &buf); err != nil || buf.String() != "tenants purge: 1 deleted tenant(s) purged\n" {
+		t.Errorf("purge: %q %v", buf.String(), err)
+	}
+}

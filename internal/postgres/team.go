@@ -53,8 +53,9 @@ func (db *DB) Membership(ctx context.Context, s tenantkit.Session, tenantID stri
 	// cost on the hottest path (checkPermission); as for RLS, a deleted tenant is nobody's. An
 	// invalid id is refused by the cast: invalid.
 	err := db.QueryRowAsSystem(ctx, func(row pgx.Row) error { return row.Scan(&m.Role, &m.Permissions) },
-		`SELECT m.role, m.permissions FROM tenant_users m JOIN tenants t ON t.id = m.tenant_id AND t.deleted_at IS NULL
-		 WHERE m.tenant_id = $1 AND m.user_id = $2`, tenantID, s.UserID())
+		`SELECT m.role, m.permissions FROM tenant_users m
+		 WHERE m.tenant_id = $1 AND m.user_id = $2
+		   AND NOT EXISTS (SELECT FROM tenants t WHERE t.id = m.tenant_id AND t.deleted_at IS NOT NULL)`, tenantID, s.UserID())
 	return m, err
 }
 
