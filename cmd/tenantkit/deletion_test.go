@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"regexp"
 	"strings"
@@ -207,6 +208,18 @@ func TestTenantDeletion(t *testing.T) {
 		st := f.row(t, "tenant_subscriptions", "tenant_id = $1", tenant)
 		if st["status"] != "canceled" || st["plan_id"] != f.plans["free"].id {
 			t.Errorf("billing row %v, want canceled on the free plan", st)
+		}
+		res, err := http.Get(f.m.HTTP.URL() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		for _, want := range []string{`tenantkit_billing_total{what="stripe_write_cancel_subscription_sent"}`,
+			`tenantkit_billing_total{what="stripe_event_tenant_deleted"}`} {
+			if !strings.Contains(string(body), want) {
+				t.Errorf("/metrics lacks %s", want)
+			}
 		}
 	})
 
@@ -535,18 +548,22 @@ func TestDeletionConfig(t *testing.T) {
 		}
 	}
 
-	// 0 days: restorable for no time at all; restore is refused at once.
-	s := newStack(t, "TENANT_RESTORE_DAYS", "0")
-	tenant, owner := s.tenant(t)
-	out := s.ok(t, "deleteTenant", map[string]any{"tenantId": tenant}, owner)
+	// 0 days: restorable for no time at all; restore is refused at once, and serve's own purge
+	// (which runs at start, then every TENANT_PURGE_INTERVAL) removes the tenant.
+	f := newFakeBilling(t, "TENANT_RESTORE_DAYS", "0")
+	tenant, owner := f.tenant(t)
+	sub := f.subscribe(t, tenant, owner, "starter")
+	out := f.ok(t, "deleteTenant", map[string]any{"tenantId": tenant}, owner)
 	if out["deletedAt"] != out["restoreUntil"] {
 		t.Errorf("with 0 restore days: %v", out)
 	}
-	s.fails(t, "restore_expired", "restoreTenant", map[string]any{"tenantId": tenant}, owner)
-	var buf bytes.Buffer
-	if err := tenantsPurge(context.Background(), func(k string) string {
-		return map[string]string{"DATABASE_URL": s.m.Config.DatabaseURL}[k]
-	}, &buf); err != nil || buf.String() != "tenants purge: 1 deleted tenant(s) purged\n" {
-		t.Errorf("purge: %q %v", buf.String(), err)
+	f.fails(t, "restore_expired", "restoreTenant", map[string]any{"tenantId": tenant}, owner)
+	f.canceledOnce(t, tenant, sub)
+	f.restart(t, "TENANT_RESTORE_DAYS", "0")
+	eventually(t, "serve to purge the tenant", func() bool {
+		return f.count(t, `SELECT count(*) FROM tenants WHERE id = $1`, tenant) == 0
+	})
+	if n := f.count(t, `SELECT count(*) FROM tenantkit.tenant_deletions WHERE tenant_id = $1 AND purged_at IS NOT NULL AND name IS NULL`, tenant); n != 1 {
+		t.Error("serve's purge left no anonymous deletion record")
 	}
 }
