@@ -181,6 +181,9 @@ func (h *Handler) actions() map[string]action {
 		"previewPlanChange": typed(h.previewPlanChange),
 
 		"exportTenant": typed(h.exportTenant),
+
+		"deleteTenant":  typed(h.deleteTenant),
+		"restoreTenant": typed(h.restoreTenant),
 	}
 }
 
@@ -260,7 +263,7 @@ func statusOf(code string) int {
 		return http.StatusNotFound
 	case tenantkit.Conflict, team.SlugTaken, team.InvitationUsed, tenantkit.LastOwner, team.DomainTaken, team.DomainUnverified, billing.PreviewExpired:
 		return http.StatusConflict
-	case team.InvitationExpired, team.InvitationRevoked:
+	case team.InvitationExpired, team.InvitationRevoked, team.RestoreExpired:
 		return http.StatusGone
 	case tenantkit.PlanLimit:
 		return http.StatusPaymentRequired

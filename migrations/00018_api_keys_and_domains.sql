@@ -135,12 +135,14 @@ BEGIN
     SELECT coalesce(array_agg(k.tenant_id), '{}') INTO result
     FROM public.api_keys k
     JOIN public.tenant_users m ON m.tenant_id = k.tenant_id AND m.user_id = k.created_by
-    WHERE k.id = kid AND k.revoked_at IS NULL;
+    WHERE k.id = kid AND k.revoked_at IS NULL
+      AND NOT EXISTS (SELECT FROM public.tenants t WHERE t.id = k.tenant_id AND t.deleted_at IS NOT NULL);
   ELSE
     SELECT coalesce(array_agg(k.tenant_id), '{}') INTO result
     FROM public.api_keys k
     JOIN public.tenant_users m ON m.tenant_id = k.tenant_id AND m.user_id = k.created_by
     WHERE k.id = kid AND k.revoked_at IS NULL
+      AND NOT EXISTS (SELECT FROM public.tenants t WHERE t.id = k.tenant_id AND t.deleted_at IS NOT NULL)
       AND tenantkit.scopes_allow(k.scopes, perm) AND tenantkit.allows(m.role, m.permissions, perm);
   END IF;
   RETURN result;
@@ -165,6 +167,7 @@ BEGIN
   JOIN public.tenant_users m ON m.tenant_id = k.tenant_id AND m.user_id = k.created_by
   CROSS JOIN unnest(enum_range(NULL::public.tenant_role)) r
   WHERE k.id = kid AND k.revoked_at IS NULL AND r <= m.role
+    AND NOT EXISTS (SELECT FROM public.tenants t WHERE t.id = k.tenant_id AND t.deleted_at IS NOT NULL)
     AND tenantkit.scopes_allow(k.scopes, perm) AND tenantkit.allows(m.role, m.permissions, perm);
   RETURN result;
 END $$;
@@ -176,6 +179,7 @@ LANGUAGE sql STABLE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT k.created_by FROM public.api_keys k WHERE k.id = tenantkit.current_api_key() AND k.revoked_at IS NULL
+    AND NOT EXISTS (SELECT FROM public.tenants t WHERE t.id = k.tenant_id AND t.deleted_at IS NOT NULL)
 $$;
 -- +goose StatementEnd
 ALTER FUNCTION tenantkit.api_key_tenants(text) OWNER TO tenantkit_system;

@@ -39,6 +39,8 @@ var serveVars = []envVar{
 	{"STRIPE_AUTOMATIC_TAX", "true turns on Stripe Tax for checkouts (default false)"},
 	{"TENANTKIT_PUBLIC_URL", "base URL browsers reach tenantkit at, for export download links; unset: exports are off"},
 	{"EXPORT_LINK_MINUTES", "how long an export link stays valid, in minutes (default 15)"},
+	{"TENANT_RESTORE_DAYS", "how long a deleted tenant can be restored before it is purged, 0 to 365 days (default 30)"},
+	{"TENANT_PURGE_INTERVAL", "how often serve purges the deleted tenants whose restore window ended, 1m to 24h (default 1h)"},
 	{"METRICS_TOKEN", "when set, GET /metrics needs Authorization: Bearer <token>"},
 	{"API_TOKEN_SIGNING_KEY_FILE", "PEM Ed25519 or RSA key signing API-key tokens; unset: POST /auth/token and the JWKS are off"},
 	{"API_TOKEN_PREVIOUS_KEY_FILE", "the previous signing key during a rotation: listed in the JWKS, never used to sign"},
@@ -110,6 +112,9 @@ var commands = []command{
 		"machine as webhooks. Drift report and summary on stdout, progress on stderr; a second run changes nothing.",
 		flags: func(fs *flag.FlagSet) { fs.Bool("dry-run", false, "report the drift, change nothing") },
 		env:   []envVar{{"DATABASE_URL", "required"}, {"STRIPE_SECRET_KEY", "required"}, {"STRIPE_API_URL", "Stripe API address override"}}},
+	{name: "tenants purge", summary: "Purge the deleted tenants whose restore window (TENANT_RESTORE_DAYS) ended: their rows go, the\n" +
+		"deletion record and an audit trail without personal data stay. serve also does it every TENANT_PURGE_INTERVAL.",
+		env: []envVar{{"DATABASE_URL", "required (a direct connection: the purge holds a session lock)"}}},
 	{name: "healthcheck", summary: "Exit 0 when the service on this machine answers GET /readyz with 200 (container health checks).",
 		env: []envVar{{"LISTEN_ADDR", "the service's address (default :8081)"}}},
 	{name: "scaffold table", args: "NAME", summary: scaffoldSummary,

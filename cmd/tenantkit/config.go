@@ -68,6 +68,12 @@ type Config struct {
 	APIKeys APIKeyConfig
 	// DNS_RESOLVER, optional (host:port): the DNS server verifyDomain asks (domains.go).
 	DNSResolver string
+	// TENANT_RESTORE_DAYS, optional (0 to 365; default 30): how long a deleted tenant may be
+	// restored before it is purged; 0 purges it at the next purge run.
+	RestoreDays int
+	// TENANT_PURGE_INTERVAL, optional (Go duration, 1m to 24h; default 1h): how often serve purges
+	// the deleted tenants whose restore window ended.
+	PurgeInterval time.Duration
 }
 
 // planKey is the form of subscription_plans.key.
@@ -246,6 +252,22 @@ func loadConfig(getenv func(string) string, dev bool) (Config, error) {
 	}
 	problems = append(problems, loadAPIKeyConfig(getenv, &c.APIKeys)...)
 	problems = append(problems, loadDomainConfig(getenv, &c)...)
+	c.RestoreDays = 30
+	if v := getenv("TENANT_RESTORE_DAYS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 365 {
+			problems = append(problems, "TENANT_RESTORE_DAYS must be a whole number of days from 0 to 365")
+		}
+		c.RestoreDays = n
+	}
+	c.PurgeInterval = time.Hour
+	if v := getenv("TENANT_PURGE_INTERVAL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Minute || d > 24*time.Hour {
+			problems = append(problems, "TENANT_PURGE_INTERVAL must be a duration between 1m and 24h (e.g. 1h)")
+		}
+		c.PurgeInterval = d
+	}
 	level := getenv("LOG_LEVEL")
 	if level == "" {
 		level = "info"

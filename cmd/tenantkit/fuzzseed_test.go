@@ -166,6 +166,8 @@ func writeActionSeeds(t *testing.T, client *hasuratest.Client, capture *capturin
 		{"setDomainPolicy", map[string]any{"domainId": someID, "policy": "suggest"}, owner},
 		{"removeDomain", map[string]any{"domainId": someID}, owner},
 		{"acceptDomainOffer", map[string]any{"tenantId": fuzzTenant}, invitee},
+		{"deleteTenant", map[string]any{"tenantId": fuzzTenant}, owner},
+		{"restoreTenant", map[string]any{"tenantId": fuzzTenant}, owner},
 	} {
 		body := asHasura(t, client, capture, v.name, v.input, v.sess)
 		valid[v.name] = body

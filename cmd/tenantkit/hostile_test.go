@@ -36,7 +36,7 @@ var hostileStatus = map[string]int{
 	"invalid": 400, "unauthenticated": 401, "unauthorized": 401, "plan_limit": 402,
 	"forbidden": 403, "invitation_email_mismatch": 403, "email_unverified": 403, "not_found": 404, "invitation_not_found": 404,
 	"conflict": 409, "slug_taken": 409, "invitation_used": 409, "last_owner": 409, "domain_taken": 409, "domain_unverified": 409, "preview_expired": 409,
-	"invitation_expired": 410, "invitation_revoked": 410, "rate_limited": 429, "unavailable": 424, "billing_unavailable": 424,
+	"invitation_expired": 410, "invitation_revoked": 410, "restore_expired": 410, "rate_limited": 429, "unavailable": 424, "billing_unavailable": 424,
 }
 
 const (
@@ -209,6 +209,8 @@ func (w *hostileWorld) bases() map[string]hostileBase {
 		"acceptDomainOffer":          {session(w.stranger), map[string]any{"tenantId": w.a}, "not_found"}, // no offer
 		"previewPlanChange":          {session(w.owner), map[string]any{"tenantId": w.a, "planId": w.plan}, "invalid"},
 		"exportTenant":               {session(w.admin), map[string]any{"tenantId": w.a}, "forbidden"}, // owners only
+		"deleteTenant":               {session(w.admin), map[string]any{"tenantId": w.a}, "forbidden"}, // owners only
+		"restoreTenant":              {session(w.admin), map[string]any{"tenantId": w.a}, "forbidden"},
 	}
 }
 

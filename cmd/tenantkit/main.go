@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -61,6 +62,8 @@ commands:
   usage report                   push each subscription's api_calls total to Stripe (idempotent)
   stripe reconcile [--dry-run]   compare the Stripe account with tenantkit's billing state and apply
                                  what is missing (drift report on stdout, progress on stderr)
+  tenants purge                  purge the deleted tenants whose restore window ended (DATABASE_URL;
+                                 serve also does it every TENANT_PURGE_INTERVAL)
   healthcheck                    exit 0 when the local service is ready (for container health checks)
   scaffold table NAME [flags]    write a migration and Hasura metadata for a new tenant-owned table
   smoke --hasura-url URL --admin-secret S [--mailpit-url URL]
@@ -168,6 +171,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			return errors.New("usage: tenantkit stripe reconcile [--dry-run]")
 		}
 		return stripeReconcile(ctx, os.Getenv, args[2:], stdout, os.Stderr, reconcileOptions{})
+	case "tenants":
+		if len(args) != 2 || args[1] != "purge" {
+			return errors.New("usage: tenantkit tenants purge")
+		}
+		return tenantsPurge(ctx, os.Getenv, stdout)
 	case "smoke":
 		fs := flag.NewFlagSet("smoke", flag.ContinueOnError)
 		check := &smoke.Check{Out: stdout}
@@ -202,11 +210,15 @@ type Main struct {
 	HTTP   *server.Server
 	Meter  *billing.Meter
 	Outbox *outbox.Sender
+	// StripeOutbox sends the queued Stripe writes (nil when billing is off: they stay queued).
+	StripeOutbox *billing.StripeOutbox
 	// Console, when set (tenantkit dev, console logs), gets logged emails as plain text (links on
 	// their own lines).
 	Console io.Writer
 
-	stopMeter func() // stops the meter (after its final flush) and the outbox sender
+	stopMeter func() // stops the meter (after its final flush) and the outbox senders
+	closing   sync.Once
+	closeErr  error
 }
 
 // Open connects to the database (refusing to start when the tenantkit roles are unusable) and
@@ -244,14 +256,17 @@ func (m *Main) Open(ctx context.Context) error {
 	teams := &team.Service{Store: db, Box: box, Mailer: sender, AppURL: m.Config.AppURL, InvitationTTL: m.Config.InvitationTTL,
 		TrialPeriod: trial, TrialPlan: m.Config.TrialPlan, AllowUnverifiedEmail: !m.Config.RequireVerifiedEmail,
 		SendLimits: team.SendLimits{PerTenant: m.Config.InvitationSendsPerHour, TenantWindow: time.Hour,
-			PerInvitation: m.Config.InvitationResendsPerDay, InvitationWindow: 24 * time.Hour}}
+			PerInvitation: m.Config.InvitationResendsPerDay, InvitationWindow: 24 * time.Hour},
+		RestoreWindow: restoreWindow(m.Config.RestoreDays)}
 	metrics := server.NewMetrics((&actions.Handler{}).Names())
 	bills := &billing.Service{Store: db, Authorize: teams.Check, AppURL: m.Config.AppURL, Count: metrics.Count,
 		AutomaticTax: m.Config.StripeAutomaticTax}
 	var webhooks http.Handler
 	if m.Config.StripeKey != "" {
-		bills.Stripe = stripe.New(m.Config.StripeKey, m.Config.StripeAPIURL)
+		sc := stripe.New(m.Config.StripeKey, m.Config.StripeAPIURL)
+		bills.Stripe = sc
 		webhooks = &stripe.Webhook{Secret: m.Config.StripeHook, Billing: bills}
+		m.StripeOutbox = &billing.StripeOutbox{Store: db, Stripe: sc, Log: m.Log, Count: metrics.Count}
 	}
 	m.Meter = &billing.Meter{Store: db, Log: m.Log, Alerts: bills.UsageAlerts}
 	m.Outbox = &outbox.Sender{Store: db, Mailer: sender, Log: m.Log}
@@ -287,21 +302,45 @@ func (m *Main) Open(ctx context.Context) error {
 		return fmt.Errorf("listen on %s: %w", m.Config.ListenAddr, err)
 	}
 	meterCtx, stopMeter := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{}, 2)
-	go func() { defer func() { done <- struct{}{} }(); m.Meter.Run(meterCtx) }()
-	go func() { defer func() { done <- struct{}{} }(); m.Outbox.Run(meterCtx) }()
-	m.stopMeter = func() { stopMeter(); <-done; <-done }
+	runners := []func(context.Context){m.Meter.Run, m.Outbox.Run, func(ctx context.Context) {
+		teams.RunPurge(ctx, m.Config.PurgeInterval, func(n int, ran bool, err error) {
+			switch {
+			case err != nil:
+				m.Log.Warn().Err(err).Msg("purge of deleted tenants failed; tried again at the next interval")
+			case n > 0:
+				m.Log.Info().Int("purged", n).Msg("deleted tenants purged")
+			case !ran:
+				m.Log.Debug().Msg("purge skipped: another replica holds the purge lock")
+			}
+		})
+	}}
+	if m.StripeOutbox != nil {
+		runners = append(runners, m.StripeOutbox.Run)
+	}
+	done := make(chan struct{}, len(runners))
+	for _, run := range runners {
+		go func() { defer func() { done <- struct{}{} }(); run(meterCtx) }()
+	}
+	m.stopMeter = func() {
+		stopMeter()
+		for range runners {
+			<-done
+		}
+	}
 	return nil
 }
 
-// Close lets in-flight requests finish (up to 20 s), then closes the database pool.
+// Close lets in-flight requests finish (up to 20 s), then closes the database pool. Closing
+// again returns the first close's result.
 func (m *Main) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	err := m.HTTP.Close(ctx)
-	m.stopMeter() // after the last request: its final flush records every counted call
-	m.DB.Close()
-	return err
+	m.closing.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		m.closeErr = m.HTTP.Close(ctx)
+		m.stopMeter() // after the last request: its final flush records every counted call
+		m.DB.Close()
+	})
+	return m.closeErr
 }
 
 func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
@@ -580,6 +619,38 @@ func usageReport(ctx context.Context, getenv func(string) string, stdout io.Writ
 		fmt.Fprintln(stdout, run.Summary())
 		return err
 	})
+}
+
+// restoreWindow is TENANT_RESTORE_DAYS as team.Service.RestoreWindow (0 days: none).
+func restoreWindow(days int) time.Duration {
+	if days == 0 {
+		return -1
+	}
+	return time.Duration(days) * 24 * time.Hour
+}
+
+// tenantsPurge purges the deleted tenants whose restore window ended (DATABASE_URL; the same
+// purge serve runs every TENANT_PURGE_INTERVAL, under the same lock).
+func tenantsPurge(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	dbURL := getenv("DATABASE_URL")
+	if dbURL == "" {
+		return errors.New("config: DATABASE_URL is required")
+	}
+	db, err := postgres.Open(ctx, dbURL, "") // system work only
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	n, ran, err := (&team.Service{Store: db}).PurgeDeleted(ctx)
+	switch {
+	case err != nil:
+		return fmt.Errorf("tenants purge: %d tenant(s) purged, then: %w", n, err)
+	case !ran:
+		fmt.Fprintln(stdout, "tenants purge: another purge is running (it holds the purge lock); nothing done")
+	default:
+		fmt.Fprintf(stdout, "tenants purge: %d deleted tenant(s) purged\n", n)
+	}
+	return nil
 }
 
 // healthcheck asks the service on LISTEN_ADDR (default :8081) whether it is ready: the container

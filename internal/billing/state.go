@@ -34,6 +34,13 @@ import (
 //     (Stripe sends the status change as customer.subscription.updated too).
 //  6. customer.subscription.trial_will_end emails the owners once per trial, while that
 //     subscription is current and trialing (even when the event itself is stale).
+//  7. A deleted tenant (deleteTenant) is never brought back by an event: the subscription's own
+//     state is still recorded, but the tenant's row, plan and emails stay as they are, the outcome
+//     is "tenant_deleted", and a subscription that has not ended (a checkout completed after the
+//     deletion, say) is canceled through the Stripe outbox (deletion.go).
+//  8. Seats. When the tenant's current, live subscription is on a per-seat plan and its quantity
+//     is not the number of members, a seat sync is queued (seats.go); tenantkit's own quantity
+//     change comes back with the right quantity and queues nothing.
 
 // Statuses that grant the subscribed plan: Stripe still collects (past_due: while it retries).
 func entitles(status string) bool {
@@ -58,9 +65,11 @@ type Known struct {
 type Account struct {
 	TenantID   string
 	TenantName string
-	CustomerID string // the customer tenantkit created for the tenant ("" when none yet)
-	Current    string // the current subscription's id ("" when none)
-	PlanID     string // the tenant's subscribed (or trial) plan
+	CustomerID string     // the customer tenantkit created for the tenant ("" when none yet)
+	Current    string     // the current subscription's id ("" when none)
+	PlanID     string     // the tenant's subscribed (or trial) plan
+	DeletedAt  *time.Time // set while the tenant is deleted (deleteTenant), until restored
+	Members    int64      // the tenant's members (seats of a per-seat plan)
 	// Subscriptions are every subscription of the tenant tenantkit knows, by id.
 	Subscriptions map[string]Known
 }
@@ -69,6 +78,7 @@ type Account struct {
 type Catalog struct {
 	PlanOfPrice map[string]string // every price ever linked to a plan (licensed prices)
 	Plans       map[string]bool   // the ids of every plan
+	PerSeat     map[string]bool   // the ids of the per-seat plans
 }
 
 // CheckoutSession is a checkout.session.completed event's session.
@@ -91,6 +101,8 @@ const (
 	NotOurs    = "not_ours"    // no tenant of ours is identified by its ids
 	Duplicate  = "duplicate"   // applied before (the same event id)
 	Ignored    = "ignored"     // a type billing does not act on, or nothing to do
+	// TenantDeleted: about a deleted tenant; only the subscription's own state was recorded.
+	TenantDeleted = "tenant_deleted"
 )
 
 // EmailKind names a billing email.
@@ -123,23 +135,35 @@ type Decision struct {
 	Emails  []Email
 	// UnknownPrice is set when the subscription's price maps to no plan and no hint names one.
 	UnknownPrice string
+	// Writes are Stripe writes to queue in the transaction that saves the decision.
+	Writes []StripeWrite
+	// SyncSeats: the current subscription's quantity is not the number of members of its
+	// per-seat plan; a seat sync is queued (seats.go).
+	SyncSeats bool
 }
 
 // Decide applies a verified Stripe event to a tenant's billing state. It never reads the clock,
 // the network or the database. ev.Fetched, when set, is the subscription's state fetched from
 // Stripe after an earlier Decide asked for it (NeedFetch), at account version ev.FetchedOver.
 func Decide(a Account, cat Catalog, ev StripeEvent) Decision {
+	var d Decision
 	switch {
 	case ev.Subscription != nil:
-		return decideSubscription(a, cat, ev)
+		d = decideSubscription(a, cat, ev)
 	case ev.Invoice != nil:
-		return decideInvoice(a, cat, ev)
+		d = decideInvoice(a, cat, ev)
 	case ev.Checkout != nil:
-		return decideCheckout(a, cat, ev)
+		d = decideCheckout(a, cat, ev)
 	case ev.Snapshot != nil:
-		return decideSnapshot(a, cat, ev)
+		d = decideSnapshot(a, cat, ev)
+	default:
+		d = Decision{Outcome: Ignored, Account: a}
 	}
-	return Decision{Outcome: Ignored, Account: a}
+	if a.DeletedAt != nil {
+		return whileDeleted(a, d)
+	}
+	d.SyncSeats = seatsDrift(a, cat, d)
+	return d
 }
 
 // Version names the state Decide saw for a subscription, so that a fetched state is applied only

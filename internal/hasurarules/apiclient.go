@@ -10,7 +10,7 @@ import (
 const APIClientRole = "api_client"
 
 // apiNever are the commands the api_client role never gets: a key never deletes its tenant.
-var apiNever = map[[2]string]bool{{"tenants", "delete"}: true}
+var apiNever = map[[2]string]bool{{"tenants", "delete"}: true} // (the user role has none either)
 
 // withAPIClient adds, after each `user` rule of doc (the metadata of table), the same rule for
 // the api_client role with "a membership of the caller allowing perm" replaced by "the caller's
@@ -143,7 +143,8 @@ func toAPI(e any) any {
 			case k == "_or":
 				var items []any
 				for _, v := range item.Value.([]any) {
-					if !reflect.DeepEqual(v, me()) {
+					// a member leaving (their own row) has no API-client form
+					if !reflect.DeepEqual(v, me()) && !reflect.DeepEqual(v, leaving()) {
 						items = append(items, toAPI(v))
 					}
 				}

@@ -7,8 +7,11 @@
 // kept as they are.
 //
 // Deliberately not given to Hasura's `user` role: inserting or updating memberships and
-// invitations (the team actions do that, with their rules and emails), and any write on
-// subscriptions, usage, plans, API keys and the audit log (system paths only). The `api_client`
+// invitations (the team actions do that, with their rules and emails), deleting a tenant (the
+// deleteTenant action does: soft deletion, the Stripe cancellation, the restore window), and any
+// write on subscriptions, usage, plans, API keys and the audit log (system paths only). A deleted
+// tenant is nobody's: every rule that reaches a tenant through its members also requires
+// deleted_at to be null. The `api_client`
 // role (tokens of POST /auth/token) gets every `user` rule rewritten for the caller's API key
 // (apiclient.go).
 package hasurarules
@@ -82,13 +85,25 @@ func memberCond(perm string, min tenantkit.Role) m {
 	return kv("_and", c)
 }
 
-// viaTenant: the row's tenant (through relationship rel) has such a membership.
-func viaTenant(perm string, min tenantkit.Role, rel string) m {
-	return kv(rel, kv("members", memberCond(perm, min)))
+// live is "the tenant is not deleted": a deleted tenant (tenants.deleted_at set) is nobody's, as
+// tenantkit.member_tenants has it for RLS.
+func live() m { return kv("deleted_at", kv("_is_null", true)) }
+
+// ownTenant, on the tenants table itself: not deleted, and a membership of the caller allowing
+// perm with role ≥ min.
+func ownTenantMin(perm string, min tenantkit.Role) m {
+	return kv("_and", []any{live(), kv("members", memberCond(perm, min))})
 }
 
-// ownTenant is viaTenant for the tenants table itself.
-func ownTenant(perm string) m { return kv("members", memberCond(perm, tenantkit.Guest)) }
+func ownTenant(perm string) m { return ownTenantMin(perm, tenantkit.Guest) }
+
+// viaTenant: the row's tenant (through relationship rel) is not deleted and has such a membership.
+func viaTenant(perm string, min tenantkit.Role, rel string) m {
+	return kv(rel, ownTenantMin(perm, min))
+}
+
+// leaving is a member's own membership row of a live tenant (a member may always leave).
+func leaving() m { return kv("_and", []any{me(), kv("tenant", live())}) }
 
 // manageable: the row's role r is at most the caller's own, and the caller holds perm.
 func manageable(perm string) m {
@@ -144,14 +159,13 @@ func builtinFiles() []File {
 				"filter", ownTenant(""))),
 			"update_permissions", userRule(kv("columns", strs("name", "settings"),
 				"filter", ownTenant("settings:write"), "check", ownTenant("settings:write"))),
-			"delete_permissions", userRule(kv("filter", ownTenant("tenants:delete"))),
 		)},
 		{"public_tenant_users.yaml", kv(
 			"table", table("tenant_users"),
 			"object_relationships", []any{tenantRel},
 			"select_permissions", userRule(kv("columns", strs("tenant_id", "user_id", "role", "permissions", "invited_by", "joined_at"),
 				"filter", viaTenant("", tenantkit.Guest, "tenant"))),
-			"delete_permissions", userRule(kv("filter", kv("_or", []any{me(), manageable("users:write")}))),
+			"delete_permissions", userRule(kv("filter", kv("_or", []any{leaving(), manageable("users:write")}))),
 		)},
 		{"public_tenant_invitations.yaml", kv(
 			"table", table("tenant_invitations"),
@@ -196,7 +210,7 @@ func builtinFiles() []File {
 		{"public_subscription_plans.yaml", kv(
 			"table", table("subscription_plans"),
 			"select_permissions", userRule(kv("columns", strs("id", "key", "name", "description", "unit_amount", "currency",
-				"interval", "features", "limits", "sort_order"), "filter", m{})),
+				"interval", "features", "limits", "sort_order", "per_seat"), "filter", m{})),
 		)},
 		{"public_api_keys.yaml", kv(
 			"table", table("api_keys"),

@@ -74,6 +74,7 @@ func (db *DB) Credentials(ctx context.Context, prefix string) ([]apikey.Credenti
 			SELECT k.id::text, k.tenant_id::text, k.name, k.prefix, k.scopes, coalesce(k.created_by::text, ''), k.created_at,
 			       k.expires_at, k.revoked_at, k.last_used_at, k.key_hash, m.role::text, coalesce(m.permissions, '[]')
 			FROM api_keys k
+			JOIN tenants t ON t.id = k.tenant_id AND t.deleted_at IS NULL -- a deleted tenant's keys are nobody's
 			LEFT JOIN tenant_users m ON m.tenant_id = k.tenant_id AND m.user_id = k.created_by
 			WHERE k.prefix = $1`, prefix)
 		var err error

@@ -67,7 +67,7 @@ func (db *DB) Customer(ctx context.Context, tenantID string) (name, customer str
 		return tx.QueryRow(ctx, `
 			SELECT t.name, coalesce(s.stripe_customer_id, '')
 			FROM tenants t LEFT JOIN tenant_subscriptions s ON s.tenant_id = t.id
-			WHERE t.id = $1`, tenantID).Scan(&name, &customer)
+			WHERE t.id = $1 AND t.deleted_at IS NULL`, tenantID).Scan(&name, &customer)
 	})
 	return name, customer, err
 }

@@ -40,6 +40,8 @@ var placements = map[string]placement{
 		"drained by one sender across all tenants, rows without a tenant allowed; a coordinator-local table (citus_add_local_table_to_metadata) may reference the tenants reference table"},
 	"tenantkit.tenant_exports": {"reference",
 		"one row per export link, found by the link's id alone (GET /exports/{id}); few rows, short-lived"},
+	"tenantkit.stripe_outbox": {"local",
+		"drained by one sender across all tenants, its idempotency keys unique across them; like email_outbox, a coordinator-local table referencing tenants"},
 	"public.goose_db_version": {"local", "the migration ledger of the coordinator"},
 	"public.tenant_domains": {"reference",
 		"a few rows per tenant, looked up by domain when a user signs up (who names no tenant); a verified domain is unique across tenants, which only a reference table can enforce"},

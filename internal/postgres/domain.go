@@ -140,7 +140,8 @@ func (db *DB) VerifiedDomain(ctx context.Context, domain string) (team.Domain, b
 		var err error
 		d, err = scanDomain(row)
 		return err
-	}, `SELECT `+domainColumns+` FROM tenant_domains WHERE domain = $1 AND verified_at IS NOT NULL`, domain)
+	}, `SELECT `+domainColumns+` FROM tenant_domains WHERE domain = $1 AND verified_at IS NOT NULL
+		   AND NOT EXISTS (SELECT 1 FROM tenants t WHERE t.id = tenant_id AND t.deleted_at IS NOT NULL)`, domain)
 	if tenantkit.ErrorCode(err) == tenantkit.NotFound {
 		return d, false, nil
 	}
@@ -156,7 +157,8 @@ func (db *DB) JoinByDomain(ctx context.Context, d team.Domain, userID, email str
 	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
 		var role tenantkit.Role
 		err := tx.QueryRow(ctx, `SELECT default_role FROM tenant_domains
-			WHERE tenant_id = $1 AND id = $2 AND verified_at IS NOT NULL AND policy = 'auto_join' FOR SHARE`, d.TenantID, d.ID).Scan(&role)
+			WHERE tenant_id = $1 AND id = $2 AND verified_at IS NOT NULL AND policy = 'auto_join'
+			  AND NOT EXISTS (SELECT 1 FROM tenants t WHERE t.id = tenant_id AND t.deleted_at IS NOT NULL) FOR SHARE`, d.TenantID, d.ID).Scan(&role)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
 		}
@@ -195,6 +197,7 @@ func (db *DB) Offer(ctx context.Context, d team.Domain, userID, reason string) (
 			INSERT INTO tenantkit.domain_offers (tenant_id, user_id, domain_id)
 			SELECT d.tenant_id, $3, d.id FROM tenant_domains d
 			WHERE d.tenant_id = $1 AND d.id = $2 AND d.verified_at IS NOT NULL
+			  AND NOT EXISTS (SELECT 1 FROM tenants t WHERE t.id = d.tenant_id AND t.deleted_at IS NOT NULL)
 			  AND NOT EXISTS (SELECT 1 FROM tenant_users m WHERE m.tenant_id = d.tenant_id AND m.user_id = $3)
 			ON CONFLICT (tenant_id, user_id) DO NOTHING`, d.TenantID, d.ID, userID)
 		if err != nil || tag.RowsAffected() == 0 {

@@ -205,11 +205,12 @@ func TestSessions(t *testing.T) {
 		{"an unknown user", `{"x-hasura-role":"user","x-hasura-user-id":"` + other + `"}`, other},
 	}
 	tenantTables := []struct {
-		name     string
-		writable bool // tenantkit_app holds UPDATE and DELETE grants (else refused with 42501)
+		name                 string
+		updatable, deletable bool // tenantkit_app holds the UPDATE, DELETE grant (else refused with 42501)
 	}{
-		{"tenants", true}, {"tenant_users", true}, {"tenant_invitations", true}, {"projects", true},
-		{"tenant_subscriptions", false}, {"billing_usage", false},
+		{"tenants", true, false}, // deleted through deleteTenant only
+		{"tenant_users", true, true}, {"tenant_invitations", true, true}, {"projects", true, true},
+		{"tenant_subscriptions", false, false}, {"billing_usage", false, false},
 	}
 	noop := map[string]string{
 		"tenants": "name = name", "tenant_users": "role = role", "tenant_invitations": "email = email",
@@ -243,15 +244,15 @@ func TestSessions(t *testing.T) {
 					if n := fxTxCount(t, tx, "SELECT count(*) FROM "+tb.name); n != 0 {
 						t.Errorf("sees %d rows of %s", n, tb.name)
 					}
-					for _, stmt := range []string{
-						fmt.Sprintf("UPDATE %s SET %s", tb.name, noop[tb.name]),
-						"DELETE FROM " + tb.name,
+					for stmt, writable := range map[string]bool{
+						fmt.Sprintf("UPDATE %s SET %s", tb.name, noop[tb.name]): tb.updatable,
+						"DELETE FROM " + tb.name:                                tb.deletable,
 					} {
 						n, code := fxTry(t, tx, stmt)
 						switch {
-						case tb.writable && (code != "" || n != 0):
+						case writable && (code != "" || n != 0):
 							t.Errorf("%s: %d rows, SQLSTATE %q; want 0 rows and no error", stmt, n, code)
-						case !tb.writable && code != "42501":
+						case !writable && code != "42501":
 							t.Errorf("%s: %d rows, SQLSTATE %q; want 42501 (no grant)", stmt, n, code)
 						}
 					}
@@ -731,15 +732,9 @@ func TestLastOwner(t *testing.T) {
 
 	t.Run("deleting the tenant removes its owners", func(t *testing.T) {
 		t.Parallel()
-		byOwner := fxTenant(t, admin)
-		fxMember(t, admin, byOwner.id, tenantkit.Owner)
-		fxProjects(t, admin, byOwner.id, byOwner.owner, 2)
-		if err := fxAs(ctx, db, byOwner.owner, func(tx pgx.Tx) error {
-			return fxExactlyOne(tx.Exec(ctx, "DELETE FROM tenants WHERE id = $1", byOwner.id))
-		}); err != nil {
-			t.Fatalf("owner deletes the tenant: %v", err)
-		}
 		bySystem := fxTenant(t, admin)
+		fxMember(t, admin, bySystem.id, tenantkit.Owner)
+		fxProjects(t, admin, bySystem.id, bySystem.owner, 2)
 		if err := db.WithSystem(ctx, func(tx pgx.Tx) error {
 			return fxExactlyOne(tx.Exec(ctx, "DELETE FROM tenants WHERE id = $1", bySystem.id))
 		}); err != nil {
@@ -747,22 +742,29 @@ func TestLastOwner(t *testing.T) {
 		}
 		bySuperuser := fxTenant(t, admin)
 		fxExec(t, admin, "DELETE FROM tenants WHERE id = $1", bySuperuser.id)
-		for _, id := range []string{byOwner.id, bySystem.id, bySuperuser.id} {
+		for _, id := range []string{bySystem.id, bySuperuser.id} {
 			if n := fxCount(t, admin, "SELECT (SELECT count(*) FROM tenants WHERE id = $1) + (SELECT count(*) FROM tenant_users WHERE tenant_id = $1) + (SELECT count(*) FROM projects WHERE tenant_id = $1)", id); n != 0 {
 				t.Errorf("tenant %s: %d rows left", id, n)
 			}
 		}
 	})
 
-	t.Run("an admin cannot delete the tenant", func(t *testing.T) {
+	// Deleting goes through deleteTenant (a soft deletion, the Stripe cancellation, the restore
+	// window): no member, the owner included, may DELETE the row or set its deletion mark.
+	t.Run("no member deletes the tenant row", func(t *testing.T) {
 		t.Parallel()
 		tn := fxTenant(t, admin)
 		adm := fxMember(t, admin, tn.id, tenantkit.Admin)
-		err := fxAs(ctx, db, adm, func(tx pgx.Tx) error {
-			return fxExactlyOne(tx.Exec(ctx, "DELETE FROM tenants WHERE id = $1", tn.id))
-		})
-		if !errors.Is(err, errFxNoRow) {
-			t.Errorf("admin deletes the tenant: %v, want no row touched", err)
+		for _, u := range []string{tn.owner, adm} {
+			for _, stmt := range []string{"DELETE FROM tenants WHERE id = $1", "UPDATE tenants SET deleted_at = now() WHERE id = $1"} {
+				err := fxAs(ctx, db, u, func(tx pgx.Tx) error { return fxExactlyOne(tx.Exec(ctx, stmt, tn.id)) })
+				if fxSQLState(err) != "42501" {
+					t.Errorf("%s as %s: %v, want permission denied", stmt, u, err)
+				}
+			}
+		}
+		if n := fxCount(t, admin, "SELECT count(*) FROM tenants WHERE id = $1 AND deleted_at IS NULL", tn.id); n != 1 {
+			t.Error("the tenant is gone")
 		}
 	})
 }

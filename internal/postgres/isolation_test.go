@@ -37,6 +37,7 @@ type membership struct {
 
 type world struct {
 	tenants     []string
+	deleted     map[string]bool // tenants deleted (deleteTenant's mark): nobody's any more
 	users       []string
 	outsiders   []string                         // users with auth rows but no membership: insert targets
 	members     map[string]map[string]membership // user -> tenant -> membership
@@ -92,7 +93,7 @@ func seed(t *testing.T) uint64 {
 }
 
 func newWorld(rng *rand.Rand, nTenants, nUsers int) *world {
-	w := &world{members: map[string]map[string]membership{}}
+	w := &world{members: map[string]map[string]membership{}, deleted: map[string]bool{}}
 	id := func() string { return uuid.Must(uuid.NewRandomFromReader(rngReader{rng})).String() }
 	for range nTenants {
 		w.tenants = append(w.tenants, id())
@@ -121,6 +122,12 @@ func newWorld(rng *rand.Rand, nTenants, nUsers int) *world {
 				custom = append(custom, customVocabulary[rng.IntN(len(customVocabulary))])
 			}
 			w.join(u, tn, tenantkit.Roles[rng.IntN(len(tenantkit.Roles))], custom)
+		}
+	}
+	// about one tenant in six is deleted, with its members, invitations and rows still in place
+	for _, tn := range w.tenants {
+		if rng.IntN(6) == 0 {
+			w.deleted[tn] = true
 		}
 	}
 	for range 1200 {
@@ -215,6 +222,11 @@ func (w *world) load(ctx context.Context, t *testing.T, admin *pgxpool.Pool) {
 		t.Fatalf("load: audit log has %d rows (%v)", len(audit), err)
 	}
 	w.audit = audit
+	var deleted []string
+	for tn := range w.deleted {
+		deleted = append(deleted, tn)
+	}
+	exec(`UPDATE tenants SET deleted_at = now() WHERE id = ANY ($1::uuid[])`, deleted)
 	// A test-only probe that runs one statement as the caller and reports "ok:<rows>" or the
 	// SQLSTATE, so thousands of attempted writes cost one round trip.
 	// Every attempt is undone (the success is reported through an exception), so attempts are
@@ -246,10 +258,10 @@ func (w *world) has(u, tn, perm string) bool {
 		// the key's tenant, not revoked, its creator still a member; a scope covers perm and the
 		// creator's grants allow it (apikey.Allows)
 		m, member := w.members[k.creator][tn]
-		return tn == k.tenant && !k.revoked && member && (perm == "" || apikey.Allows(k.scopes, m.role, m.custom, perm))
+		return tn == k.tenant && !k.revoked && member && !w.deleted[tn] && (perm == "" || apikey.Allows(k.scopes, m.role, m.custom, perm))
 	}
 	m, ok := w.members[u][tn]
-	return ok && (perm == "" || tenantkit.Allows(m.role, m.custom, perm))
+	return ok && !w.deleted[tn] && (perm == "" || tenantkit.Allows(m.role, m.custom, perm))
 }
 
 // manages: perm in the tenant and a role at least the row's (a key's: its creator's role).
@@ -302,8 +314,7 @@ func tables() []table {
 			rows:      func(w *world) []string { return w.tenants },
 			canSelect: func(w *world, u, k string) bool { return w.has(u, k, "") },
 			canUpdate: func(w *world, u, k string) bool { return w.has(u, k, "settings:write") },
-			// an API client never deletes a tenant
-			canDelete: func(w *world, u, k string) bool { return !w.isKey(u) && w.has(u, k, "tenants:delete") },
+			canDelete: none, // deleteTenant's soft deletion only, never a DELETE of the row (nor by an API client)
 		},
 		{
 			name: "tenant_users", key: "tenant_id || '/' || user_id", noopSet: "role = role", appCanRead: true,
@@ -415,7 +426,7 @@ func tables() []table {
 			canSelect: func(w *world, u, k string) bool {
 				tn, _ := split(k)
 				m, ok := w.members[u][tn]
-				return ok && m.role == tenantkit.Owner
+				return ok && !w.deleted[tn] && m.role == tenantkit.Owner
 			},
 			canUpdate: none, canDelete: none,
 		},

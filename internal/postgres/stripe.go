@@ -111,7 +111,7 @@ func unepochKnown(k *billing.Known) {
 // the prices and plan hints the event names, in one round trip.
 func lockAccount(ctx context.Context, tx pgx.Tx, tenant string, ev billing.StripeEvent) (billing.Account, billing.Catalog, error) {
 	a := billing.Account{TenantID: tenant, Subscriptions: map[string]billing.Known{}}
-	cat := billing.Catalog{PlanOfPrice: map[string]string{}, Plans: map[string]bool{}}
+	cat := billing.Catalog{PlanOfPrice: map[string]string{}, Plans: map[string]bool{}, PerSeat: map[string]bool{}}
 	var prices, hints []string
 	for _, s := range []*billing.Subscription{ev.Subscription, ev.Fetched} {
 		if s != nil {
@@ -125,6 +125,18 @@ func lockAccount(ctx context.Context, tx pgx.Tx, tenant string, ev billing.Strip
 		WHERE s.tenant_id = $1
 		FOR UPDATE OF s`, tenant).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&a.TenantName, &a.CustomerID, &a.Current, &a.PlanID)
+	})
+	// A statement of its own, after the lock: it sees a deletion committed while this waited for
+	// the lock (a deletion locks the same row first). With the members, and the per-seat plans.
+	b.Queue(`SELECT deleted_at, (SELECT count(*) FROM tenant_users WHERE tenant_id = $1),
+		  ARRAY(SELECT id::text FROM subscription_plans WHERE per_seat)
+		FROM tenants WHERE id = $1`, tenant).QueryRow(func(row pgx.Row) error {
+		var perSeat []string
+		err := row.Scan(&a.DeletedAt, &a.Members, &perSeat)
+		for _, p := range perSeat {
+			cat.PerSeat[p] = true
+		}
+		return err
 	})
 	b.Queue(`SELECT `+knownColumns+` FROM tenantkit.stripe_subscriptions WHERE tenant_id = $1`, tenant).Query(func(rows pgx.Rows) error {
 		var k billing.Known
@@ -225,8 +237,13 @@ func saveDecision(ctx context.Context, tx pgx.Tx, eventID string, before billing
 	if d.Outcome != billing.Applied { // recorded as applied (recordEvent)
 		b.Queue(`UPDATE tenantkit.stripe_events SET outcome = $2 WHERE id = $1`, eventID, d.Outcome)
 	}
-	if b.Len() == 0 {
-		return nil
+	if d.SyncSeats { // after the tenant's row: bump_seats reads its plan and subscription
+		b.Queue(`SELECT tenantkit.bump_seats($1)`, before.TenantID)
 	}
-	return tx.SendBatch(ctx, b).Close()
+	if b.Len() > 0 {
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
+	}
+	return queueWrites(ctx, tx, d.Writes)
 }

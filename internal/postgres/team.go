@@ -50,9 +50,12 @@ func (db *DB) CreateTenant(ctx context.Context, s tenantkit.Session, nt team.New
 func (db *DB) Membership(ctx context.Context, s tenantkit.Session, tenantID string) (team.Membership, error) {
 	m := team.Membership{TenantID: tenantID, UserID: s.UserID()}
 	// The caller's own row, selected by the caller's id: what RLS would let it read, without RLS's
-	// cost on the hottest path (checkPermission). An invalid id is refused by the cast: invalid.
+	// cost on the hottest path (checkPermission); as for RLS, a deleted tenant is nobody's. An
+	// invalid id is refused by the cast: invalid.
 	err := db.QueryRowAsSystem(ctx, func(row pgx.Row) error { return row.Scan(&m.Role, &m.Permissions) },
-		`SELECT role, permissions FROM tenant_users WHERE tenant_id = $1 AND user_id = $2`, tenantID, s.UserID())
+		`SELECT m.role, m.permissions FROM tenant_users m
+		 WHERE m.tenant_id = $1 AND m.user_id = $2
+		   AND NOT EXISTS (SELECT FROM tenants t WHERE t.id = m.tenant_id AND t.deleted_at IS NOT NULL)`, tenantID, s.UserID())
 	return m, err
 }
 
@@ -187,12 +190,14 @@ func (db *DB) RevokeInvitation(ctx context.Context, s tenantkit.Session, id stri
 // AcceptInvitation implements team.Store on the system path: the invitee is not yet a member, so
 // RLS would not show them the invitation; decide checks that it is theirs. The caller's email is
 // read in the same transaction, after the invitation's lock, by the session's user id: always
-// the caller's own row as committed at that moment.
+// the caller's own row as committed at that moment. An invitation to a deleted tenant is not
+// found.
 func (db *DB) AcceptInvitation(ctx context.Context, s tenantkit.Session, tokenHash []byte, readVerified bool,
 	decide func(team.Invitation, bool, team.Invitee) (bool, error)) (team.Membership, error) {
 	m := team.Membership{UserID: s.UserID()}
 	err := db.WithSystemAs(ctx, s, func(tx pgx.Tx) error {
-		inv, err := scanInvitation(tx.QueryRow(ctx, `SELECT `+invitationColumns+` FROM tenant_invitations WHERE token_hash = $1 FOR UPDATE`, tokenHash))
+		inv, err := scanInvitation(tx.QueryRow(ctx, `SELECT `+invitationColumns+` FROM tenant_invitations
+			WHERE token_hash = $1 AND tenant_id IN (SELECT id FROM tenants WHERE deleted_at IS NULL) FOR UPDATE`, tokenHash))
 		found := err == nil
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return err
@@ -355,7 +360,7 @@ func (db *DB) PendingInvitationEmail(ctx context.Context, tenantID, invitationID
 			       t.name, coalesce(nullif(u.display_name, ''), u.email, ''), o.sealed_token
 			FROM tenantkit.invitation_outbox o
 			JOIN tenant_invitations i ON i.tenant_id = o.tenant_id AND i.id = o.invitation_id
-			JOIN tenants t ON t.id = i.tenant_id
+			JOIN tenants t ON t.id = i.tenant_id AND t.deleted_at IS NULL
 			LEFT JOIN auth.users u ON u.id = i.invited_by
 			WHERE o.tenant_id = $1 AND o.invitation_id = $2 AND o.token_hash = $3
 			  AND i.token_hash = $3 AND i.status = 'pending'`, tenantID, invitationID, tokenHash).Scan(

@@ -26,12 +26,23 @@ type Metrics struct {
 var counted = map[string]bool{
 	"stripe_event_applied": true, "stripe_event_stale": true, "stripe_event_not_current": true,
 	"stripe_event_not_ours": true, "stripe_event_ignored": true, "stripe_event_duplicate": true,
-	"stripe_unknown_price": true,
+	"stripe_unknown_price": true, "stripe_event_tenant_deleted": true,
+}
+
+// Queued Stripe writes by kind and outcome (internal/billing, StripeOutbox).
+func init() {
+	for _, kind := range []string{"cancel_subscription", "sync_seats"} {
+		for _, outcome := range []string{"sent", "already_done", "skipped", "retrying", "failed"} {
+			counted["stripe_write_"+kind+"_"+outcome] = true
+		}
+	}
 }
 
 // Count adds one to tenantkit_billing_total{what}: Stripe events by what billing did with them
-// (stripe_event_applied, _stale, _not_current, _not_ours, _ignored, _duplicate) and subscriptions
-// billed at a price no plan is linked to (stripe_unknown_price).
+// (stripe_event_applied, _stale, _not_current, _not_ours, _ignored, _duplicate, _tenant_deleted)
+// and subscriptions
+// billed at a price no plan is linked to (stripe_unknown_price), and queued Stripe writes by kind
+// and outcome (stripe_write_<kind>_<outcome>, e.g. stripe_write_cancel_subscription_failed).
 func (m *Metrics) Count(name string) {
 	if !counted[name] {
 		name = "other"
@@ -61,7 +72,7 @@ func NewMetrics(names []string) *Metrics {
 	}
 	m.billing = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tenantkit_billing_total",
-		Help: "Billing occurrences: Stripe events by outcome, subscriptions at a price no plan knows.",
+		Help: "Billing occurrences: Stripe events by outcome, subscriptions at a price no plan knows, queued Stripe writes by kind and outcome.",
 	}, []string{"what"})
 	for _, n := range names {
 		m.names[n] = true

@@ -198,6 +198,8 @@ func TestMetricsInFlight(t *testing.T) {
 	}
 }
 
+type testKey struct{}
+
 // SetCode reaches the request's counter through contexts derived from the request's (handlers
 // add deadlines), and a call outside the middleware changes no counter.
 func TestSetCodeThroughDerivedContexts(t *testing.T) {
@@ -206,7 +208,7 @@ func TestSetCodeThroughDerivedContexts(t *testing.T) {
 	mux.HandleFunc("POST /actions/{name}", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
 		defer cancel()
-		SetCode(context.WithValue(ctx, struct{}{}, 1), "conflict")
+		SetCode(context.WithValue(ctx, testKey{}, 1), "conflict")
 		w.WriteHeader(http.StatusConflict)
 	})
 	mux.Handle("GET /metrics", m.Handler())

@@ -31,6 +31,7 @@
 //	POST   /v1/subscription_items/{id}/usage_records
 //	GET    /v1/invoices/upcoming (subscription, subscription_items, subscription_proration_date, …)
 //	GET    /v1/invoices/upcoming/lines
+//	POST   /v1/subscription_items/{id}
 //
 // Any other URL answers 404 as Stripe answers an unrecognized URL.
 //
@@ -109,6 +110,8 @@ type Server struct {
 	events    []Event
 	drained   int
 	lost      map[string]bool // events whose webhooks never arrive (LoseWebhooks)
+	// noopQuantity: ids of the requests that set an item's quantity to the one it had (items.go)
+	noopQuantity map[string]bool
 }
 
 // New starts a double; Close stops it.
@@ -126,7 +129,7 @@ func New(opts Options) *Server {
 		customers: map[string]*customer{}, products: map[string]*product{}, prices: map[string]*price{},
 		sessions: map[string]*session{}, portals: map[string]*portalSession{}, subs: map[string]*subscription{},
 		itemSub: map[string]string{}, invoices: map[string]*invoice{}, usage: map[string][]UsageRecord{},
-		idem: map[string]*idemEntry{},
+		idem: map[string]*idemEntry{}, noopQuantity: map[string]bool{},
 	}
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	return s
@@ -634,6 +637,8 @@ func (s *Server) route(method, path string, f *fnode) response {
 		return s.upcomingInvoice(f)
 	case len(p) == 3 && p[0] == "invoices" && p[1] == "upcoming" && p[2] == "lines" && method == http.MethodGet:
 		return s.upcomingLines(f)
+	case len(p) == 2 && p[0] == "subscription_items" && method == http.MethodPost:
+		return s.updateSubscriptionItem(p[1], f)
 	}
 	return unrecognized(method, path)
 }

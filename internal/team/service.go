@@ -26,7 +26,10 @@ type Service struct {
 	// requires a verified email.
 	AllowUnverifiedEmail bool
 	SendLimits           SendLimits // invitation emails per tenant and per invitation (zero: defaults)
-	Now                  func() time.Time
+	// RestoreWindow is how long a deleted tenant may be restored (zero: DefaultRestoreWindow;
+	// negative: not at all, it is purged at the next purge run).
+	RestoreWindow time.Duration
+	Now           func() time.Time
 }
 
 func (s *Service) now() time.Time {

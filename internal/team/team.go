@@ -130,4 +130,18 @@ type Store interface {
 	ClearInvitationEmail(ctx context.Context, tenantID, invitationID string, tokenHash []byte) error
 	// AuditLog returns the tenant's latest entries, newest first, as far as the caller may read them.
 	AuditLog(ctx context.Context, s tenantkit.Session, tenantID string, limit int) ([]AuditEntry, error)
+	// DeleteTenant locks the tenant, reads its DeletionState and asks decide; when decide returns
+	// fresh, it marks the tenant deleted at DeletedAt by the caller, records the deletion, moves
+	// the tenant's own billing row to the default plan (canceled) and queues the deletion's Stripe
+	// writes, all in one transaction. It returns the deletion decide returned.
+	DeleteTenant(ctx context.Context, s tenantkit.Session, tenantID string,
+		decide func(DeletionState) (d Deletion, fresh bool, err error)) (Deletion, error)
+	// RestoreTenant locks the tenant, reads its DeletionState and asks decide; when decide says
+	// restore, it clears the deletion mark and records the restore by the caller. It returns the
+	// tenant.
+	RestoreTenant(ctx context.Context, s tenantkit.Session, tenantID string,
+		decide func(DeletionState) (restore bool, err error)) (Tenant, error)
+	// PurgeDeletedTenants purges (tenantkit.purge_tenant) every deleted tenant whose restore
+	// window ended at or before cutoff, unless another purge holds the purge lock (ran false).
+	PurgeDeletedTenants(ctx context.Context, cutoff time.Time) (purged int, ran bool, err error)
 }
