@@ -256,7 +256,7 @@ func TestRequireVerifiedEmail(t *testing.T) {
 	if err := admin.QueryRow(context.Background(), `SELECT sealed_token, token_hash FROM tenantkit.invitation_outbox`).Scan(&sealed, &hash); err != nil {
 		t.Fatal(err)
 	}
-	box, err := team.NewBox(testSecret)
+	box, err := team.NewTokenSealer(testSecret)
 	if err != nil {
 		t.Fatal(err)
 	}

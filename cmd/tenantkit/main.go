@@ -36,9 +36,9 @@ import (
 	"github.com/tenantkit/tenantkit/actions"
 	"github.com/tenantkit/tenantkit/graph"
 	"github.com/tenantkit/tenantkit/internal/billing"
+	"github.com/tenantkit/tenantkit/internal/emailoutbox"
 	"github.com/tenantkit/tenantkit/internal/export"
 	"github.com/tenantkit/tenantkit/internal/mail"
-	"github.com/tenantkit/tenantkit/internal/outbox"
 	"github.com/tenantkit/tenantkit/internal/pglocal"
 	"github.com/tenantkit/tenantkit/internal/postgres"
 	"github.com/tenantkit/tenantkit/internal/server"
@@ -209,7 +209,7 @@ type Main struct {
 	DB     *postgres.DB
 	HTTP   *server.Server
 	Meter  *billing.Meter
-	Outbox *outbox.Sender
+	Outbox *emailoutbox.Sender
 	// StripeOutbox sends the queued Stripe writes (nil when billing is off: they stay queued).
 	StripeOutbox *billing.StripeOutbox
 	// Console, when set (tenantkit dev, console logs), gets logged emails as plain text (links on
@@ -232,7 +232,7 @@ func (m *Main) Open(ctx context.Context) error {
 		ls.Console = m.Console
 		sender = ls
 	}
-	box, err := team.NewBox(m.Config.Secret)
+	box, err := team.NewTokenSealer(m.Config.Secret)
 	if err != nil {
 		return err
 	}
@@ -253,7 +253,7 @@ func (m *Main) Open(ctx context.Context) error {
 	if trial == 0 {
 		trial = -1 // no trial
 	}
-	teams := &team.Service{Store: db, Box: box, Mailer: sender, AppURL: m.Config.AppURL, InvitationTTL: m.Config.InvitationTTL,
+	teams := &team.Service{Store: db, Sealer: box, Mailer: sender, AppURL: m.Config.AppURL, InvitationTTL: m.Config.InvitationTTL,
 		TrialPeriod: trial, TrialPlan: m.Config.TrialPlan, AllowUnverifiedEmail: !m.Config.RequireVerifiedEmail,
 		SendLimits: team.SendLimits{PerTenant: m.Config.InvitationSendsPerHour, TenantWindow: time.Hour,
 			PerInvitation: m.Config.InvitationResendsPerDay, InvitationWindow: 24 * time.Hour},
@@ -269,7 +269,7 @@ func (m *Main) Open(ctx context.Context) error {
 		m.StripeOutbox = &billing.StripeOutbox{Store: db, Stripe: sc, Log: m.Log, Count: metrics.Count}
 	}
 	m.Meter = &billing.Meter{Store: db, Log: m.Log, Alerts: bills.UsageAlerts}
-	m.Outbox = &outbox.Sender{Store: db, Mailer: sender, Log: m.Log}
+	m.Outbox = &emailoutbox.Sender{Store: db, Mailer: sender, Log: m.Log}
 	keys, tokens, err := m.apiKeys(db, metrics)
 	if err != nil {
 		db.Close()

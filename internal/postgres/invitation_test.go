@@ -22,11 +22,11 @@ import (
 // fxTeams is the team service on db, as cmd/tenantkit builds it, with these send limits.
 func fxTeams(t testing.TB, db *postgres.DB, limits team.SendLimits) *team.Service {
 	t.Helper()
-	box, err := team.NewBox("test-secret-0123456789")
+	box, err := team.NewTokenSealer("test-secret-0123456789")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &team.Service{Store: db, Box: box, AppURL: "http://app.test", SendLimits: limits}
+	return &team.Service{Store: db, Sealer: box, AppURL: "http://app.test", SendLimits: limits}
 }
 
 // fxUserWith creates an auth user with that email and verification and returns its id.
@@ -47,7 +47,7 @@ func fxInviteToken(t testing.TB, admin *pgxpool.Pool, svc *team.Service, tn fxTe
 	}
 	var sealed, hash []byte
 	fxQueryRow(t, admin, `SELECT sealed_token, token_hash FROM tenantkit.invitation_outbox WHERE invitation_id = $1`, inv.ID).Scan(&sealed, &hash)
-	token, err := svc.Box.Open(sealed, hash)
+	token, err := svc.Sealer.Open(sealed, hash)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ import (
 // Service implements team management. Configure every field; see cmd/tenantkit.
 type Service struct {
 	Store         Store
-	Box           *Box
+	Sealer        *TokenSealer
 	Mailer        tenantkit.Mailer
 	AppURL        string        // links in emails: AppURL + "/invitations/accept?token=…"
 	InvitationTTL time.Duration // how long an invitation stays valid (default 7 days)
@@ -134,7 +134,7 @@ func (s *Service) Invite(ctx context.Context, sess tenantkit.Session, tenantID, 
 	if !m.Role.AtLeast(r) {
 		return Invitation{}, tenantkit.Errorf(tenantkit.Forbidden, "you cannot invite someone as %s, above your own role", r)
 	}
-	_, tok, err := s.Box.NewToken()
+	_, tok, err := s.Sealer.NewToken()
 	if err != nil {
 		return Invitation{}, err
 	}
@@ -159,7 +159,7 @@ func (s *Service) Resend(ctx context.Context, sess tenantkit.Session, invitation
 	if err := ValidateID("invitationId", invitationID); err != nil {
 		return Invitation{}, err
 	}
-	_, tok, err := s.Box.NewToken()
+	_, tok, err := s.Sealer.NewToken()
 	if err != nil {
 		return Invitation{}, err
 	}
@@ -402,7 +402,7 @@ func (s *Service) SendInvitationEmail(ctx context.Context, tenantID, invitationI
 	if err != nil || !ok {
 		return err
 	}
-	token, err := s.Box.Open(e.Sealed, tokenHash)
+	token, err := s.Sealer.Open(e.Sealed, tokenHash)
 	if err != nil {
 		return fmt.Errorf("open sealed invitation token: %w", err)
 	}

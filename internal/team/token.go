@@ -32,11 +32,12 @@ func HashToken(token string) ([]byte, bool) {
 	return h[:], true
 }
 
-// Box seals and opens tokens for the outbox.
-type Box struct{ aead cipher.AEAD }
+// TokenSealer seals invitation tokens for tenantkit.invitation_outbox (where a token waits, sealed,
+// until its email is sent) and opens them for the email.
+type TokenSealer struct{ aead cipher.AEAD }
 
-// NewBox derives the outbox key from the service secret.
-func NewBox(secret string) (*Box, error) {
+// NewTokenSealer derives the outbox key from the service secret.
+func NewTokenSealer(secret string) (*TokenSealer, error) {
 	key, err := hkdf.Key(sha256.New, []byte(secret), nil, "tenantkit invitation outbox v1", 32)
 	if err != nil {
 		return nil, err
@@ -49,12 +50,12 @@ func NewBox(secret string) (*Box, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Box{aead: aead}, nil
+	return &TokenSealer{aead: aead}, nil
 }
 
 // NewToken returns a fresh random token (as the invitee sees it) and its stored forms. The hash is
 // bound into the seal, so a sealed token cannot be moved to another invitation row's hash.
-func (b *Box) NewToken() (string, SealedToken, error) {
+func (b *TokenSealer) NewToken() (string, SealedToken, error) {
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
 		return "", SealedToken{}, err
@@ -69,7 +70,7 @@ func (b *Box) NewToken() (string, SealedToken, error) {
 }
 
 // Open returns the token sealed for the given hash.
-func (b *Box) Open(sealed, hash []byte) (string, error) {
+func (b *TokenSealer) Open(sealed, hash []byte) (string, error) {
 	n := b.aead.NonceSize()
 	if len(sealed) < n {
 		return "", errors.New("sealed token too short")

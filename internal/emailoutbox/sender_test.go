@@ -1,4 +1,4 @@
-package outbox_test
+package emailoutbox_test
 
 import (
 	"context"
@@ -7,9 +7,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
+	"github.com/tenantkit/tenantkit/internal/emailoutbox"
 	"github.com/tenantkit/tenantkit/internal/mail"
 	"github.com/tenantkit/tenantkit/internal/mail/mailtest"
-	"github.com/tenantkit/tenantkit/internal/outbox"
 	"github.com/tenantkit/tenantkit/internal/pgtest"
 	"github.com/tenantkit/tenantkit/internal/postgres"
 )
@@ -17,7 +17,7 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // setup returns a sender over a fresh database and a real SMTP server, and a superuser pool.
-func setup(t *testing.T) (*outbox.Sender, *mailtest.Server, *pgxpool.Pool) {
+func setup(t *testing.T) (*emailoutbox.Sender, *mailtest.Server, *pgxpool.Pool) {
 	t.Helper()
 	ctx := context.Background()
 	url := pgtest.NewDB(t)
@@ -36,7 +36,7 @@ func setup(t *testing.T) (*outbox.Sender, *mailtest.Server, *pgxpool.Pool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &outbox.Sender{Store: db, Mailer: smtp, Log: zerolog.Nop()}, srv, admin
+	return &emailoutbox.Sender{Store: db, Mailer: smtp, Log: zerolog.Nop()}, srv, admin
 }
 
 func queue(t *testing.T, admin *pgxpool.Pool, to string) string {

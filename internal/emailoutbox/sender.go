@@ -1,7 +1,7 @@
-// Package outbox sends the emails other transactions queued (billing emails written with the
+// Package emailoutbox sends the emails other transactions queued (billing emails written with the
 // Stripe event that caused them): at least once, never holding a transaction across SMTP, each
 // email claimed for a lease so that two senders do not send it at the same time.
-package outbox
+package emailoutbox
 
 import (
 	"context"
