@@ -105,6 +105,10 @@ func TestSaasMetricsCounts(t *testing.T) {
 		exec(t, s, `UPDATE tenant_subscriptions SET status = $2::subscription_status WHERE tenant_id = $1`, tenant, st)
 	}
 	exec(t, s, `UPDATE tenants SET created_at = now() - interval '100 days' WHERE slug IN (SELECT slug FROM tenants ORDER BY slug LIMIT 2)`)
+	// A deleted tenant (with members of its own) counts nowhere.
+	gone, _ := s.tenant(t)
+	exec(t, s, `INSERT INTO tenant_users (tenant_id, user_id, role) VALUES ($1, $2, 'member')`, gone, s.user(t, ""))
+	exec(t, s, `UPDATE tenants SET deleted_at = now() WHERE id = $1`, gone)
 	q := `{ saasMetrics { tenantsTotal tenantsActive tenantsTrialing tenantsPastDue usersTotal tenantsCreated30d tenantsChurned30d averageTenantAgeDays mrr { currency } } }`
 	data, code := s.graph(t, q, nil, map[string]string{"x-hasura-role": "admin"})
 	if code != "" {

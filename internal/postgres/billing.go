@@ -290,17 +290,18 @@ func (db *DB) Metrics(ctx context.Context, now time.Time) (billing.Metrics, erro
 	var m billing.Metrics
 	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, `
-			SELECT (SELECT count(*) FROM tenants),
-			       (SELECT count(*) FROM tenant_subscriptions WHERE status = 'active'),
-			       (SELECT count(*) FROM tenant_subscriptions WHERE status = 'trialing'
+			SELECT (SELECT count(*) FROM tenants WHERE deleted_at IS NULL),
+			       (SELECT count(*) FROM tenant_subscriptions WHERE status = 'active' AND tenant_id IN (SELECT id FROM tenants WHERE deleted_at IS NULL)),
+			       (SELECT count(*) FROM tenant_subscriptions WHERE status = 'trialing' AND tenant_id IN (SELECT id FROM tenants WHERE deleted_at IS NULL)
 			        AND (stripe_subscription_id IS NOT NULL OR trial_ends_at > $1::timestamptz)),
-			       (SELECT count(*) FROM tenant_subscriptions WHERE status = 'past_due'),
-			       (SELECT count(DISTINCT user_id) FROM tenant_users),
-			       (SELECT count(*) FROM tenants WHERE created_at > $1::timestamptz - interval '30 days'),
+			       (SELECT count(*) FROM tenant_subscriptions WHERE status = 'past_due' AND tenant_id IN (SELECT id FROM tenants WHERE deleted_at IS NULL)),
+			       (SELECT count(DISTINCT m.user_id) FROM tenant_users m JOIN tenants t ON t.id = m.tenant_id AND t.deleted_at IS NULL),
+			       (SELECT count(*) FROM tenants WHERE deleted_at IS NULL AND created_at > $1::timestamptz - interval '30 days'),
 			       (SELECT count(*) FROM tenant_subscriptions t JOIN tenantkit.stripe_subscriptions s ON s.id = t.stripe_subscription_id
 			        WHERE s.status IN ('canceled', 'incomplete_expired')
 			          AND s.ended_at > $1::timestamptz - interval '30 days' AND s.ended_at <= $1::timestamptz),
-			       (SELECT coalesce(avg(extract(epoch FROM $1::timestamptz - created_at)) / 86400, 0)::float8 FROM tenants),
+			       (SELECT coalesce(avg(extract(epoch FROM $1::timestamptz - created_at)) / 86400, 0)::float8 FROM tenants
+			        WHERE deleted_at IS NULL),
 			       (SELECT count(*) FROM tenantkit.stripe_subscriptions
 			        WHERE status::text = ANY ($2) AND (unit_amount IS NULL OR currency IS NULL OR "interval" IS NULL))`,
 			now, billing.BilledStatuses).Scan(&m.TenantsTotal, &m.TenantsActive, &m.TenantsTrialing, &m.TenantsPastDue, &m.UsersTotal,
