@@ -111,7 +111,8 @@ var commands = []command{
 		"the ledger lacks and the drift of every subscription that belongs to a tenant, through the same state\n" +
 		"machine as webhooks. Drift report and summary on stdout, progress on stderr; a second run changes nothing.",
 		flags: func(fs *flag.FlagSet) { fs.Bool("dry-run", false, "report the drift, change nothing") },
-		env:   []envVar{{"DATABASE_URL", "required"}, {"STRIPE_SECRET_KEY", "required"}, {"STRIPE_API_URL", "Stripe API address override"}}},
+		env: []envVar{{"DATABASE_URL", "required"}, {"DATABASE_POOLER", "none (default) or transaction"},
+			{"STRIPE_SECRET_KEY", "required"}, {"STRIPE_API_URL", "Stripe API address override"}}},
 	{name: "tenants purge", summary: "Purge the deleted tenants whose restore window (TENANT_RESTORE_DAYS) ended: their rows go, the\n" +
 		"deletion record and an audit trail without personal data stay. serve also does it every TENANT_PURGE_INTERVAL.",
 		env: []envVar{{"DATABASE_URL", "required (a direct connection: the purge holds a session lock)"}}},

@@ -379,7 +379,7 @@ func TestTenantDeletion(t *testing.T) {
 			t.Helper()
 			var out bytes.Buffer
 			if err := tenantsPurge(ctx, func(k string) string {
-				return map[string]string{"DATABASE_URL": f.m.Config.DatabaseURL}[k]
+				return map[string]string{"DATABASE_URL": directURL(f.m)}[k] // the purge holds a session lock: no pooler
 			}, &out); err != nil {
 				t.Fatal(err)
 			}

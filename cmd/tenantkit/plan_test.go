@@ -34,7 +34,7 @@ func newBillingWorld(t *testing.T, extraEnv ...string) *billingWorld {
 	exec(t, s, `UPDATE subscription_plans SET api_calls_unit_amount = CASE key WHEN 'professional' THEN 0.05 ELSE 0.02 END
 		WHERE key IN ('professional', 'enterprise')`)
 	w := &billingWorld{s: s, fake: fake, plan: map[string]planInfo{}, calls: map[string]string{},
-		env: map[string]string{"DATABASE_URL": s.m.Config.DatabaseURL, "STRIPE_SECRET_KEY": stripefake.TestKey, "STRIPE_API_URL": fake.URL}}
+		env: commandEnv(s.m, "STRIPE_SECRET_KEY", stripefake.TestKey, "STRIPE_API_URL", fake.URL)}
 	var out bytes.Buffer
 	if err := plansSync(context.Background(), func(k string) string { return w.env[k] }, &out); err != nil {
 		t.Fatalf("plans sync: %v\n%s", err, out.String())

@@ -39,7 +39,11 @@ func stripeReconcile(ctx context.Context, getenv func(string) string, args []str
 	if dbURL == "" || key == "" {
 		return errors.New("config: DATABASE_URL and STRIPE_SECRET_KEY are required")
 	}
-	db, err := postgres.Open(ctx, dbURL, "") // system work only
+	pooler, err := postgres.ParsePooler(getenv("DATABASE_POOLER"))
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	db, err := postgres.OpenWith(ctx, dbURL, "", postgres.Options{Pooler: pooler}) // system work only
 	if err != nil {
 		return err
 	}

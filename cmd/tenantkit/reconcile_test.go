@@ -27,7 +27,7 @@ func newBillingStack(t *testing.T, fakeNow time.Time) *billingStack {
 	t.Cleanup(fake.Close)
 	s := newStack(t, "STRIPE_SECRET_KEY", stripefake.TestKey, "STRIPE_API_URL", fake.URL, "STRIPE_WEBHOOK_SECRET", testWebhookSecret)
 	b := &billingStack{stack: s, fake: fake,
-		env: map[string]string{"DATABASE_URL": s.m.Config.DatabaseURL, "STRIPE_SECRET_KEY": stripefake.TestKey, "STRIPE_API_URL": fake.URL}}
+		env: commandEnv(s.m, "STRIPE_SECRET_KEY", stripefake.TestKey, "STRIPE_API_URL", fake.URL)}
 	var out bytes.Buffer
 	if err := plansSync(context.Background(), b.getenv, &out); err != nil {
 		t.Fatalf("plans sync: %v\n%s", err, out.String())

@@ -32,7 +32,7 @@ func newFakeBilling(t *testing.T, env ...string) *fakeBilling {
 	s := newStack(t, append([]string{"STRIPE_SECRET_KEY", stripefake.TestKey, "STRIPE_API_URL", fake.URL,
 		"STRIPE_WEBHOOK_SECRET", testWebhookSecret}, env...)...)
 	f := &fakeBilling{stack: s, fake: fake, plans: map[string]fakePlan{}}
-	cfg := map[string]string{"DATABASE_URL": s.m.Config.DatabaseURL, "STRIPE_SECRET_KEY": stripefake.TestKey, "STRIPE_API_URL": fake.URL}
+	cfg := commandEnv(s.m, "STRIPE_SECRET_KEY", stripefake.TestKey, "STRIPE_API_URL", fake.URL)
 	var out bytes.Buffer
 	if err := plansSync(context.Background(), func(k string) string { return cfg[k] }, &out); err != nil {
 		t.Fatalf("plans sync: %v\n%s", err, out.String())
@@ -56,10 +56,22 @@ func (f *fakeBilling) restart(t *testing.T, env ...string) {
 	if err := f.m.Close(); err != nil {
 		t.Fatalf("stop the service: %v", err)
 	}
-	url := f.m.Config.DatabaseURL
-	f.m = start(t, append([]string{"DATABASE_URL", url, "APP_DATABASE_URL", pgtest.AppURL(t, url),
+	old := f.m
+	url := old.Config.DatabaseURL
+	app := old.Config.AppDatabaseURL
+	if app == "" {
+		app = pgtest.AppURL(t, url)
+	}
+	base := []string{"DATABASE_URL", url, "APP_DATABASE_URL", app,
 		"SMTP_URL", f.smtp.URL(), "STRIPE_SECRET_KEY", stripefake.TestKey, "STRIPE_API_URL", f.fake.URL,
-		"STRIPE_WEBHOOK_SECRET", testWebhookSecret}, env...)...)
+		"STRIPE_WEBHOOK_SECRET", testWebhookSecret}
+	if old.Config.Pooler != "" { // the same database through the same pooler (TENANTKIT_TEST_POOLER)
+		base = append(base, "DATABASE_POOLER", string(old.Config.Pooler))
+	}
+	f.m = start(t, append(base, env...)...)
+	if u, ok := directURLs.Load(old); ok {
+		directURLs.Store(f.m, u)
+	}
 	f.hasura = hasuratest.NewClient(metadata(t), map[string]string{
 		"TENANTKIT_URL":         f.m.HTTP.URL(),
 		"TENANTKIT_SECRET":      testSecret,

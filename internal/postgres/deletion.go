@@ -131,27 +131,40 @@ const (
 	purgeTimeout = "15min"
 )
 
-// PurgeDeletedTenants implements team.Store. It holds the purge lock on one connection of the
-// system pool for the whole run, so a purge running on another replica is never doubled; each
-// tenant is purged in a transaction of its own.
+// PurgeDeletedTenants implements team.Store. Each tenant is purged in a transaction of its own,
+// and every transaction of the run first takes the purge lock at transaction level
+// (pg_try_advisory_xact_lock): while a purge runs on another replica, this one stops at its next
+// transaction. A transaction lock, not a session lock, so that it holds behind a transaction
+// pooler too. ran is false when the lock was taken before anything was done.
 func (db *DB) PurgeDeletedTenants(ctx context.Context, cutoff time.Time) (purged int, ran bool, err error) {
 	conn, err := db.Pool.Acquire(ctx)
 	if err != nil {
 		return 0, false, translate(err)
 	}
 	defer conn.Release()
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(`+purgeLock+`)`).Scan(&ran); err != nil || !ran {
-		return 0, false, translate(err)
+	errBusy := errors.New("another purge holds the lock")
+	locked := func(tx pgx.Tx) error {
+		var ok bool
+		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock(`+purgeLock+`)`).Scan(&ok); err != nil {
+			return err
+		}
+		if !ok {
+			return errBusy
+		}
+		return nil
 	}
+	ran = true
 	defer func() {
-		bg := context.WithoutCancel(ctx)
-		if _, err := conn.Exec(bg, `SELECT pg_advisory_unlock(`+purgeLock+`)`); err != nil {
-			_ = conn.Conn().Close(bg) // a connection that may still hold the lock never goes back to the pool
+		if errors.Is(err, errBusy) {
+			ran, err = purged > 0, nil
 		}
 	}()
 	for {
 		var due []string
 		err := inConn(ctx, conn, func(tx pgx.Tx) error {
+			if err := locked(tx); err != nil {
+				return err
+			}
 			rows, _ := tx.Query(ctx, `
 				SELECT d.tenant_id::text FROM tenantkit.tenant_deletions d JOIN tenants t ON t.id = d.tenant_id AND t.deleted_at IS NOT NULL
 				WHERE d.restored_at IS NULL AND d.purged_at IS NULL AND d.restore_until <= $1
@@ -167,6 +180,9 @@ func (db *DB) PurgeDeletedTenants(ctx context.Context, cutoff time.Time) (purged
 		for _, tenant := range due {
 			var done bool
 			err := inConn(ctx, conn, func(tx pgx.Tx) error {
+				if err := locked(tx); err != nil {
+					return err
+				}
 				if _, err := tx.Exec(ctx, `SET LOCAL statement_timeout = '`+purgeTimeout+`'`); err != nil {
 					return err
 				}

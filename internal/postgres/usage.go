@@ -14,19 +14,25 @@ var _ billing.UsageStore = (*DB)(nil)
 // usageReportLock is the advisory lock key of the usage report ("tkusage").
 const usageReportLock int64 = 0x746b7573616765
 
-// LockUsageReport implements billing.UsageStore with a session advisory lock held on one
-// connection of the system pool until unlock; a second run waits for it (without the pool's
-// statement_timeout, which would end the wait after 25 s).
+// LockUsageReport implements billing.UsageStore with a transaction-level advisory lock: a
+// transaction on one connection of the system pool stays open, idle, for the whole run and holds
+// the lock until unlock ends it; a second run waits for it. A transaction, not a session lock, so
+// that it holds behind a transaction pooler too (PgBouncer keeps the server connection for the
+// transaction; a session lock would stay on a server connection others then use). The wait and
+// the idle transaction are exempt from the pool's timeouts (SET LOCAL).
 func (db *DB) LockUsageReport(ctx context.Context) (func(), error) {
 	conn, err := db.Pool.Acquire(ctx)
 	if err != nil {
 		return nil, translate(err)
 	}
-	if _, err := conn.Exec(ctx, `SET statement_timeout = 0`); err != nil {
-		conn.Release()
-		return nil, translate(err)
+	tx, err := conn.Begin(ctx)
+	if err == nil {
+		_, err = tx.Exec(ctx, `SELECT set_config('statement_timeout', '0', true), set_config('idle_in_transaction_session_timeout', '0', true)`)
 	}
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, usageReportLock); err != nil {
+	if err == nil {
+		_, err = tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, usageReportLock)
+	}
+	if err != nil {
 		conn.Conn().Close(context.WithoutCancel(ctx)) // the wait may still be queued on it
 		conn.Release()
 		return nil, translate(err)
@@ -34,8 +40,8 @@ func (db *DB) LockUsageReport(ctx context.Context) (func(), error) {
 	return func() {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if _, err := conn.Exec(uctx, `SELECT pg_advisory_unlock($1); RESET statement_timeout`, usageReportLock); err != nil {
-			conn.Conn().Close(uctx) // closing the session releases the lock
+		if err := tx.Commit(uctx); err != nil {
+			conn.Conn().Close(uctx) // closing the session ends the transaction and its lock
 		}
 		conn.Release()
 	}, nil
