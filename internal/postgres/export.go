@@ -48,20 +48,26 @@ func (db *DB) Export(ctx context.Context, id string) (export.Export, error) {
 }
 
 // ConsumeExport implements export.Store: one UPDATE marks the export used unless it was or has
-// expired, so of concurrent downloads exactly one gets it.
+// expired, so of concurrent downloads exactly one gets it. Why the others lost is read by a second
+// statement: under READ COMMITTED it sees the winner's commit, which the UPDATE waited for (a
+// single statement with a CTE would read the row as of its own start, before that commit, and
+// take a used link for an expired one).
 func (db *DB) ConsumeExport(ctx context.Context, id string) error {
 	return db.WithSystem(ctx, func(tx pgx.Tx) error {
-		var used, expired bool
-		err := tx.QueryRow(ctx, `
-			WITH consumed AS (
-			  UPDATE tenantkit.tenant_exports SET downloaded_at = now()
-			  WHERE id = $1 AND downloaded_at IS NULL AND expires_at > now()
-			  RETURNING 1)
-			SELECT downloaded_at IS NOT NULL, expires_at <= now()
-			FROM tenantkit.tenant_exports WHERE id = $1 AND NOT EXISTS (SELECT FROM consumed)`, id).Scan(&used, &expired)
+		tag, err := tx.Exec(ctx, `
+			UPDATE tenantkit.tenant_exports SET downloaded_at = now()
+			WHERE id = $1 AND downloaded_at IS NULL AND expires_at > now()`, id)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 1 {
+			return nil
+		}
+		var used bool
+		err = tx.QueryRow(ctx, `SELECT downloaded_at IS NOT NULL FROM tenantkit.tenant_exports WHERE id = $1`, id).Scan(&used)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
-			return nil // consumed now (or no such export, which Open ruled out)
+			return tenantkit.Errorf(export.LinkInvalid, "this export link is not valid: ask for a new export")
 		case err != nil:
 			return err
 		case used:
