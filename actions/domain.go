@@ -88,11 +88,7 @@ func (h *Handler) setDomainPolicy(ctx context.Context, s tenantkit.Session, in s
 	return toDomainOutput(d), nil
 }
 
-type tenantIDInput struct {
-	TenantID tenantkit.ID `json:"tenantId"`
-}
-
-func (h *Handler) acceptDomainOffer(ctx context.Context, s tenantkit.Session, in tenantIDInput) (membershipOutput, error) {
+func (h *Handler) acceptDomainOffer(ctx context.Context, s tenantkit.Session, in tenantInput) (membershipOutput, error) {
 	m, err := h.Domains.AcceptOffer(ctx, s, string(in.TenantID))
 	if err != nil {
 		return membershipOutput{}, err

@@ -110,15 +110,7 @@ func (s *stack) hasuraSession(t *testing.T, token, role string) (map[string]stri
 func (s *stack) hasuraRows(t *testing.T, table string, session map[string]string) []string {
 	t.Helper()
 	ctx := context.Background()
-	meta := metadata(t)
-	cat, err := hasuratest.LoadCatalog(ctx, s.admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rules, err := meta.Rules(session["x-hasura-role"])
-	if err != nil {
-		t.Fatal(err)
-	}
+	meta, cat, rules := s.hasuraRules(t, session["x-hasura-role"])
 	for _, r := range rules {
 		if r.Table != table || r.Command != "select" {
 			continue

@@ -22,15 +22,7 @@ func TestAuditLogRecordsHasuraDeletes(t *testing.T) {
 	tenant, owner := s.tenant(t)
 	inv := s.ok(t, "inviteMember", map[string]any{"tenantId": tenant, "email": "deleted@example.com", "role": "member"}, owner)["invitationId"].(string)
 
-	meta := metadata(t)
-	cat, err := hasuratest.LoadCatalog(ctx, s.admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rules, err := meta.Rules("user")
-	if err != nil {
-		t.Fatal(err)
-	}
+	meta, cat, rules := s.hasuraRules(t, "user")
 	var del *hasuratest.Rule
 	for i, r := range rules {
 		if r.Table == "tenant_invitations" && r.Command == "delete" && r.Allowed {

@@ -15,7 +15,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	stripego "github.com/stripe/stripe-go/v76"
 
-	"github.com/tenantkit/tenantkit/internal/hasuratest"
 	"github.com/tenantkit/tenantkit/internal/stripefake"
 )
 
@@ -77,15 +76,7 @@ var memberTables = []struct{ table, tenantColumn string }{
 func (s *stack) visible(t *testing.T, user, tenant string) (rls, hasura map[string]int) {
 	t.Helper()
 	ctx := context.Background()
-	meta := metadata(t)
-	cat, err := hasuratest.LoadCatalog(ctx, s.admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rules, err := meta.Rules("user")
-	if err != nil {
-		t.Fatal(err)
-	}
+	meta, cat, rules := s.hasuraRules(t, "user")
 	rls, hasura = map[string]int{}, map[string]int{}
 	session := map[string]string{"x-hasura-role": "user", "x-hasura-user-id": user}
 	for _, mt := range memberTables {

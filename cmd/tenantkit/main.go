@@ -582,20 +582,30 @@ func migrationURL(getenv func(string) string) (string, error) {
 // billingCommand opens what the billing commands need (DATABASE_URL, DATABASE_POOLER,
 // STRIPE_SECRET_KEY, STRIPE_API_URL) and runs fn.
 func billingCommand(ctx context.Context, getenv func(string) string, fn func(*billing.Service) error) error {
-	dbURL, key := getenv("DATABASE_URL"), getenv("STRIPE_SECRET_KEY")
-	if dbURL == "" || key == "" {
-		return errors.New("config: DATABASE_URL and STRIPE_SECRET_KEY are required")
-	}
-	pooler, err := postgres.ParsePooler(getenv("DATABASE_POOLER"))
-	if err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
-	db, err := postgres.OpenWith(ctx, dbURL, "", postgres.Options{Pooler: pooler}) // system work only
+	db, client, err := openBilling(ctx, getenv)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	return fn(&billing.Service{Store: db, Stripe: stripe.New(key, getenv("STRIPE_API_URL"))})
+	return fn(&billing.Service{Store: db, Stripe: client})
+}
+
+// openBilling opens the database (system work only) and the Stripe client the billing commands use,
+// from DATABASE_URL, DATABASE_POOLER, STRIPE_SECRET_KEY and STRIPE_API_URL.
+func openBilling(ctx context.Context, getenv func(string) string) (*postgres.DB, *stripe.Client, error) {
+	dbURL, key := getenv("DATABASE_URL"), getenv("STRIPE_SECRET_KEY")
+	if dbURL == "" || key == "" {
+		return nil, nil, errors.New("config: DATABASE_URL and STRIPE_SECRET_KEY are required")
+	}
+	pooler, err := postgres.ParsePooler(getenv("DATABASE_POOLER"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("config: %w", err)
+	}
+	db, err := postgres.OpenWith(ctx, dbURL, "", postgres.Options{Pooler: pooler})
+	if err != nil {
+		return nil, nil, err
+	}
+	return db, stripe.New(key, getenv("STRIPE_API_URL")), nil
 }
 
 // plansSync links the active plans to Stripe products and prices.

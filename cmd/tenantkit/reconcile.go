@@ -12,8 +12,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tenantkit/tenantkit/internal/billing"
-	"github.com/tenantkit/tenantkit/internal/postgres"
-	"github.com/tenantkit/tenantkit/internal/stripe"
 )
 
 // reconcileOptions are what tests change about `stripe reconcile`.
@@ -35,20 +33,11 @@ func stripeReconcile(ctx context.Context, getenv func(string) string, args []str
 	if fs.NArg() > 0 {
 		return errors.New("usage: tenantkit stripe reconcile [--dry-run]")
 	}
-	dbURL, key := getenv("DATABASE_URL"), getenv("STRIPE_SECRET_KEY")
-	if dbURL == "" || key == "" {
-		return errors.New("config: DATABASE_URL and STRIPE_SECRET_KEY are required")
-	}
-	pooler, err := postgres.ParsePooler(getenv("DATABASE_POOLER"))
-	if err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
-	db, err := postgres.OpenWith(ctx, dbURL, "", postgres.Options{Pooler: pooler}) // system work only
+	db, client, err := openBilling(ctx, getenv)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	client := stripe.New(key, getenv("STRIPE_API_URL"))
 	client.PageSize = opts.pageSize
 	log := zerolog.New(stderr).Level(zerolog.WarnLevel).With().Timestamp().Str("command", "stripe reconcile").Logger()
 	ctx = log.WithContext(ctx)

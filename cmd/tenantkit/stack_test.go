@@ -256,3 +256,19 @@ func (s *stack) count(t *testing.T, sql string, args ...any) int {
 	}
 	return n
 }
+
+// hasuraRules loads what Hasura knows to compile role's permission rules: the metadata, the
+// database's catalog and the role's rules.
+func (s *stack) hasuraRules(t *testing.T, role string) (*hasuratest.Metadata, *hasuratest.PGCatalog, []hasuratest.Rule) {
+	t.Helper()
+	meta := metadata(t)
+	cat, err := hasuratest.LoadCatalog(context.Background(), s.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := meta.Rules(role)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return meta, cat, rules
+}

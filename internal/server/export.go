@@ -93,10 +93,9 @@ func writeExportError(w http.ResponseWriter, r *http.Request, err error) {
 	default:
 		zerolog.Ctx(r.Context()).Error().Err(err).Msg("export failed")
 	}
-	SetCode(r.Context(), code)
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "no-referrer")
-	writeJSON(w, status, map[string]any{"message": tenantkit.ErrorMessage(err), "extensions": map[string]string{"code": code}})
+	WriteError(w, r, status, code, tenantkit.ErrorMessage(err))
 }
 
 // deadlineWriter pushes the connection's write deadline on before every write.

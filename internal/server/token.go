@@ -230,14 +230,10 @@ func writeTokenError(w http.ResponseWriter, r *http.Request, err error) {
 		code = tenantkit.Internal
 	}
 	log.UpdateContext(func(c zerolog.Context) zerolog.Context { return c.Str("code", code) })
-	SetCode(r.Context(), code)
 	status := tokenStatus(code)
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="tenantkit", error="invalid_token"`)
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, status, map[string]any{
-		"message":    tenantkit.ErrorMessage(err),
-		"extensions": map[string]string{"code": code},
-	})
+	WriteError(w, r, status, code, tenantkit.ErrorMessage(err))
 }
