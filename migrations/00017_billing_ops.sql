@@ -41,9 +41,9 @@ CREATE TABLE tenantkit.usage_reports (
   due                bigint NOT NULL DEFAULT 0 CHECK (due >= 0),
   -- calls of the subscription's earlier periods that their own reports never reached
   carried_in         bigint NOT NULL DEFAULT 0 CHECK (carried_in >= 0),
-  -- the quantity Stripe last accepted for the period on item_id, and on items used before
+  -- the quantity Stripe last accepted for the period on item_id (a plan change that replaces the
+  -- item clears the old one's usage, so the new item is owed the whole period)
   reported           bigint NOT NULL DEFAULT 0 CHECK (reported >= 0),
-  reported_elsewhere bigint NOT NULL DEFAULT 0 CHECK (reported_elsewhere >= 0),
   reported_at        timestamptz,
   -- set when the period is over and what it still owed moved into the next period's carried_in
   closed_at          timestamptz,

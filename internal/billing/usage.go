@@ -49,13 +49,12 @@ type UsagePeriod struct {
 	Due                      int64 // the period's api_calls, rounded up (final once closed)
 	CarriedIn                int64 // owed by earlier periods, past their reach
 	Reported                 int64 // the quantity Stripe accepted on ItemID
-	ReportedElsewhere        int64 // accepted on items the period was reported to before (a plan change)
 	ReportedAt               *time.Time
 	Closed                   bool // over, its remainder carried into the next period
 }
 
 // Owed is the quantity the period's usage record on ItemID must hold.
-func (p UsagePeriod) Owed() int64 { return max(0, p.Due+p.CarriedIn-p.ReportedElsewhere) }
+func (p UsagePeriod) Owed() int64 { return p.Due + p.CarriedIn }
 
 // Remainder is what the period owes beyond what Stripe accepted.
 func (p UsagePeriod) Remainder() int64 { return max(0, p.Owed()-p.Reported) }

@@ -69,13 +69,12 @@ func (db *DB) MeteredSubscriptions(ctx context.Context) ([]billing.MeteredSubscr
 		}
 		open := map[[2]string][]billing.UsagePeriod{}
 		rows, _ = tx.Query(ctx, `
-			SELECT tenant_id::text, subscription_id, item_id, period_start, period_end, due, carried_in, reported,
-			       reported_elsewhere, reported_at
+			SELECT tenant_id::text, subscription_id, item_id, period_start, period_end, due, carried_in, reported, reported_at
 			FROM tenantkit.usage_reports WHERE closed_at IS NULL
 			ORDER BY tenant_id, subscription_id, period_start`)
 		var p billing.UsagePeriod
 		_, err = pgx.ForEachRow(rows, []any{&p.TenantID, &p.SubscriptionID, &p.ItemID, &p.Start, &p.End, &p.Due, &p.CarriedIn,
-			&p.Reported, &p.ReportedElsewhere, &p.ReportedAt}, func() error {
+			&p.Reported, &p.ReportedAt}, func() error {
 			k := [2]string{p.TenantID, p.SubscriptionID}
 			open[k] = append(open[k], p)
 			p = billing.UsagePeriod{}
@@ -154,13 +153,13 @@ func (db *DB) SaveUsagePeriods(ctx context.Context, periods []billing.UsagePerio
 		for _, p := range periods {
 			b.Queue(`
 				INSERT INTO tenantkit.usage_reports AS r (tenant_id, subscription_id, period_start, period_end, item_id, due,
-				  carried_in, reported, reported_elsewhere, reported_at, closed_at)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, CASE WHEN $11 THEN now() END)
+				  carried_in, reported, reported_at, closed_at)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, CASE WHEN $10 THEN now() END)
 				ON CONFLICT (tenant_id, subscription_id, period_start) DO UPDATE SET period_end = EXCLUDED.period_end,
 				  item_id = EXCLUDED.item_id, due = EXCLUDED.due, carried_in = EXCLUDED.carried_in, reported = EXCLUDED.reported,
-				  reported_elsewhere = EXCLUDED.reported_elsewhere, reported_at = EXCLUDED.reported_at,
+				  reported_at = EXCLUDED.reported_at,
 				  closed_at = coalesce(r.closed_at, EXCLUDED.closed_at)`,
-				p.TenantID, p.SubscriptionID, p.Start, p.End, p.ItemID, p.Due, p.CarriedIn, p.Reported, p.ReportedElsewhere,
+				p.TenantID, p.SubscriptionID, p.Start, p.End, p.ItemID, p.Due, p.CarriedIn, p.Reported,
 				p.ReportedAt, p.Closed)
 		}
 		return tx.SendBatch(ctx, b).Close()
