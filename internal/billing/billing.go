@@ -267,7 +267,7 @@ func (s *Service) RecordUsage(ctx context.Context, sess tenantkit.Session, event
 		}
 	}
 	recorded, err = s.Store.RecordUsage(ctx, events)
-	if err == nil {
+	if err == nil && recorded > 0 { // a retry of what is already recorded moves no total
 		s.usageAlertsAfter(ctx, events) // after the commit: see alerts.go
 	}
 	return recorded, len(events) - recorded, err

@@ -291,10 +291,7 @@ func (db *DB) Metrics(ctx context.Context, now time.Time) (billing.Metrics, erro
 	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, `
 			SELECT (SELECT count(*) FROM tenants WHERE deleted_at IS NULL),
-			       (SELECT count(*) FROM tenant_subscriptions WHERE status = 'active' AND tenant_id IN (SELECT id FROM tenants WHERE deleted_at IS NULL)),
-			       (SELECT count(*) FROM tenant_subscriptions WHERE status = 'trialing' AND tenant_id IN (SELECT id FROM tenants WHERE deleted_at IS NULL)
-			        AND (stripe_subscription_id IS NOT NULL OR trial_ends_at > $1::timestamptz)),
-			       (SELECT count(*) FROM tenant_subscriptions WHERE status = 'past_due' AND tenant_id IN (SELECT id FROM tenants WHERE deleted_at IS NULL)),
+			       live.active, live.trialing, live.past_due,
 			       (SELECT count(DISTINCT m.user_id) FROM tenant_users m JOIN tenants t ON t.id = m.tenant_id AND t.deleted_at IS NULL),
 			       (SELECT count(*) FROM tenants WHERE deleted_at IS NULL AND created_at > $1::timestamptz - interval '30 days'),
 			       (SELECT count(*) FROM tenant_subscriptions t JOIN tenantkit.stripe_subscriptions s ON s.id = t.stripe_subscription_id
@@ -303,7 +300,12 @@ func (db *DB) Metrics(ctx context.Context, now time.Time) (billing.Metrics, erro
 			       (SELECT coalesce(avg(extract(epoch FROM $1::timestamptz - created_at)) / 86400, 0)::float8 FROM tenants
 			        WHERE deleted_at IS NULL),
 			       (SELECT count(*) FROM tenantkit.stripe_subscriptions
-			        WHERE status::text = ANY ($2) AND (unit_amount IS NULL OR currency IS NULL OR "interval" IS NULL))`,
+			        WHERE status::text = ANY ($2) AND (unit_amount IS NULL OR currency IS NULL OR "interval" IS NULL))
+			FROM (SELECT count(*) FILTER (WHERE s.status = 'active') AS active,
+			             count(*) FILTER (WHERE s.status = 'trialing'
+			                              AND (s.stripe_subscription_id IS NOT NULL OR s.trial_ends_at > $1::timestamptz)) AS trialing,
+			             count(*) FILTER (WHERE s.status = 'past_due') AS past_due
+			      FROM tenant_subscriptions s JOIN tenants t ON t.id = s.tenant_id AND t.deleted_at IS NULL) live`,
 			now, billing.BilledStatuses).Scan(&m.TenantsTotal, &m.TenantsActive, &m.TenantsTrialing, &m.TenantsPastDue, &m.UsersTotal,
 			&m.TenantsCreated30d, &m.TenantsChurned30d, &m.AverageTenantAgeDays, &m.UnpricedSubscriptions)
 		if err != nil {

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantkit/tenantkit"
 	"github.com/tenantkit/tenantkit/internal/team"
@@ -137,11 +136,6 @@ const (
 // transaction. A transaction lock, not a session lock, so that it holds behind a transaction
 // pooler too. ran is false when the lock was taken before anything was done.
 func (db *DB) PurgeDeletedTenants(ctx context.Context, cutoff time.Time) (purged int, ran bool, err error) {
-	conn, err := db.Pool.Acquire(ctx)
-	if err != nil {
-		return 0, false, translate(err)
-	}
-	defer conn.Release()
 	errBusy := errors.New("another purge holds the lock")
 	locked := func(tx pgx.Tx) error {
 		var ok bool
@@ -161,7 +155,7 @@ func (db *DB) PurgeDeletedTenants(ctx context.Context, cutoff time.Time) (purged
 	}()
 	for {
 		var due []string
-		err := inConn(ctx, conn, func(tx pgx.Tx) error {
+		err := db.WithSystem(ctx, func(tx pgx.Tx) error {
 			if err := locked(tx); err != nil {
 				return err
 			}
@@ -179,7 +173,7 @@ func (db *DB) PurgeDeletedTenants(ctx context.Context, cutoff time.Time) (purged
 		progress := false
 		for _, tenant := range due {
 			var done bool
-			err := inConn(ctx, conn, func(tx pgx.Tx) error {
+			err := db.WithSystem(ctx, func(tx pgx.Tx) error {
 				if err := locked(tx); err != nil {
 					return err
 				}
@@ -200,10 +194,4 @@ func (db *DB) PurgeDeletedTenants(ctx context.Context, cutoff time.Time) (purged
 			return purged, true, nil
 		}
 	}
-}
-
-// inConn is WithSystem on a connection the caller holds.
-func inConn(ctx context.Context, conn *pgxpool.Conn, fn func(pgx.Tx) error) error {
-	begin := "BEGIN; SELECT set_config('role', " + quoteLiteral(SystemRole) + ", true)"
-	return translate(pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{BeginQuery: begin}, fn))
 }

@@ -50,9 +50,6 @@ func (db *DB) ApplyStripeEvent(ctx context.Context, ev billing.StripeEvent, deci
 	return d, err
 }
 
-// eventIDs are the subscription and customer ids an event names.
-func eventIDs(ev billing.StripeEvent) (subscription, customer string) { return ev.Subject() }
-
 // unlinkedOutcome is the outcome of an event that names no tenant of ours.
 func unlinkedOutcome(ev billing.StripeEvent) string {
 	if ev.Subscription == nil && ev.Invoice == nil && ev.Checkout == nil && ev.Snapshot == nil {
@@ -66,7 +63,7 @@ func unlinkedOutcome(ev billing.StripeEvent) string {
 // the tenant ("" when none: the event is then recorded with its final outcome at once). A linked
 // event is recorded as applied, the most common outcome; saveDecision corrects it when not.
 func recordEvent(ctx context.Context, tx pgx.Tx, ev billing.StripeEvent) (fresh bool, tenant string, err error) {
-	subscription, customer := eventIDs(ev)
+	subscription, customer := ev.Subject()
 	var t *string
 	err = tx.QueryRow(ctx, `
 		WITH t AS (
