@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/tenantkit/tenantkit/internal/dnstest"
 	"github.com/tenantkit/tenantkit/internal/hasuratest"
@@ -130,12 +131,10 @@ func TestDomainVerification(t *testing.T) {
 	if _, c := s.graph(t, `query($t: ID!) { domains(tenantId: $t) { id } }`, map[string]any{"t": tenant}, session(member)); c != "forbidden" {
 		t.Errorf("a member lists domains: %q", c)
 	}
-	var actions []string
 	rows, _ := s.admin.Query(context.Background(), `SELECT action FROM audit_log WHERE tenant_id = $1 AND action LIKE 'domain.%' ORDER BY seq`, tenant)
-	for rows.Next() {
-		var a string
-		_ = rows.Scan(&a)
-		actions = append(actions, a)
+	actions, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
 	}
 	if fmt.Sprint(actions) != "[domain.added domain.verified]" {
 		t.Errorf("audit %v", actions)

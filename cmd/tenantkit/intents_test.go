@@ -42,7 +42,10 @@ func TestSubscriptionIntents(t *testing.T) {
 	t.Parallel()
 	seed := uint64(time.Now().UnixNano())
 	if v := os.Getenv("INTENTS_SEED"); v != "" {
-		seed, _ = strconv.ParseUint(v, 10, 64)
+		var err error
+		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
+			t.Fatalf("INTENTS_SEED=%q: %v", v, err)
+		}
 	}
 	steps, tenants := envInt("INTENTS_STEPS", 80), envInt("INTENTS_TENANTS", 3)
 	t.Logf("seed %d (INTENTS_SEED=%d replays it)", seed, seed)
@@ -312,7 +315,9 @@ func (iw *intentWorld) concurrent(tn *intentTenant) {
 			}
 			results[i].status = res.Status
 			if res.Status == 200 {
-				_ = res.JSON(&results[i].out)
+				if err := res.JSON(&results[i].out); err != nil {
+					t.Errorf("step %d: %s: answer 200 that does not decode: %v", iw.step, c.label, err)
+				}
 			} else if ae, err := res.ActionError(); err == nil {
 				results[i].code, results[i].msg = ae.Code, ae.Message
 			}

@@ -143,9 +143,9 @@ func TestSeats(t *testing.T) {
 			t.Errorf("seat version %d after 70 membership changes from %d", version, pendingVersion)
 		}
 		// The webhooks of tenantkit's own writes queue nothing more, and nothing is sent again.
-		time.Sleep(1500 * time.Millisecond)
+		f.flushOutbox(t)
 		f.deliver(t)
-		time.Sleep(1500 * time.Millisecond)
+		f.flushOutbox(t) // whatever the webhooks queued is sent now, not after a poll
 		if again, done, _ := f.seatRow(t, tenant); again != version || !done {
 			t.Errorf("seat version %d (done %v) after Stripe's own webhooks, want %d, done", again, done, version)
 		}
@@ -174,7 +174,7 @@ func TestSeats(t *testing.T) {
 		if len(events) != 1 || events[0].Type != "customer.subscription.updated" {
 			t.Fatalf("the write emitted %v", events)
 		}
-		time.Sleep(1500 * time.Millisecond)
+		f.flushOutbox(t)
 		if again, done, _ := f.seatRow(t, tenant); again != version || !done {
 			t.Errorf("the write's own webhook moved the seat version from %d to %d (done %v)", version, again, done)
 		}

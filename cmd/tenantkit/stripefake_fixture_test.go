@@ -122,6 +122,15 @@ func (f *fakeBilling) settleOutbox(t *testing.T) {
 	exec(t, f.stack, `UPDATE tenantkit.stripe_outbox SET next_at = now() WHERE done_at IS NULL AND outcome = 'retrying'`)
 }
 
+// flushOutbox sends every due Stripe write now, as the service's sender would at its next poll,
+// so that a check that nothing more is sent does not depend on the poll's timing.
+func (f *fakeBilling) flushOutbox(t *testing.T) {
+	t.Helper()
+	if _, err := f.m.StripeOutbox.Flush(context.Background()); err != nil {
+		t.Fatalf("flush the Stripe outbox: %v", err)
+	}
+}
+
 // eventually waits (up to 30 s, checking every 50 ms) for cond; what names it in the failure,
 // and state, when given, says where things stood.
 func eventually(t *testing.T, what string, cond func() bool, state ...func() string) {

@@ -307,6 +307,16 @@ func TestUsageAlerts(t *testing.T) {
 			if a80, a100 := alerts(tenant, "api_calls", 80), alerts(tenant, "api_calls", 100); a100 != 2 || a80 > 2 {
 				t.Errorf("round %d: %d emails at 80 %%, %d at 100 %%; want 2 at 100 %% (one per owner), at most one per owner at 80 %%", round, a80, a100)
 			}
+			// One per owner, not two to one of them, and none to anyone else.
+			for _, threshold := range []int{80, 100} {
+				if n := s.count(t, `SELECT count(*) FROM (SELECT o.to_email FROM tenantkit.email_outbox o
+					WHERE o.tenant_id = $1 AND o.dedupe_key LIKE $2 GROUP BY o.to_email HAVING count(*) > 1
+					   OR o.to_email NOT IN (SELECT u.email FROM tenant_users m JOIN auth.users u ON u.id = m.user_id
+					                        WHERE m.tenant_id = $1 AND m.role = 'owner')) x`,
+					tenant, fmt.Sprintf("usage_alert:%s:api_calls:%d:%%", tenant, threshold)); n != 0 {
+					t.Errorf("round %d: %d recipients at %d %% got a second email or are not owners", round, n, threshold)
+				}
+			}
 		}
 	})
 

@@ -97,8 +97,8 @@ func TestSenderRefusedAndTemporaryFailures(t *testing.T) {
 	if r := state(t, admin, gone); r.Attempts != 1 {
 		t.Errorf("refused email tried again: %+v", r)
 	}
-	if got := len(srv.Messages()); got != 1 {
-		t.Errorf("server received %d messages, want 1", got)
+	if msgs := srv.Messages(); len(msgs) != 1 || len(msgs[0].To) != 1 || msgs[0].To[0] != "owner@example.com" {
+		t.Errorf("server received %v, want one message to owner@example.com", msgs)
 	}
 
 	// A temporary failure stays queued, due later, with the reason kept.
@@ -107,7 +107,17 @@ func TestSenderRefusedAndTemporaryFailures(t *testing.T) {
 	if sent, err := s.Flush(ctx); err != nil || sent != 0 {
 		t.Fatalf("Flush with 451 = %d, %v", sent, err)
 	}
-	if r := state(t, admin, later); r.Refused || r.Sent || r.DueNow || r.LastError == "" {
+	if r := state(t, admin, later); r.Refused || r.Sent || r.DueNow || r.LastError == "" || r.Attempts != 1 {
 		t.Errorf("temporarily failed email: %+v, want queued for later with the reason", r)
+	}
+	// Once due again, it is retried and sent.
+	if _, err := admin.Exec(ctx, `UPDATE tenantkit.email_outbox SET next_at = now() WHERE id = $1`, later); err != nil {
+		t.Fatal(err)
+	}
+	if sent, err := s.Flush(ctx); err != nil || sent != 1 {
+		t.Fatalf("Flush of the due retry = %d, %v; want 1 sent", sent, err)
+	}
+	if r := state(t, admin, later); !r.Sent || r.Attempts != 2 {
+		t.Errorf("retried email: %+v, want sent on the second attempt", r)
 	}
 }
