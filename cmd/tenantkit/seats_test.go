@@ -158,6 +158,26 @@ func TestSeats(t *testing.T) {
 		t.Logf("seats: 50 joins and 20 removals in 5 concurrent waves, %d seat versions; %d quantity writes reached Stripe, none of a quantity it held", version-pendingVersion, ran)
 	})
 
+	t.Run("a checkout opens at the member count: no seat write follows it", func(t *testing.T) {
+		tenant, owner := f.tenant(t)
+		for range 4 {
+			f.member(t, tenant, "member")
+		}
+		f.flushOutbox(t)
+		before, _ := f.fake.SetQuantityRequests()
+		sub := f.subscribe(t, tenant, owner, "professional")
+		if q := f.stripeQuantity(sub); q != 5 {
+			t.Errorf("the checkout opened at %d seats, want the 5 members", q)
+		}
+		f.flushOutbox(t)
+		f.deliver(t)
+		f.flushOutbox(t)
+		if after, _ := f.fake.SetQuantityRequests(); after != before {
+			t.Errorf("%d quantity writes after a checkout that opened at the member count", after-before)
+		}
+		f.synced(t, tenant, sub)
+	})
+
 	t.Run("tenantkit's own webhook queues nothing; a change undone before the sync sends nothing", func(t *testing.T) {
 		tenant, owner := f.tenant(t)
 		sub := f.subscribe(t, tenant, owner, "professional")

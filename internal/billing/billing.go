@@ -122,6 +122,8 @@ type Store interface {
 	// RecordUsage records each event once (by tenant and idempotency key) and returns how many were
 	// new. A batch naming a tenant that does not exist is refused whole (invalid).
 	RecordUsage(ctx context.Context, events []UsageEvent) (recorded int, err error)
+	// MemberCount returns the number of the tenant's members (pending invitations do not count).
+	MemberCount(ctx context.Context, tenantID string) (int64, error)
 	// Usage returns the tenant's totals per metric and period (granularity "hour", "day" or
 	// "month", UTC) in [from, to), as far as the caller may read them.
 	Usage(ctx context.Context, s tenantkit.Session, tenantID string, from, to time.Time, granularity string) ([]UsageTotal, error)

@@ -22,14 +22,17 @@ type PlanPrice struct {
 	// APICallsUnitAmount prices one API call (smallest unit, may be fractional); "" when api_calls
 	// are not billed. APICallsPriceID is its Stripe metered price.
 	APICallsUnitAmount, APICallsPriceID string
+	PerSeat                             bool // billed per member (seats.go)
 }
 
 // Checkout is what a checkout session is made of.
 type Checkout struct {
 	TenantID, PlanID, CustomerID, PriceID string
-	MeteredPriceID                        string // "" when the plan does not bill api_calls
-	SuccessURL, CancelURL                 string
-	At                                    time.Time
+	// Quantity is the licensed item's quantity: the tenant's members on a per-seat plan, else 1.
+	Quantity              int64
+	MeteredPriceID        string // "" when the plan does not bill api_calls
+	SuccessURL, CancelURL string
+	At                    time.Time
 	// AutomaticTax turns on Stripe Tax for the session and the subscription (Service.AutomaticTax).
 	AutomaticTax bool
 }
@@ -123,16 +126,32 @@ func (s *Service) CreateCheckout(ctx context.Context, sess tenantkit.Session, te
 	if err := s.liveSubscription(ctx, tenantID); err != nil {
 		return "", err
 	}
+	quantity, err := s.checkoutSeats(ctx, tenantID, plan)
+	if err != nil {
+		return "", err
+	}
 	customer, err := s.EnsureCustomer(ctx, tenantID)
 	if err != nil {
 		return "", unavailable(err)
 	}
 	url, err := s.Stripe.CreateCheckoutSession(ctx, Checkout{
-		TenantID: tenantID, PlanID: planID, CustomerID: customer, PriceID: plan.PriceID, MeteredPriceID: plan.APICallsPriceID,
-		SuccessURL: s.AppURL + "/billing/success?session_id={CHECKOUT_SESSION_ID}",
-		CancelURL:  s.AppURL + "/billing/cancel", At: s.now(), AutomaticTax: s.AutomaticTax,
+		TenantID: tenantID, PlanID: planID, CustomerID: customer, PriceID: plan.PriceID, Quantity: quantity,
+		MeteredPriceID: plan.APICallsPriceID,
+		SuccessURL:     s.AppURL + "/billing/success?session_id={CHECKOUT_SESSION_ID}",
+		CancelURL:      s.AppURL + "/billing/cancel", At: s.now(), AutomaticTax: s.AutomaticTax,
 	})
 	return url, unavailable(err)
+}
+
+// checkoutSeats is the licensed quantity a checkout opens at: on a per-seat plan, as many seats as
+// the tenant has members now (SeatTarget's rule), so that the first invoice already bills them and
+// no seat sync has to correct it; otherwise 1.
+func (s *Service) checkoutSeats(ctx context.Context, tenantID string, plan PlanPrice) (int64, error) {
+	if !plan.PerSeat {
+		return 1, nil
+	}
+	n, err := s.Store.MemberCount(ctx, tenantID)
+	return max(n, 1), err
 }
 
 // CreatePortal returns the URL of Stripe's billing portal for the tenant.

@@ -12,9 +12,9 @@ import (
 // be accepted, and billing for it would charge for nobody; the plan's member limit counts them,
 // since they are about to take a place. Every membership change (any path) makes the tenant's
 // sync_seats write newer in its own transaction (a database trigger); so does a Stripe event
-// whose subscription's quantity is not the number of members (seatsDrift), e.g. a checkout that
-// started at one seat or a plan changed to a per-seat one. The sender decides, at the latest
-// version only, what to send.
+// whose subscription's quantity is not the number of members (seatsDrift), e.g. members who
+// joined while a checkout page was open, or a plan changed to a per-seat one. The sender decides,
+// at the latest version only, what to send.
 
 // SeatState is what deciding a seat sync needs, read in one snapshot.
 type SeatState struct {

@@ -86,13 +86,22 @@ func (db *DB) SetCustomer(ctx context.Context, tenantID, customer string) error 
 }
 
 const planPriceColumns = `id::text, key, name, unit_amount, currency, "interval", coalesce(stripe_product_id, ''),
-	coalesce(stripe_price_id, ''), coalesce(api_calls_unit_amount::text, ''), coalesce(stripe_api_calls_price_id, '')`
+	coalesce(stripe_price_id, ''), coalesce(api_calls_unit_amount::text, ''), coalesce(stripe_api_calls_price_id, ''), per_seat`
 
 func scanPlanPrice(r pgx.CollectableRow) (billing.PlanPrice, error) {
 	var p billing.PlanPrice
 	err := r.Scan(&p.ID, &p.Key, &p.Name, &p.UnitAmount, &p.Currency, &p.Interval, &p.ProductID, &p.PriceID,
-		&p.APICallsUnitAmount, &p.APICallsPriceID)
+		&p.APICallsUnitAmount, &p.APICallsPriceID, &p.PerSeat)
 	return p, err
+}
+
+// MemberCount implements billing.Store.
+func (db *DB) MemberCount(ctx context.Context, tenantID string) (int64, error) {
+	var n int64
+	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, `SELECT count(*) FROM tenant_users WHERE tenant_id = $1`, tenantID).Scan(&n)
+	})
+	return n, err
 }
 
 // PlanPrices implements billing.Store.

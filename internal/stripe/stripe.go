@@ -180,7 +180,7 @@ func (c *Client) ReportUsage(ctx context.Context, itemID string, periodStart tim
 // the address the customer enters on the customer (customer_update[address]=auto: Stripe refuses
 // automatic tax for a customer without an address otherwise, customer_tax_location_invalid).
 //
-// The idempotency key names the tenant, plan, tax setting and minute, so a retried click within a
+// The idempotency key names the tenant, plan, tax setting, seats and minute, so a retried click within a
 // minute returns the same session. When that session is no longer open (completed or expired: a
 // checkout right after a subscription ended in the same minute), a new one is made under a key
 // naming the old session. Errors: unavailable, internal.
@@ -202,7 +202,7 @@ func (c *Client) CreateCheckoutSession(ctx context.Context, s billing.Checkout) 
 		p.CustomerUpdate = &stripego.CheckoutSessionCustomerUpdateParams{Address: stripego.String("auto")}
 	}
 	p.Context = ctx
-	key := fmt.Sprintf("tk-checkout-%s-%s-%d-tax%t", s.TenantID, s.PlanID, s.At.Unix()/60, s.AutomaticTax)
+	key := fmt.Sprintf("tk-checkout-%s-%s-%d-tax%t-q%d", s.TenantID, s.PlanID, s.At.Unix()/60, s.AutomaticTax, max(s.Quantity, 1))
 	p.SetIdempotencyKey(key)
 	cs, err := c.api.CheckoutSessions.New(p)
 	if err == nil && replayed(cs.LastResponse) {
@@ -259,7 +259,7 @@ func (c *Client) SetCancelAtPeriodEnd(ctx context.Context, subscriptionID string
 }
 
 func lineItems(s billing.Checkout) []*stripego.CheckoutSessionLineItemParams {
-	items := []*stripego.CheckoutSessionLineItemParams{{Price: stripego.String(s.PriceID), Quantity: stripego.Int64(1)}}
+	items := []*stripego.CheckoutSessionLineItemParams{{Price: stripego.String(s.PriceID), Quantity: stripego.Int64(max(s.Quantity, 1))}}
 	if s.MeteredPriceID != "" { // metered prices take no quantity
 		items = append(items, &stripego.CheckoutSessionLineItemParams{Price: stripego.String(s.MeteredPriceID)})
 	}
