@@ -148,7 +148,8 @@ func (db *DB) TableSizes(ctx context.Context, tables []string) (map[string]int64
 	sizes := map[string]int64{}
 	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
 		rows, _ := tx.Query(ctx, `
-			SELECT t, coalesce((SELECT sum(pg_total_relation_size(p.relid)) FROM pg_partition_tree(t::regclass) p), 0)::bigint
+			SELECT t, coalesce((SELECT sum(pg_total_relation_size(p.relid)) FROM pg_partition_tree(t::regclass) p),
+			                   pg_total_relation_size(t::regclass))::bigint
 			FROM unnest($1::text[]) t`, tables)
 		var name string
 		var size int64
