@@ -115,14 +115,21 @@ func TestUsageIdempotencyAcrossMonths(t *testing.T) {
 	if n := record("too-late", now); n != 1 {
 		t.Errorf("an event first recorded two months ago, retried without occurredAt: recorded %d, want 1 (outside the window)", n)
 	}
-	// With occurredAt, every month from occurredAt's on is searched, however far back (35 days).
-	occurred := now.Add(-billing.MaxEventAge + time.Hour)
+	// With occurredAt, every month from occurredAt's on is searched: here two months back (the store
+	// does not check billing's 35 days, so the month is the same whatever today's date).
+	occurred := month.AddDate(0, -2, 3)
+	earlier("client-timed", occurred, 2)
+	if n := record("client-timed", occurred); n != 0 {
+		t.Errorf("a retry of an event with occurredAt %s, first recorded two months back, was recorded again", occurred.Format(time.RFC3339))
+	}
+	// The earliest occurredAt billing accepts, first recorded in its own month.
+	occurred = now.Add(-billing.MaxEventAge + time.Hour)
 	back := 0
 	for m := month; m.After(maintenance.Month(occurred.Add(-billing.MaxEventSkew))); m = m.AddDate(0, -1, 0) {
 		back++
 	}
-	earlier("client-timed", occurred, back)
-	if n := record("client-timed", occurred); n != 0 {
+	earlier("client-timed-35d", occurred, back)
+	if n := record("client-timed-35d", occurred); n != 0 {
 		t.Errorf("a retry of an event with occurredAt %s, first recorded %d month(s) back, was recorded again", occurred.Format(time.RFC3339), back)
 	}
 	// A fresh key is recorded, once, and a retry in the same month is a duplicate.
@@ -255,16 +262,14 @@ func TestMaintenancePrunesOnlyWhatMayGo(t *testing.T) {
 			t.Errorf("%s: %d deleted, want %d", l, r.Pruned[l], n)
 		}
 	}
-	for what, sql := range map[string]string{
-		"stripe events":    `SELECT id FROM tenantkit.stripe_events ORDER BY 1`,
-		"processed events": `SELECT trigger_name FROM tenantkit.processed_events ORDER BY 1`,
-		"emails":           `SELECT to_email FROM tenantkit.email_outbox ORDER BY 1`,
-		"stripe writes":    `SELECT idempotency_key FROM tenantkit.stripe_outbox ORDER BY 1`,
+	for sql, kept := range map[string][]string{
+		`SELECT id FROM tenantkit.stripe_events ORDER BY 1`:              {"evt_recent"},
+		`SELECT trigger_name FROM tenantkit.processed_events ORDER BY 1`: {"kept-claim", "kept-done"},
+		`SELECT to_email FROM tenantkit.email_outbox ORDER BY 1`:         {"kept-sent@example.com", "kept-unsent@example.com"},
+		`SELECT idempotency_key FROM tenantkit.stripe_outbox ORDER BY 1`: {"kept-done", "kept-pending"},
 	} {
-		for _, row := range queryStrings(context.Background(), admin, sql) {
-			if !slices.Contains([]string{"evt_recent", "kept-claim", "kept-done", "kept-unsent@example.com", "kept-sent@example.com", "kept-pending"}, row) {
-				t.Errorf("%s: %s kept", what, row)
-			}
+		if got := queryStrings(ctx, admin, sql); !slices.Equal(got, kept) {
+			t.Errorf("%s: %q kept, want %q", sql, got, kept)
 		}
 	}
 	if n := fxCount(t, admin, `SELECT count(*) FROM tenantkit.invitation_sends`); n != 1 {
@@ -276,4 +281,37 @@ func TestMaintenancePrunesOnlyWhatMayGo(t *testing.T) {
 	if got := stripeEvent("evt_old1"); got == billing.Duplicate {
 		t.Errorf("evt_old1 redelivered after the window: duplicate (its id was not pruned)")
 	}
+}
+
+// TestUsagePartitionMigrationMovesRows: 00022 moves the rows of the unpartitioned table into the
+// partitions of the months they were recorded in, and its down moves them back.
+func TestUsagePartitionMigrationMovesRows(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDB(t)
+	admin := connect(t, url)
+	ctx := context.Background()
+	migrate(t, url, "down") // back to the unpartitioned table of 00002
+	if exists(t, admin, "SELECT FROM pg_class WHERE oid = 'tenantkit.usage_events'::regclass AND relkind = 'p'") {
+		t.Fatal("usage_events still partitioned after down")
+	}
+	tn := fxTenant(t, admin)
+	fxExec(t, admin, `INSERT INTO tenantkit.usage_events (tenant_id, idempotency_key, metric, quantity, occurred_at, recorded_at)
+		VALUES ($1, 'old', 'api_calls', 2, '2025-03-03T10:00:00Z', '2025-03-04T10:00:00Z'),
+		       ($1, 'new', 'api_calls', 3, now(), now())`, tn.id)
+	migrate(t, url, "up")
+	got := queryStrings(ctx, admin, `SELECT idempotency_key || ' ' || tableoid::regclass::text || ' ' || recorded_month || ' ' || quantity
+		FROM tenantkit.usage_events ORDER BY 1`)
+	month := maintenance.Month(time.Now())
+	want := []string{
+		"new tenantkit.usage_events_" + month.Format("200601") + " " + month.Format(time.DateOnly) + " 3.0000",
+		"old tenantkit.usage_events_202503 2025-03-01 2.0000",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("rows after up: %q, want %q", got, want)
+	}
+	migrate(t, url, "down")
+	if got := queryStrings(ctx, admin, `SELECT idempotency_key || ' ' || quantity FROM tenantkit.usage_events ORDER BY 1`); !slices.Equal(got, []string{"new 3.0000", "old 2.0000"}) {
+		t.Errorf("rows after down: %q", got)
+	}
+	migrate(t, url, "up")
 }
