@@ -63,6 +63,9 @@ BEGIN
   IF month IS NULL THEN
     RAISE EXCEPTION 'usage_events_partition: month is NULL';
   END IF;
+  -- Concurrent callers (inserts that found no partition) create it once: the second waits for the
+  -- first's commit, then finds the table.
+  PERFORM pg_advisory_xact_lock(hashtext('tenantkit.usage_events_partition'), 0);
   IF to_regclass('tenantkit.' || quote_ident(name)) IS NOT NULL THEN
     RETURN false;
   END IF;

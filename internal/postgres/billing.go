@@ -265,9 +265,11 @@ func (db *DB) RecordUsage(ctx context.Context, events []billing.UsageEvent) (int
 	err := db.WithSystem(ctx, record)
 	if isNoPartition(err) {
 		// This month's partition is missing (the maintenance job creates it ahead; it has not
-		// run): create it, and record the batch again.
-		if err = db.ensureCurrentUsagePartition(ctx); err == nil {
-			err = db.WithSystem(ctx, record)
+		// run): create it (or let a concurrent batch do so), and record the batch again.
+		created := db.ensureCurrentUsagePartition(ctx)
+		if err = db.WithSystem(ctx, record); isNoPartition(err) {
+			err = &tenantkit.Error{Code: tenantkit.Unavailable, Err: errors.Join(created, err),
+				Message: "usage cannot be recorded until this month's partition exists (tenantkit maintenance run creates it): try again later"}
 		}
 	}
 	return recorded, err

@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -145,7 +146,7 @@ func TestUsageIdempotencyAcrossMonths(t *testing.T) {
 }
 
 // TestRecordUsageCreatesMissingPartition: when the job has not created this month's partition,
-// recordUsage creates it and records the batch.
+// recordUsage creates it and records the batch, also when several batches find it missing at once.
 func TestRecordUsageCreatesMissingPartition(t *testing.T) {
 	t.Parallel()
 	db, admin := setup(t)
@@ -154,9 +155,24 @@ func TestRecordUsageCreatesMissingPartition(t *testing.T) {
 	name := "usage_events_" + maintenance.Month(time.Now()).Format("200601")
 	fxExec(t, admin, `ALTER TABLE tenantkit.usage_events DETACH PARTITION tenantkit.`+name)
 	fxExec(t, admin, `DROP TABLE tenantkit.`+name)
-	n, err := db.RecordUsage(ctx, []billing.UsageEvent{{TenantID: tn.id, Metric: "api_calls", Quantity: 1, IdempotencyKey: "k", OccurredAt: time.Now()}})
-	if err != nil || n != 1 {
-		t.Fatalf("recordUsage without this month's partition: %d, %v", n, err)
+	// Four batches at once find no partition: it is created once, and every batch is recorded.
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() {
+			var n int
+			n, errs[i] = db.RecordUsage(ctx, []billing.UsageEvent{{TenantID: tn.id, Metric: "api_calls", Quantity: 1,
+				IdempotencyKey: fmt.Sprint("k", i), OccurredAt: time.Now()}})
+			if errs[i] == nil && n != 1 {
+				errs[i] = fmt.Errorf("recorded %d", n)
+			}
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("batch %d without this month's partition: %v", i, err)
+		}
 	}
 	if !slices.Contains(usagePartitions(t, admin), name) {
 		t.Errorf("partition %s not created", name)
