@@ -95,3 +95,44 @@ func TestMaintenanceConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestServeRunsMaintenance: serve runs the maintenance job when it starts (then every
+// MAINTENANCE_INTERVAL): the partition two months ahead, missing, is created, and an expired
+// Stripe event id is pruned.
+func TestServeRunsMaintenance(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.NewDB(t)
+	admin, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	now := time.Now().UTC()
+	ahead := "usage_events_" + time.Date(now.Year(), now.Month()+2, 1, 0, 0, 0, 0, time.UTC).Format("200601")
+	for _, sql := range []string{
+		`ALTER TABLE tenantkit.usage_events DETACH PARTITION tenantkit.` + ahead,
+		`DROP TABLE tenantkit.` + ahead,
+		`INSERT INTO tenantkit.stripe_events (id, type, created, received_at) VALUES ('evt_old', 'invoice.paid', now() - interval '40 days', now() - interval '40 days')`,
+	} {
+		if _, err := admin.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	start(t, "DATABASE_URL", url, "APP_DATABASE_URL", pgtest.AppURL(t, url))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var created, pruned bool
+		if err := admin.QueryRow(ctx, `SELECT to_regclass('tenantkit.' || $1) IS NOT NULL,
+			NOT EXISTS (SELECT FROM tenantkit.stripe_events WHERE id = 'evt_old')`, ahead).Scan(&created, &pruned); err != nil {
+			t.Fatal(err)
+		}
+		if created && pruned {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("20 s after serve started: partition %s created %v, expired Stripe event pruned %v", ahead, created, pruned)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
