@@ -37,7 +37,7 @@ WITH batch (tenant_id, idempotency_key, metric, quantity, occurred_at) AS (
     SELECT FROM tenantkit.usage_events p
     WHERE p.tenant_id = b.tenant_id AND p.idempotency_key = b.idempotency_key
       AND p.recorded_month < date_trunc('month', now() AT TIME ZONE 'UTC')::date
-      AND p.recorded_month >= least(date_trunc('month', (b.occurred_at - $6::interval) AT TIME ZONE 'UTC'),
+      AND p.recorded_month >= least(date_trunc('month', (b.occurred_at - $6::float8 * interval '1 second') AT TIME ZONE 'UTC'),
                                     date_trunc('month', now() AT TIME ZONE 'UTC') - $7::int * interval '1 month')::date)
   ORDER BY b.tenant_id, b.idempotency_key
   ON CONFLICT (tenant_id, idempotency_key, recorded_month) DO NOTHING
@@ -251,7 +251,7 @@ func (db *DB) RecordUsage(ctx context.Context, events []billing.UsageEvent) (int
 			}
 			var n int
 			if err := tx.QueryRow(ctx, sql, c.tenants, c.keys, c.metrics, c.quantities, c.times,
-				billing.MaxEventSkew.String(), billing.UsageIdempotencyMonths).Scan(&n); err != nil {
+				billing.MaxEventSkew.Seconds(), billing.UsageIdempotencyMonths).Scan(&n); err != nil {
 				var pe *pgconn.PgError
 				if errors.As(err, &pe) && pe.Code == "23503" {
 					return tenantkit.Errorf(tenantkit.Invalid, "the batch names a tenant that does not exist")
