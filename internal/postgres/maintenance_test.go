@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -330,4 +331,34 @@ func TestUsagePartitionMigrationMovesRows(t *testing.T) {
 		t.Errorf("rows after down: %q", got)
 	}
 	migrate(t, url, "up")
+}
+
+// TestUsagePartitionsOnlyThroughParent: neither service role can read or write a partition
+// directly (no grants; RLS forced with the parent's policies besides), so the parent's policies
+// are the only way to the rows.
+func TestUsagePartitionsOnlyThroughParent(t *testing.T) {
+	t.Parallel()
+	_, admin := setup(t)
+	ctx := context.Background()
+	name := "tenantkit.usage_events_" + maintenance.Month(time.Now()).Format("200601")
+	for _, role := range []string{"tenantkit_app", "tenantkit_system"} {
+		for _, sql := range []string{"SELECT count(*) FROM " + name, "DELETE FROM " + name} {
+			tx, err := admin.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = tx.Exec(ctx, "SET LOCAL ROLE "+role)
+			if err == nil {
+				_, err = tx.Exec(ctx, sql)
+			}
+			_ = tx.Rollback(ctx)
+			if err == nil || !strings.Contains(err.Error(), "permission denied") {
+				t.Errorf("%s: %s: %v, want permission denied", role, sql, err)
+			}
+		}
+	}
+	var rls, force bool
+	if err := admin.QueryRow(ctx, `SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = $1::regclass`, name).Scan(&rls, &force); err != nil || !rls || !force {
+		t.Errorf("%s: RLS enabled %v, forced %v (%v)", name, rls, force, err)
+	}
 }
