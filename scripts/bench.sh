@@ -6,6 +6,7 @@
 #   BENCH=rls      only the RLS benchmark (three datasets of 1,000,000 projects)
 #   BENCH=service  only checkPermission, usage ingestion, webhooks and memory
 #   BENCH=pooler   only the latency through PgBouncer and of each query mode (needs pgbouncer)
+#   BENCH=retention  only the bounded tables: 18 simulated months of traffic and the maintenance job
 #
 # RLS_BENCHTIME (default 1s) is -benchtime of each RLS sub-benchmark, each run three times
 # (interleaved); TENANTKIT_BENCH_SIZES (e.g. 10000) limits the RLS datasets. PostgreSQL is found
@@ -28,7 +29,7 @@ echo "bench: raw output in $raw"
 # the console shows the result lines and the phase summaries.
 run() {
 	go test ./bench -run '^$' -timeout 30m -v "$@" 2>&1 | tee -a "$raw" |
-		grep -E '^Benchmark\S+\s+[0-9]+\s|^(ok|FAIL|---|panic)|(dataset:|checkPermission |recordUsage:|upsert:|webhooks |pooler round)' || true
+		grep -E '^Benchmark\S+\s+[0-9]+\s|^(ok|FAIL|---|panic)|(dataset:|checkPermission |recordUsage:|upsert:|webhooks |pooler round|retention: month)' || true
 	if grep -qE '^(FAIL|--- FAIL|panic:)' "$raw"; then
 		echo "bench: a benchmark failed; see $raw" >&2
 		exit 1
@@ -44,9 +45,12 @@ case $which in
 all | pooler) run -bench 'BenchmarkPooler' -benchtime 1x ;;
 esac
 case $which in
-all | rls | service | pooler) ;;
+all | retention) run -bench 'BenchmarkRetention' -benchtime 1x ;;
+esac
+case $which in
+all | rls | service | pooler | retention) ;;
 *)
-	echo "bench: BENCH must be all, rls, service or pooler" >&2
+	echo "bench: BENCH must be all, rls, service, pooler or retention" >&2
 	exit 2
 	;;
 esac

@@ -199,6 +199,20 @@ func table(r results) []row {
 			baseline: "clean, in order " + per(clean, "/s"), ratio: fmt.Sprintf("%.2f", v/clean),
 			target: "≥ 1,000/s", met: check(v >= 1_000)})
 	}
+	const rt = "BenchmarkRetention"
+	if q, ok := r.median(rt, "total-ratio-18/13"); ok {
+		u13, _ := r.median(rt, "usage-MiB@13")
+		u18, _ := r.median(rt, "usage-MiB@18")
+		l13, _ := r.median(rt, "ledgers-MiB@13")
+		l18, _ := r.median(rt, "ledgers-MiB@18")
+		rows = append(rows, row{figure: "bounded tables: size after 18 simulated months", value: fmt.Sprintf("%.1f MiB", u18+l18),
+			baseline: fmt.Sprintf("after 13 months %.1f MiB", u13+l13), ratio: fmt.Sprintf("%.2f", q),
+			target: "ratio ≤ 1.10", met: check(q <= 1.10)})
+		rows = append(rows, row{figure: "  usage_events (13 months kept)", value: fmt.Sprintf("%.1f MiB", u18),
+			baseline: fmt.Sprintf("after 13 months %.1f MiB", u13), ratio: fmt.Sprintf("%.2f", u18/u13)})
+		rows = append(rows, row{figure: "  ledgers and outboxes", value: fmt.Sprintf("%.1f MiB", l18),
+			baseline: fmt.Sprintf("after 13 months %.1f MiB", l13), ratio: fmt.Sprintf("%.2f", l18/l13)})
+	}
 	const pb = "BenchmarkPooler"
 	kinds := []struct{ key, label string }{{"check", "checkPermission"}, {"tx", "user transaction"}}
 	for _, k := range kinds {

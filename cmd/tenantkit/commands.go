@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/tenantkit/tenantkit/internal/hasurarules"
+	"github.com/tenantkit/tenantkit/internal/maintenance"
 	"github.com/tenantkit/tenantkit/internal/smoke"
 )
 
@@ -41,6 +42,8 @@ var serveVars = []envVar{
 	{"EXPORT_LINK_MINUTES", "how long an export link stays valid, in minutes (default 15)"},
 	{"TENANT_RESTORE_DAYS", "how long a deleted tenant can be restored before it is purged, 0 to 365 days (default 30)"},
 	{"TENANT_PURGE_INTERVAL", "how often serve purges the deleted tenants whose restore window ended, 1m to 24h (default 1h)"},
+	{"USAGE_RETENTION_MONTHS", "months of usage events kept before the current one, 13 to 120 (default 13)"},
+	{"MAINTENANCE_INTERVAL", "how often serve runs the maintenance job (usage partitions, ledger pruning), 1m to 24h (default 1h)"},
 	{"METRICS_TOKEN", "when set, GET /metrics needs Authorization: Bearer <token>"},
 	{"API_TOKEN_SIGNING_KEY_FILE", "PEM Ed25519 or RSA key signing API-key tokens; unset: POST /auth/token and the JWKS are off"},
 	{"API_TOKEN_PREVIOUS_KEY_FILE", "the previous signing key during a rotation: listed in the JWKS, never used to sign"},
@@ -116,6 +119,13 @@ var commands = []command{
 	{name: "tenants purge", summary: "Purge the deleted tenants whose restore window (TENANT_RESTORE_DAYS) ended: their rows go, the\n" +
 		"deletion record and an audit trail without personal data stay. serve also does it every TENANT_PURGE_INTERVAL.",
 		env: []envVar{{"DATABASE_URL", "required (a direct connection: the purge holds a session lock)"}}},
+	{name: "maintenance run", summary: "Run the maintenance job once, as serve does every MAINTENANCE_INTERVAL: create the usage_events\n" +
+		"partitions of this month and the next two, drop those older than USAGE_RETENTION_MONTHS, and delete the\n" +
+		"ledger and outbox rows no longer needed (docs/operations.md), in batches. Does nothing while another\n" +
+		"replica runs it.",
+		flags: func(fs *flag.FlagSet) { fs.Int("batch", maintenance.DefaultBatch, "rows deleted per statement") },
+		env: []envVar{{"DATABASE_URL", "required"}, {"DATABASE_POOLER", "none (default) or transaction"},
+			{"USAGE_RETENTION_MONTHS", "months of usage events kept before the current one, 13 to 120 (default 13)"}}},
 	{name: "healthcheck", summary: "Exit 0 when the service on this machine answers GET /readyz with 200 (container health checks).",
 		env: []envVar{{"LISTEN_ADDR", "the service's address (default :8081)"}}},
 	{name: "scaffold table", args: "NAME", summary: scaffoldSummary,

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tenantkit/tenantkit/internal/maintenance"
 	"github.com/tenantkit/tenantkit/internal/postgres"
 	"github.com/tenantkit/tenantkit/internal/team"
 )
@@ -74,6 +75,12 @@ type Config struct {
 	// TENANT_PURGE_INTERVAL, optional (Go duration, 1m to 24h; default 1h): how often serve purges
 	// the deleted tenants whose restore window ended.
 	PurgeInterval time.Duration
+	// USAGE_RETENTION_MONTHS, optional (13 to 120; default 13): the usage events of this many
+	// months before the current one are kept; older months' partitions are dropped.
+	UsageRetentionMonths int
+	// MAINTENANCE_INTERVAL, optional (Go duration, 1m to 24h; default 1h): how often serve runs
+	// the maintenance job (usage partitions, ledger pruning).
+	MaintenanceInterval time.Duration
 }
 
 // planKey is the form of subscription_plans.key.
@@ -267,6 +274,26 @@ func loadConfig(getenv func(string) string, dev bool) (Config, error) {
 			problems = append(problems, "TENANT_PURGE_INTERVAL must be a duration between 1m and 24h (e.g. 1h)")
 		}
 		c.PurgeInterval = d
+	}
+	c.UsageRetentionMonths = maintenance.DefaultRetentionMonths
+	if v := getenv("USAGE_RETENTION_MONTHS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err == nil {
+			err = maintenance.ValidRetention(n)
+		}
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("USAGE_RETENTION_MONTHS must be a whole number of months from %d to %d (billing reads the usage of open billing periods, up to a year)",
+				maintenance.MinRetentionMonths, maintenance.MaxRetentionMonths))
+		}
+		c.UsageRetentionMonths = n
+	}
+	c.MaintenanceInterval = time.Hour
+	if v := getenv("MAINTENANCE_INTERVAL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Minute || d > 24*time.Hour {
+			problems = append(problems, "MAINTENANCE_INTERVAL must be a duration between 1m and 24h (e.g. 1h)")
+		}
+		c.MaintenanceInterval = d
 	}
 	level := getenv("LOG_LEVEL")
 	if level == "" {

@@ -39,6 +39,7 @@ import (
 	"github.com/tenantkit/tenantkit/internal/emailoutbox"
 	"github.com/tenantkit/tenantkit/internal/export"
 	"github.com/tenantkit/tenantkit/internal/mail"
+	"github.com/tenantkit/tenantkit/internal/maintenance"
 	"github.com/tenantkit/tenantkit/internal/pglocal"
 	"github.com/tenantkit/tenantkit/internal/postgres"
 	"github.com/tenantkit/tenantkit/internal/server"
@@ -64,6 +65,8 @@ commands:
                                  what is missing (drift report on stdout, progress on stderr)
   tenants purge                  purge the deleted tenants whose restore window ended (DATABASE_URL;
                                  serve also does it every TENANT_PURGE_INTERVAL)
+  maintenance run [--batch N]    create and drop usage partitions, prune ledgers and outboxes
+                                 (DATABASE_URL; serve also does it every MAINTENANCE_INTERVAL)
   healthcheck                    exit 0 when the local service is ready (for container health checks)
   scaffold table NAME [flags]    write a migration and Hasura metadata for a new tenant-owned table
   smoke --hasura-url URL --admin-secret S [--mailpit-url URL]
@@ -176,6 +179,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			return errors.New("usage: tenantkit tenants purge")
 		}
 		return tenantsPurge(ctx, os.Getenv, stdout)
+	case "maintenance":
+		if len(args) < 2 || args[1] != "run" {
+			return errors.New("usage: tenantkit maintenance run [--batch N]")
+		}
+		return maintenanceRun(ctx, os.Getenv, args[2:], stdout, os.Stderr)
 	case "smoke":
 		fs := flag.NewFlagSet("smoke", flag.ContinueOnError)
 		check := &smoke.Check{Out: stdout}
@@ -314,6 +322,10 @@ func (m *Main) Open(ctx context.Context) error {
 			}
 		})
 	}}
+	runners = append(runners, func(ctx context.Context) {
+		job := &maintenance.Service{Store: db, RetentionMonths: m.Config.UsageRetentionMonths}
+		job.RunEvery(ctx, m.Config.MaintenanceInterval, func(r maintenance.Report, err error) { logMaintenance(m.Log, r, err) })
+	})
 	if m.StripeOutbox != nil {
 		runners = append(runners, m.StripeOutbox.Run)
 	}

@@ -23,6 +23,22 @@ const MaxBatch = 1000
 // instead of the sum. Every other metric is a counter.
 var Gauges = map[string]bool{"storage_gb": true}
 
+// The time an event may claim (occurredAt), relative to when it is recorded: up to MaxEventAge
+// before, up to MaxEventSkew after.
+const (
+	MaxEventAge  = 35 * 24 * time.Hour
+	MaxEventSkew = 5 * time.Minute
+)
+
+// UsageIdempotencyMonths is how many UTC months before the current one a retry's idempotency key
+// is looked for, besides the current month (usage events are partitioned by the month they are
+// recorded in). An event that names its occurredAt is also looked for from the month of
+// occurredAt minus MaxEventSkew on, which holds every earlier copy of it: such an event is
+// recorded once, whenever it is retried (a retry is accepted while occurredAt is within
+// MaxEventAge). An event without occurredAt (it gets the time of each attempt) is recorded once
+// when it is retried within the month of its first recording or the next one: at least 28 days.
+const UsageIdempotencyMonths = 1
+
 // UsageEvent is one usage observation reported by a trusted backend (or counted by tenantkit).
 type UsageEvent struct {
 	TenantID       string
@@ -264,7 +280,7 @@ func (s *Service) RecordUsage(ctx context.Context, sess tenantkit.Session, event
 		if e.OccurredAt.IsZero() {
 			e.OccurredAt = now
 		}
-		if e.OccurredAt.After(now.Add(5*time.Minute)) || e.OccurredAt.Before(now.AddDate(0, 0, -35)) {
+		if e.OccurredAt.After(now.Add(MaxEventSkew)) || e.OccurredAt.Before(now.Add(-MaxEventAge)) {
 			return 0, 0, tenantkit.Errorf(tenantkit.Invalid, "event %d: occurredAt must be within the last 35 days", i)
 		}
 	}

@@ -18,14 +18,29 @@ var _ billing.Store = (*DB)(nil)
 // insertUsage appends a batch of events, each once by tenant and idempotency key, in key order
 // (concurrent batches would deadlock otherwise), and yields the newly inserted ones with their UTC
 // hour as "inserted". recordCounters and recordGauges build on it.
+//
+// usage_events is partitioned by the UTC month a row is recorded in (recorded_month, now()'s
+// month), and its primary key (tenant_id, idempotency_key, recorded_month) keeps a key once per
+// month only: an event is also a duplicate when its key is in an earlier month a copy of it could
+// have been recorded in. A copy of an event is recorded at or after its occurredAt minus the
+// skew billing accepts ($6), so the months from that one on hold every copy of an event whose
+// occurredAt the caller gave; an event without one (its occurred_at is the time of each attempt)
+// is found in the month before at least ($7: billing.UsageIdempotencyMonths). docs/billing.md
+// states the resulting window.
 const insertUsage = `
 WITH batch (tenant_id, idempotency_key, metric, quantity, occurred_at) AS (
   SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::numeric[], $5::timestamptz[])
 ), inserted AS (
   INSERT INTO tenantkit.usage_events AS e (tenant_id, idempotency_key, metric, quantity, occurred_at)
-  SELECT tenant_id, idempotency_key, metric, quantity, occurred_at FROM batch
-  ORDER BY tenant_id, idempotency_key
-  ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+  SELECT b.tenant_id, b.idempotency_key, b.metric, b.quantity, b.occurred_at FROM batch b
+  WHERE NOT EXISTS (
+    SELECT FROM tenantkit.usage_events p
+    WHERE p.tenant_id = b.tenant_id AND p.idempotency_key = b.idempotency_key
+      AND p.recorded_month < date_trunc('month', now() AT TIME ZONE 'UTC')::date
+      AND p.recorded_month >= least(date_trunc('month', (b.occurred_at - $6::float8 * interval '1 second') AT TIME ZONE 'UTC'),
+                                    date_trunc('month', now() AT TIME ZONE 'UTC') - $7::int * interval '1 month')::date)
+  ORDER BY b.tenant_id, b.idempotency_key
+  ON CONFLICT (tenant_id, idempotency_key, recorded_month) DO NOTHING
   RETURNING e.tenant_id, e.metric, e.quantity, e.occurred_at, date_trunc('hour', e.occurred_at, 'UTC') AS period_start
 )`
 
@@ -231,7 +246,8 @@ func (db *DB) RecordUsage(ctx context.Context, events []billing.UsageEvent) (int
 		c.times = append(c.times, e.OccurredAt)
 	}
 	recorded := 0
-	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
+	record := func(tx pgx.Tx) error {
+		recorded = 0
 		// Always counters first, then gauges: a fixed order, so concurrent batches never take each
 		// other's locks in opposite orders.
 		for _, st := range []struct {
@@ -243,7 +259,8 @@ func (db *DB) RecordUsage(ctx context.Context, events []billing.UsageEvent) (int
 				continue
 			}
 			var n int
-			if err := tx.QueryRow(ctx, sql, c.tenants, c.keys, c.metrics, c.quantities, c.times).Scan(&n); err != nil {
+			if err := tx.QueryRow(ctx, sql, c.tenants, c.keys, c.metrics, c.quantities, c.times,
+				billing.MaxEventSkew.Seconds(), billing.UsageIdempotencyMonths).Scan(&n); err != nil {
 				var pe *pgconn.PgError
 				if errors.As(err, &pe) && pe.Code == "23503" {
 					return tenantkit.Errorf(tenantkit.Invalid, "the batch names a tenant that does not exist")
@@ -253,7 +270,17 @@ func (db *DB) RecordUsage(ctx context.Context, events []billing.UsageEvent) (int
 			recorded += n
 		}
 		return nil
-	})
+	}
+	err := db.WithSystem(ctx, record)
+	if isNoPartition(err) {
+		// This month's partition is missing (the maintenance job creates it ahead; it has not
+		// run): create it (or let a concurrent batch do so), and record the batch again.
+		created := db.ensureCurrentUsagePartition(ctx)
+		if err = db.WithSystem(ctx, record); isNoPartition(err) {
+			err = &tenantkit.Error{Code: tenantkit.Unavailable, Err: errors.Join(created, err),
+				Message: "usage cannot be recorded until this month's partition exists (tenantkit maintenance run creates it): try again later"}
+		}
+	}
 	return recorded, err
 }
 

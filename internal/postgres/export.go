@@ -108,7 +108,7 @@ var archiveSections = []archiveSection{
 		         'quantity', sum(u.quantity), 'observed_at', max(u.observed_at))::text
 		FROM billing_usage u WHERE u.tenant_id = $1 GROUP BY u.metric, u.period_start ORDER BY u.metric, u.period_start`},
 	{"usageEvents", "tenantkit.usage_events", true, `
-		SELECT to_jsonb(u)::text FROM tenantkit.usage_events u WHERE u.tenant_id = $1 ORDER BY u.idempotency_key`},
+		SELECT to_jsonb(u)::text FROM tenantkit.usage_events u WHERE u.tenant_id = $1 ORDER BY u.idempotency_key, u.recorded_month`},
 	{"auditLog", "public.audit_log", true, `
 		SELECT to_jsonb(a)::text FROM audit_log a WHERE a.tenant_id = $1 ORDER BY a.seq`},
 	{"subscription", "public.tenant_subscriptions", false, `

@@ -229,7 +229,9 @@ func TestConsumeExportOnce(t *testing.T) {
 func TestExportCoversEveryTenantTable(t *testing.T) {
 	t.Parallel()
 	_, admin := setup(t)
-	tables := queryStrings(context.Background(), admin, `SELECT name FROM (`+tenantTablesSQL+`) t ORDER BY 1`)
+	// A partition (of tenantkit.usage_events) is exported through its parent.
+	tables := queryStrings(context.Background(), admin, `SELECT name FROM (`+tenantTablesSQL+`) t
+		WHERE NOT (SELECT relispartition FROM pg_class WHERE oid = t.oid) ORDER BY 1`)
 	exported, excluded := postgres.ExportTables()
 	for _, tb := range tables {
 		_, ex := excluded[tb]

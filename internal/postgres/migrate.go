@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -71,11 +72,13 @@ func MigrateUp(ctx context.Context, databaseURL string) error {
 	return Migrate(ctx, databaseURL, "up", io.Discard)
 }
 
-// MigrationsKey identifies the embedded migration set (its files' names and contents), e.g. to name
-// a template database built from it.
+// MigrationsKey identifies the embedded migration set (its files' names and contents) and the
+// current UTC month, e.g. to name a template database built from it: the migrations create the
+// usage_events partitions of the month they run in and the next two (00022), so a database
+// migrated in an earlier month has other partitions.
 func MigrationsKey() string {
 	entries, _ := migrations.FS.ReadDir(".")
-	var key []byte
+	key := []byte(time.Now().UTC().Format("2006-01") + "\x00")
 	for _, e := range entries {
 		b, _ := migrations.FS.ReadFile(e.Name())
 		key = append(append(append(key, e.Name()...), 0), b...)

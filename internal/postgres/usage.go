@@ -97,7 +97,9 @@ WHERE tenant_id = $1 AND metric = $2
 // belowCut is the metric's usage from the start of cut's hour up to cut: from tenantkit.usage_cuts
 // while the hour's total in billing_usage is the one it was counted at, else counted from the
 // events (found by the BRIN index on occurred_at) and cached. One statement, one snapshot: the
-// hour's total and the events it sums are read together, so a cached value is never stale.
+// hour's total and the events it sums are read together, so a cached value is never stale. The
+// events of an hour were recorded in the months $4 to $5 (recordingMonths): only their partitions
+// are read.
 const belowCut = `
 WITH h AS (
   SELECT coalesce(sum(quantity), 0) AS total FROM billing_usage
@@ -110,6 +112,7 @@ WITH h AS (
   WHERE NOT EXISTS (SELECT FROM cached)
     AND e.tenant_id = $1 AND e.metric = $2
     AND e.occurred_at >= date_trunc('hour', $3::timestamptz, 'UTC') AND e.occurred_at < $3
+    AND e.recorded_month BETWEEN $4::date AND $5::date
 ), saved AS (
   INSERT INTO tenantkit.usage_cuts (tenant_id, metric, cut, hour_total, below)
   SELECT $1, $2, $3, h.total, counted.below FROM h, counted
@@ -117,6 +120,17 @@ WITH h AS (
   ON CONFLICT (tenant_id, metric, cut) DO UPDATE SET hour_total = EXCLUDED.hour_total, below = EXCLUDED.below
 )
 SELECT coalesce((SELECT below FROM cached), (SELECT below FROM counted))::float8`
+
+// recordingMonths are the first and last UTC months (as dates) in which an event that occurred in
+// [from, to) can have been recorded: billing accepts an occurredAt up to billing.MaxEventSkew after
+// and billing.MaxEventAge before the time it is recorded.
+func recordingMonths(from, to time.Time) (first, last string) {
+	month := func(t time.Time) string {
+		t = t.UTC()
+		return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC).Format(time.DateOnly)
+	}
+	return month(from.Add(-billing.MaxEventSkew)), month(to.Add(billing.MaxEventAge))
+}
 
 // UsageTotal implements billing.UsageStore on the system path: whole hours from billing_usage,
 // plus the part of to's hour before to, minus the part of from's hour before from (belowCut).
@@ -131,7 +145,8 @@ func (db *DB) UsageTotal(ctx context.Context, tenantID, metric string, from, to 
 			if cut.Truncate(time.Hour).Equal(cut) {
 				return 0, nil // on the hour: nothing of its hour lies before it
 			}
-			err := tx.QueryRow(ctx, belowCut, tenantID, metric, cut).Scan(&q)
+			lo, hi := recordingMonths(cut.Truncate(time.Hour), cut)
+			err := tx.QueryRow(ctx, belowCut, tenantID, metric, cut, lo, hi).Scan(&q)
 			return q, err
 		}
 		upTo, err := below(to)

@@ -1,0 +1,163 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tenantkit/tenantkit/internal/maintenance"
+)
+
+var _ maintenance.Store = (*DB)(nil)
+
+// maintenanceLock is the advisory lock key of the maintenance job ("tkmaint").
+const maintenanceLock int64 = 0x746b6d61696e74
+
+// TryLockMaintenance implements maintenance.Store as LockUsageReport does, without waiting: a
+// transaction on one connection of the system pool takes pg_try_advisory_xact_lock and stays
+// open, idle, until unlock ends it. A transaction-level lock, so that it holds behind a
+// transaction pooler too. The job's own statements run in other, short transactions.
+func (db *DB) TryLockMaintenance(ctx context.Context) (func(), bool, error) {
+	conn, err := db.Pool.Acquire(ctx)
+	if err != nil {
+		return nil, false, translate(err)
+	}
+	var ok bool
+	tx, err := conn.Begin(ctx)
+	if err == nil {
+		_, err = tx.Exec(ctx, `SELECT set_config('statement_timeout', '0', true), set_config('idle_in_transaction_session_timeout', '0', true)`)
+	}
+	if err == nil {
+		err = tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, maintenanceLock).Scan(&ok)
+	}
+	if err != nil || !ok {
+		if err != nil {
+			conn.Conn().Close(context.WithoutCancel(ctx))
+		} else {
+			_ = tx.Rollback(ctx)
+		}
+		conn.Release()
+		return nil, false, translate(err)
+	}
+	return func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := tx.Commit(uctx); err != nil {
+			conn.Conn().Close(uctx) // closing the session ends the transaction and its lock
+		}
+		conn.Release()
+	}, true, nil
+}
+
+// EnsureUsagePartitions implements maintenance.Store through tenantkit.usage_events_partition
+// (00022), one month per transaction.
+func (db *DB) EnsureUsagePartitions(ctx context.Context, months []time.Time) ([]string, error) {
+	var created []string
+	for _, m := range months {
+		var made bool
+		err := db.WithSystem(ctx, func(tx pgx.Tx) error {
+			return tx.QueryRow(ctx, `SELECT tenantkit.usage_events_partition($1::date)`, maintenance.Month(m).Format(time.DateOnly)).Scan(&made)
+		})
+		if err != nil {
+			return created, err
+		}
+		if made {
+			created = append(created, "usage_events_"+maintenance.Month(m).Format("200601"))
+		}
+	}
+	return created, nil
+}
+
+// ensureCurrentUsagePartition creates the partition of the database clock's current UTC month,
+// which recordUsage writes to.
+func (db *DB) ensureCurrentUsagePartition(ctx context.Context) error {
+	return db.WithSystem(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `SELECT tenantkit.usage_events_partition(date_trunc('month', now() AT TIME ZONE 'UTC')::date)`)
+		return err
+	})
+}
+
+// isNoPartition tells whether err is an insert that found no partition for its row.
+func isNoPartition(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23514" && pe.Routine == "ExecFindPartition"
+}
+
+// DropUsagePartitionsBefore implements maintenance.Store through
+// tenantkit.usage_events_drop_before (00022): DETACH, then DROP, in one transaction.
+func (db *DB) DropUsagePartitionsBefore(ctx context.Context, month time.Time) ([]string, error) {
+	var dropped []string
+	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, `SELECT tenantkit.usage_events_drop_before($1::date)`, maintenance.Month(month).Format(time.DateOnly))
+		var err error
+		dropped, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	})
+	return dropped, err
+}
+
+// pruneSQL deletes at most $2 rows of each ledger that its maintenance.Rule lets go at $1. The
+// rows are picked by ctid through the index that serves the condition where there is one, and
+// the DELETE rechecks the condition.
+var pruneSQL = map[maintenance.Ledger]string{
+	maintenance.StripeEvents: `
+		DELETE FROM tenantkit.stripe_events WHERE ctid = ANY (ARRAY(
+		  SELECT ctid FROM tenantkit.stripe_events WHERE received_at < $1 LIMIT $2))`,
+	maintenance.ProcessedEvents: `
+		DELETE FROM tenantkit.processed_events WHERE ctid = ANY (ARRAY(
+		  SELECT ctid FROM tenantkit.processed_events WHERE done_at < $1 LIMIT $2))
+		  AND done_at < $1`,
+	maintenance.EmailOutbox: `
+		DELETE FROM tenantkit.email_outbox WHERE ctid = ANY (ARRAY(
+		  SELECT ctid FROM tenantkit.email_outbox WHERE coalesce(sent_at, refused_at) < $1 LIMIT $2))
+		  AND coalesce(sent_at, refused_at) < $1`,
+	maintenance.InvitationSends: `
+		DELETE FROM tenantkit.invitation_sends WHERE ctid = ANY (ARRAY(
+		  SELECT ctid FROM tenantkit.invitation_sends WHERE sent_at < $1 LIMIT $2))`,
+	maintenance.StripeOutbox: `
+		DELETE FROM tenantkit.stripe_outbox WHERE ctid = ANY (ARRAY(
+		  SELECT ctid FROM tenantkit.stripe_outbox WHERE done_at < $1 LIMIT $2))
+		  AND done_at < $1`,
+	maintenance.UsageCuts: `
+		DELETE FROM tenantkit.usage_cuts WHERE ctid = ANY (ARRAY(
+		  SELECT ctid FROM tenantkit.usage_cuts WHERE cut < $1 LIMIT $2))`,
+}
+
+// PruneLedger implements maintenance.Store on the system path, one batch per transaction.
+func (db *DB) PruneLedger(ctx context.Context, ledger maintenance.Ledger, cutoff time.Time, limit int) (int, error) {
+	sql, ok := pruneSQL[ledger]
+	if !ok {
+		return 0, fmt.Errorf("prune: unknown ledger %q", ledger)
+	}
+	var n int64
+	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, sql, cutoff, limit)
+		n = tag.RowsAffected()
+		return err
+	})
+	return int(n), err
+}
+
+// TableSizes returns pg_total_relation_size of each named table, partitions included (for the
+// benchmark and operators).
+func (db *DB) TableSizes(ctx context.Context, tables []string) (map[string]int64, error) {
+	sizes := map[string]int64{}
+	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, `
+			SELECT t, coalesce((SELECT sum(pg_total_relation_size(p.relid)) FROM pg_partition_tree(t::regclass) p),
+			                   pg_total_relation_size(t::regclass))::bigint
+			FROM unnest($1::text[]) t`, tables)
+		var name string
+		var size int64
+		_, err := pgx.ForEachRow(rows, []any{&name, &size}, func() error {
+			sizes[name] = size
+			return nil
+		})
+		return err
+	})
+	return sizes, err
+}
