@@ -19,6 +19,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // world is the team service over a fresh database, and a superuser pool to arrange and inspect.
 type world struct {
+	db    *postgres.DB
 	svc   *team.Service
 	admin *pgxpool.Pool
 }
@@ -37,7 +38,7 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(admin.Close)
-	return &world{svc: &team.Service{Store: db, TrialPlan: "starter"}, admin: admin}
+	return &world{db: db, svc: &team.Service{Store: db, TrialPlan: "starter"}, admin: admin}
 }
 
 var userSeq atomic.Int64
