@@ -5,12 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/tenantkit/tenantkit"
 	"github.com/tenantkit/tenantkit/internal/apikey"
 	"github.com/tenantkit/tenantkit/internal/pgtest"
-	"github.com/tenantkit/tenantkit/internal/postgres"
 	"github.com/tenantkit/tenantkit/internal/team"
 )
 
@@ -27,17 +24,7 @@ type keysWorld struct {
 func newKeysWorld(t *testing.T) *keysWorld {
 	t.Helper()
 	ctx := context.Background()
-	url := pgtest.NewDB(t)
-	db, err := postgres.Open(ctx, url, pgtest.AppURL(t, url))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	db, pool := pgtest.Open(t)
 	sql := func(q string, args ...any) string {
 		t.Helper()
 		var out string

@@ -10,7 +10,6 @@ import (
 	"github.com/tenantkit/tenantkit"
 	"github.com/tenantkit/tenantkit/internal/billing"
 	"github.com/tenantkit/tenantkit/internal/pgtest"
-	"github.com/tenantkit/tenantkit/internal/postgres"
 	"github.com/tenantkit/tenantkit/internal/team"
 )
 
@@ -26,18 +25,7 @@ type alertWorld struct {
 
 func newAlertWorld(t *testing.T) *alertWorld {
 	t.Helper()
-	ctx := context.Background()
-	url := pgtest.NewDB(t)
-	db, err := postgres.Open(ctx, url, pgtest.AppURL(t, url))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	db, pool := pgtest.Open(t)
 	w := &alertWorld{bills: &billing.Service{Store: db}, teams: &team.Service{Store: db, TrialPlan: "starter"}, pool: pool}
 	w.scan(t, `UPDATE subscription_plans SET limits = limits || '{"api_calls": 100, "reports": 50}' WHERE key = 'starter' RETURNING key`)
 	return w

@@ -33,18 +33,7 @@ type tenantRef struct{ id, owner string }
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	ctx := context.Background()
-	url := pgtest.NewDB(t)
-	db, err := postgres.Open(ctx, url, pgtest.AppURL(t, url))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	db, pool := pgtest.Open(t)
 	return &world{db: db, teams: &team.Service{Store: db, TrialPlan: "starter"}, pool: pool}
 }
 

@@ -352,13 +352,18 @@ func (c *compiler) boolExp(t Table, alias string, v any, path string) (string, e
 		}
 		parts = append(parts, s)
 	}
+	return bxAnd(parts), nil
+}
+
+// bxAnd is the conjunction of parts: TRUE for none (Hasura's empty object), the part itself for one.
+func bxAnd(parts []string) string {
 	switch len(parts) {
 	case 0:
-		return "TRUE", nil
+		return "TRUE"
 	case 1:
-		return parts[0], nil
+		return parts[0]
 	default:
-		return "(" + strings.Join(parts, " AND ") + ")", nil
+		return "(" + strings.Join(parts, " AND ") + ")"
 	}
 }
 
@@ -735,14 +740,7 @@ func (c *compiler) columnOps(t Table, alias, col, typ string, val any, path stri
 		}
 		parts = append(parts, s)
 	}
-	switch len(parts) {
-	case 0:
-		return "TRUE", nil
-	case 1:
-		return parts[0], nil
-	default:
-		return "(" + strings.Join(parts, " AND ") + ")", nil
-	}
+	return bxAnd(parts), nil
 }
 
 // bxEquals is Hasura's equalsBoolExpBuilder: col = v, or both NULL.

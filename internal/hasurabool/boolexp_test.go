@@ -1,4 +1,4 @@
-package hasurabool
+package hasurabool_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"github.com/goccy/go-yaml"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tenantkit/tenantkit/internal/hasurabool"
 	"github.com/tenantkit/tenantkit/internal/pgtest"
 )
 
@@ -25,13 +26,13 @@ var users = map[string]string{
 	"d": "dddddddd-dddd-dddd-dddd-dddddddddddd",
 }
 
-func pub(name string) Table { return Table{Schema: "public", Name: name} }
+func pub(name string) hasurabool.Table { return hasurabool.Table{Schema: "public", Name: name} }
 
 // tracked are the tables of testdata/schema.sql that the tests track, with their relationships:
 // every form of relationship Hasura has, and three that cannot be resolved (on dup).
-func tracked() Tables {
+func tracked() hasurabool.Tables {
 	members, projects := pub("members"), pub("projects")
-	return Tables{
+	return hasurabool.Tables{
 		pub("tenants"): {
 			"members":  {Name: "members", Array: true, FKColumns: []string{"tenant_id"}, FKTable: &members},
 			"projects": {Name: "projects", Array: true, Manual: true, Remote: projects, ColumnMapping: map[string]string{"id": "tenant_id"}},
@@ -84,13 +85,23 @@ func testDB(t *testing.T) *pgx.Conn {
 	return conn
 }
 
+// compileFunc compiles an expression for rows aliased p, its parameters numbered from firstParam.
+type compileFunc func(firstParam int) (string, []any, error)
+
+// compiler is compileFunc of cp's SQL.
+func compiler(cp hasurabool.Compiler, schema, table string, expr map[string]any, session map[string]string) compileFunc {
+	return func(firstParam int) (string, []any, error) {
+		return cp.SQL(schema, table, "p", expr, session, firstParam)
+	}
+}
+
 // selectWhere runs `SELECT key FROM table AS p WHERE pred`, twice: with the predicate's parameters
 // numbered from 1, and from 3 after two parameters of the caller.
-func selectWhere(t *testing.T, conn *pgx.Conn, cp Compiler, schema, table string, expr map[string]any, session map[string]string) ([]string, error) {
+func selectWhere(t *testing.T, conn *pgx.Conn, schema, table string, compile compileFunc) ([]string, error) {
 	t.Helper()
 	var first []string
 	for _, firstParam := range []int{1, 3} {
-		pred, args, err := cp.SQL(schema, table, "p", expr, session, firstParam)
+		pred, args, err := compile(firstParam)
 		if err != nil {
 			return nil, err
 		}
@@ -180,24 +191,24 @@ func schemaOf(table string) string {
 // TestCompile runs every expression of testdata/cases.yaml against PostgreSQL.
 func TestCompile(t *testing.T) {
 	conn := testDB(t)
-	cat, err := LoadCatalog(t.Context(), conn)
+	cat, err := hasurabool.LoadCatalog(t.Context(), conn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp := Compiler{Tracked: tracked(), Catalog: cat}
+	cp := hasurabool.Compiler{Tracked: tracked(), Catalog: cat}
 
 	t.Run("catalog", func(t *testing.T) {
 		fks, err := cat.ForeignKeys("public", "projects")
 		if err != nil {
 			t.Fatal(err)
 		}
-		var owner *ForeignKey
+		var owner *hasurabool.ForeignKey
 		for i := range fks {
 			if fks[i].Name == "projects_owner_fkey" {
 				owner = &fks[i]
 			}
 		}
-		want := ForeignKey{Name: "projects_owner_fkey", Schema: "public", Table: "projects",
+		want := hasurabool.ForeignKey{Name: "projects_owner_fkey", Schema: "public", Table: "projects",
 			Columns: []string{"tenant_id", "owner_id"}, RefSchema: "public", RefTable: "members", RefColumns: []string{"tenant_id", "user_id"}}
 		if owner == nil || !reflect.DeepEqual(*owner, want) {
 			t.Errorf("projects foreign keys %+v, want one %+v", fks, want)
@@ -221,7 +232,7 @@ func TestCompile(t *testing.T) {
 	t.Run("cases", func(t *testing.T) {
 		for _, c := range loadCases(t) {
 			t.Run(c.Name, func(t *testing.T) {
-				got, err := selectWhere(t, conn, cp, schemaOf(c.Table), c.Table, c.Where, c.Session)
+				got, err := selectWhere(t, conn, schemaOf(c.Table), c.Table, compiler(cp, schemaOf(c.Table), c.Table, c.Where, c.Session))
 				if c.Error != "" {
 					if err == nil || !strings.Contains(err.Error(), c.Error) {
 						t.Fatalf("error %v, want one containing %q", err, c.Error)
@@ -248,15 +259,15 @@ func TestCompile(t *testing.T) {
 // testCatalog is a Catalog for tests without a database.
 type testCatalog struct {
 	types map[string]string // "schema.table.column" → type
-	fks   []ForeignKey
+	fks   []hasurabool.ForeignKey
 }
 
 func (c testCatalog) ColumnType(schema, table, column string) (string, error) {
 	return c.types[schema+"."+table+"."+column], nil
 }
 
-func (c testCatalog) ForeignKeys(schema, table string) ([]ForeignKey, error) {
-	var out []ForeignKey
+func (c testCatalog) ForeignKeys(schema, table string) ([]hasurabool.ForeignKey, error) {
+	var out []hasurabool.ForeignKey
 	for _, fk := range c.fks {
 		if fk.Schema == schema && fk.Table == table {
 			out = append(out, fk)
@@ -274,7 +285,7 @@ func fixtureCatalog() testCatalog {
 			"public.members.tenant_id": "text", "public.members.user_id": "uuid", "public.members.role": "text",
 			"other.Banned Users.user_id": "uuid",
 		},
-		fks: []ForeignKey{
+		fks: []hasurabool.ForeignKey{
 			{Name: "p_t", Schema: "public", Table: "projects", Columns: []string{"tenant_id"}, RefSchema: "public", RefTable: "tenants", RefColumns: []string{"id"}},
 			{Name: "m_t", Schema: "public", Table: "members", Columns: []string{"tenant_id"}, RefSchema: "public", RefTable: "tenants", RefColumns: []string{"id"}},
 		},
@@ -285,7 +296,7 @@ func ptr(s string) *string { return &s }
 
 // TestCompileText pins the SQL: Hasura's forms, quoting, parameter numbering and reuse.
 func TestCompileText(t *testing.T) {
-	cp := Compiler{Tracked: tracked(), Catalog: fixtureCatalog()}
+	cp := hasurabool.Compiler{Tracked: tracked(), Catalog: fixtureCatalog()}
 	uid := users["a"]
 	for _, c := range []struct {
 		name    string
@@ -365,15 +376,15 @@ func TestCompileText(t *testing.T) {
 
 	for _, c := range []struct {
 		name  string
-		cp    Compiler
+		cp    hasurabool.Compiler
 		first int
 		expr  map[string]any
 		sess  map[string]string
 		error string
 	}{
 		{"nil expression", cp, 1, nil, nil, "nil boolean expression"},
-		{"no catalog", Compiler{Tracked: tracked()}, 1, map[string]any{}, nil, "needs a Catalog"},
-		{"no tracked tables", Compiler{Catalog: fixtureCatalog()}, 1, map[string]any{}, nil, "needs the tracked tables"},
+		{"no catalog", hasurabool.Compiler{Tracked: tracked()}, 1, map[string]any{}, nil, "needs a Catalog"},
+		{"no tracked tables", hasurabool.Compiler{Catalog: fixtureCatalog()}, 1, map[string]any{}, nil, "needs the tracked tables"},
 		{"parameter 0", cp, 0, map[string]any{}, nil, "firstParam 0"},
 		{"conflicting session variables", cp, 1, map[string]any{}, map[string]string{"X-Hasura-A": "1", "x-hasura-a": "2"}, "given twice"},
 		{"untracked root table", cp, 1, map[string]any{}, nil, "public.untracked is not tracked"},
@@ -391,13 +402,13 @@ func TestCompileText(t *testing.T) {
 // TestResolve checks the column mapping of each form of relationship, sorted by local column.
 func TestResolve(t *testing.T) {
 	cat := fixtureCatalog()
-	cat.fks = append(cat.fks, ForeignKey{Name: "p_o", Schema: "public", Table: "projects", Columns: []string{"tenant_id", "owner_id"},
+	cat.fks = append(cat.fks, hasurabool.ForeignKey{Name: "p_o", Schema: "public", Table: "projects", Columns: []string{"tenant_id", "owner_id"},
 		RefSchema: "public", RefTable: "members", RefColumns: []string{"tenant_id", "user_id"}})
-	cp := Compiler{Tracked: tracked(), Catalog: cat}
+	cp := hasurabool.Compiler{Tracked: tracked(), Catalog: cat}
 	rels := tracked()
 	for _, c := range []struct {
 		table, rel string
-		remote     Table
+		remote     hasurabool.Table
 		mapping    [][2]string
 	}{
 		{"projects", "tenant", pub("tenants"), [][2]string{{"tenant_id", "id"}}},
@@ -417,27 +428,27 @@ func TestResolve(t *testing.T) {
 func TestParseTable(t *testing.T) {
 	for _, c := range []struct {
 		in    any
-		want  Table
+		want  hasurabool.Table
 		error string
 	}{
 		{"projects", pub("projects"), ""},
-		{map[string]any{"name": "levels", "schema": "other"}, Table{Schema: "other", Name: "levels"}, ""},
+		{map[string]any{"name": "levels", "schema": "other"}, hasurabool.Table{Schema: "other", Name: "levels"}, ""},
 		{map[string]any{"name": "projects"}, pub("projects"), ""},
-		{"", Table{}, "empty table name"},
-		{map[string]any{"schema": "other"}, Table{}, "without name"},
-		{map[string]any{"name": "x", "nmae": "y"}, Table{}, `unknown field "nmae"`},
-		{map[string]any{"name": 3}, Table{}, "want a string"},
-		{[]any{"x"}, Table{}, "want a name or {schema, name}"},
+		{"", hasurabool.Table{}, "empty table name"},
+		{map[string]any{"schema": "other"}, hasurabool.Table{}, "without name"},
+		{map[string]any{"name": "x", "nmae": "y"}, hasurabool.Table{}, `unknown field "nmae"`},
+		{map[string]any{"name": 3}, hasurabool.Table{}, "want a string"},
+		{[]any{"x"}, hasurabool.Table{}, "want a name or {schema, name}"},
 	} {
-		got, err := ParseTable(c.in)
+		got, err := hasurabool.ParseTable(c.in)
 		if c.error != "" {
 			if err == nil || !strings.Contains(err.Error(), c.error) {
-				t.Errorf("ParseTable(%v): error %v, want one containing %q", c.in, err, c.error)
+				t.Errorf("hasurabool.ParseTable(%v): error %v, want one containing %q", c.in, err, c.error)
 			}
 			continue
 		}
 		if err != nil || got != c.want {
-			t.Errorf("ParseTable(%v) = %v, %v; want %v", c.in, got, err, c.want)
+			t.Errorf("hasurabool.ParseTable(%v) = %v, %v; want %v", c.in, got, err, c.want)
 		}
 	}
 }

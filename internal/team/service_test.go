@@ -26,18 +26,7 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	ctx := context.Background()
-	url := pgtest.NewDB(t)
-	db, err := postgres.Open(ctx, url, pgtest.AppURL(t, url))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	admin, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(admin.Close)
+	db, admin := pgtest.Open(t)
 	return &world{db: db, svc: &team.Service{Store: db, TrialPlan: "starter"}, admin: admin}
 }
 

@@ -1,5 +1,5 @@
--- The database of the compiler's tests (boolexp_test.go) and of internal/hasuratest's rules test;
--- testdata/cases.yaml describes the data.
+-- The database of the compiler's tests: boolexp_test.go (the expressions of cases.yaml, which
+-- describes the data) and rules_test.go (the rules of internal/hasuratest's fixture metadata).
 CREATE SCHEMA other;
 CREATE TABLE other."Banned Users" (user_id uuid PRIMARY KEY);
 CREATE TABLE tenants (
