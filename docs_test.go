@@ -191,3 +191,57 @@ func TestReadmeLayoutListsEveryPackage(t *testing.T) {
 		}
 	}
 }
+
+// ruleHome is a rule's home in docs/rules.md: → `file` (`Name`).
+var ruleHome = regexp.MustCompile("→ `([^`]+)` \\(`([^`]+)`\\)")
+
+// TestRulesDocNamesRealHomes: every rule of docs/rules.md names one file that exists and a name it
+// defines: a Go function, method (Type.Method), variable or constant, or, in a migration, an SQL
+// function created in the migration's Up part.
+func TestRulesDocNamesRealHomes(t *testing.T) {
+	doc, err := os.ReadFile("docs/rules.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := 0
+	for i, line := range strings.Split(string(doc), "\n") {
+		if !strings.HasPrefix(line, "- ") {
+			continue
+		}
+		rules++
+		homes := ruleHome.FindAllStringSubmatch(line, -1)
+		if len(homes) != 1 {
+			t.Errorf("docs/rules.md:%d: %d homes (want one: → `file` (`Name`)): %s", i+1, len(homes), line)
+			continue
+		}
+		file, name := homes[0][1], homes[0][2]
+		src, err := os.ReadFile(filepath.FromSlash(file))
+		if err != nil {
+			t.Errorf("docs/rules.md:%d: %v", i+1, err)
+			continue
+		}
+		if !definesName(file, string(src), name) {
+			t.Errorf("docs/rules.md:%d: %s does not define %s", i+1, file, name)
+		}
+	}
+	if rules < 50 {
+		t.Errorf("docs/rules.md lists %d rules; the rules of team, billing, keys, domains, export, isolation and Hasura are more", rules)
+	}
+}
+
+// definesName reports whether src (the file named file) defines name.
+func definesName(file, src, name string) bool {
+	q := regexp.QuoteMeta
+	var pattern string
+	switch {
+	case strings.HasSuffix(file, ".sql"):
+		up, _, _ := strings.Cut(src, "-- +goose Down")
+		src, pattern = up, `(?m)^CREATE (OR REPLACE )?FUNCTION `+q(name)+`\(`
+	case strings.Contains(name, "."):
+		typ, method, _ := strings.Cut(name, ".")
+		pattern = `(?m)^func \(\w+ \*?` + q(typ) + `\) ` + q(method) + `\(`
+	default:
+		pattern = `(?m)^(func ` + q(name) + `[(\[]|(var|const|type) ` + q(name) + `\b|\t` + q(name) + `\s+(\S+\s+)?=)`
+	}
+	return regexp.MustCompile(pattern).MatchString(src)
+}

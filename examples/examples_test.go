@@ -1,6 +1,3 @@
-// Package examples holds the GraphQL operations a frontend (or, under service/, a trusted backend)
-// sends through Hasura; this test checks each against the schema Hasura would expose to the role
-// from hasura/metadata and the migrated database.
 package examples
 
 import (
@@ -157,4 +154,21 @@ func dirOf(role string) string {
 		return ""
 	}
 	return role + "/"
+}
+
+// TestOperation: Operation serves the files the test validates, and panics on a name that is not
+// one.
+func TestOperation(t *testing.T) {
+	for _, e := range readExamples(t) {
+		name := strings.TrimSuffix(filepath.ToSlash(e.path), ".graphql")
+		if got := Operation(name); got != e.text {
+			t.Errorf("Operation(%q) is not %s", name, e.path)
+		}
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("Operation of a missing file did not panic")
+		}
+	}()
+	Operation("noSuchOperation")
 }

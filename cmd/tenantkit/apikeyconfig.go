@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -72,25 +71,9 @@ func loadAPIKeyConfig(getenv func(string) string, c *APIKeyConfig) []string {
 			*into = v
 		}
 	}
-	if v := getenv("API_TOKEN_TTL"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < time.Minute || d > time.Hour {
-			problems = append(problems, "API_TOKEN_TTL must be a duration from 1m to 1h (e.g. 5m)")
-		}
-		c.TTL = d
-	}
-	for _, v := range []struct {
-		name string
-		into *int
-	}{{"API_TOKEN_EXCHANGES_PER_MINUTE", &c.ExchangesPerMinute}, {"API_TOKEN_FAILURES_PER_KEY_PER_HOUR", &c.FailuresPerKeyHour}} {
-		if s := getenv(v.name); s != "" {
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 1 || n > 100000 {
-				problems = append(problems, v.name+" must be a whole number from 1 to 100000")
-			}
-			*v.into = n
-		}
-	}
+	problems = append(problems, configDuration(getenv, "API_TOKEN_TTL", time.Minute, time.Hour, "5m", &c.TTL)...)
+	problems = append(problems, configInt(getenv, "API_TOKEN_EXCHANGES_PER_MINUTE", "", 1, 100000, &c.ExchangesPerMinute)...)
+	problems = append(problems, configInt(getenv, "API_TOKEN_FAILURES_PER_KEY_PER_HOUR", "", 1, 100000, &c.FailuresPerKeyHour)...)
 	if v := getenv("TRUSTED_PROXIES"); v != "" {
 		for item := range strings.SplitSeq(v, ",") {
 			item = strings.TrimSpace(item)

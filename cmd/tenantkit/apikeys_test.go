@@ -170,24 +170,13 @@ func TestAPIKeys(t *testing.T) {
 	}
 	slices.Sort(projects)
 
-	t.Run("scopes never exceed the creator's", func(t *testing.T) {
-		s.fails(t, "forbidden", "createApiKey", map[string]any{"tenantId": tenant, "name": "x", "scopes": []string{"projects:read"}}, member)
-		s.fails(t, "forbidden", "createApiKey", map[string]any{"tenantId": tenant, "name": "x", "scopes": []string{"*"}}, admin)
-		s.fails(t, "forbidden", "createApiKey", map[string]any{"tenantId": tenant, "name": "x", "scopes": []string{"tenants:delete"}}, admin)
-		s.fails(t, "forbidden", "createApiKey", map[string]any{"tenantId": tenant, "name": "x", "scopes": []string{"projects:read", "settings:*"}}, admin)
-		s.fails(t, "invalid", "createApiKey", map[string]any{"tenantId": tenant, "name": "x", "scopes": []string{"projects"}}, admin)
-		s.fails(t, "invalid", "createApiKey", map[string]any{"tenantId": tenant, "name": "x", "scopes": []string{}}, admin)
-		s.fails(t, "invalid", "createApiKey", map[string]any{"tenantId": tenant, "name": " ", "scopes": []string{"projects:read"}}, admin)
-		s.fails(t, "invalid", "createApiKey", map[string]any{"tenantId": tenant, "name": "x", "scopes": []string{"projects:read"},
-			"expiresAt": time.Now().Add(-time.Hour).Format(time.RFC3339)}, admin)
-		s.fails(t, "not_found", "createApiKey", map[string]any{"tenantId": other, "name": "x", "scopes": []string{"projects:read"}}, admin)
-		s.fails(t, "unauthenticated", "createApiKey", map[string]any{"tenantId": tenant, "name": "x", "scopes": []string{"projects:read"}}, "")
-		// a member given api_keys:manage may delegate what they hold, no more
+	// Which scopes a key may have, and who may create, revoke and list keys: internal/apikey's
+	// service_test.go. Here, a member given api_keys:manage creates a key through the action.
+	t.Run("a member given api_keys:manage creates a key", func(t *testing.T) {
 		s.ok(t, "changeMemberRole", map[string]any{"tenantId": tenant, "userId": member, "role": "member", "permissions": []string{"api_keys:manage"}}, owner)
 		s.ok(t, "createApiKey", map[string]any{"tenantId": tenant, "name": "member's", "scopes": []string{"projects:write"}}, member)
-		s.fails(t, "forbidden", "createApiKey", map[string]any{"tenantId": tenant, "name": "x", "scopes": []string{"projects:*"}}, member)
 		if n := s.count(t, `SELECT count(*) FROM api_keys WHERE tenant_id = $1`, tenant); n != 1 {
-			t.Fatalf("%d keys after one allowed creation", n)
+			t.Fatalf("%d keys after one creation", n)
 		}
 	})
 
@@ -297,12 +286,8 @@ func TestAPIKeys(t *testing.T) {
 		if got := s.hasuraRows(t, "projects", session); len(got) != 3 {
 			t.Fatalf("reads %d projects before revocation", len(got))
 		}
-		s.fails(t, "not_found", "revokeApiKey", map[string]any{"keyId": id2}, s.member(t, tenant, "guest")) // not theirs to manage
-		s.fails(t, "not_found", "revokeApiKey", map[string]any{"keyId": id2}, otherOwner)
-		r1 := s.ok(t, "revokeApiKey", map[string]any{"keyId": id2}, owner)
-		r2 := s.ok(t, "revokeApiKey", map[string]any{"keyId": id2}, owner)
-		if r1["revokedAt"] != r2["revokedAt"] || r1["tenantId"] != tenant {
-			t.Errorf("revoking twice: %v then %v", r1, r2)
+		if r := s.ok(t, "revokeApiKey", map[string]any{"keyId": id2}, owner); r["revokedAt"] == nil || r["tenantId"] != tenant {
+			t.Errorf("revokeApiKey: %v", r)
 		}
 		if status, body, _ := s.exchange(t, secret2); status != 401 || code(body) != "api_key_revoked" {
 			t.Errorf("exchange of a revoked key: %d %v", status, body)

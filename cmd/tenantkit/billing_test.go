@@ -326,13 +326,8 @@ func TestSubscriptionChanges(t *testing.T) {
 	exec(t, s, `UPDATE tenant_subscriptions SET stripe_subscription_id = 'sub_live1', status = 'active' WHERE tenant_id = $1`, tenant)
 	exec(t, s, `UPDATE subscription_plans SET stripe_product_id = 'prod_e', stripe_price_id = 'price_enterprise' WHERE key = 'enterprise'`)
 
-	// stripe-mock echoes the subscription id from the path and top-level scalar parameters, so the
-	// answer shows which subscription was changed and that cancel_at_period_end was sent as meant.
-	for action, cancel := range map[string]bool{"cancelSubscription": true, "resumeSubscription": false} {
-		out := s.ok(t, action, in, owner)
-		if out["subscriptionId"] != "sub_live1" || out["cancelAtPeriodEnd"] != cancel {
-			t.Errorf("%s: %v, want sub_live1 with cancelAtPeriodEnd %v", action, out, cancel)
-		}
+	// What cancel and resume do at Stripe: subscription_test.go, against the stateful double.
+	for _, action := range []string{"cancelSubscription", "resumeSubscription"} {
 		s.fails(t, "forbidden", action, in, member)
 	}
 	// The plan follows the price Stripe bills, once Stripe's webhook says so (stripe-mock sends

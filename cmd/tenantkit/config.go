@@ -192,13 +192,7 @@ func loadConfig(getenv func(string) string, dev bool) (Config, error) {
 		}
 	}
 	c.InvitationTTL = 7 * 24 * time.Hour
-	if v := getenv("INVITATION_TTL"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < time.Hour || d > 90*24*time.Hour {
-			problems = append(problems, "INVITATION_TTL must be a duration between 1h and 2160h (e.g. 168h)")
-		}
-		c.InvitationTTL = d
-	}
+	problems = append(problems, configDuration(getenv, "INVITATION_TTL", time.Hour, 90*24*time.Hour, "168h", &c.InvitationTTL)...)
 	c.TrialPlan, c.TrialDays = "starter", 14
 	if v := getenv("TRIAL_PLAN"); v != "" {
 		if !planKey.MatchString(v) {
@@ -206,25 +200,14 @@ func loadConfig(getenv func(string) string, dev bool) (Config, error) {
 		}
 		c.TrialPlan = v
 	}
-	if v := getenv("TRIAL_DAYS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 || n > 365 {
-			problems = append(problems, "TRIAL_DAYS must be a whole number of days from 0 to 365")
-		}
-		c.TrialDays = n
-	}
+	problems = append(problems, configInt(getenv, "TRIAL_DAYS", "days", 0, 365, &c.TrialDays)...)
 	if u, err := url.Parse(c.PublicURL); c.PublicURL != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
 		u.RawQuery != "" || u.Fragment != "" || u.User != nil) {
 		problems = append(problems, "TENANTKIT_PUBLIC_URL must be an http(s) URL without query (e.g. https://api.example.com)")
 	}
-	c.ExportLinkTTL = 15 * time.Minute
-	if v := getenv("EXPORT_LINK_MINUTES"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1440 {
-			problems = append(problems, "EXPORT_LINK_MINUTES must be a whole number of minutes from 1 to 1440")
-		}
-		c.ExportLinkTTL = time.Duration(n) * time.Minute
-	}
+	exportMinutes := 15
+	problems = append(problems, configInt(getenv, "EXPORT_LINK_MINUTES", "minutes", 1, 1440, &exportMinutes)...)
+	c.ExportLinkTTL = time.Duration(exportMinutes) * time.Minute
 	if v := getenv("STRIPE_AUTOMATIC_TAX"); v != "" {
 		tax, err := strconv.ParseBool(v)
 		switch {
@@ -244,57 +227,20 @@ func loadConfig(getenv func(string) string, dev bool) (Config, error) {
 		c.RequireVerifiedEmail = err != nil || req
 	}
 	c.InvitationSendsPerHour, c.InvitationResendsPerDay = team.DefaultSendsPerTenant, team.DefaultResendsPerInvitation
-	for _, v := range []struct {
-		name string
-		max  int
-		into *int
-	}{{"INVITATION_SENDS_PER_HOUR", 100000, &c.InvitationSendsPerHour}, {"INVITATION_RESENDS_PER_DAY", 1000, &c.InvitationResendsPerDay}} {
-		if s := getenv(v.name); s != "" {
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 1 || n > v.max {
-				problems = append(problems, fmt.Sprintf("%s must be a whole number from 1 to %d", v.name, v.max))
-			}
-			*v.into = n
-		}
-	}
+	problems = append(problems, configInt(getenv, "INVITATION_SENDS_PER_HOUR", "", 1, 100000, &c.InvitationSendsPerHour)...)
+	problems = append(problems, configInt(getenv, "INVITATION_RESENDS_PER_DAY", "", 1, 1000, &c.InvitationResendsPerDay)...)
 	problems = append(problems, loadAPIKeyConfig(getenv, &c.APIKeys)...)
 	problems = append(problems, loadDomainConfig(getenv, &c)...)
 	c.RestoreDays = 30
-	if v := getenv("TENANT_RESTORE_DAYS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 || n > 365 {
-			problems = append(problems, "TENANT_RESTORE_DAYS must be a whole number of days from 0 to 365")
-		}
-		c.RestoreDays = n
-	}
+	problems = append(problems, configInt(getenv, "TENANT_RESTORE_DAYS", "days", 0, 365, &c.RestoreDays)...)
 	c.PurgeInterval = time.Hour
-	if v := getenv("TENANT_PURGE_INTERVAL"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < time.Minute || d > 24*time.Hour {
-			problems = append(problems, "TENANT_PURGE_INTERVAL must be a duration between 1m and 24h (e.g. 1h)")
-		}
-		c.PurgeInterval = d
-	}
+	problems = append(problems, configDuration(getenv, "TENANT_PURGE_INTERVAL", time.Minute, 24*time.Hour, "1h", &c.PurgeInterval)...)
+	// The range is the maintenance package's (maintenance.ValidRetention): billing reads the usage
+	// of open billing periods, up to a year.
 	c.UsageRetentionMonths = maintenance.DefaultRetentionMonths
-	if v := getenv("USAGE_RETENTION_MONTHS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err == nil {
-			err = maintenance.ValidRetention(n)
-		}
-		if err != nil {
-			problems = append(problems, fmt.Sprintf("USAGE_RETENTION_MONTHS must be a whole number of months from %d to %d (billing reads the usage of open billing periods, up to a year)",
-				maintenance.MinRetentionMonths, maintenance.MaxRetentionMonths))
-		}
-		c.UsageRetentionMonths = n
-	}
+	problems = append(problems, configInt(getenv, "USAGE_RETENTION_MONTHS", "months", maintenance.MinRetentionMonths, maintenance.MaxRetentionMonths, &c.UsageRetentionMonths)...)
 	c.MaintenanceInterval = time.Hour
-	if v := getenv("MAINTENANCE_INTERVAL"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < time.Minute || d > 24*time.Hour {
-			problems = append(problems, "MAINTENANCE_INTERVAL must be a duration between 1m and 24h (e.g. 1h)")
-		}
-		c.MaintenanceInterval = d
-	}
+	problems = append(problems, configDuration(getenv, "MAINTENANCE_INTERVAL", time.Minute, 24*time.Hour, "1h", &c.MaintenanceInterval)...)
 	level := getenv("LOG_LEVEL")
 	if level == "" {
 		level = "info"
@@ -313,6 +259,51 @@ func loadConfig(getenv func(string) string, dev bool) (Config, error) {
 		return c, fmt.Errorf("config: %s", strings.Join(problems, "\nconfig: "))
 	}
 	return c, nil
+}
+
+// configInt sets *into from the variable name when it is set: a whole number (of unit, when given)
+// from min to max. It returns the problem with the value, if any.
+func configInt(getenv func(string) string, name, unit string, min, max int, into *int) []string {
+	v := getenv(name)
+	if v == "" {
+		return nil
+	}
+	n, err := strconv.Atoi(v)
+	*into = n
+	if err != nil || n < min || n > max {
+		if unit != "" {
+			unit = " of " + unit
+		}
+		return []string{fmt.Sprintf("%s must be a whole number%s from %d to %d", name, unit, min, max)}
+	}
+	return nil
+}
+
+// configDuration sets *into from the variable name when it is set: a duration from min to max
+// (example: a valid value for the message). It returns the problem with the value, if any.
+func configDuration(getenv func(string) string, name string, min, max time.Duration, example string, into *time.Duration) []string {
+	v := getenv(name)
+	if v == "" {
+		return nil
+	}
+	d, err := time.ParseDuration(v)
+	*into = d
+	if err != nil || d < min || d > max {
+		return []string{fmt.Sprintf("%s must be a duration from %s to %s (e.g. %s)", name, shortDuration(min), shortDuration(max), example)}
+	}
+	return nil
+}
+
+// shortDuration spells d as a person would write it for these variables: 1m, 24h, 2160h.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // envWithDefaults returns a getenv that falls back to defaults for unset variables.

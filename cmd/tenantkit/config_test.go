@@ -299,3 +299,30 @@ func TestServeWarnsAboutDevSecrets(t *testing.T) {
 		t.Errorf("the log echoes the secret:\n%s", out.String())
 	}
 }
+
+// TestConfigNumbers: the one parser of whole-number and duration variables keeps the default when
+// unset, takes a value in range and names the range otherwise.
+func TestConfigNumbers(t *testing.T) {
+	env := map[string]string{"N": "7", "BIG": "400", "WORD": "x", "D": "90m", "SHORT": "30s"}
+	getenv := func(k string) string { return env[k] }
+	n := 3
+	if p := configInt(getenv, "UNSET", "days", 0, 365, &n); p != nil || n != 3 {
+		t.Errorf("unset: %v %d", p, n)
+	}
+	if p := configInt(getenv, "N", "days", 0, 365, &n); p != nil || n != 7 {
+		t.Errorf("N=7: %v %d", p, n)
+	}
+	if p := configInt(getenv, "BIG", "days", 0, 365, &n); len(p) != 1 || p[0] != "BIG must be a whole number of days from 0 to 365" {
+		t.Errorf("BIG=400: %v", p)
+	}
+	if p := configInt(getenv, "WORD", "", 1, 10, &n); len(p) != 1 || p[0] != "WORD must be a whole number from 1 to 10" {
+		t.Errorf("WORD=x: %v", p)
+	}
+	d := time.Hour
+	if p := configDuration(getenv, "D", time.Minute, 24*time.Hour, "1h", &d); p != nil || d != 90*time.Minute {
+		t.Errorf("D=90m: %v %s", p, d)
+	}
+	if p := configDuration(getenv, "SHORT", 10*time.Minute, 2160*time.Hour, "168h", &d); len(p) != 1 || p[0] != "SHORT must be a duration from 10m to 2160h (e.g. 168h)" {
+		t.Errorf("SHORT=30s: %v", p)
+	}
+}

@@ -112,24 +112,9 @@ func TestTenantDeletion(t *testing.T) {
 	f := newFakeBilling(t)
 	ctx := context.Background()
 
-	t.Run("owners only; bad input changes nothing", func(t *testing.T) {
+	// Who may delete and restore, and the restore window: internal/team's deletion_service_test.go.
+	t.Run("deletion is the action's: Hasura's user role deletes no tenant row", func(t *testing.T) {
 		t.Parallel()
-		tenant, owner := f.tenant(t)
-		admin, member := f.member(t, tenant, "admin"), f.member(t, tenant, "member")
-		in := map[string]any{"tenantId": tenant}
-		f.fails(t, "forbidden", "deleteTenant", in, admin)
-		f.fails(t, "forbidden", "deleteTenant", in, member)
-		f.fails(t, "not_found", "deleteTenant", in, f.user(t, ""))
-		f.fails(t, "not_found", "deleteTenant", map[string]any{"tenantId": "5b0b0c8e-3d6a-4f55-9a56-0c8a2b1d4e77"}, owner)
-		f.fails(t, "invalid", "deleteTenant", map[string]any{"tenantId": "{" + tenant + "}"}, owner)
-		f.fails(t, "unauthenticated", "deleteTenant", in, "")
-		f.fails(t, "forbidden", "restoreTenant", in, admin)
-		if n := f.count(t, `SELECT (SELECT count(*) FROM tenants WHERE id = $1 AND deleted_at IS NOT NULL)
-			+ (SELECT count(*) FROM tenantkit.tenant_deletions WHERE tenant_id = $1)
-			+ (SELECT count(*) FROM tenantkit.stripe_outbox WHERE tenant_id = $1)`, tenant); n != 0 {
-			t.Errorf("refused deletions left %d traces", n)
-		}
-		// Hasura's user role cannot delete a tenant row at all: deletion is the action's.
 		rules, err := metadata(t).Rules("user")
 		if err != nil {
 			t.Fatal(err)
@@ -273,27 +258,14 @@ func TestTenantDeletion(t *testing.T) {
 		f.deliver(t)
 
 		f.fails(t, "forbidden", "restoreTenant", in, admin)
-		f.fails(t, "not_found", "restoreTenant", in, f.user(t, ""))
 		out := f.ok(t, "restoreTenant", in, owner)
 		if out["tenantId"] != tenant || out["role"] != "owner" || out["name"] != "Acme" {
 			t.Errorf("restore answered %v", out)
-		}
-		if again := f.ok(t, "restoreTenant", in, owner); again["tenantId"] != tenant {
-			t.Errorf("a repeated restore answered %v", again)
-		}
-		if got := f.ok(t, "checkPermission", map[string]any{"tenantId": tenant, "permission": "projects:read"}, admin); got["allowed"] != true {
-			t.Errorf("the admin does not see the restored tenant: %v", got)
 		}
 		data, _ := f.graph(t, entitlementsQuery, map[string]any{"t": tenant}, session(owner))
 		e, _ := data["entitlements"].(map[string]any)
 		if plan, _ := e["plan"].(map[string]any); plan["key"] != "free" {
 			t.Errorf("restored tenant's entitlements %v, want the free plan", e)
-		}
-		if n := f.count(t, `SELECT count(*) FROM audit_log WHERE tenant_id = $1 AND action IN ('tenant.deleted', 'tenant.restored')`, tenant); n != 2 {
-			t.Errorf("%d deletion/restore audit entries, want 2", n)
-		}
-		if n := f.count(t, `SELECT count(*) FROM tenantkit.tenant_deletions WHERE tenant_id = $1 AND restored_by = $2 AND restored_at IS NOT NULL`, tenant, owner); n != 1 {
-			t.Errorf("the restore is not recorded")
 		}
 		// Its subscription ended: a new checkout is allowed.
 		f.ok(t, "createCheckoutSession", map[string]any{"tenantId": tenant, "planId": f.plans["starter"].id}, owner)
@@ -308,9 +280,6 @@ func TestTenantDeletion(t *testing.T) {
 		}
 		if r := f.action(t, "restoreTenant", in, owner); r.status != http.StatusGone {
 			t.Errorf("restore_expired answered %d, want 410", r.status)
-		}
-		if n := f.count(t, `SELECT count(*) FROM tenants WHERE id = $1 AND deleted_at IS NOT NULL`, tenant); n != 1 {
-			t.Error("a refused restore restored the tenant")
 		}
 	})
 

@@ -74,9 +74,12 @@ func TestSubscriptionRequests(t *testing.T) {
 		sub := subscribe(tenant, owner, starter)
 		in := map[string]any{"tenantId": tenant}
 		for i, action := range []string{"cancelSubscription", "resumeSubscription", "cancelSubscription"} {
-			got := s.ok(t, action, in, owner)["cancelAtPeriodEnd"]
-			if want := i != 1; got != want {
-				t.Errorf("%s #%d answered cancelAtPeriodEnd %v, want %v", action, i, got, want)
+			out := s.ok(t, action, in, owner)
+			if want := i != 1; out["cancelAtPeriodEnd"] != want || out["subscriptionId"] != sub {
+				t.Errorf("%s #%d answered %v, want subscription %s with cancelAtPeriodEnd %v", action, i, out, sub, want)
+			}
+			if want := i != 1; fake.Subscription(sub).CancelAtPeriodEnd != want {
+				t.Errorf("after %s #%d, Stripe's cancel_at_period_end is not %v", action, i, want)
 			}
 		}
 		if !fake.Subscription(sub).CancelAtPeriodEnd {

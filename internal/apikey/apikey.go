@@ -160,20 +160,7 @@ func caller(sess tenantkit.Session) (string, error) {
 // manager returns the caller's membership when it holds api_keys:manage. Errors: invalid,
 // not_found (not a member, whether or not the tenant exists), forbidden.
 func (s *Service) manager(ctx context.Context, sess tenantkit.Session, tenantID string) (team.Membership, error) {
-	if err := team.ValidateID("tenantId", tenantID); err != nil {
-		return team.Membership{}, err
-	}
-	m, err := s.Store.Membership(ctx, sess, tenantID)
-	if tenantkit.ErrorCode(err) == tenantkit.NotFound {
-		return m, tenantkit.Errorf(tenantkit.NotFound, "tenant not found")
-	}
-	if err != nil {
-		return m, err
-	}
-	if !tenantkit.Allows(m.Role, m.Permissions, ManagePermission) {
-		return m, tenantkit.Errorf(tenantkit.Forbidden, "your role does not allow %s", ManagePermission)
-	}
-	return m, nil
+	return team.Require(ctx, s.Store, sess, tenantID, ManagePermission)
 }
 
 // ValidateName trims a key's name and checks it: 1 to 100 characters, no control characters, not a

@@ -6,6 +6,7 @@
 package dnstest
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"net"
@@ -37,6 +38,15 @@ func Start(t testing.TB) *Server {
 
 // Addr is the server's host:port, for DNS_RESOLVER.
 func (s *Server) Addr() string { return s.conn.LocalAddr().String() }
+
+// Resolver is a resolver that asks this server only (Go's own resolver, as DNS_RESOLVER
+// configures it): its LookupTXT is what domain verification calls.
+func (s *Server) Resolver() *net.Resolver {
+	var d net.Dialer
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return d.DialContext(ctx, network, s.Addr())
+	}}
+}
 
 // Set makes name answer TXT queries with values (none: the name exists without TXT records).
 func (s *Server) Set(name string, values ...string) {

@@ -11,7 +11,6 @@ import (
 	"github.com/tenantkit/tenantkit/internal/mail"
 	"github.com/tenantkit/tenantkit/internal/mail/mailtest"
 	"github.com/tenantkit/tenantkit/internal/pgtest"
-	"github.com/tenantkit/tenantkit/internal/postgres"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -19,18 +18,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // setup returns a sender over a fresh database and a real SMTP server, and a superuser pool.
 func setup(t *testing.T) (*emailoutbox.Sender, *mailtest.Server, *pgxpool.Pool) {
 	t.Helper()
-	ctx := context.Background()
-	url := pgtest.NewDB(t)
-	db, err := postgres.Open(ctx, url, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	admin, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(admin.Close)
+	db, admin := pgtest.Open(t)
 	srv := mailtest.Start(t)
 	smtp, err := mail.New(srv.URL(), zerolog.Nop())
 	if err != nil {

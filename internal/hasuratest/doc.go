@@ -84,6 +84,10 @@
 // SDL — from the metadata and the database's catalog (LoadDBCatalog), for validating the GraphQL a
 // frontend sends (examples/) and for tenantkit dev's stand-in for Hasura's GraphQL endpoint.
 //
+// Permission rules (permission.go): Metadata.Rules lists what a role may do on each tracked table,
+// and Metadata.SQL compiles a rule's filter or check into a PostgreSQL predicate with the compiler
+// of internal/hasurabool, over the metadata's tables and relationships.
+//
 // Not emulated: request/response transforms (calls to such actions and triggers are refused),
 // inherited roles, remote schema permissions, async action polling, Hasura's re-rendering of
 // remote schema queries.

@@ -57,6 +57,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tenantkit/tenantkit/internal/hasurabool"
 	"github.com/vektah/gqlparser/v2"
 	gqlast "github.com/vektah/gqlparser/v2/ast"
 	gqlparserp "github.com/vektah/gqlparser/v2/parser"
@@ -65,8 +67,8 @@ import (
 // DBCatalog describes the tables of a database as Schema needs them: columns in order with their
 // types and nullability, primary keys and unique constraints, and (as a Catalog) foreign keys.
 type DBCatalog struct {
-	*PGCatalog
-	tables map[bxTable]*dbTable
+	*hasurabool.PGCatalog
+	tables map[hasurabool.Table]*dbTable
 }
 
 type dbTable struct {
@@ -100,9 +102,9 @@ func LoadDBCatalog(ctx context.Context, q CatalogQuerier) (*DBCatalog, error) {
 	if err != nil {
 		return nil, err
 	}
-	cat := &DBCatalog{PGCatalog: pg, tables: map[bxTable]*dbTable{}}
+	cat := &DBCatalog{PGCatalog: pg, tables: map[hasurabool.Table]*dbTable{}}
 	table := func(s, n string) *dbTable {
-		k := bxTable{Schema: s, Name: n}
+		k := hasurabool.Table{Schema: s, Name: n}
 		if cat.tables[k] == nil {
 			cat.tables[k] = &dbTable{}
 		}
@@ -309,7 +311,7 @@ func (b *schemaBuilder) sdl() string {
 
 // tableInfo is what the role may do with one tracked table.
 type tableInfo struct {
-	q                                bxTable
+	q                                hasurabool.Table
 	name                             string // its GraphQL name
 	db                               *dbTable
 	sel, ins, upd, del               *permEntry
@@ -328,7 +330,7 @@ type relInfo struct {
 	notNull bool
 }
 
-func gqlTableName(q bxTable) string {
+func gqlTableName(q hasurabool.Table) string {
 	if q.Schema == "public" {
 		return q.Name
 	}
@@ -355,7 +357,7 @@ func (b *schemaBuilder) columns(ti *tableInfo, perm []string, what string) ([]db
 }
 
 func (b *schemaBuilder) source(src *permSource) error {
-	infos := map[bxTable]*tableInfo{}
+	infos := map[hasurabool.Table]*tableInfo{}
 	var visible []*tableInfo
 	for _, t := range src.tables {
 		sel := t.perms["select"][b.role]
@@ -363,13 +365,13 @@ func (b *schemaBuilder) source(src *permSource) error {
 			continue
 		}
 		if t.configured {
-			return fmt.Errorf("hasuratest: %s: table configuration (custom names) is not emulated", t.bxTable)
+			return fmt.Errorf("hasuratest: %s: table configuration (custom names) is not emulated", t.Table)
 		}
-		db := b.cat.tables[t.bxTable]
+		db := b.cat.tables[t.Table]
 		if db == nil {
-			return fmt.Errorf("hasuratest: %s is tracked but not in the database", t.bxTable)
+			return fmt.Errorf("hasuratest: %s is tracked but not in the database", t.Table)
 		}
-		ti := &tableInfo{q: t.bxTable, name: gqlTableName(t.bxTable), db: db, sel: sel, aggregates: sel.allowAggregations,
+		ti := &tableInfo{q: t.Table, name: gqlTableName(t.Table), db: db, sel: sel, aggregates: sel.allowAggregations,
 			queryRootFields: sel.queryRootFields, subscriptionRFs: sel.subscriptionRootFields}
 		var err error
 		if ti.selCols, err = b.columns(ti, sel.columns, "select"); err != nil {
@@ -404,11 +406,11 @@ func (b *schemaBuilder) source(src *permSource) error {
 				}
 			}
 		}
-		infos[t.bxTable] = ti
+		infos[t.Table] = ti
 		visible = append(visible, ti)
 	}
 	// Relationships, now that every visible table is known.
-	comp := &bxCompiler{src: src, cat: b.cat, fks: map[bxTable][]ForeignKey{}}
+	comp := hasurabool.Compiler{Tracked: src, Catalog: b.cat}
 	for _, ti := range visible {
 		pt := src.byName[ti.q]
 		names := make([]string, 0, len(pt.rels))
@@ -418,7 +420,7 @@ func (b *schemaBuilder) source(src *permSource) error {
 		sort.Strings(names)
 		for _, n := range names {
 			r := pt.rels[n]
-			remote, mapping, err := comp.resolveRelationship(ti.q, r)
+			remote, mapping, err := comp.Resolve(ti.q, r)
 			if err != nil {
 				return fmt.Errorf("hasuratest: %s: %w", ti.q, err)
 			}
@@ -426,8 +428,8 @@ func (b *schemaBuilder) source(src *permSource) error {
 			if target == nil {
 				continue // the role may not select the remote table
 			}
-			ri := relInfo{name: n, array: r.array, target: target}
-			if !r.array && !r.manual && r.fkTable == nil {
+			ri := relInfo{name: n, array: r.Array, target: target}
+			if !r.Array && !r.Manual && r.FKTable == nil {
 				ri.notNull = true
 				for _, pair := range mapping {
 					if c, _ := ti.db.column(pair[0]); !c.notNull {

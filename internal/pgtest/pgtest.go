@@ -22,6 +22,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantkit/tenantkit/internal/pglocal"
 	"github.com/tenantkit/tenantkit/internal/postgres"
@@ -285,4 +286,24 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// Open gives a test the store over a new migrated database, opened as the service opens it (user
+// transactions through AppLogin), and a superuser pool on the same database to arrange and inspect
+// it. Both close when the test ends.
+func Open(t testing.TB) (*postgres.DB, *pgxpool.Pool) {
+	t.Helper()
+	ctx := context.Background()
+	u := NewDB(t)
+	db, err := postgres.Open(ctx, u, AppURL(t, u))
+	if err != nil {
+		t.Fatalf("pgtest: open the store: %v", err)
+	}
+	t.Cleanup(db.Close)
+	admin, err := pgxpool.New(ctx, u)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	t.Cleanup(admin.Close)
+	return db, admin
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net/url"
 	"os"
 	"runtime"
 	"slices"
@@ -21,7 +20,6 @@ import (
 	"github.com/tenantkit/tenantkit"
 	"github.com/tenantkit/tenantkit/internal/export"
 	"github.com/tenantkit/tenantkit/internal/postgres"
-	"github.com/tenantkit/tenantkit/internal/team"
 )
 
 // fxExportWorld is a tenant with a row in every table an export reads (and a second tenant with
@@ -337,162 +335,4 @@ func BenchmarkWriteArchive(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(n), "rows/op")
-}
-
-// TestExportLinks drives export.Service over this store: who may ask, what makes a link valid,
-// expiry, single use (also under concurrent downloads), and the bound on concurrent downloads.
-func TestExportLinks(t *testing.T) {
-	t.Parallel()
-	db, admin := setup(t)
-	ctx := context.Background()
-	teams := fxTeams(t, db, team.SendLimits{})
-	tn, adm, member := fxExportWorld(t, admin)
-	outsider := fxUser(t, admin)
-	now := time.Now()
-	svc, err := export.New(db, teams.Check, "a-secret-of-sixteen-chars", "https://api.example.com", 15*time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.Now = func() time.Time { return now }
-	for who, want := range map[string]string{adm: tenantkit.Forbidden, member: tenantkit.Forbidden, outsider: tenantkit.NotFound} {
-		if _, err := svc.Request(ctx, tenantkit.UserSession(who), tn.id); tenantkit.ErrorCode(err) != want {
-			t.Errorf("request as %s: %v, want %s", who, err, want)
-		}
-	}
-	if _, err := svc.Request(ctx, tenantkit.Session{}, tn.id); tenantkit.ErrorCode(err) != tenantkit.Unauthenticated {
-		t.Errorf("request without a user: %v", err)
-	}
-	off, _ := export.New(db, teams.Check, "a-secret-of-sixteen-chars", "", time.Minute)
-	if _, err := off.Request(ctx, tenantkit.UserSession(tn.owner), tn.id); tenantkit.ErrorCode(err) != tenantkit.Unavailable {
-		t.Errorf("request without TENANTKIT_PUBLIC_URL: %v", err)
-	}
-	if n := fxCount(t, admin, `SELECT count(*) FROM tenantkit.tenant_exports`); n != 0 {
-		t.Errorf("refused requests recorded %d exports", n)
-	}
-	link := func() (id, expires, sig string) {
-		t.Helper()
-		l, err := svc.Request(ctx, tenantkit.UserSession(tn.owner), tn.id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		u, err := url.Parse(l.URL)
-		if err != nil || u.Host != "api.example.com" || u.Path != "/exports/"+l.ExportID {
-			t.Fatalf("link %s (%v)", l.URL, err)
-		}
-		return l.ExportID, u.Query().Get("expires"), u.Query().Get("signature")
-	}
-	download := func(id, expires, sig string) (int64, error) {
-		e, err := svc.Open(ctx, id, expires, sig)
-		if err != nil {
-			return 0, err
-		}
-		var n countWriter
-		err = svc.Download(ctx, e, func() (io.Writer, error) { return &n, nil })
-		return n.n, err
-	}
-	id, exp, sig := link()
-	_, _, otherSig := link()
-	for name, l := range map[string][3]string{
-		"another link's signature": {id, exp, otherSig},
-		"another expiry":           {id, strconv.FormatInt(now.Add(time.Hour).Unix(), 10), sig},
-		"a signature cut short":    {id, exp, sig[:20]},
-		"no signature":             {id, exp, ""},
-		"not base64":               {id, exp, "!!!"},
-		"an unknown export":        {"6f1c1b4e-5b4a-4c3e-9a7b-2c1d0e9f8a7b", exp, sig},
-		"not an id":                {"x", exp, sig},
-	} {
-		if _, err := download(l[0], l[1], l[2]); tenantkit.ErrorCode(err) != export.LinkInvalid {
-			t.Errorf("%s: %v", name, err)
-		}
-	}
-	if n, err := download(id, exp, sig); err != nil || n < 1000 {
-		t.Fatalf("download: %d bytes, %v", n, err)
-	}
-	if _, err := download(id, exp, sig); tenantkit.ErrorCode(err) != export.LinkUsed {
-		t.Errorf("second download: %v", err)
-	}
-	// Expired: the service's clock past the link's expiry.
-	svc.Now = func() time.Time { return now.Add(16 * time.Minute) }
-	o, oexp, osig := link()
-	if _, err := download(o, oexp, osig); tenantkit.ErrorCode(err) != export.LinkExpired {
-		t.Errorf("expired link: %v", err)
-	}
-	svc.Now = func() time.Time { return now }
-
-	// Concurrent downloads of one link: one archive.
-	id, exp, sig = link()
-	var ok, used atomic.Int32
-	var wg sync.WaitGroup
-	for range 6 {
-		wg.Go(func() {
-			switch _, err := download(id, exp, sig); tenantkit.ErrorCode(err) {
-			case "":
-				ok.Add(1)
-			case export.LinkUsed, tenantkit.Unavailable:
-				used.Add(1)
-			default:
-				t.Errorf("concurrent download: %v", err)
-			}
-		})
-	}
-	wg.Wait()
-	if ok.Load() != 1 {
-		t.Errorf("%d concurrent downloads of one link succeeded, want 1", ok.Load())
-	}
-	// An owner who lost the role downloads nothing (the link is used up).
-	id, exp, sig = link()
-	fxExec(t, admin, `UPDATE tenant_users SET role = 'owner' WHERE tenant_id = $1 AND user_id = $2`, tn.id, adm)
-	fxExec(t, admin, `UPDATE tenant_users SET role = 'admin' WHERE tenant_id = $1 AND user_id = $2`, tn.id, tn.owner)
-	if _, err := download(id, exp, sig); tenantkit.ErrorCode(err) != tenantkit.Forbidden {
-		t.Errorf("download by a former owner: %v", err)
-	}
-}
-
-// TestExportDownloadsBounded: beyond MaxDownloads at once, a download is refused (unavailable)
-// without using its link up.
-func TestExportDownloadsBounded(t *testing.T) {
-	t.Parallel()
-	db, admin := setup(t)
-	ctx := context.Background()
-	tn := fxTenant(t, admin)
-	svc, err := export.New(db, fxTeams(t, db, team.SendLimits{}).Check, "a-secret-of-sixteen-chars", "https://x.test", time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.MaxDownloads = 1
-	open := func() export.Export {
-		l, err := svc.Request(ctx, tenantkit.UserSession(tn.owner), tn.id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		u, _ := url.Parse(l.URL)
-		e, err := svc.Open(ctx, l.ExportID, u.Query().Get("expires"), u.Query().Get("signature"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return e
-	}
-	first, second := open(), open()
-	release := make(chan struct{})
-	started := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		err := svc.Download(ctx, first, func() (io.Writer, error) {
-			close(started)
-			<-release
-			return io.Discard, nil
-		})
-		if err != nil {
-			t.Errorf("first download: %v", err)
-		}
-	})
-	<-started
-	if err := svc.Download(ctx, second, func() (io.Writer, error) { return io.Discard, nil }); tenantkit.ErrorCode(err) != tenantkit.Unavailable {
-		t.Errorf("second download at once: %v", err)
-	}
-	close(release)
-	wg.Wait()
-	if err := svc.Download(ctx, second, func() (io.Writer, error) { return io.Discard, nil }); err != nil {
-		t.Errorf("the refused link afterwards: %v", err)
-	}
 }

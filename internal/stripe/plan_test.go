@@ -19,9 +19,11 @@ import (
 // stripeMock is one stripe-mock for the package's tests, started on first use.
 var stripeMock = sync.OnceValues(func() (*stripetest.Server, error) { return stripetest.Start(context.Background()) })
 
-// TestPlanRequestsAcceptedByStripeMock: every request the plan change and its preview send is one
-// Stripe's API specification (stripe-mock validates against it) accepts.
-func TestPlanRequestsAcceptedByStripeMock(t *testing.T) {
+// TestRequestsAcceptedByStripeMock: every request the adapter sends (the plan change and its
+// preview, checkout, portal, customers, plan prices, usage, cancellation at period end) is one
+// Stripe's API specification (stripe-mock validates against it) accepts. What the requests say is
+// TestRequestsWeSend's, against the stateful double: stripe-mock's answers are canned.
+func TestRequestsAcceptedByStripeMock(t *testing.T) {
 	if testing.Short() {
 		t.Skip("stripe-mock: not in -short")
 	}
@@ -49,6 +51,30 @@ func TestPlanRequestsAcceptedByStripeMock(t *testing.T) {
 		if _, err := c.CreateCheckoutSession(ctx, billing.Checkout{TenantID: "t", PlanID: "p", CustomerID: "cus_1", PriceID: "price_1",
 			MeteredPriceID: "price_2", SuccessURL: "https://app.test/ok", CancelURL: "https://app.test/no", At: time.Now(), AutomaticTax: tax}); err != nil {
 			t.Errorf("checkout (automatic tax %v): %v", tax, err)
+		}
+	}
+	if _, err := c.CreateCustomer(ctx, "t", "Acme"); err != nil {
+		t.Errorf("customer: %v", err)
+	}
+	// stripe-mock ignores lookup_keys: its fixture price never matches, so both create.
+	pp := billing.PlanPrice{Key: "pro", Name: "Pro", UnitAmount: 2900, Currency: "usd", Interval: "month", APICallsUnitAmount: "0.05"}
+	product, _, err := c.EnsurePrice(ctx, pp)
+	if err != nil {
+		t.Errorf("plan price: %v", err)
+	}
+	pp.ProductID = product
+	if _, err := c.EnsureMeteredPrice(ctx, pp); err != nil {
+		t.Errorf("metered price: %v", err)
+	}
+	if err := c.ReportUsage(ctx, "si_m", time.Now().Truncate(time.Hour), 7); err != nil {
+		t.Errorf("usage: %v", err)
+	}
+	if _, err := c.CreatePortalSession(ctx, "cus_1", "https://app.test/billing"); err != nil {
+		t.Errorf("portal: %v", err)
+	}
+	for _, cancel := range []bool{true, false} {
+		if _, err := c.SetCancelAtPeriodEnd(ctx, "sub_123", cancel, "i"); err != nil {
+			t.Errorf("cancel at period end %v: %v", cancel, err)
 		}
 	}
 }

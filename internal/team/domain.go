@@ -220,20 +220,7 @@ func (s *Domains) manager(ctx context.Context, sess tenantkit.Session, tenantID,
 	if _, err := caller(sess); err != nil {
 		return Membership{}, err
 	}
-	if err := ValidateID("tenantId", tenantID); err != nil {
-		return Membership{}, err
-	}
-	m, err := s.Store.Membership(ctx, sess, tenantID)
-	if tenantkit.ErrorCode(err) == tenantkit.NotFound {
-		return m, tenantkit.Errorf(tenantkit.NotFound, "tenant not found")
-	}
-	if err != nil {
-		return m, err
-	}
-	if !tenantkit.Allows(m.Role, m.Permissions, perm) {
-		return m, tenantkit.Errorf(tenantkit.Forbidden, "your role does not allow %s", perm)
-	}
-	return m, nil
+	return Require(ctx, s.Store, sess, tenantID, perm)
 }
 
 // domain returns a domain the caller may manage (settings:write). Errors: unauthenticated,

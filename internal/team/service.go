@@ -64,23 +64,30 @@ func caller(sess tenantkit.Session) (string, error) {
 	return sess.UserID(), nil
 }
 
-// member returns the caller's membership of the tenant. A non-member gets not_found, whether or not
-// the tenant exists, so the answer reveals nothing.
-func (s *Service) member(ctx context.Context, sess tenantkit.Session, tenantID string) (Membership, error) {
+// MembershipReader reads the caller's own membership of a tenant (Store, DomainStore and
+// apikey.Store all do); not_found when there is none.
+type MembershipReader interface {
+	Membership(ctx context.Context, s tenantkit.Session, tenantID string) (Membership, error)
+}
+
+// Member returns the caller's membership of the tenant. A non-member gets not_found, whether or not
+// the tenant exists, so the answer reveals nothing. Errors: invalid, not_found.
+func Member(ctx context.Context, r MembershipReader, sess tenantkit.Session, tenantID string) (Membership, error) {
 	if err := ValidateID("tenantId", tenantID); err != nil {
 		return Membership{}, err
 	}
-	m, err := s.Store.Membership(ctx, sess, tenantID)
+	m, err := r.Membership(ctx, sess, tenantID)
 	if tenantkit.ErrorCode(err) == tenantkit.NotFound {
 		return m, tenantkit.Errorf(tenantkit.NotFound, "tenant not found")
 	}
 	return m, err
 }
 
-// require returns the caller's membership when it allows perm. Errors: not_found (not a member),
-// forbidden.
-func (s *Service) require(ctx context.Context, sess tenantkit.Session, tenantID, perm string) (Membership, error) {
-	m, err := s.member(ctx, sess, tenantID)
+// Require returns the caller's membership of the tenant when its role or custom grants allow perm:
+// the one check of "may the caller do this in this tenant" for team, domains and API keys.
+// Errors: invalid, not_found (not a member), forbidden.
+func Require(ctx context.Context, r MembershipReader, sess tenantkit.Session, tenantID, perm string) (Membership, error) {
+	m, err := Member(ctx, r, sess, tenantID)
 	if err != nil {
 		return m, err
 	}
@@ -88,6 +95,16 @@ func (s *Service) require(ctx context.Context, sess tenantkit.Session, tenantID,
 		return m, tenantkit.Errorf(tenantkit.Forbidden, "your role does not allow %s", perm)
 	}
 	return m, nil
+}
+
+// member is Member with the service's store.
+func (s *Service) member(ctx context.Context, sess tenantkit.Session, tenantID string) (Membership, error) {
+	return Member(ctx, s.Store, sess, tenantID)
+}
+
+// require is Require with the service's store.
+func (s *Service) require(ctx context.Context, sess tenantkit.Session, tenantID, perm string) (Membership, error) {
+	return Require(ctx, s.Store, sess, tenantID, perm)
 }
 
 // CreateTenant creates a tenant whose owner is the caller, on a trial of the default plan, in one
