@@ -27,12 +27,11 @@
 -- +goose Up
 ALTER TABLE tenantkit.usage_events RENAME TO usage_events_unpartitioned;
 ALTER TABLE tenantkit.usage_events_unpartitioned RENAME CONSTRAINT usage_events_pkey TO usage_events_unpartitioned_pkey;
-ALTER TABLE tenantkit.usage_events_unpartitioned RENAME CONSTRAINT usage_events_tenant_id_fkey TO usage_events_unpartitioned_tenant_id_fkey;
 ALTER TABLE tenantkit.usage_events_unpartitioned RENAME CONSTRAINT usage_events_idempotency_key_check TO usage_events_unpartitioned_idempotency_key_check;
 ALTER INDEX tenantkit.usage_events_occurred_at_brin RENAME TO usage_events_unpartitioned_occurred_at_brin;
 
 CREATE TABLE tenantkit.usage_events (
-  tenant_id       uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+  tenant_id       uuid NOT NULL, -- no foreign key: a lock and a trigger stand in (00021)
   idempotency_key text NOT NULL CHECK (length(idempotency_key) BETWEEN 1 AND 255),
   metric          text NOT NULL,
   quantity        numeric(20, 4) NOT NULL,
@@ -42,7 +41,7 @@ CREATE TABLE tenantkit.usage_events (
                   CHECK (extract(day FROM recorded_month) = 1),
   PRIMARY KEY (tenant_id, idempotency_key, recorded_month)
 ) PARTITION BY RANGE (recorded_month);
-COMMENT ON TABLE tenantkit.usage_events IS 'Every usage event once, by its idempotency key, partitioned by the UTC month it was recorded in (system only)';
+COMMENT ON TABLE tenantkit.usage_events IS 'Every usage event once, by its idempotency key, partitioned by the UTC month it was recorded in (system only); deleted with its tenant by trigger';
 COMMENT ON COLUMN tenantkit.usage_events.recorded_month IS 'first day of the UTC month the event was recorded in: the partition key';
 -- Events are appended roughly in occurred_at order: a BRIN index finds one hour's blocks for a
 -- fraction of a B-tree's size and insert cost.
@@ -148,7 +147,7 @@ DROP TABLE tenantkit.usage_events_unpartitioned;
 
 -- +goose Down
 CREATE TABLE tenantkit.usage_events_unpartitioned (
-  tenant_id       uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+  tenant_id       uuid NOT NULL, -- no foreign key: a lock and a trigger stand in (00021)
   idempotency_key text NOT NULL CHECK (length(idempotency_key) BETWEEN 1 AND 255),
   metric          text NOT NULL,
   quantity        numeric(20, 4) NOT NULL,
@@ -167,9 +166,8 @@ DROP TABLE tenantkit.usage_events;
 DROP FUNCTION tenantkit.usage_events_partition(date), tenantkit.usage_events_drop_before(date);
 ALTER TABLE tenantkit.usage_events_unpartitioned RENAME TO usage_events;
 ALTER TABLE tenantkit.usage_events RENAME CONSTRAINT usage_events_unpartitioned_pkey TO usage_events_pkey;
-ALTER TABLE tenantkit.usage_events RENAME CONSTRAINT usage_events_unpartitioned_tenant_id_fkey TO usage_events_tenant_id_fkey;
 ALTER TABLE tenantkit.usage_events RENAME CONSTRAINT usage_events_unpartitioned_idempotency_key_check TO usage_events_idempotency_key_check;
-COMMENT ON TABLE tenantkit.usage_events IS 'Every usage event once, by its idempotency key (system only)';
+COMMENT ON TABLE tenantkit.usage_events IS 'Every usage event once, by its idempotency key (system only); deleted with its tenant by trigger';
 CREATE INDEX usage_events_occurred_at_brin ON tenantkit.usage_events USING brin (occurred_at) WITH (autosummarize = on);
 ALTER TABLE tenantkit.usage_events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE tenantkit.usage_events FORCE ROW LEVEL SECURITY;

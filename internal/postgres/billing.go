@@ -15,6 +15,8 @@ import (
 
 var _ billing.Store = (*DB)(nil)
 
+var errUnknownTenant = tenantkit.Errorf(tenantkit.Invalid, "the batch names a tenant that does not exist")
+
 // insertUsage appends a batch of events, each once by tenant and idempotency key, in key order
 // (concurrent batches would deadlock otherwise), and yields the newly inserted ones with their UTC
 // hour as "inserted". recordCounters and recordGauges build on it.
@@ -223,6 +225,18 @@ func (db *DB) KnownTenants(ctx context.Context, ids []string) (map[string]bool, 
 	return known, err
 }
 
+// lockUsageTenants locks the batch's distinct tenants FOR KEY SHARE, in id order, and says whether
+// all of them exist. It stands in for a foreign key on usage_events (migration 00021): one
+// set-based lock instead of a check and a lock per event; a tenant cannot be deleted while the
+// batch's transaction holds it, and deleting one deletes its events (tenantkit.delete_usage_events).
+const lockUsageTenants = `
+WITH ids AS (
+  SELECT DISTINCT id FROM unnest($1::uuid[]) AS b (id)
+), locked AS (
+  SELECT t.id FROM tenants t JOIN ids USING (id) ORDER BY t.id FOR KEY SHARE OF t
+)
+SELECT (SELECT count(*) FROM locked) = (SELECT count(*) FROM ids)`
+
 // RecordUsage implements billing.Store on the system path (events come from trusted backends).
 func (db *DB) RecordUsage(ctx context.Context, events []billing.UsageEvent) (int, error) {
 	if len(events) == 0 {
@@ -245,9 +259,20 @@ func (db *DB) RecordUsage(ctx context.Context, events []billing.UsageEvent) (int
 		c.quantities = append(c.quantities, e.Quantity)
 		c.times = append(c.times, e.OccurredAt)
 	}
+	tenants := make([]string, len(events))
+	for i, e := range events {
+		tenants[i] = e.TenantID
+	}
 	recorded := 0
 	record := func(tx pgx.Tx) error {
 		recorded = 0
+		var known bool
+		if err := tx.QueryRow(ctx, lockUsageTenants, tenants).Scan(&known); err != nil {
+			return err
+		}
+		if !known {
+			return errUnknownTenant
+		}
 		// Always counters first, then gauges: a fixed order, so concurrent batches never take each
 		// other's locks in opposite orders.
 		for _, st := range []struct {
@@ -263,7 +288,7 @@ func (db *DB) RecordUsage(ctx context.Context, events []billing.UsageEvent) (int
 				billing.MaxEventSkew.Seconds(), billing.UsageIdempotencyMonths).Scan(&n); err != nil {
 				var pe *pgconn.PgError
 				if errors.As(err, &pe) && pe.Code == "23503" {
-					return tenantkit.Errorf(tenantkit.Invalid, "the batch names a tenant that does not exist")
+					return errUnknownTenant
 				}
 				return err
 			}

@@ -1,0 +1,159 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tenantkit/tenantkit"
+	"github.com/tenantkit/tenantkit/internal/billing"
+)
+
+// Usage events have no foreign key to tenants (migration 00021): RecordUsage locks the batch's
+// tenants in one statement and refuses a batch naming one that does not exist, and deleting a
+// tenant deletes its events. These tests hold both halves, and the race between them.
+
+func fxUsageBatch(tenant string, n int, prefix string) []billing.UsageEvent {
+	at := time.Now().UTC().Add(-time.Minute)
+	batch := make([]billing.UsageEvent, n)
+	for i := range batch {
+		batch[i] = billing.UsageEvent{TenantID: tenant, Metric: "api_calls", Quantity: 1, IdempotencyKey: fmt.Sprint(prefix, i), OccurredAt: at}
+	}
+	return batch
+}
+
+// fxWaiters waits until n backends of this database wait for a lock (or fails after 10 s).
+func fxWaiters(t *testing.T, admin *pgxpool.Pool, n int64) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if fxCount(t, admin, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`) >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than %d backends wait for a lock", n)
+		}
+	}
+}
+
+func TestUsageUnknownTenantRefused(t *testing.T) {
+	t.Parallel()
+	db, admin := setup(t)
+	ctx := context.Background()
+	tn := fxTenant(t, admin)
+	batch := append(fxUsageBatch(tn.id, 3, "ok-"), fxUsageBatch(uuid.NewString(), 1, "ghost-")...)
+	n, err := db.RecordUsage(ctx, batch)
+	if tenantkit.ErrorCode(err) != tenantkit.Invalid {
+		t.Fatalf("recorded %d, err %v; want invalid", n, err)
+	}
+	if got := fxCount(t, admin, `SELECT (SELECT count(*) FROM tenantkit.usage_events) + (SELECT count(*) FROM billing_usage)`); got != 0 {
+		t.Errorf("%d rows stored by a refused batch, want none", got)
+	}
+	// The same tenant spelled twice (upper case) is one tenant, not a missing one.
+	batch = append(fxUsageBatch(tn.id, 2, "a-"), fxUsageBatch(strings.ToUpper(tn.id), 1, "b-")...)
+	if n, err := db.RecordUsage(ctx, batch); err != nil || n != 3 {
+		t.Fatalf("recorded %d, err %v; want 3", n, err)
+	}
+}
+
+func TestUsageEventsGoWithTheirTenant(t *testing.T) {
+	t.Parallel()
+	db, admin := setup(t)
+	ctx := context.Background()
+	gone, kept := fxTenant(t, admin), fxTenant(t, admin)
+	for _, tn := range []fxTenantRef{gone, kept} {
+		if _, err := db.RecordUsage(ctx, fxUsageBatch(tn.id, 5, "k")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A REPEATABLE READ delete would not see events committed after its snapshot: refused.
+	err := pgx.BeginTxFunc(ctx, admin, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `DELETE FROM tenants WHERE id = $1`, gone.id)
+		return err
+	})
+	if fxSQLState(err) != "40001" {
+		t.Fatalf("delete in REPEATABLE READ: %v, want SQLSTATE 40001", err)
+	}
+	fxExec(t, admin, `DELETE FROM tenants WHERE id = $1`, gone.id)
+	if n := fxCount(t, admin, `SELECT count(*) FROM tenantkit.usage_events WHERE tenant_id = $1`, gone.id); n != 0 {
+		t.Errorf("%d events of the deleted tenant remain", n)
+	}
+	if n := fxCount(t, admin, `SELECT count(*) FROM tenantkit.usage_events WHERE tenant_id = $1`, kept.id); n != 5 {
+		t.Errorf("the other tenant keeps %d events, want 5", n)
+	}
+}
+
+// TestUsageBatchRacesTenantDelete: a batch and the deletion of its tenant, in both orders, never
+// leave an event without its tenant.
+func TestUsageBatchRacesTenantDelete(t *testing.T) {
+	t.Parallel()
+	db, admin := setup(t)
+	ctx := context.Background()
+
+	t.Run("the batch first: the delete waits for it and takes its events", func(t *testing.T) {
+		tn := fxTenant(t, admin)
+		// Hold the batch after its tenant lock: another transaction inserts one of its keys first,
+		// so the batch's insert waits for that transaction to end.
+		blocker, err := admin.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer blocker.Rollback(ctx)
+		fxTxExec(t, blocker, `INSERT INTO tenantkit.usage_events (tenant_id, idempotency_key, metric, quantity, occurred_at)
+			VALUES ($1, 'race-0', 'api_calls', 1, now())`, tn.id)
+		recorded := make(chan error, 1)
+		go func() {
+			_, err := db.RecordUsage(ctx, fxUsageBatch(tn.id, 10, "race-"))
+			recorded <- err
+		}()
+		fxWaiters(t, admin, 1)
+		deleted := make(chan error, 1)
+		go func() {
+			_, err := admin.Exec(ctx, `DELETE FROM tenants WHERE id = $1`, tn.id)
+			deleted <- err
+		}()
+		fxWaiters(t, admin, 2) // the delete waits for the batch's lock on the tenant
+		if err := blocker.Rollback(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-recorded; err != nil {
+			t.Fatalf("batch: %v", err)
+		}
+		if err := <-deleted; err != nil {
+			t.Fatalf("delete: %v", err)
+		}
+		if n := fxCount(t, admin, `SELECT count(*) FROM tenantkit.usage_events e WHERE NOT EXISTS (SELECT FROM tenants t WHERE t.id = e.tenant_id)`); n != 0 {
+			t.Errorf("%d events outlive their tenant", n)
+		}
+	})
+
+	t.Run("the delete first: the batch is refused", func(t *testing.T) {
+		tn := fxTenant(t, admin)
+		del, err := admin.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer del.Rollback(ctx)
+		fxTxExec(t, del, `DELETE FROM tenants WHERE id = $1`, tn.id)
+		recorded := make(chan error, 1)
+		go func() {
+			_, err := db.RecordUsage(ctx, fxUsageBatch(tn.id, 10, "late-"))
+			recorded <- err
+		}()
+		fxWaiters(t, admin, 1)
+		if err := del.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-recorded; tenantkit.ErrorCode(err) != tenantkit.Invalid {
+			t.Fatalf("batch for a tenant deleted meanwhile: %v, want invalid", err)
+		}
+		if n := fxCount(t, admin, `SELECT count(*) FROM tenantkit.usage_events WHERE tenant_id = $1`, tn.id); n != 0 {
+			t.Errorf("%d events outlive their tenant", n)
+		}
+	})
+}
