@@ -14,27 +14,33 @@ import (
 	"github.com/tenantkit/tenantkit/migrations"
 )
 
-// TestCurrentUserIDFastPath: tenantkit.current_user_id() answers every session string exactly as
-// its general path does (the function of 00001, before the fast path of 00023): the sessions Hasura
-// and tenantkit write, the edge cases of the fast path's shape, and thousands of seeded mutations
-// of them (one or two characters inserted, replaced or removed anywhere).
-func TestCurrentUserIDFastPath(t *testing.T) {
+// TestCallerFastPath: tenantkit.current_user_id() and tenantkit.current_api_key() answer every
+// session string exactly as their general paths do (their definitions of 00001 and 00018, before
+// the fast path of 00023): the sessions Hasura and tenantkit write, the edge cases of the fast
+// path's shape, and thousands of seeded mutations of them (one or two characters inserted, replaced
+// or removed anywhere).
+func TestCallerFastPath(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := connect(t, pgtest.NewDB(t))
 
-	// The general path, as a function of its own: 00001's definition under another name.
-	src, err := migrations.FS.ReadFile("00001_roles.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	def := regexp.MustCompile(`(?s)CREATE FUNCTION tenantkit\.current_user_id\(\).*?END \$\$;`).Find(src)
-	if def == nil {
-		t.Fatal("00001_roles.sql: no definition of tenantkit.current_user_id()")
-	}
-	reference := strings.Replace(string(def), "tenantkit.current_user_id()", "tenantkit.reference_user_id()", 1)
-	if _, err := pool.Exec(ctx, reference); err != nil {
-		t.Fatal(err)
+	// The general paths, as functions of their own: the first definitions under other names.
+	for _, f := range []struct{ file, name, as string }{
+		{"00001_roles.sql", "current_user_id", "reference_user_id"},
+		{"00018_api_keys_and_domains.sql", "current_api_key", "reference_api_key"},
+	} {
+		src, err := migrations.FS.ReadFile(f.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		def := regexp.MustCompile(`(?s)CREATE FUNCTION tenantkit\.` + f.name + `\(\).*?END \$\$;`).Find(src)
+		if def == nil {
+			t.Fatalf("%s: no definition of tenantkit.%s()", f.file, f.name)
+		}
+		reference := strings.Replace(string(def), "tenantkit."+f.name+"()", "tenantkit."+f.as+"()", 1)
+		if _, err := pool.Exec(ctx, reference); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	id, other := uuid.NewString(), uuid.NewString()
@@ -43,7 +49,8 @@ func TestCurrentUserIDFastPath(t *testing.T) {
 		`{"x-hasura-role":"user","x-hasura-user-id":"` + id + `"}`, // tenantkit (encoding/json)
 		`{"x-hasura-user-id":"` + id + `","x-hasura-role":"user"}`,
 		`{"x-hasura-role":"user","x-hasura-user-id":"` + id + `","x-hasura-org":"Acme [EU] #a ~ b-c_d"}`,
-		`{"x-hasura-role":"api_client","x-hasura-api-key-id":"` + other + `"}`,
+		`{"x-hasura-role":"api_client","x-hasura-api-key-id":"` + other + `"}`, // POST /auth/token
+		`{"x-hasura-api-key-id":"` + other + `","x-hasura-role":"api_client","x-hasura-tenant-id":"` + id + `"}`,
 		`{"x-hasura-role":"user"}`,
 	}
 	claims := append([]string{
@@ -72,6 +79,16 @@ func TestCurrentUserIDFastPath(t *testing.T) {
 		`{"x-hasura-user-id":["` + id + `"]}`,
 		`{"x-hasura-user-id":null}`,
 		`{"x-hasura-user-id":""}`,
+		`{"x-hasura-role":"api_client","x-hasura-api-key-id":"` + upper + `"}`,
+		`{"x-hasura-role":"api_client","x-hasura-api-key-id":"` + other + `","X-Hasura-Api-Key-Id":"` + id + `"}`,
+		`{"x-hasura-role":"api_client","X-Hasura-Role":"user","x-hasura-api-key-id":"` + other + `"}`,
+		`{"X-Hasura-Role":"api_client","x-hasura-api-key-id":"` + other + `"}`,
+		`{"x-hasura-role":"api_client","x-hasura-api-key-id":"` + other + `","x-hasura-user-id":"` + id + `"}`,
+		`{"x-hasura-role":"api_client","x-hasura-api-key-id":"` + other + `","X-Hasura-User-Id":"` + id + `"}`,
+		`{"x-hasura-role":"api_client","x-hasura-api-key-id":"` + other + `","x-hasura-user-id":""}`,
+		`{"x-hasura-role":"Api_Client","x-hasura-api-key-id":"` + other + `"}`,
+		`{"x-hasura-role":"api_client","x-hasura-api-key-id":null}`,
+		`{"x-hasura-role":"api_client","x-hasura-api-key-id":"` + other + `x"}`,
 	}, bases...)
 	rng := rand.New(rand.NewPCG(23, 23))
 	const alphabet = " \"\\{}:,-aAfFgz09_[]~#\té"
@@ -94,7 +111,7 @@ func TestCurrentUserIDFastPath(t *testing.T) {
 			return string(r)
 		}
 	}
-	for range 3000 {
+	for range 6000 {
 		s := bases[rng.IntN(len(bases))]
 		for range 1 + rng.IntN(2) {
 			s = mutate(s)
@@ -115,32 +132,41 @@ func TestCurrentUserIDFastPath(t *testing.T) {
 	var batch pgx.Batch
 	for _, c := range claims {
 		batch.Queue(`SELECT set_config('hasura.user', $1, true)`, c)
-		batch.Queue(`SELECT tenantkit.current_user_id()::text, tenantkit.reference_user_id()::text`)
+		batch.Queue(`SELECT tenantkit.current_user_id()::text, tenantkit.reference_user_id()::text,
+		                    tenantkit.current_api_key()::text, tenantkit.reference_api_key()::text`)
 	}
 	results := tx.SendBatch(ctx, &batch)
-	users := 0
+	users, keys := 0, 0
 	for _, c := range claims {
 		if _, err := results.Exec(); err != nil {
 			t.Fatal(err)
 		}
-		var got, want *string
-		if err := results.QueryRow().Scan(&got, &want); err != nil {
+		var user, wantUser, key, wantKey *string
+		if err := results.QueryRow().Scan(&user, &wantUser, &key, &wantKey); err != nil {
 			t.Fatalf("%q: %v", c, err)
 		}
-		if (got == nil) != (want == nil) || (got != nil && *got != *want) {
-			t.Errorf("hasura.user %q: current_user_id() = %s, the general path says %s", c, show(got), show(want))
+		if !sameText(user, wantUser) {
+			t.Errorf("hasura.user %q: current_user_id() = %s, the general path says %s", c, show(user), show(wantUser))
 		}
-		if want != nil {
+		if !sameText(key, wantKey) {
+			t.Errorf("hasura.user %q: current_api_key() = %s, the general path says %s", c, show(key), show(wantKey))
+		}
+		if wantUser != nil {
 			users++
+		}
+		if wantKey != nil {
+			keys++
 		}
 	}
 	if err := results.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if users < 300 {
-		t.Fatalf("only %d of %d sessions name a user: the mutations test too little", users, len(claims))
+	if users < 200 || keys < 200 {
+		t.Fatalf("only %d and %d of %d sessions name a user and a key: the mutations test too little", users, keys, len(claims))
 	}
 }
+
+func sameText(a, b *string) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
 
 func show(s *string) string {
 	if s == nil {
