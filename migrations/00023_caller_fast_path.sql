@@ -16,8 +16,10 @@
 -- are lowercase, and jsonb keeps one value per key), and a canonical lowercase UUID
 -- (tenantkit.canonical_uuid) is one the general path accepts: so the fast path returns what the
 -- general path would. Anything else (whitespace, escapes, other letter cases, a UUID in another
--- spelling) falls through to the general path, unchanged. current_user_id() 5 µs instead of 10,
--- member_tenants 18 µs instead of 22, current_api_key() 5 µs instead of 14.
+-- spelling) falls through to the general path, unchanged. In a warm transaction
+-- current_user_id() takes 6 µs instead of 10, member_tenants 19 µs instead of 22-23 and
+-- current_api_key() 6 µs instead of 14; as the first statement of a transaction,
+-- current_user_id() 9 µs instead of ~20 and member_tenants 30 µs instead of 35.
 --
 -- Policies, member_tenants, manageable_roles and the API-key helpers do not change: they keep
 -- calling these functions (the policies through helpers in a scalar sub-select, once per
@@ -30,8 +32,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN raw ~ '^\{("[a-z0-9_-]+":"[ !#-\[\]-~]*"(,"[a-z0-9_-]+":"[ !#-\[\]-~]*")*)?\}$';
 CREATE FUNCTION tenantkit.canonical_uuid(s text) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN length(s) = 36 AND ltrim(s, '0123456789abcdef-') = '' AND length(replace(s, '-', '')) = 32
-  AND substr(s, 9, 1) = '-' AND substr(s, 14, 1) = '-' AND substr(s, 19, 1) = '-' AND substr(s, 24, 1) = '-';
+RETURN translate(s, '123456789abcdef', '000000000000000') = '00000000-0000-0000-0000-000000000000';
 GRANT EXECUTE ON FUNCTION tenantkit.plain_session(text), tenantkit.canonical_uuid(text) TO tenantkit_app, tenantkit_system;
 
 -- +goose StatementBegin
@@ -44,20 +45,20 @@ DECLARE
   ids jsonb;
   id text;
 BEGIN
-  IF raw IS NULL OR btrim(raw) = '' THEN
-    RETURN NULL;
-  END IF;
-  -- Fast path (see the head of this file): the same answer, half the work.
+  -- Fast path (see the head of this file): the same answer, half the work, few statements (each
+  -- PL/pgSQL expression is set up again in every transaction).
   IF tenantkit.plain_session(raw) THEN
     id := raw::jsonb ->> 'x-hasura-user-id';
-    IF id IS NULL THEN
-      RETURN NULL;
-    END IF;
     IF tenantkit.canonical_uuid(id) THEN
       RETURN id::uuid;
+    ELSIF id IS NULL THEN
+      RETURN NULL;
     END IF;
   END IF;
   -- General path, as in 00001.
+  IF raw IS NULL OR btrim(raw) = '' THEN
+    RETURN NULL;
+  END IF;
   IF raw ~ '^\s*\{\s*("([^"\\[:cntrl:]]|\\["\\/bfnrt])*"\s*:\s*"([^"\\[:cntrl:]]|\\["\\/bfnrt])*"\s*(,\s*"([^"\\[:cntrl:]]|\\["\\/bfnrt])*"\s*:\s*"([^"\\[:cntrl:]]|\\["\\/bfnrt])*"\s*)*)?\}\s*$' THEN
     claims := raw::jsonb;
   ELSE
@@ -103,11 +104,10 @@ BEGIN
       RETURN NULL;
     END IF;
     id := claims ->> 'x-hasura-api-key-id';
-    IF id IS NULL THEN
-      RETURN NULL;
-    END IF;
     IF tenantkit.canonical_uuid(id) THEN
       RETURN id::uuid;
+    ELSIF id IS NULL THEN
+      RETURN NULL;
     END IF;
   END IF;
   -- General path, as in 00018.
