@@ -1,6 +1,7 @@
 package tenantkit
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"reflect"
@@ -92,6 +93,15 @@ func ParseID(name, s string) (ID, error) {
 func (id *ID) UnmarshalJSON(b []byte) error {
 	if string(b) == "null" {
 		return nil
+	}
+	// A literal without escapes holds its bytes (ParseID refuses any that are not ASCII): no
+	// decoder needed.
+	if len(b) >= 2 && b[0] == '"' && b[len(b)-1] == '"' && !bytes.ContainsAny(b[1:len(b)-1], `\"`) {
+		if parsed, err := ParseID("id", string(b[1:len(b)-1])); err == nil {
+			*id = parsed
+			return nil
+		}
+		return &json.UnmarshalTypeError{Value: "value other than a UUID string", Type: reflect.TypeFor[ID]()}
 	}
 	var s string
 	if err := json.Unmarshal(b, &s); err == nil {

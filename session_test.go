@@ -2,6 +2,7 @@ package tenantkit_test
 
 import (
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 
@@ -51,6 +52,35 @@ func TestSessionUserIDIsCanonical(t *testing.T) {
 	for _, v := range []string{"{" + id + "}", "u1", ""} {
 		if got := tenantkit.NewSession(map[string]string{"x-hasura-user-id": v}).UserID(); got != v {
 			t.Errorf("UserID(%q) = %q", v, got)
+		}
+	}
+}
+
+// TestIDUnmarshalJSON: decoding an ID reads the JSON string as encoding/json does (escapes
+// included) and accepts what ParseID accepts, with or without the decoder.
+func TestIDUnmarshalJSON(t *testing.T) {
+	t.Parallel()
+	const id = "0b4e7c1c-3f0e-4d8a-9e55-0a3b2c1d4e5f"
+	for _, lit := range []string{
+		`"` + id + `"`, `"` + strings.ToUpper(id) + `"`, `"\u0030b4e7c1c-3f0e-4d8a-9e55-0a3b2c1d4e5f"`,
+		`"0b4e7c1c\u002d3f0e-4d8a-9e55-0a3b2c1d4e5f"`, `"0b4e7c1c-3f0e-4d8a-9e55-0a3b2c1d4e5\"`, `"{` + id + `}"`,
+		`"` + id + ` "`, `""`, `"x"`, `"`, `x`, `1`, `true`, `{}`, `[]`, `"` + id, id + `"`, `"0b4e7c1c-3f0e-4d8a-9e55-0a3b2c1d4e5` + "\xff" + `"`,
+	} {
+		var want tenantkit.ID = "unchanged"
+		var wantErr bool
+		var s string
+		if err := json.Unmarshal([]byte(lit), &s); err != nil {
+			wantErr = true
+		} else if parsed, err := tenantkit.ParseID("id", s); err != nil {
+			wantErr = true
+		} else {
+			want = parsed
+		}
+		got := tenantkit.ID("unchanged")
+		err := got.UnmarshalJSON([]byte(lit))
+		var te *json.UnmarshalTypeError
+		if wantErr != (err != nil) || err != nil && !errors.As(err, &te) || got != want {
+			t.Errorf("%s: %q (%v), want %q (error %t)", lit, got, err, want, wantErr)
 		}
 	}
 }

@@ -56,7 +56,19 @@ type payload struct {
 	} `json:"action"`
 	Input            json.RawMessage   `json:"input"`
 	SessionVariables map[string]string `json:"session_variables"`
-	RequestQuery     string            `json:"request_query"`
+	// RequestQuery, the client's GraphQL operation, is not read; it must be a string or null.
+	RequestQuery stringOrNull `json:"request_query"`
+}
+
+// stringOrNull accepts a JSON string or null and keeps nothing of it; any other value is refused
+// as encoding/json refuses it for a string.
+type stringOrNull struct{}
+
+func (*stringOrNull) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' || string(b) == "null" {
+		return nil
+	}
+	return &json.UnmarshalTypeError{Value: "non-string", Type: reflect.TypeFor[string]()}
 }
 
 // action is one action: its input decoded, its output a JSON-encodable value, and the tenant the
@@ -86,8 +98,12 @@ func typed[In, Out any](fn func(ctx context.Context, s tenantkit.Session, in In)
 	}
 	run := func(ctx context.Context, s tenantkit.Session, raw json.RawMessage) (any, tenantkit.ID, error) {
 		var in In
-		if err := decodeInput(raw, &in); err != nil {
-			return nil, "", err
+		if f, ok := any(&in).(plainDecoder); !ok || !f.decodePlain(raw) {
+			var zero In
+			in = zero
+			if err := decodeInput(raw, &in); err != nil {
+				return nil, "", err
+			}
 		}
 		var tenant tenantkit.ID
 		if scoped {
@@ -112,6 +128,12 @@ func decodeInput(raw json.RawMessage, in any) error {
 		return tenantkit.Errorf(tenantkit.Invalid, "malformed input: %s", decodeProblem(err))
 	}
 	return nil
+}
+
+// plainDecoder is an action input with a fast path (plainjson.go): decodePlain decodes raw as
+// decodeInput would and reports true, or reports false and decodeInput decides.
+type plainDecoder interface {
+	decodePlain(raw []byte) bool
 }
 
 // Signatures returns every action's input and output types.
@@ -213,7 +235,13 @@ func (h *Handler) ServeAction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var p payload
-	if err := json.NewDecoder(r.Body).Decode(&p); err != nil {
+	var err error
+	if body, ok := server.RequestBody(r); ok {
+		err = decodePayload(body, &p)
+	} else {
+		err = json.NewDecoder(r.Body).Decode(&p)
+	}
+	if err != nil {
 		writeError(w, r, tenantkit.Errorf(tenantkit.Invalid, "malformed action payload"))
 		return
 	}
@@ -296,5 +324,17 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
+	if e, ok := v.(plainEncoder); ok {
+		if b, ok := e.appendJSON(make([]byte, 0, 64)); ok {
+			_, _ = w.Write(b)
+			return
+		}
+	}
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// plainEncoder is an output with a fast path: appendJSON appends exactly what json.Encoder.Encode
+// writes for it (newline included) and reports true, or reports false and encoding/json writes it.
+type plainEncoder interface {
+	appendJSON(b []byte) ([]byte, bool)
 }

@@ -2,6 +2,7 @@ package actions
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/tenantkit/tenantkit"
@@ -144,10 +145,50 @@ type checkPermissionInput struct {
 	Permission string       `json:"permission"`
 }
 
+// decodePlain decodes the plain form of the input, {"tenantId": "<uuid>", "permission": "…"} with
+// both keys spelt so, once each, and no escape (plainjson.go); false for anything else.
+func (in *checkPermissionInput) decodePlain(raw []byte) bool {
+	var tenant, perm bool
+	return plainObject(raw, func(key string, v []byte) bool {
+		s, ok := plainString(v)
+		if !ok {
+			return false
+		}
+		switch {
+		case key == "tenantId" && !tenant:
+			id, err := tenantkit.ParseID("tenantId", s)
+			in.TenantID, tenant = id, true
+			return err == nil
+		case key == "permission" && !perm:
+			in.Permission, perm = s, true
+			return true
+		}
+		return false
+	})
+}
+
 // checkPermissionOutput: role is null for a non-member.
 type checkPermissionOutput struct {
 	Allowed bool            `json:"allowed"`
 	Role    *tenantkit.Role `json:"role"`
+}
+
+// appendJSON writes {"allowed":…,"role":…} as encoding/json does, for a role of lower-case
+// letters (every role); false for any other role.
+func (o checkPermissionOutput) appendJSON(b []byte) ([]byte, bool) {
+	b = append(b, `{"allowed":`...)
+	b = strconv.AppendBool(b, o.Allowed)
+	if o.Role == nil {
+		return append(b, ",\"role\":null}\n"...), true
+	}
+	for _, c := range []byte(*o.Role) {
+		if c < 'a' || c > 'z' {
+			return nil, false
+		}
+	}
+	b = append(b, `,"role":"`...)
+	b = append(b, *o.Role...)
+	return append(b, "\"}\n"...), true
 }
 
 // outsider: a non-member's check is not metered as the tenant's API call.

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,12 +37,18 @@ const benchSecret = "bench-secret-0123456789"
 
 var logLevel = cmp.Or(os.Getenv("BENCH_LOG_LEVEL"), "info")
 
+// profileDir (BENCH_PROFILE_DIR), when set, is where the benchmarks that call service.profile write
+// CPU profiles of a phase: the service's (through its PPROF_ADDR listener) and the load
+// generator's (this process), e.g. checkPermission-service.pprof and checkPermission-generator.pprof.
+var profileDir = os.Getenv("BENCH_PROFILE_DIR")
+
 // service is one `tenantkit serve` process on a fresh database.
 type service struct {
 	url   string
 	db    string
 	admin *pgxpool.Pool
 	cmd   *exec.Cmd
+	pprof string // PPROF_ADDR, with BENCH_PROFILE_DIR set
 }
 
 var buildOnce = sync.OnceValues(func() (string, error) {
@@ -72,6 +79,16 @@ func startService(b testing.TB, db string, env ...string) *service {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
+	var pprofAddr string
+	if profileDir != "" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		pprofAddr = ln.Addr().String()
+		ln.Close()
+		env = append(env, "PPROF_ADDR="+pprofAddr)
+	}
 	logFile, err := os.Create(filepath.Join(b.TempDir(), "tenantkit.log"))
 	if err != nil {
 		b.Fatal(err)
@@ -95,7 +112,7 @@ func startService(b testing.TB, db string, env ...string) *service {
 		}
 		logFile.Close()
 	})
-	s := &service{url: "http://" + addr, db: db, cmd: cmd}
+	s := &service{url: "http://" + addr, db: db, cmd: cmd, pprof: pprofAddr}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		res, err := http.Get(s.url + "/readyz")
@@ -142,6 +159,49 @@ func (s *service) rssMiB(b testing.TB) float64 {
 	}
 	b.Fatal("no VmRSS in /proc/PID/status")
 	return 0
+}
+
+// profile runs phase, which lasts d, and with BENCH_PROFILE_DIR set records CPU profiles of its
+// middle d-1 s: the service's (name-service.pprof) and this process's, the load generator
+// (name-generator.pprof). Without BENCH_PROFILE_DIR it only runs phase.
+func (s *service) profile(b testing.TB, name string, d time.Duration, phase func() *stats) *stats {
+	b.Helper()
+	if profileDir == "" || s.pprof == "" {
+		return phase()
+	}
+	secs := max(1, int(d/time.Second)-1)
+	done := make(chan error, 1)
+	go func() {
+		time.Sleep(500 * time.Millisecond) // past the phase's start
+		gen, err := os.Create(filepath.Join(profileDir, name+"-generator.pprof"))
+		if err != nil {
+			done <- err
+			return
+		}
+		defer gen.Close()
+		if err := pprof.StartCPUProfile(gen); err != nil {
+			done <- err
+			return
+		}
+		defer pprof.StopCPUProfile()
+		res, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", s.pprof, secs))
+		if err != nil {
+			done <- err
+			return
+		}
+		defer res.Body.Close()
+		svc, err := os.Create(filepath.Join(profileDir, name+"-service.pprof"))
+		if err == nil {
+			_, err = io.Copy(svc, res.Body)
+			err = errors.Join(err, svc.Close())
+		}
+		done <- err
+	}()
+	st := phase()
+	if err := <-done; err != nil {
+		b.Fatalf("profile of %s: %v", name, err)
+	}
+	return st
 }
 
 // newDB is a freshly migrated database for one benchmark (dropped at its end).
@@ -380,15 +440,17 @@ func (rc *rawConn) exchange(req []byte) (status int, body []byte, keepAlive bool
 	if _, err := rc.c.Write(req); err != nil {
 		return 0, nil, false, err
 	}
+	// Parsed in place, without allocating: the generator's CPU per request must stay small (and it
+	// is the same for every phase).
 	line, err := rc.r.ReadSlice('\n')
 	if err != nil {
 		return 0, nil, false, err
 	}
-	fields := strings.Fields(string(line))
-	if len(fields) < 2 || !strings.HasPrefix(fields[0], "HTTP/1.") {
+	// "HTTP/1.x NNN reason"
+	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' {
 		return 0, nil, false, fmt.Errorf("bad status line %q", line)
 	}
-	if status, err = strconv.Atoi(fields[1]); err != nil {
+	if status, err = atoi(line[9:12]); err != nil || (len(line) > 12 && line[12] != ' ' && line[12] != '\r' && line[12] != '\n') {
 		return 0, nil, false, fmt.Errorf("bad status line %q", line)
 	}
 	length, keepAlive := -1, true
@@ -397,19 +459,20 @@ func (rc *rawConn) exchange(req []byte) (status int, body []byte, keepAlive bool
 		if err != nil {
 			return 0, nil, false, err
 		}
-		h := strings.TrimSpace(string(line))
-		if h == "" {
+		h := bytes.TrimSpace(line)
+		if len(h) == 0 {
 			break
 		}
-		name, value, _ := strings.Cut(h, ":")
-		switch strings.ToLower(name) {
-		case "content-length":
-			if length, err = strconv.Atoi(strings.TrimSpace(value)); err != nil {
+		name, value, _ := bytes.Cut(h, []byte(":"))
+		value = bytes.TrimSpace(value)
+		switch {
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			if length, err = atoi(value); err != nil {
 				return 0, nil, false, fmt.Errorf("bad Content-Length %q", value)
 			}
-		case "connection":
-			keepAlive = !strings.EqualFold(strings.TrimSpace(value), "close")
-		case "transfer-encoding":
+		case bytes.EqualFold(name, []byte("Connection")):
+			keepAlive = !bytes.EqualFold(value, []byte("close"))
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
 			return 0, nil, false, fmt.Errorf("unsupported Transfer-Encoding %q", value)
 		}
 	}
@@ -421,4 +484,19 @@ func (rc *rawConn) exchange(req []byte) (status int, body []byte, keepAlive bool
 		return 0, nil, false, err
 	}
 	return status, body, keepAlive, nil
+}
+
+// atoi parses a decimal number of 1 to 9 digits.
+func atoi(b []byte) (int, error) {
+	if len(b) == 0 || len(b) > 9 {
+		return 0, errors.New("not a number")
+	}
+	n := 0
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, errors.New("not a number")
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, nil
 }

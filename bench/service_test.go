@@ -158,8 +158,8 @@ func BenchmarkCheckPermission(b *testing.B) {
 	pgxDo := func(ctx context.Context, i int) error {
 		p := pairs[i%len(pairs)]
 		batch := &pgx.Batch{}
-		batch.Queue("SELECT set_config('role', $1, true)", postgres.SystemRole)
-		batch.Queue(`SELECT role, permissions FROM tenant_users WHERE tenant_id = $1 AND user_id = $2`, p.tenant, p.user)
+		batch.Queue(postgres.SystemRoleSQL, postgres.SystemRole)
+		batch.Queue(postgres.MembershipSQL, p.tenant, p.user)
 		br := direct.SendBatch(ctx, batch)
 		if _, err := br.Exec(); err != nil {
 			_ = br.Close()
@@ -178,10 +178,17 @@ func BenchmarkCheckPermission(b *testing.B) {
 	closedLoop(ctx, loadWorkers(), time.Second, pgxDo)
 	var base, viaPgx, max, fixed []*stats
 	var toPgx, toHealthz, p99p50 []float64
-	for range 3 {
-		base = append(base, closedLoop(ctx, loadWorkers(), 3*time.Second, healthz))
+	for round := range 3 {
+		// With BENCH_PROFILE_DIR, the second round's healthz and checkPermission phases are profiled.
+		profile := func(name string, d time.Duration, do func(context.Context, int) error) *stats {
+			if round != 1 {
+				return closedLoop(ctx, loadWorkers(), d, do)
+			}
+			return svc.profile(b, name, d, func() *stats { return closedLoop(ctx, loadWorkers(), d, do) })
+		}
+		base = append(base, profile("healthz", 3*time.Second, healthz))
 		viaPgx = append(viaPgx, closedLoop(ctx, loadWorkers(), 3*time.Second, pgxDo))
-		max = append(max, closedLoop(ctx, loadWorkers(), 5*time.Second, do))
+		max = append(max, profile("checkPermission", 5*time.Second, do))
 		top := max[len(max)-1].rate()
 		fixed = append(fixed, openLoop(ctx, int(top/4), 6*time.Second, 256, do))
 		f := fixed[len(fixed)-1]

@@ -55,6 +55,7 @@ var serveVars = []envVar{
 	{"TRUSTED_PROXIES", "reverse proxies (addresses or CIDR prefixes) whose X-Forwarded-For names the client"},
 	{"DNS_RESOLVER", "host:port of the DNS server verifyDomain asks (default: the system's resolver)"},
 	{"TENANTKIT_ALLOW_DEV_SECRETS", "1 lets serve start with this repository's published development secrets"},
+	{"PPROF_ADDR", "loopback host:port (e.g. 127.0.0.1:6060) serving Go's profiles at /debug/pprof/; unset: none"},
 	{"GOGC, GOMEMLIMIT", "Go's collector settings (default GOGC=400, GOMEMLIMIT=160MiB)"},
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"regexp"
@@ -81,6 +82,9 @@ type Config struct {
 	// MAINTENANCE_INTERVAL, optional (Go duration, 1m to 24h; default 1h): how often serve runs
 	// the maintenance job (usage partitions, ledger pruning).
 	MaintenanceInterval time.Duration
+	// PPROF_ADDR, optional (a loopback host:port): where a second listener serves Go's profiles
+	// (net/http/pprof under /debug/pprof/); unset, there is none.
+	PprofAddr string
 }
 
 // planKey is the form of subscription_plans.key.
@@ -241,6 +245,9 @@ func loadConfig(getenv func(string) string, dev bool) (Config, error) {
 	problems = append(problems, configInt(getenv, "USAGE_RETENTION_MONTHS", "months", maintenance.MinRetentionMonths, maintenance.MaxRetentionMonths, &c.UsageRetentionMonths)...)
 	c.MaintenanceInterval = time.Hour
 	problems = append(problems, configDuration(getenv, "MAINTENANCE_INTERVAL", time.Minute, 24*time.Hour, "1h", &c.MaintenanceInterval)...)
+	if c.PprofAddr = getenv("PPROF_ADDR"); c.PprofAddr != "" && !loopbackAddr(c.PprofAddr) {
+		problems = append(problems, "PPROF_ADDR must be a loopback host:port (e.g. 127.0.0.1:6060): profiles are not for the network")
+	}
 	level := getenv("LOG_LEVEL")
 	if level == "" {
 		level = "info"
@@ -304,6 +311,19 @@ func shortDuration(d time.Duration) string {
 		s = strings.TrimSuffix(s, "0m")
 	}
 	return s
+}
+
+// loopbackAddr reports whether addr is host:port with a loopback host (localhost, 127.0.0.0/8, ::1).
+func loopbackAddr(addr string) bool {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // envWithDefaults returns a getenv that falls back to defaults for unset variables.

@@ -326,3 +326,37 @@ func TestConfigNumbers(t *testing.T) {
 		t.Errorf("SHORT=30s: %v", p)
 	}
 }
+
+// TestPprofAddr: PPROF_ADDR takes a loopback host:port only, and serves the profiles on a listener
+// of their own, never through LISTEN_ADDR.
+func TestPprofAddr(t *testing.T) {
+	t.Parallel()
+	for _, ok := range []string{"127.0.0.1:6060", "[::1]:6060", "localhost:6060", "127.0.0.1:0"} {
+		if cfg, err := LoadConfig(validEnv("PPROF_ADDR", ok)); err != nil || cfg.PprofAddr != ok {
+			t.Errorf("PPROF_ADDR=%s: %v, PprofAddr %q", ok, err, cfg.PprofAddr)
+		}
+	}
+	for _, bad := range []string{":6060", "0.0.0.0:6060", "10.0.0.1:6060", "example.com:6060", "127.0.0.1", "[::]:6060"} {
+		if _, err := LoadConfig(validEnv("PPROF_ADDR", bad)); len(configLines(err, "PPROF_ADDR")) != 1 {
+			t.Errorf("PPROF_ADDR=%s: err = %v, want one line about PPROF_ADDR", bad, err)
+		}
+	}
+	get := func(url string) int {
+		res, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if m := start(t); m.pprof != nil || get(m.HTTP.URL()+"/debug/pprof/") != http.StatusNotFound {
+		t.Error("without PPROF_ADDR: a profiling listener, or /debug/pprof/ on the service's port")
+	}
+	m := start(t, "PPROF_ADDR", "127.0.0.1:0")
+	if status := get("http://" + m.pprofAddr + "/debug/pprof/goroutine?debug=1"); status != http.StatusOK {
+		t.Errorf("profiles on PPROF_ADDR: %d, want 200", status)
+	}
+	if status := get(m.HTTP.URL() + "/debug/pprof/"); status != http.StatusNotFound {
+		t.Errorf("/debug/pprof/ on the service's port: %d, want 404", status)
+	}
+}

@@ -224,7 +224,9 @@ type Main struct {
 	// their own lines).
 	Console io.Writer
 
-	stopMeter func() // stops the meter (after its final flush) and the outbox senders
+	stopMeter func()       // stops the meter (after its final flush) and the outbox senders
+	pprof     *http.Server // PPROF_ADDR's listener; nil when unset
+	pprofAddr string       // where it listens
 	closing   sync.Once
 	closeErr  error
 }
@@ -309,6 +311,13 @@ func (m *Main) Open(ctx context.Context) error {
 		db.Close()
 		return fmt.Errorf("listen on %s: %w", m.Config.ListenAddr, err)
 	}
+	if m.Config.PprofAddr != "" {
+		if m.pprof, m.pprofAddr, err = startPprof(m.Config.PprofAddr, m.Log); err != nil {
+			_ = m.HTTP.Close(ctx)
+			db.Close()
+			return fmt.Errorf("PPROF_ADDR: listen on %s: %w", m.Config.PprofAddr, err)
+		}
+	}
 	meterCtx, stopMeter := context.WithCancel(context.WithoutCancel(ctx))
 	runners := []func(context.Context){m.Meter.Run, m.Outbox.Run, func(ctx context.Context) {
 		teams.RunPurge(ctx, m.Config.PurgeInterval, func(n int, ran bool, err error) {
@@ -349,6 +358,9 @@ func (m *Main) Close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		m.closeErr = m.HTTP.Close(ctx)
+		if m.pprof != nil {
+			_ = m.pprof.Close()
+		}
 		m.stopMeter() // after the last request: its final flush records every counted call
 		m.DB.Close()
 	})

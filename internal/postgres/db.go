@@ -248,6 +248,10 @@ func (db *DB) WithUser(ctx context.Context, s tenantkit.Session, fn func(pgx.Tx)
 	return db.in(ctx, db.app(), AppRole, claims, fn)
 }
 
+// SystemRoleSQL is the first statement of QueryRowAsSystem's pipeline ($1: SystemRole), directly
+// connected (behind a transaction pooler the pool's settings follow it).
+const SystemRoleSQL = "SELECT set_config('role', $1, true), set_config('hasura.user', '', true)"
+
 // QueryRowAsSystem runs one read-only statement as tenantkit_system in a single round trip: the
 // role setting (with no caller; behind a transaction pooler, with the pool's settings too) and the
 // statement are sent as one pipeline, which PostgreSQL runs as one implicit transaction, so the
@@ -257,7 +261,7 @@ func (db *DB) WithUser(ctx context.Context, s tenantkit.Session, fn func(pgx.Tx)
 // commit) would cost more than the statement. scan reads the row; errors are translated.
 func (db *DB) QueryRowAsSystem(ctx context.Context, scan func(pgx.Row) error, sql string, args ...any) error {
 	batch := &pgx.Batch{}
-	batch.Queue("SELECT set_config('role', $1, true), set_config('hasura.user', '', true)"+db.sysSettings, SystemRole)
+	batch.Queue(SystemRoleSQL+db.sysSettings, SystemRole)
 	batch.Queue(sql, args...)
 	br := db.Pool.SendBatch(ctx, batch)
 	if _, err := br.Exec(); err != nil {

@@ -35,7 +35,7 @@ func (s *Server) fromHasura(next http.Handler) http.Handler {
 		// The whole body, read here so that the limit holds for every route alike: a larger body is
 		// refused before any handler runs (a JSON decoder would otherwise stop at the first value
 		// and gqlgen would answer 200).
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxHasuraBody))
+		body, err := readAll(http.MaxBytesReader(w, r.Body, maxHasuraBody), r.ContentLength)
 		if err != nil {
 			status, msg := http.StatusBadRequest, "could not read the request body"
 			var tooLarge *http.MaxBytesError
@@ -46,11 +46,12 @@ func (s *Server) fromHasura(next http.Handler) http.Handler {
 			WriteError(w, r, status, tenantkit.Invalid, msg)
 			return
 		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.Body = &readBody{Reader: bytes.NewReader(body), body: body}
 		vars := map[string]string{}
 		for name, values := range r.Header {
-			if n := strings.ToLower(name); strings.HasPrefix(n, "x-hasura-") && len(values) > 0 {
-				vars[n] = values[0]
+			// Only X-Hasura-* names are lower-cased (an allocation each); the others are skipped.
+			if hasHasuraPrefix(name) && len(values) > 0 {
+				vars[strings.ToLower(name)] = values[0]
 			}
 		}
 		session := tenantkit.NewSession(vars)
@@ -61,6 +62,49 @@ func (s *Server) fromHasura(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r.WithContext(tenantkit.WithSession(r.Context(), session)))
 	})
+}
+
+const hasuraPrefix = "x-hasura-"
+
+// hasHasuraPrefix reports strings.HasPrefix(strings.ToLower(name), hasuraPrefix) without lower-casing
+// name: only ASCII letters fold to the prefix's (no other character lower-cases to x, h, a, s, u
+// or r).
+func hasHasuraPrefix(name string) bool {
+	if len(name) < len(hasuraPrefix) {
+		return false
+	}
+	for i := range len(hasuraPrefix) {
+		c := name[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != hasuraPrefix[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// readAll is io.ReadAll with room for size bytes (a request's Content-Length; -1 when unknown)
+// from the start.
+func readAll(r io.Reader, size int64) ([]byte, error) {
+	if size < 0 || size > maxHasuraBody {
+		return io.ReadAll(r)
+	}
+	b := make([]byte, 0, size+1) // +1: the read that meets the end needs no growth
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+	}
 }
 
 // WriteError is the one writer of tenantkit's error body, the shape Hasura expects from an action
@@ -75,4 +119,24 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// readBody is a request body fromHasura read in full: a reader over it, and the bytes themselves
+// for RequestBody.
+type readBody struct {
+	*bytes.Reader
+	body []byte
+}
+
+func (*readBody) Close() error { return nil }
+
+// RequestBody returns the whole body of a request that came through the shared-secret guard,
+// which read it already (ok false for any other request: read r.Body). The bytes are shared: do
+// not modify them.
+func RequestBody(r *http.Request) (body []byte, ok bool) {
+	b, ok := r.Body.(*readBody)
+	if !ok {
+		return nil, false
+	}
+	return b.body, true
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +21,20 @@ type Metrics struct {
 	duration *prometheus.HistogramVec
 	inFlight prometheus.Gauge
 	billing  *prometheus.CounterVec
+	// series caches the children of requests and duration by label values (seriesKey → series):
+	// the label sets are few (route patterns, allowed names, error codes, statuses), and looking a
+	// child up in its vector hashes and checks every label value on every request.
+	series sync.Map
+}
+
+type seriesKey struct {
+	route, name, code string
+	status            int
+}
+
+type series struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
 }
 
 // counted are the names Count accepts; any other is counted as "other".
@@ -108,21 +123,34 @@ func (m *Metrics) Middleware(next http.Handler) http.Handler {
 		r = r.WithContext(context.WithValue(r.Context(), requestStateKey{}, st))
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r)
-
-		route := r.Pattern
-		if route == "" {
-			route = "unmatched"
-		}
-		name := r.PathValue("name")
-		if name == "" {
-			name = r.PathValue("trigger")
-		}
-		if name != "" && !m.names[name] {
-			name = "other"
-		}
-		m.requests.WithLabelValues(route, name, st.code, strconv.Itoa(rec.status)).Inc()
-		m.duration.WithLabelValues(route, name).Observe(time.Since(start).Seconds())
+		m.record(r, st.code, rec.status, time.Since(start))
 	})
+}
+
+// record counts a request served (r as the mux saw it, with its pattern and path values).
+func (m *Metrics) record(r *http.Request, code string, status int, took time.Duration) {
+	route := r.Pattern
+	if route == "" {
+		route = "unmatched"
+	}
+	name := r.PathValue("name")
+	if name == "" {
+		name = r.PathValue("trigger")
+	}
+	if name != "" && !m.names[name] {
+		name = "other"
+	}
+	key := seriesKey{route, name, code, status}
+	v, ok := m.series.Load(key)
+	if !ok {
+		v, _ = m.series.LoadOrStore(key, series{
+			requests: m.requests.WithLabelValues(route, name, code, strconv.Itoa(status)),
+			duration: m.duration.WithLabelValues(route, name),
+		})
+	}
+	c := v.(series)
+	c.requests.Inc()
+	c.duration.Observe(took.Seconds())
 }
 
 // requestState is what a handler reports to Middleware through the request context.

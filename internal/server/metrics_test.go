@@ -11,11 +11,21 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/rs/zerolog"
 )
 
+// wrappers are the two ways to record the metrics: Metrics.Middleware, and Server.Handler's
+// wrapper, which records them together with the request log.
+var wrappers = map[string]func(m *Metrics, mux http.Handler) http.Handler{
+	"Middleware": func(m *Metrics, mux http.Handler) http.Handler { return m.Middleware(mux) },
+	"logRequests": func(m *Metrics, mux http.Handler) http.Handler {
+		return (&Server{Metrics: m, Log: zerolog.Nop()}).logRequests(mux)
+	},
+}
+
 // newMetricsServer serves a mux wired as in production: routes with {name} and {trigger}, and GET
-// /metrics, all behind the middleware. GET /slow blocks until release is closed.
-func newMetricsServer(t *testing.T) (ts *httptest.Server, started, release chan struct{}) {
+// /metrics, all behind wrap. GET /slow blocks until release is closed.
+func newMetricsServer(t *testing.T, wrap func(*Metrics, http.Handler) http.Handler) (ts *httptest.Server, started, release chan struct{}) {
 	t.Helper()
 	m := NewMetrics([]string{"createTenant", "invitation_email"})
 	started, release = make(chan struct{}), make(chan struct{})
@@ -34,7 +44,7 @@ func newMetricsServer(t *testing.T) (ts *httptest.Server, started, release chan 
 		<-release
 	})
 	mux.Handle("GET /metrics", m.Handler())
-	ts = httptest.NewServer(m.Middleware(mux))
+	ts = httptest.NewServer(wrap(m, mux))
 	t.Cleanup(ts.Close)
 	return ts, started, release
 }
@@ -100,7 +110,13 @@ func counter(families map[string]*dto.MetricFamily, labels map[string]string) fl
 }
 
 func TestMetricsLabels(t *testing.T) {
-	ts, _, _ := newMetricsServer(t)
+	for name, wrap := range wrappers {
+		t.Run(name, func(t *testing.T) { testMetricsLabels(t, wrap) })
+	}
+}
+
+func testMetricsLabels(t *testing.T, wrap func(*Metrics, http.Handler) http.Handler) {
+	ts, _, _ := newMetricsServer(t, wrap)
 	do(t, ts, "POST", "/actions/createTenant")
 	do(t, ts, "POST", "/actions/createTenant")
 	do(t, ts, "POST", "/actions/createTenant", "X-Test-Code", "forbidden")
@@ -171,7 +187,13 @@ func TestMetricsLabels(t *testing.T) {
 }
 
 func TestMetricsInFlight(t *testing.T) {
-	ts, started, release := newMetricsServer(t)
+	for name, wrap := range wrappers {
+		t.Run(name, func(t *testing.T) { testMetricsInFlight(t, wrap) })
+	}
+}
+
+func testMetricsInFlight(t *testing.T, wrap func(*Metrics, http.Handler) http.Handler) {
+	ts, started, release := newMetricsServer(t, wrap)
 	inFlight := func() float64 {
 		return find(scrape(t, ts), "tenantkit_http_requests_in_flight", map[string]string{}).GetGauge().GetValue()
 	}
@@ -203,6 +225,12 @@ type testKey struct{}
 // SetCode reaches the request's counter through contexts derived from the request's (handlers
 // add deadlines), and a call outside the middleware changes no counter.
 func TestSetCodeThroughDerivedContexts(t *testing.T) {
+	for name, wrap := range wrappers {
+		t.Run(name, func(t *testing.T) { testSetCodeThroughDerivedContexts(t, wrap) })
+	}
+}
+
+func testSetCodeThroughDerivedContexts(t *testing.T, wrap func(*Metrics, http.Handler) http.Handler) {
 	m := NewMetrics([]string{"createTenant"})
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /actions/{name}", func(w http.ResponseWriter, r *http.Request) {
@@ -212,7 +240,7 @@ func TestSetCodeThroughDerivedContexts(t *testing.T) {
 		w.WriteHeader(http.StatusConflict)
 	})
 	mux.Handle("GET /metrics", m.Handler())
-	ts := httptest.NewServer(m.Middleware(mux))
+	ts := httptest.NewServer(wrap(m, mux))
 	t.Cleanup(ts.Close)
 	outside := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		SetCode(r.Context(), "internal")

@@ -5,12 +5,13 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -77,12 +78,12 @@ func (s *Server) Handler() http.Handler {
 			mux.Handle(pattern, s.fromHasura(h))
 		}
 	}
-	if s.Metrics == nil {
-		return s.logRequests(mux)
+	if s.Metrics != nil {
+		mux.Handle("GET /metrics", s.bearer(s.MetricsToken, s.Metrics.Handler()))
 	}
-	mux.Handle("GET /metrics", s.bearer(s.MetricsToken, s.Metrics.Handler()))
-	// Inside logRequests: the mux records the matched pattern on the request it is given.
-	return s.logRequests(s.Metrics.Middleware(mux))
+	// logRequests also records the metrics (Metrics.Middleware's work, in the same wrapper): it
+	// hands the mux the request the mux records the matched pattern on.
+	return s.logRequests(mux)
 }
 
 // bearer guards a route with a bearer token (RFC 6750) when token is set: a request without
@@ -187,32 +188,56 @@ func (r *statusRecorder) WriteHeader(code int) {
 	r.ResponseWriter.WriteHeader(code)
 }
 
+// served is what logRequests keeps of one request, in one allocation: the status written and the
+// code reported (SetCode).
+type served struct {
+	statusRecorder
+	state requestState
+}
+
 // logRequests gives each request an id (X-Request-Id when the caller sent one) and a logger in its
 // context, and logs one line when it ends. Handlers add fields (action, tenant, user) to that logger.
+// With s.Metrics set it records the request's metrics as Metrics.Middleware does; next must then
+// be the mux itself (see Middleware).
 func (s *Server) logRequests(next http.Handler) http.Handler {
+	m := s.Metrics
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		if m != nil {
+			m.inFlight.Inc()
+			defer m.inFlight.Dec()
+		}
 		id := r.Header.Get("X-Request-Id")
 		if id == "" || len(id) > 64 {
 			id = newRequestID()
 		}
 		log := s.Log.With().Str("request_id", id).Logger()
 		ctx := log.WithContext(r.Context())
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		w.Header().Set("X-Request-Id", id)
-		next.ServeHTTP(rec, r.WithContext(ctx))
+		rec := &served{statusRecorder: statusRecorder{ResponseWriter: w, status: http.StatusOK}}
+		if m != nil {
+			ctx = context.WithValue(ctx, requestStateKey{}, &rec.state)
+		}
+		w.Header()["X-Request-Id"] = []string{id}
+		r = r.WithContext(ctx)
+		next.ServeHTTP(&rec.statusRecorder, r)
+		took := time.Since(start)
+		if m != nil {
+			m.record(r, rec.state.code, rec.status, took)
+		}
 		l := zerolog.Ctx(ctx)
 		ev := l.Info()
 		if rec.status >= 500 {
 			ev = l.Error()
 		}
 		ev.Str("method", r.Method).Str("route", r.URL.Path).Int("status", rec.status).
-			Dur("latency", time.Since(start)).Msg("request")
+			Dur("latency", took).Msg("request")
 	})
 }
 
+// newRequestID is 16 hexadecimal digits, random: an id to find a request's lines by, not a secret
+// (math/rand/v2's generator, which needs no system call).
 func newRequestID() string {
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], rand.Uint64())
+	return hex.EncodeToString(b[:])
 }

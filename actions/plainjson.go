@@ -1,0 +1,244 @@
+package actions
+
+import (
+	"bytes"
+	"encoding/json"
+	"unicode/utf8"
+)
+
+// The fast path of the hottest action's decoding. Hasura's action payloads have one plain form: the
+// four fields below spelt exactly, each once, strings without escapes where a value is kept. For
+// that form, decodePayload reads the fields directly, without encoding/json's reflection; for
+// anything else (another spelling of a key, a duplicate, an escape, a null, invalid UTF-8, a syntax
+// error) it hands the body to encoding/json, which then decides, so the result, errors included,
+// is always what encoding/json would produce. plainjson_test.go compares the two on every form.
+
+// decodePayload decodes body as json.NewDecoder(bytes.NewReader(body)).Decode(p) does: the first
+// JSON value, anything after it ignored.
+func decodePayload(body []byte, p *payload) error {
+	if plainPayload(body, p) {
+		return nil
+	}
+	*p = payload{}
+	return json.NewDecoder(bytes.NewReader(body)).Decode(p)
+}
+
+// plainPayload decodes body into p when its first value is a payload in the plain form, and
+// reports whether it did (false: p may be partly filled).
+func plainPayload(body []byte, p *payload) bool {
+	start := skipSpace(body, 0)
+	if start == len(body) || body[start] != '{' {
+		return false
+	}
+	end, ok := valueEnd(body, start)
+	if !ok {
+		return false
+	}
+	// Every byte of body[start:end] is checked below, strictly: a plain object (plainObject) whose
+	// values are plain strings, plain objects, an input json.Valid accepts, or request_query's
+	// string (validString). So when it succeeds body[start:end] is valid JSON, the first value.
+	var seen [4]bool
+	return plainObject(body[start:end], func(key string, v []byte) bool {
+		var i int
+		switch key {
+		case "action":
+			i = 0
+			var named bool
+			if !plainObject(v, func(key string, v []byte) bool {
+				name, ok := plainString(v)
+				if key != "name" || !ok || named {
+					return false
+				}
+				p.Action.Name, named = name, true
+				return true
+			}) {
+				return false
+			}
+		case "input":
+			i = 1
+			if v[0] != '{' {
+				return false
+			}
+			if !plainObject(v, func(_ string, v []byte) bool { _, ok := plainString(v); return ok }) && !json.Valid(v) {
+				return false
+			}
+			p.Input = bytes.Clone(v)
+		case "session_variables":
+			i = 2
+			vars := map[string]string{}
+			if !plainObject(v, func(key string, v []byte) bool {
+				s, ok := plainString(v)
+				vars[key] = s
+				return ok
+			}) {
+				return false
+			}
+			p.SessionVariables = vars
+		case "request_query":
+			i = 3
+			if !validString(v) && string(v) != "null" {
+				return false
+			}
+		default:
+			return false
+		}
+		if seen[i] {
+			return false
+		}
+		seen[i] = true
+		return true
+	})
+}
+
+// plainObject calls field for each member of obj, a valid JSON object, in order, and reports
+// whether obj is an object whose keys are plain strings (see plainString) and field returned true
+// for every member. v is the member's value, without surrounding space.
+func plainObject(obj []byte, field func(key string, v []byte) bool) bool {
+	if len(obj) == 0 || obj[0] != '{' {
+		return false
+	}
+	i := skipSpace(obj, 1)
+	if i < len(obj) && obj[i] == '}' {
+		return true
+	}
+	for i < len(obj) {
+		kEnd, ok := valueEnd(obj, i)
+		if !ok {
+			return false
+		}
+		key, ok := plainString(obj[i:kEnd])
+		if !ok {
+			return false
+		}
+		i = skipSpace(obj, kEnd)
+		if i == len(obj) || obj[i] != ':' {
+			return false
+		}
+		i = skipSpace(obj, i+1)
+		vEnd, ok := valueEnd(obj, i)
+		if !ok || !field(key, obj[i:vEnd]) {
+			return false
+		}
+		i = skipSpace(obj, vEnd)
+		if i == len(obj) {
+			return false
+		}
+		switch obj[i] {
+		case '}':
+			return i == len(obj)-1
+		case ',':
+			i = skipSpace(obj, i+1)
+		default:
+			return false
+		}
+	}
+	return false
+}
+
+// plainString returns the string a JSON string literal holds when it has no escape and is valid
+// UTF-8: then its bytes are what encoding/json decodes it to. ok is false for anything else.
+func plainString(lit []byte) (string, bool) {
+	if len(lit) < 2 || lit[0] != '"' || lit[len(lit)-1] != '"' {
+		return "", false
+	}
+	s := lit[1 : len(lit)-1]
+	for _, c := range s {
+		if c == '\\' || c == '"' || c < 0x20 {
+			return "", false
+		}
+	}
+	if !utf8.Valid(s) {
+		return "", false
+	}
+	return string(s), true
+}
+
+// validString reports whether lit is exactly one JSON string literal: quotes, no control
+// character, and only JSON's escapes.
+func validString(lit []byte) bool {
+	if len(lit) < 2 || lit[0] != '"' || lit[len(lit)-1] != '"' {
+		return false
+	}
+	s := lit[1 : len(lit)-1]
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20 || c == '"':
+			return false
+		case c == '\\':
+			if i+1 == len(s) {
+				return false
+			}
+			i++
+			switch s[i] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			case 'u':
+				if i+4 >= len(s) {
+					return false
+				}
+				for _, h := range s[i+1 : i+5] {
+					if !('0' <= h && h <= '9' || 'a' <= h && h <= 'f' || 'A' <= h && h <= 'F') {
+						return false
+					}
+				}
+				i += 4
+			default:
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// skipSpace returns the index of the first byte at or after i that is not JSON white space.
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// valueEnd returns the index just after the JSON value starting at b[i]: the matching bracket of
+// an object or array, the closing quote of a string, or the end of a number or literal. It checks
+// nothing else (callers validate with json.Valid); ok is false when the value does not end in b.
+func valueEnd(b []byte, i int) (int, bool) {
+	if i >= len(b) {
+		return 0, false
+	}
+	switch b[i] {
+	case '"':
+		for j := i + 1; j < len(b); j++ {
+			switch b[j] {
+			case '\\':
+				j++
+			case '"':
+				return j + 1, true
+			}
+		}
+		return 0, false
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(b); j++ {
+			switch b[j] {
+			case '"':
+				end, ok := valueEnd(b, j)
+				if !ok {
+					return 0, false
+				}
+				j = end - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1, true
+				}
+			}
+		}
+		return 0, false
+	}
+	j := i
+	for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' && b[j] != ' ' && b[j] != '\t' && b[j] != '\n' && b[j] != '\r' {
+		j++
+	}
+	return j, j > i
+}
