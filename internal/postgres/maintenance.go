@@ -17,40 +17,11 @@ var _ maintenance.Store = (*DB)(nil)
 // maintenanceLock is the advisory lock key of the maintenance job ("tkmaint").
 const maintenanceLock int64 = 0x746b6d61696e74
 
-// TryLockMaintenance implements maintenance.Store as LockUsageReport does, without waiting: a
-// transaction on one connection of the system pool takes pg_try_advisory_xact_lock and stays
-// open, idle, until unlock ends it. A transaction-level lock, so that it holds behind a
-// transaction pooler too. The job's own statements run in other, short transactions.
+// TryLockMaintenance implements maintenance.Store with a transaction-level advisory lock held for
+// the whole run (holdXactLock), without waiting for it. The job's own statements run in other,
+// short transactions.
 func (db *DB) TryLockMaintenance(ctx context.Context) (func(), bool, error) {
-	conn, err := db.Pool.Acquire(ctx)
-	if err != nil {
-		return nil, false, translate(err)
-	}
-	var ok bool
-	tx, err := conn.Begin(ctx)
-	if err == nil {
-		_, err = tx.Exec(ctx, `SELECT set_config('statement_timeout', '0', true), set_config('idle_in_transaction_session_timeout', '0', true)`)
-	}
-	if err == nil {
-		err = tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, maintenanceLock).Scan(&ok)
-	}
-	if err != nil || !ok {
-		if err != nil {
-			conn.Conn().Close(context.WithoutCancel(ctx))
-		} else {
-			_ = tx.Rollback(ctx)
-		}
-		conn.Release()
-		return nil, false, translate(err)
-	}
-	return func() {
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if err := tx.Commit(uctx); err != nil {
-			conn.Conn().Close(uctx) // closing the session ends the transaction and its lock
-		}
-		conn.Release()
-	}, true, nil
+	return db.holdXactLock(ctx, maintenanceLock, false)
 }
 
 // EnsureUsagePartitions implements maintenance.Store through tenantkit.usage_events_partition

@@ -14,28 +14,44 @@ var _ billing.UsageStore = (*DB)(nil)
 // usageReportLock is the advisory lock key of the usage report ("tkusage").
 const usageReportLock int64 = 0x746b7573616765
 
-// LockUsageReport implements billing.UsageStore with a transaction-level advisory lock: a
-// transaction on one connection of the system pool stays open, idle, for the whole run and holds
-// the lock until unlock ends it; a second run waits for it. A transaction, not a session lock, so
-// that it holds behind a transaction pooler too (PgBouncer keeps the server connection for the
-// transaction; a session lock would stay on a server connection others then use). The wait and
-// the idle transaction are exempt from the pool's timeouts (SET LOCAL).
+// LockUsageReport implements billing.UsageStore with a transaction-level advisory lock held for
+// the whole run (holdXactLock); a second run waits for it.
 func (db *DB) LockUsageReport(ctx context.Context) (func(), error) {
+	unlock, _, err := db.holdXactLock(ctx, usageReportLock, true)
+	return unlock, err
+}
+
+// holdXactLock takes the transaction-level advisory lock key in a transaction of its own on one
+// connection of the system pool, left open, idle, until the returned unlock ends it: a
+// transaction-level lock holds behind a transaction pooler too (PgBouncer keeps the server
+// connection for the transaction; a session lock would stay on a server connection others then
+// use). The wait and the idle transaction are exempt from the pool's timeouts (SET LOCAL). With
+// wait, it waits for the lock; without, ok is false when another transaction holds it.
+func (db *DB) holdXactLock(ctx context.Context, key int64, wait bool) (unlock func(), ok bool, err error) {
 	conn, err := db.Pool.Acquire(ctx)
 	if err != nil {
-		return nil, translate(err)
+		return nil, false, translate(err)
 	}
 	tx, err := conn.Begin(ctx)
 	if err == nil {
 		_, err = tx.Exec(ctx, `SELECT set_config('statement_timeout', '0', true), set_config('idle_in_transaction_session_timeout', '0', true)`)
 	}
 	if err == nil {
-		_, err = tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, usageReportLock)
+		if wait {
+			_, err = tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, key)
+			ok = err == nil
+		} else {
+			err = tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, key).Scan(&ok)
+		}
 	}
-	if err != nil {
-		conn.Conn().Close(context.WithoutCancel(ctx)) // the wait may still be queued on it
+	if err != nil || !ok {
+		if err != nil {
+			conn.Conn().Close(context.WithoutCancel(ctx)) // the wait may still be queued on it
+		} else {
+			_ = tx.Rollback(ctx)
+		}
 		conn.Release()
-		return nil, translate(err)
+		return nil, false, translate(err)
 	}
 	return func() {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -44,7 +60,7 @@ func (db *DB) LockUsageReport(ctx context.Context) (func(), error) {
 			conn.Conn().Close(uctx) // closing the session ends the transaction and its lock
 		}
 		conn.Release()
-	}, nil
+	}, true, nil
 }
 
 // MeteredSubscriptions implements billing.UsageStore on the system path.
