@@ -39,8 +39,14 @@ type stripeWorld struct {
 
 func newStripeWorld(t *testing.T) *stripeWorld {
 	t.Helper()
+	return newStripeWorldAt(t, time.Now().Add(-time.Hour))
+}
+
+// newStripeWorldAt is newStripeWorld with the double's clock starting at now.
+func newStripeWorldAt(t *testing.T, now time.Time) *stripeWorld {
+	t.Helper()
 	db, pool := pgtest.Open(t)
-	fake := stripefake.New(stripefake.Options{Now: time.Now().Add(-time.Hour)})
+	fake := stripefake.New(stripefake.Options{Now: now})
 	t.Cleanup(fake.Close)
 	sc := stripe.New(stripefake.TestKey, fake.URL)
 	teams := &team.Service{Store: db, TrialPlan: "starter"}
