@@ -2,6 +2,7 @@ package billing_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"testing"
 
@@ -55,7 +56,7 @@ func TestDeletionCancelsThroughTheOutbox(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := billing.CancelWrite(tenant, del.DeletedAt, sub).Key
+	want := fmt.Sprintf("tk-delete-%s-%d-%s", tenant, del.DeletedAt.UnixMicro(), sub) // tenant, deletion, subscription
 	rows := w.cancelRows(t, tenant)
 	if len(rows) != 1 || rows[0].sub != sub || rows[0].key != want {
 		t.Fatalf("outbox %+v; want one cancellation of %s under %s", rows, sub, want)
@@ -100,7 +101,7 @@ func TestDeletionCancelsThroughTheOutbox(t *testing.T) {
 		}
 		w.deliver(t)
 		rows := w.cancelRows(t, tenant)
-		if len(rows) != 2 || rows[1].sub != late || rows[1].key != billing.CancelWrite(tenant, del.DeletedAt, late).Key {
+		if len(rows) != 2 || rows[1].sub != late || rows[1].key != fmt.Sprintf("tk-delete-%s-%d-%s", tenant, del.DeletedAt.UnixMicro(), late) {
 			t.Fatalf("outbox %+v; want a cancellation of %s under the deletion's key", rows, late)
 		}
 		w.flush(t)

@@ -111,12 +111,15 @@ func TestSeatSync(t *testing.T) {
 	})
 
 	t.Run("a change undone before the sync sends nothing", func(t *testing.T) {
-		before := len(w.posts(path))
+		before, reads := len(w.posts(path)), w.fake.Executed(http.MethodGet, "/v1/subscriptions/"+sub)
 		u := w.join(t, tenant, 1)
 		w.exec(t, `DELETE FROM tenant_users WHERE tenant_id = $1 AND user_id = $2`, tenant, u[0])
 		w.flush(t)
 		if n := len(w.posts(path)) - before; n != 0 {
 			t.Errorf("%d quantity writes, want none", n)
+		}
+		if n := w.fake.Executed(http.MethodGet, "/v1/subscriptions/"+sub) - reads; n != 0 {
+			t.Errorf("%d reads of the subscription, want none: the stored quantity already is the target", n)
 		}
 		if _, done, outcome := w.seatRow(t, tenant); !done || outcome != billing.WriteAlreadyDone {
 			t.Errorf("seat write done %v outcome %q, want already_done", done, outcome)

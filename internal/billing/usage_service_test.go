@@ -3,6 +3,7 @@ package billing_test
 import (
 	"context"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -164,7 +165,10 @@ func TestReportUsageIsolatesFailures(t *testing.T) {
 	t.Parallel()
 	start := time.Now().UTC().Add(-time.Hour)
 	w := newStripeWorldAt(t, start)
-	gone, flaky, fine := w.meteredSub(t), w.meteredSub(t), w.meteredSub(t)
+	subs := []meteredSub{w.meteredSub(t), w.meteredSub(t), w.meteredSub(t)}
+	// The report goes by tenant id: the healthy subscription comes after both failing ones.
+	slices.SortFunc(subs, func(a, b meteredSub) int { return strings.Compare(a.tenant, b.tenant) })
+	gone, flaky, fine := subs[0], subs[1], subs[2]
 	for i, m := range []meteredSub{gone, flaky, fine} {
 		w.calls(t, m.tenant, "k", start.Add(time.Minute), float64(10*(i+1)))
 	}
