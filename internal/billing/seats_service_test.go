@@ -2,6 +2,7 @@ package billing_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"testing"
 
@@ -62,7 +63,7 @@ func TestSeatSync(t *testing.T) {
 		if len(posts) != 1 {
 			t.Fatalf("%d quantity writes, want 1", len(posts))
 		}
-		if got, want := posts[0].IdempotencyKey, billing.SeatsKey(sub, version, 5); got != want || posts[0].Form.Get("quantity") != "5" {
+		if got, want := posts[0].IdempotencyKey, fmt.Sprintf("tk-seats-%s-%d-5", sub, version); got != want || posts[0].Form.Get("quantity") != "5" {
 			t.Errorf("write key %q quantity %s, want %q and 5", got, posts[0].Form.Get("quantity"), want)
 		}
 		if _, _, q, _ := w.licensed(sub); q != 5 {
@@ -108,6 +109,27 @@ func TestSeatSync(t *testing.T) {
 			t.Errorf("Stripe holds %d seats, want the %d members", q, w.members(t, tenant))
 		}
 		w.deliver(t)
+	})
+
+	t.Run("back to an earlier quantity is sent again, not replayed", func(t *testing.T) {
+		before := len(w.posts(path))
+		n := w.members(t, tenant)
+		u := w.join(t, tenant, 1)
+		w.flush(t)
+		w.deliver(t)
+		w.exec(t, `DELETE FROM tenant_users WHERE tenant_id = $1 AND user_id = $2`, tenant, u[0])
+		w.flush(t)
+		w.deliver(t)
+		w.join(t, tenant, 1)
+		w.flush(t)
+		w.deliver(t)
+		posts := w.posts(path)[before:]
+		if len(posts) != 3 || posts[0].IdempotencyKey == posts[2].IdempotencyKey || posts[2].Replayed {
+			t.Errorf("writes %+v; want %d, %d, %d, each under its own key, none replayed", posts, n+1, n, n+1)
+		}
+		if _, _, q, _ := w.licensed(sub); q != n+1 {
+			t.Errorf("Stripe holds %d seats, want the %d members", q, n+1)
+		}
 	})
 
 	t.Run("a change undone before the sync sends nothing", func(t *testing.T) {
