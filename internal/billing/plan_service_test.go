@@ -2,6 +2,7 @@ package billing_test
 
 import (
 	"context"
+	"net/http"
 	"slices"
 	"strconv"
 	"testing"
@@ -65,6 +66,14 @@ func TestChangePlan(t *testing.T) {
 			t.Errorf("after the webhook the plan is %s, want professional", got)
 		}
 
+		// An upgrade's preview: its proration is charged now, the renewal bills the new plan.
+		up, err := w.bills.PreviewPlanChange(ctx, sess, tenant, w.plans["enterprise"].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if up.Proration <= 0 || up.AmountDueNow != up.Proration || up.AmountDueAtRenewal != 2*29900 {
+			t.Errorf("upgrade preview %+v; want a positive proration charged now, 2 × 29900 at renewal", up)
+		}
 		if _, err := w.bills.ChangePlan(ctx, sess, tenant, w.plans["enterprise"].ID, nil); err != nil {
 			t.Fatal(err)
 		}
@@ -89,8 +98,9 @@ func TestChangePlan(t *testing.T) {
 		if _, price, _, _ := w.licensed(sub); price != w.plans["enterprise"].PriceID || len(w.fake.Invoices(sub)) != invoices || len(w.posts(path)) != changes {
 			t.Fatal("the preview changed the subscription")
 		}
-		if p.Proration >= 0 || p.AmountDueNow != 0 || p.ProrationDate.IsZero() {
-			t.Errorf("downgrade preview %+v; want a credit, nothing due now", p)
+		if p.Proration >= 0 || p.AmountDueNow != 0 || p.ProrationDate.IsZero() || p.AmountDueAtRenewal != max(0, 2*9900+p.Proration) ||
+			p.RenewsAt.Unix() != w.fake.Subscription(sub).CurrentPeriodEnd {
+			t.Errorf("downgrade preview %+v; want a credit, nothing due now, 2 × 9900 less the credit at the period's end", p)
 		}
 		w.fake.Advance(47 * time.Second) // the owner reads the preview, then confirms
 		at := p.ProrationDate
@@ -142,9 +152,13 @@ func TestChangePlan(t *testing.T) {
 		}
 		// Stripe ended it; its webhook is not applied yet, then it is.
 		for _, step := range []string{"ended at Stripe", "ended as stored"} {
+			reads := w.fake.Executed(http.MethodGet, "/v1/subscriptions/"+osub)
 			_, err := w.bills.ChangePlan(ctx, tenantkit.UserSession(otherOwner), other, w.plans["professional"].ID, nil)
 			if tenantkit.ErrorCode(err) != tenantkit.Conflict {
 				t.Errorf("%s: changing it: %v, want conflict", step, err)
+			}
+			if n := w.fake.Executed(http.MethodGet, "/v1/subscriptions/"+osub) - reads; step == "ended as stored" && n != 0 {
+				t.Errorf("%s: %d reads from Stripe, want none", step, n)
 			}
 			w.deliver(t)
 		}
