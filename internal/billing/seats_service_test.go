@@ -225,5 +225,16 @@ func TestSeatSync(t *testing.T) {
 		if queued != 0 {
 			t.Errorf("%d seat writes still queued for a plan billed per tenant", queued)
 		}
+		// A seat write queued while the plan was per-seat, sent after it no longer is: skipped.
+		before := len(w.posts(path))
+		w.join(t, tenant, 1)
+		w.exec(t, `UPDATE subscription_plans SET per_seat = false WHERE key = 'professional'`)
+		w.flush(t)
+		if n := len(w.posts(path)) - before; n != 0 {
+			t.Errorf("%d quantity writes once the plan is no longer per-seat", n)
+		}
+		if _, done, outcome := w.seatRow(t, tenant); !done || outcome != billing.WriteSkipped {
+			t.Errorf("seat write done %v outcome %q, want skipped", done, outcome)
+		}
 	})
 }
