@@ -579,9 +579,11 @@ func (s *Server) PortalCancelAtPeriodEnd(subID string, cancel bool) error {
 
 // FailPayment is a payment attempt that fails
 // (https://docs.stripe.com/billing/subscriptions/overview#failed-payments). With an open invoice
-// it is the next automatic retry (the clock moves to its next_payment_attempt): attempt_count + 1,
-// invoice.payment_failed. Without one it is the renewal at the period end (or the trial end)
-// failing: customer.subscription.updated (new period), invoice.created, invoice.finalized,
+// that has a retry left it is the next automatic retry (the clock moves to its
+// next_payment_attempt): attempt_count + 1, invoice.payment_failed. Otherwise (no open invoice, or
+// one whose retries are exhausted: Stripe no longer retries it, next_payment_attempt null, and it
+// stays open while a later invoice may be paid) it is the renewal at the period end (or the trial
+// end) failing: customer.subscription.updated (new period), invoice.created, invoice.finalized,
 // invoice.payment_failed. An active or trialing subscription then becomes past_due
 // (customer.subscription.updated): "past_due: Payment on the latest finalized invoice either failed
 // or wasn't attempted".
@@ -596,10 +598,7 @@ func (s *Server) FailPayment(subID string) error {
 	switch {
 	case in != nil && sub.status == "incomplete":
 		return fmt.Errorf("stripefake: subscription %s is incomplete: its first invoice is not retried automatically (Expire or RecoverPayment)", subID)
-	case in != nil:
-		if in.nextAttempt == 0 {
-			return fmt.Errorf("stripefake: invoice %s has no retry left", in.id)
-		}
+	case in != nil && in.nextAttempt != 0:
 		s.advanceTo(in.nextAttempt)
 	case sub.status == "active" || sub.status == "trialing" || sub.status == "past_due":
 		in = s.cycle(sub)

@@ -467,3 +467,31 @@ func TestDeliver(t *testing.T) {
 		t.Fatalf("delivered %v", got)
 	}
 }
+
+// TestFailPaymentAfterRetriesExhausted: once an invoice's automatic retries are exhausted
+// (next_payment_attempt null) Stripe no longer retries it; the next failing payment is the next
+// renewal's invoice, not an error.
+func TestFailPaymentAfterRetriesExhausted(t *testing.T) {
+	sf, sc := newFake(t)
+	c := makeCatalog(t, sc)
+	_, subID := subscribe(t, sf, sc, c, 0)
+	for range maxRetries {
+		if err := sf.FailPayment(subID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sf.Drain()
+	exhausted := sf.Subscription(subID).LatestInvoice.ID
+	if err := sf.FailPayment(subID); err != nil {
+		t.Fatalf("a failing payment after the retries were exhausted: %v", err)
+	}
+	evs := checked(t, sf.Drain())
+	if got := strings.Join(types(evs), " "); got != "customer.subscription.updated invoice.created invoice.finalized invoice.payment_failed" {
+		t.Fatalf("the next renewal %s", got)
+	}
+	var in stripe.Invoice
+	eventObject(t, evs[3], &in)
+	if in.ID == exhausted || in.AttemptCount != 1 || in.BillingReason != "subscription_cycle" {
+		t.Fatalf("failed invoice %+v, want a new renewal invoice (exhausted: %s)", in, exhausted)
+	}
+}
