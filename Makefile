@@ -36,7 +36,7 @@ check-generate: generate ## fail when committed generated code is stale
 	@git diff --exit-code -- graph gqlgen.yml hasura/metadata >/dev/null || { git diff --stat -- graph hasura/metadata; echo "generated code is stale: run make generate and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- graph hasura/metadata)" || { git status --porcelain -- graph hasura/metadata; echo "untracked generated files: run make generate and commit"; exit 1; }
 
-bench: ## every benchmark, and the table of figures, baselines and targets (about 6 minutes)
+bench: ## every benchmark, and the table of figures, baselines and targets (about 5 minutes)
 	scripts/bench.sh
 
 bench-rls: ## only the RLS benchmark (1,000 / 10,000 / 100,000 tenants)

@@ -2,7 +2,7 @@
 # bench.sh — `make bench`: tenantkit's benchmarks (bench/), and one table of figures, baselines
 # measured in the same run, ratios and targets (bench/report).
 #
-#   BENCH=all      (default) everything, about 6 minutes on a 2-core machine
+#   BENCH=all      (default) everything, about 5 minutes on a 2-core machine
 #   BENCH=rls      only the RLS benchmark (three datasets of 1,000,000 projects)
 #   BENCH=service  only checkPermission, usage ingestion, webhooks and memory
 #   BENCH=pooler   only the latency through PgBouncer and of each query mode (needs pgbouncer)
