@@ -624,6 +624,20 @@ func (s *Server) listSubscriptions(f *fnode) response {
 // (canceled; incomplete_expired "is a terminal status").
 func ended(status string) bool { return status == "canceled" || status == "incomplete_expired" }
 
+// subItem finds a subscription item and its subscription; it is nil when no subscription has it.
+func (s *Server) subItem(itemID string) (*subscription, *subItem) {
+	sub := s.subs[s.itemSub[itemID]]
+	if sub == nil {
+		return nil, nil
+	}
+	for _, x := range sub.items {
+		if x.id == itemID {
+			return sub, x
+		}
+	}
+	return sub, nil
+}
+
 // endedRefusal is Stripe's refusal to change a subscription (or one of its items) in an ended
 // status beyond its cancellation_details and metadata (see updateSubscription).
 func endedRefusal(status string) response {
@@ -862,16 +876,9 @@ func (s *Server) createUsageRecord(itemID string, f *fnode) response {
 			return invalid("timestamp", "Invalid timestamp: must be an integer Unix timestamp or now")
 		}
 	}
-	subID, ok1 := s.itemSub[itemID]
-	if !ok1 {
+	sub, it := s.subItem(itemID)
+	if it == nil {
 		return missing("subscription_item", itemID)
-	}
-	sub := s.subs[subID]
-	var it *subItem
-	for _, x := range sub.items {
-		if x.id == itemID {
-			it = x
-		}
 	}
 	if !s.prices[it.price].metered() {
 		// https://docs.stripe.com/billing/subscriptions/usage-based-legacy: usage records are for

@@ -42,16 +42,9 @@ func (s *Server) updateSubscriptionItem(itemID string, f *fnode) response {
 		return resp
 	}
 
-	subID, known := s.itemSub[itemID]
-	if !known {
+	sub, it := s.subItem(itemID)
+	if it == nil {
 		return missing("subscription_item", itemID)
-	}
-	sub := s.subs[subID]
-	var it *subItem
-	for _, x := range sub.items {
-		if x.id == itemID {
-			it = x
-		}
 	}
 	if ended(sub.status) && (hasQty || hasProration) {
 		return endedRefusal(sub.status)
