@@ -240,7 +240,7 @@ func (s *Service) SetCancelAtPeriodEnd(ctx context.Context, sess tenantkit.Sessi
 	}
 	sub, err := s.Stripe.SetCancelAtPeriodEnd(ctx, id, cancel, key)
 	if err != nil {
-		return SubscriptionView{}, s.explainRefusal(ctx, id, err)
+		return SubscriptionView{}, s.explainRefusal(ctx, id, nil, err)
 	}
 	return s.view(ctx, sub)
 }

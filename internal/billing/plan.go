@@ -216,16 +216,20 @@ func (s *Service) planOfItems(ctx context.Context, sub Subscription) (map[string
 // changedMeanwhile reports whether Stripe refused the change because the subscription's items
 // changed since they were read: an item named is gone (conflict), or Stripe refused the request
 // (invalid: e.g. a concurrent change already added the metered price this one adds) and the items
-// are no longer those the change was planned from.
-func (s *Service) changedMeanwhile(ctx context.Context, pc planChange, err error) bool {
+// are no longer those the change was planned from. The subscription it read, if any, is returned
+// for explainRefusal.
+func (s *Service) changedMeanwhile(ctx context.Context, pc planChange, err error) (bool, *Subscription) {
 	switch tenantkit.ErrorCode(err) {
 	case tenantkit.Conflict:
-		return true
+		return true, nil
 	case tenantkit.Invalid:
 		now, gerr := s.Stripe.GetSubscription(ctx, pc.subscriptionID)
-		return gerr == nil && !slices.Equal(now.Items, pc.current.Items)
+		if gerr != nil {
+			return false, nil
+		}
+		return !slices.Equal(now.Items, pc.current.Items), &now
 	}
-	return false
+	return false, nil
 }
 
 // billedAs reports whether sub's items are exactly what plan needs: nothing left to change.
@@ -263,11 +267,15 @@ func (s *Service) ChangePlan(ctx context.Context, sess tenantkit.Session, tenant
 		}
 		sub, err := s.Stripe.UpdateItems(ctx, ItemsUpdate{SubscriptionID: pc.subscriptionID, Items: pc.items,
 			ProrationBehavior: applyProration, ProrationDate: at, PlanID: pc.plan.ID, Intent: key})
-		if err != nil && attempt < maxPlanAttempts && s.changedMeanwhile(ctx, pc, err) {
-			continue // the items changed meanwhile: plan again from Stripe's new state
+		var read *Subscription // Stripe's state after a refusal, when changedMeanwhile read it
+		if err != nil && attempt < maxPlanAttempts {
+			var changed bool
+			if changed, read = s.changedMeanwhile(ctx, pc, err); changed {
+				continue // the items changed meanwhile: plan again from Stripe's new state
+			}
 		}
 		if err != nil {
-			return SubscriptionView{}, s.explainRefusal(ctx, pc.subscriptionID, err)
+			return SubscriptionView{}, s.explainRefusal(ctx, pc.subscriptionID, read, err)
 		}
 		// Another change planned from the same state may have run between our read and our write
 		// (two plan changes at once each add their own metered item). Stripe's answer is its state
@@ -300,7 +308,7 @@ func (s *Service) PreviewPlanChange(ctx context.Context, sess tenantkit.Session,
 	inv, err := s.Stripe.PreviewInvoice(ctx, ItemsUpdate{SubscriptionID: pc.subscriptionID, Items: pc.items,
 		ProrationBehavior: previewProration, PlanID: pc.plan.ID})
 	if err != nil {
-		return PlanChangePreview{}, s.explainRefusal(ctx, pc.subscriptionID, err)
+		return PlanChangePreview{}, s.explainRefusal(ctx, pc.subscriptionID, nil, err)
 	}
 	return summarize(pc.plan.ID, pc.current, inv), nil
 }
@@ -341,15 +349,20 @@ func refusedFor(sub Subscription) error {
 // explainRefusal turns Stripe refusing a change (invalid) into what the caller can do: when the
 // subscription has ended or is incomplete at Stripe (its webhook not applied yet), the same answer
 // as when the stored state says so; otherwise the refusal as it is. Other errors pass through.
-func (s *Service) explainRefusal(ctx context.Context, subscriptionID string, err error) error {
+// read is the subscription as Stripe answered it after the refusal, when already read (else nil:
+// it is read here).
+func (s *Service) explainRefusal(ctx context.Context, subscriptionID string, read *Subscription, err error) error {
 	if tenantkit.ErrorCode(err) != tenantkit.Invalid {
 		return unavailable(err)
 	}
-	sub, gerr := s.Stripe.GetSubscription(ctx, subscriptionID)
-	if gerr != nil {
-		return err
+	if read == nil {
+		sub, gerr := s.Stripe.GetSubscription(ctx, subscriptionID)
+		if gerr != nil {
+			return err
+		}
+		read = &sub
 	}
-	if r := refusedFor(sub); r != nil {
+	if r := refusedFor(*read); r != nil {
 		return r
 	}
 	return err

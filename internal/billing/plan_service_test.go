@@ -141,6 +141,21 @@ func TestChangePlan(t *testing.T) {
 		}
 	})
 
+	t.Run("a refused change reads the subscription once to explain it", func(t *testing.T) {
+		reads := w.fake.Executed(http.MethodGet, path)
+		w.fake.FailNext(http.MethodPost, path, http.StatusBadRequest,
+			`{"error":{"type":"invalid_request_error","message":"This change is not allowed."}}`)
+		_, err := w.bills.ChangePlan(ctx, sess, tenant, w.plans["enterprise"].ID, nil)
+		if code := tenantkit.ErrorCode(err); code != tenantkit.Invalid {
+			t.Errorf("a refused change: %v, want invalid", err)
+		}
+		// One read plans the change; one, after the refusal, finds the items unchanged and the
+		// subscription live: the refusal stands as Stripe gave it.
+		if n := w.fake.Executed(http.MethodGet, path) - reads; n != 2 {
+			t.Errorf("%d reads of the subscription from Stripe, want 2", n)
+		}
+	})
+
 	t.Run("an ended subscription cannot be changed", func(t *testing.T) {
 		other, otherOwner := w.tenant(t)
 		osub := w.subscribe(t, other, otherOwner, "starter")

@@ -59,13 +59,12 @@ func (c *Client) LicensedItem(ctx context.Context, subscriptionID string) (billi
 	if err != nil {
 		return billing.LicensedItem{}, translateWrite(err)
 	}
-	out := billing.LicensedItem{Status: string(s.Status)}
-	if s.Items != nil {
-		for _, it := range s.Items.Data {
-			if it.Price != nil && (it.Price.Recurring == nil || it.Price.Recurring.UsageType != stripego.PriceRecurringUsageTypeMetered) {
-				out.ID, out.Quantity = it.ID, it.Quantity
-				break
-			}
+	sub := subscription(s) // the one mapping of Stripe's items: the first licensed one is the plan's
+	out := billing.LicensedItem{Status: sub.Status}
+	for _, it := range sub.Items {
+		if !it.Metered {
+			out.ID, out.Quantity = it.ID, it.Quantity
+			break
 		}
 	}
 	return out, nil

@@ -68,3 +68,30 @@ func TestTranslateWrite(t *testing.T) {
 		t.Errorf("unreachable Stripe: code %q, want unavailable", got)
 	}
 }
+
+// TestLicensedItemSkipsMetered: the licensed item is the first item whose price is not metered
+// (a metered item listed before it, or one without a price, is not the plan's); a subscription
+// with only a metered item has none.
+func TestLicensedItemSkipsMetered(t *testing.T) {
+	for _, c := range []struct {
+		items        string
+		wantID       string
+		wantQuantity int64
+	}{
+		{`[{"id":"si_m","object":"subscription_item","price":{"id":"price_m","object":"price","recurring":{"interval":"month","usage_type":"metered"}}},
+		   {"id":"si_l","object":"subscription_item","quantity":4,"price":{"id":"price_l","object":"price","recurring":{"interval":"month","usage_type":"licensed"}}},
+		   {"id":"si_2","object":"subscription_item","quantity":9,"price":{"id":"price_2","object":"price","recurring":{"interval":"month","usage_type":"licensed"}}}]`, "si_l", 4},
+		{`[{"id":"si_m","object":"subscription_item","price":{"id":"price_m","object":"price","recurring":{"interval":"month","usage_type":"metered"}}}]`, "", 0},
+		{`[{"id":"si_o","object":"subscription_item","quantity":2,"price":{"id":"price_o","object":"price"}}]`, "si_o", 2},
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"id":"sub_l","object":"subscription","status":"active","items":{"object":"list","data":` + c.items + `}}`))
+		}))
+		item, err := New("sk_test_licensed", srv.URL).LicensedItem(context.Background(), "sub_l")
+		srv.Close()
+		if err != nil || item.ID != c.wantID || item.Quantity != c.wantQuantity || item.Status != "active" {
+			t.Errorf("LicensedItem = %+v, %v; want id %q quantity %d status active", item, err, c.wantID, c.wantQuantity)
+		}
+	}
+}

@@ -624,6 +624,52 @@ func (s *Server) listSubscriptions(f *fnode) response {
 // (canceled; incomplete_expired "is a terminal status").
 func ended(status string) bool { return status == "canceled" || status == "incomplete_expired" }
 
+// subItem finds a subscription item and its subscription; it is nil when no subscription has it.
+func (s *Server) subItem(itemID string) (*subscription, *subItem) {
+	sub := s.subs[s.itemSub[itemID]]
+	if sub == nil {
+		return nil, nil
+	}
+	for _, x := range sub.items {
+		if x.id == itemID {
+			return sub, x
+		}
+	}
+	return sub, nil
+}
+
+// endedRefusal is Stripe's refusal to change a subscription (or one of its items) in an ended
+// status beyond its cancellation_details and metadata (see updateSubscription).
+func endedRefusal(status string) response {
+	if status == "canceled" {
+		return refused("", "A canceled subscription can only update its cancellation_details and metadata.")
+	}
+	return refused("", "A subscription in status incomplete_expired can only update its cancellation_details and metadata.")
+}
+
+// prorationBehavior reads proration_behavior
+// (https://docs.stripe.com/api/subscriptions/update#update_subscription-proration_behavior,
+// https://docs.stripe.com/api/subscription_items/update): create_prorations (the default when
+// absent), none or always_invoice. has says whether it was sent; ok is false with the refusal
+// to answer.
+func prorationBehavior(f *fnode) (proration string, has bool, refusal response, ok bool) {
+	proration, has, err := f.scalar("", "proration_behavior")
+	if err != nil {
+		return "", has, paramResp(err), false
+	}
+	switch proration {
+	case "create_prorations", "none", "always_invoice":
+	case "":
+		if has {
+			return "", has, invalid("proration_behavior", "Invalid proration_behavior: must be one of create_prorations, none, or always_invoice"), false
+		}
+		proration = "create_prorations"
+	default:
+		return "", has, invalid("proration_behavior", "Invalid proration_behavior: must be one of create_prorations, none, or always_invoice"), false
+	}
+	return proration, has, response{}, true
+}
+
 // updateSubscription: https://docs.stripe.com/api/subscriptions/update — cancel_at_period_end,
 // metadata, proration_behavior, proration_date, items[i] (id+price swaps the item's price, price
 // alone adds an item, id+deleted removes one, with clear_usage for a metered item that has usage;
@@ -641,20 +687,9 @@ func (s *Server) updateSubscription(id string, f *fnode) response {
 	if err != nil {
 		return paramResp(err)
 	}
-	proration, hasProration, err := f.scalar("", "proration_behavior")
-	if err != nil {
-		return paramResp(err)
-	}
-	// https://docs.stripe.com/api/subscriptions/update#update_subscription-proration_behavior
-	switch proration {
-	case "create_prorations", "none", "always_invoice":
-	case "":
-		if hasProration {
-			return invalid("proration_behavior", "Invalid proration_behavior: must be one of create_prorations, none, or always_invoice")
-		}
-		proration = "create_prorations"
-	default:
-		return invalid("proration_behavior", "Invalid proration_behavior: must be one of create_prorations, none, or always_invoice")
+	proration, hasProration, resp, parsedProration := prorationBehavior(f)
+	if !parsedProration {
+		return resp
 	}
 	// https://docs.stripe.com/api/subscriptions/update#update_subscription-proration_date: "If set,
 	// the proration will be calculated as though the subscription was updated at the given time.
@@ -689,10 +724,7 @@ func (s *Server) updateSubscription(id string, f *fnode) response {
 	// (https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses); the double
 	// refuses it alike (Stripe's wording for it is not documented).
 	if ended(sub.status) && (hasCAPE || len(changes) > 0 || hasProration || hasProrationDate) {
-		if sub.status == "canceled" {
-			return refused("", "A canceled subscription can only update its cancellation_details and metadata.")
-		}
-		return refused("", "A subscription in status incomplete_expired can only update its cancellation_details and metadata.")
+		return endedRefusal(sub.status)
 	}
 	// https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses (and the status
 	// field of https://docs.stripe.com/api/subscriptions/object): "A subscription in this status
@@ -844,16 +876,9 @@ func (s *Server) createUsageRecord(itemID string, f *fnode) response {
 			return invalid("timestamp", "Invalid timestamp: must be an integer Unix timestamp or now")
 		}
 	}
-	subID, ok1 := s.itemSub[itemID]
-	if !ok1 {
+	sub, it := s.subItem(itemID)
+	if it == nil {
 		return missing("subscription_item", itemID)
-	}
-	sub := s.subs[subID]
-	var it *subItem
-	for _, x := range sub.items {
-		if x.id == itemID {
-			it = x
-		}
 	}
 	if !s.prices[it.price].metered() {
 		// https://docs.stripe.com/billing/subscriptions/usage-based-legacy: usage records are for

@@ -37,37 +37,17 @@ func (s *Server) updateSubscriptionItem(itemID string, f *fnode) response {
 	if hasQty && qty < 0 {
 		return invalid("quantity", "Invalid non-negative integer")
 	}
-	proration, hasProration, err := f.scalar("", "proration_behavior")
-	if err != nil {
-		return paramResp(err)
-	}
-	switch proration {
-	case "create_prorations", "none", "always_invoice":
-	case "":
-		if hasProration {
-			return invalid("proration_behavior", "Invalid proration_behavior: must be one of create_prorations, none, or always_invoice")
-		}
-		proration = "create_prorations"
-	default:
-		return invalid("proration_behavior", "Invalid proration_behavior: must be one of create_prorations, none, or always_invoice")
+	proration, hasProration, resp, parsedProration := prorationBehavior(f)
+	if !parsedProration {
+		return resp
 	}
 
-	subID, known := s.itemSub[itemID]
-	if !known {
+	sub, it := s.subItem(itemID)
+	if it == nil {
 		return missing("subscription_item", itemID)
 	}
-	sub := s.subs[subID]
-	var it *subItem
-	for _, x := range sub.items {
-		if x.id == itemID {
-			it = x
-		}
-	}
 	if ended(sub.status) && (hasQty || hasProration) {
-		if sub.status == "canceled" {
-			return refused("", "A canceled subscription can only update its cancellation_details and metadata.")
-		}
-		return refused("", "A subscription in status incomplete_expired can only update its cancellation_details and metadata.")
+		return endedRefusal(sub.status)
 	}
 	if sub.status == "incomplete" && hasQty {
 		return refused("", "A subscription in status incomplete can only have metadata and default_source updated.")
