@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -259,10 +260,7 @@ func (db *DB) RecordUsage(ctx context.Context, events []billing.UsageEvent) (int
 		c.quantities = append(c.quantities, e.Quantity)
 		c.times = append(c.times, e.OccurredAt)
 	}
-	tenants := make([]string, len(events))
-	for i, e := range events {
-		tenants[i] = e.TenantID
-	}
+	tenants := slices.Concat(counters.tenants, gauges.tenants) // every event's tenant, to lock
 	recorded := 0
 	record := func(tx pgx.Tx) error {
 		recorded = 0

@@ -120,7 +120,8 @@ func (db *DB) RestoreTenant(ctx context.Context, s tenantkit.Session, tenantID s
 	return t, err
 }
 
-// purgeLock is the session advisory lock only one purge holds at a time, whichever replica runs it.
+// purgeLock is the advisory lock key each transaction of a purge takes (pg_try_advisory_xact_lock),
+// so that only one replica purges at a time.
 const purgeLock = `hashtext('tenantkit.purge'), 0`
 
 // purgeBatch is how many tenants one round of the purge looks up; each is purged in its own

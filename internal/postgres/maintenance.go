@@ -71,32 +71,25 @@ func (db *DB) DropUsagePartitionsBefore(ctx context.Context, month time.Time) ([
 	return dropped, err
 }
 
-// pruneSQL deletes at most $2 rows of each ledger that its maintenance.Rule lets go at $1. The
+// pruneSQL deletes at most $2 rows of each ledger that its maintenance.Rule lets go at $1: the
+// ledger's table and the time it is kept from (a column or an expression of its columns). The
 // rows are picked by ctid through the index that serves the condition where there is one, and
-// the DELETE rechecks the condition.
-var pruneSQL = map[maintenance.Ledger]string{
-	maintenance.StripeEvents: `
-		DELETE FROM tenantkit.stripe_events WHERE ctid = ANY (ARRAY(
-		  SELECT ctid FROM tenantkit.stripe_events WHERE received_at < $1 LIMIT $2))`,
-	maintenance.ProcessedEvents: `
-		DELETE FROM tenantkit.processed_events WHERE ctid = ANY (ARRAY(
-		  SELECT ctid FROM tenantkit.processed_events WHERE done_at < $1 LIMIT $2))
-		  AND done_at < $1`,
-	maintenance.EmailOutbox: `
-		DELETE FROM tenantkit.email_outbox WHERE ctid = ANY (ARRAY(
-		  SELECT ctid FROM tenantkit.email_outbox WHERE coalesce(sent_at, refused_at) < $1 LIMIT $2))
-		  AND coalesce(sent_at, refused_at) < $1`,
-	maintenance.InvitationSends: `
-		DELETE FROM tenantkit.invitation_sends WHERE ctid = ANY (ARRAY(
-		  SELECT ctid FROM tenantkit.invitation_sends WHERE sent_at < $1 LIMIT $2))`,
-	maintenance.StripeOutbox: `
-		DELETE FROM tenantkit.stripe_outbox WHERE ctid = ANY (ARRAY(
-		  SELECT ctid FROM tenantkit.stripe_outbox WHERE done_at < $1 LIMIT $2))
-		  AND done_at < $1`,
-	maintenance.UsageCuts: `
-		DELETE FROM tenantkit.usage_cuts WHERE ctid = ANY (ARRAY(
-		  SELECT ctid FROM tenantkit.usage_cuts WHERE cut < $1 LIMIT $2))`,
-}
+// the DELETE rechecks the condition. Built once, from these constants only.
+var pruneSQL = func() map[maintenance.Ledger]string {
+	m := map[maintenance.Ledger]string{}
+	for ledger, r := range map[maintenance.Ledger]struct{ table, at string }{
+		maintenance.StripeEvents:    {"stripe_events", "received_at"},
+		maintenance.ProcessedEvents: {"processed_events", "done_at"},
+		maintenance.EmailOutbox:     {"email_outbox", "coalesce(sent_at, refused_at)"},
+		maintenance.InvitationSends: {"invitation_sends", "sent_at"},
+		maintenance.StripeOutbox:    {"stripe_outbox", "done_at"},
+		maintenance.UsageCuts:       {"usage_cuts", "cut"},
+	} {
+		m[ledger] = `DELETE FROM tenantkit.` + r.table + ` WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM tenantkit.` + r.table + ` WHERE ` + r.at + ` < $1 LIMIT $2)) AND ` + r.at + ` < $1`
+	}
+	return m
+}()
 
 // PruneLedger implements maintenance.Store on the system path, one batch per transaction.
 func (db *DB) PruneLedger(ctx context.Context, ledger maintenance.Ledger, cutoff time.Time, limit int) (int, error) {

@@ -437,7 +437,14 @@ func TestPoolerErrorsAreUnavailable(t *testing.T) {
 			})
 		}()
 		<-started
-		time.Sleep(200 * time.Millisecond)
+		// Kill only once the statement runs on the server, so that the kill lands under it.
+		for deadline := time.Now().Add(5 * time.Second); fxCount(t, admin, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND state = 'active' AND query = 'SELECT pg_sleep(10)'`) == 0; {
+			if time.Now().After(deadline) {
+				t.Fatal("the transaction's statement never reached the server")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 		if _, err := b.Admin(ctx, "KILL "+dbName); err != nil {
 			t.Fatal(err)
 		}

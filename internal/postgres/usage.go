@@ -149,31 +149,25 @@ func recordingMonths(from, to time.Time) (first, last string) {
 }
 
 // UsageTotal implements billing.UsageStore on the system path: whole hours from billing_usage,
-// plus the part of to's hour before to, minus the part of from's hour before from (belowCut).
+// plus the part of to's hour before to, minus the part of from's hour before from (belowCut). The
+// statements go in one batch: one round trip.
 func (db *DB) UsageTotal(ctx context.Context, tenantID, metric string, from, to time.Time) (float64, error) {
-	var total float64
+	var total, upTo, before float64
 	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, hoursTotal, tenantID, metric, from, to).Scan(&total); err != nil {
-			return err
-		}
-		below := func(cut time.Time) (float64, error) {
-			var q float64
+		b := &pgx.Batch{}
+		b.Queue(hoursTotal, tenantID, metric, from, to).QueryRow(func(r pgx.Row) error { return r.Scan(&total) })
+		below := func(cut time.Time, q *float64) {
 			if cut.Truncate(time.Hour).Equal(cut) {
-				return 0, nil // on the hour: nothing of its hour lies before it
+				return // on the hour: nothing of its hour lies before it
 			}
 			lo, hi := recordingMonths(cut.Truncate(time.Hour), cut)
-			err := tx.QueryRow(ctx, belowCut, tenantID, metric, cut, lo, hi).Scan(&q)
-			return q, err
+			b.Queue(belowCut, tenantID, metric, cut, lo, hi).QueryRow(func(r pgx.Row) error { return r.Scan(q) })
 		}
-		upTo, err := below(to)
-		if err != nil {
-			return err
-		}
-		before, err := below(from)
-		total += upTo - before
-		return err
+		below(to, &upTo)
+		below(from, &before)
+		return tx.SendBatch(ctx, b).Close()
 	})
-	return total, err
+	return total + (upTo - before), err
 }
 
 // SaveUsagePeriods implements billing.UsageStore on the system path. A period once closed stays
