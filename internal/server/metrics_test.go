@@ -14,10 +14,9 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// wrappers are the two ways to record the metrics: Metrics.Middleware, and Server.Handler's
-// wrapper, which records them together with the request log.
+// wrappers are the ways to record the metrics: Server.Handler's wrapper, which records them
+// together with the request log.
 var wrappers = map[string]func(m *Metrics, mux http.Handler) http.Handler{
-	"Middleware": func(m *Metrics, mux http.Handler) http.Handler { return m.Middleware(mux) },
 	"logRequests": func(m *Metrics, mux http.Handler) http.Handler {
 		return (&Server{Metrics: m, Log: zerolog.Nop()}).logRequests(mux)
 	},

@@ -81,8 +81,8 @@ func (s *Server) Handler() http.Handler {
 	if s.Metrics != nil {
 		mux.Handle("GET /metrics", s.bearer(s.MetricsToken, s.Metrics.Handler()))
 	}
-	// logRequests also records the metrics (Metrics.Middleware's work, in the same wrapper): it
-	// hands the mux the request the mux records the matched pattern on.
+	// logRequests also records the metrics, in the same wrapper: it hands the mux the request the
+	// mux records the matched pattern on.
 	return s.logRequests(mux)
 }
 
@@ -197,8 +197,9 @@ type served struct {
 
 // logRequests gives each request an id (X-Request-Id when the caller sent one) and a logger in its
 // context, and logs one line when it ends. Handlers add fields (action, tenant, user) to that logger.
-// With s.Metrics set it records the request's metrics as Metrics.Middleware does; next must then
-// be the mux itself (see Middleware).
+// With s.Metrics set it records the request's metrics (Metrics.record). next must then be the
+// *http.ServeMux itself, or pass it the same *http.Request: the mux records the pattern and path
+// values on the request it is given, and a copy (r.WithContext) would hide them.
 func (s *Server) logRequests(next http.Handler) http.Handler {
 	m := s.Metrics
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
