@@ -120,7 +120,7 @@ var commands = []command{
 			{"STRIPE_SECRET_KEY", "required"}, {"STRIPE_API_URL", "Stripe API address override"}}},
 	{name: "tenants purge", summary: "Purge the deleted tenants whose restore window (TENANT_RESTORE_DAYS) ended: their rows go, the\n" +
 		"deletion record and an audit trail without personal data stay. serve also does it every TENANT_PURGE_INTERVAL.",
-		env: []envVar{{"DATABASE_URL", "required (a direct connection: the purge holds a session lock)"}}},
+		env: []envVar{{"DATABASE_URL", "required"}, poolerVar}},
 	{name: "maintenance run", summary: "Run the maintenance job once, as serve does every MAINTENANCE_INTERVAL: create the usage_events\n" +
 		"partitions of this month and the next two, drop those older than USAGE_RETENTION_MONTHS, and delete the\n" +
 		"ledger and outbox rows no longer needed (docs/operations.md), in batches. Does nothing while another\n" +

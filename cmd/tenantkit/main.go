@@ -673,14 +673,11 @@ func restoreWindow(days int) time.Duration {
 	return time.Duration(days) * 24 * time.Hour
 }
 
-// tenantsPurge purges the deleted tenants whose restore window ended (DATABASE_URL; the same
-// purge serve runs every TENANT_PURGE_INTERVAL, under the same lock).
+// tenantsPurge purges the deleted tenants whose restore window ended (DATABASE_URL,
+// DATABASE_POOLER; the same purge serve runs every TENANT_PURGE_INTERVAL, under the same
+// transaction-level lock, which holds behind a transaction pooler too).
 func tenantsPurge(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	dbURL := getenv("DATABASE_URL")
-	if dbURL == "" {
-		return errors.New("config: DATABASE_URL is required")
-	}
-	db, err := postgres.Open(ctx, dbURL, "") // system work only
+	db, err := openSystemDB(ctx, getenv) // system work only
 	if err != nil {
 		return err
 	}
