@@ -306,3 +306,49 @@ func TestDevListensOnLoopback(t *testing.T) {
 		}
 	}
 }
+
+// TestOperatorHelpListsWhatTheyRead: the help of each operator command lists every variable the
+// command reads (run against a database that does not answer, so it reads them all and stops).
+func TestOperatorHelpListsWhatTheyRead(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	runs := map[string]func(getenv func(string) string) error{
+		"plans sync":   func(g func(string) string) error { return plansSync(ctx, g, io.Discard) },
+		"usage report": func(g func(string) string) error { return usageReport(ctx, g, io.Discard) },
+		"stripe reconcile": func(g func(string) string) error {
+			return stripeReconcile(ctx, g, nil, io.Discard, io.Discard, reconcileOptions{})
+		},
+		"tenants purge":   func(g func(string) string) error { return tenantsPurge(ctx, g, io.Discard) },
+		"maintenance run": func(g func(string) string) error { return maintenanceRun(ctx, g, nil, io.Discard, io.Discard) },
+	}
+	for _, c := range commands {
+		fn, ok := runs[c.name]
+		if !ok {
+			continue
+		}
+		delete(runs, c.name)
+		read := map[string]bool{}
+		err := fn(func(k string) string {
+			read[k] = true
+			switch k {
+			case "DATABASE_URL":
+				return "postgres://tenantkit@127.0.0.1:1/none?connect_timeout=2"
+			case "STRIPE_SECRET_KEY":
+				return "sk_test_unused"
+			}
+			return ""
+		})
+		if err == nil {
+			t.Errorf("%s ran against a database that does not answer", c.name)
+		}
+		for k := range read {
+			if !slices.ContainsFunc(c.env, func(v envVar) bool { return v.name == k }) {
+				t.Errorf("%s reads %s; its help does not list it", c.name, k)
+			}
+		}
+	}
+	for name := range runs {
+		t.Errorf("no command %q in commands", name)
+	}
+}

@@ -63,6 +63,7 @@ var (
 	databaseURLVar = envVar{"DATABASE_URL", "required: postgres:// URL of a login that owns the schema (the migration owner)"}
 	jwtSecretVar   = envVar{"HASURA_GRAPHQL_JWT_SECRET", `Hasura's JWT secret, {"type":"HS256","key":"…"} (default: docker-compose.yml's development value)`}
 	adminSecretVar = envVar{"HASURA_GRAPHQL_ADMIN_SECRET", "Hasura's admin secret (default: docker-compose.yml's development value)"}
+	poolerVar      = envVar{"DATABASE_POOLER", "none (default) or transaction"}
 )
 
 // command is one command's help.
@@ -82,7 +83,7 @@ var commands = []command{
 	{name: "migrate", args: "up|down|reset|status", summary: "Apply (up), roll back one (down) or all (reset), or list (status) the database migrations.\n" +
 		"Concurrent runs wait for each other. up also grants Hasura's event triggers what they need when hdb_catalog exists.",
 		env: []envVar{databaseURLVar, {"DATABASE_DIRECT_URL", "PostgreSQL without the pooler; required with DATABASE_POOLER=transaction"},
-			{"DATABASE_POOLER", "none (default) or transaction"}}},
+			poolerVar}},
 	{name: "dev", summary: "Development: find or start PostgreSQL (DATABASE_URL, else 127.0.0.1:5432, else a private cluster\n" +
 		"under .dev/pgdata), create database tenantkit, migrate it, and serve with development defaults on\n" +
 		"127.0.0.1:8081. Also stands in for Hasura: delivers its event triggers, and answers its GraphQL endpoint\n" +
@@ -107,25 +108,25 @@ var commands = []command{
 		"database user after Hasura's first start and after every Hasura upgrade.",
 		env: []envVar{{"DATABASE_URL", "required: postgres:// URL of Hasura's database user (the owner of hdb_catalog)"}}},
 	{name: "plans sync", summary: "Link every active plan to a Stripe product and price (idempotent).",
-		env: []envVar{{"DATABASE_URL", "required"}, {"STRIPE_SECRET_KEY", "required"}, {"STRIPE_API_URL", "Stripe API address override"}}},
+		env: []envVar{{"DATABASE_URL", "required"}, poolerVar, {"STRIPE_SECRET_KEY", "required"}, {"STRIPE_API_URL", "Stripe API address override"}}},
 	{name: "usage report", summary: "Push each subscription's current-period api_calls total to Stripe (idempotent; run it hourly).\n" +
 		"One item Stripe refuses does not stop the others; the exit status is 1 and the summary names it.",
-		env: []envVar{{"DATABASE_URL", "required"}, {"STRIPE_SECRET_KEY", "required"}, {"STRIPE_API_URL", "Stripe API address override"}}},
+		env: []envVar{{"DATABASE_URL", "required"}, poolerVar, {"STRIPE_SECRET_KEY", "required"}, {"STRIPE_API_URL", "Stripe API address override"}}},
 	{name: "stripe reconcile", summary: "Compare the Stripe account with tenantkit's billing state: apply the events of the last 30 days\n" +
 		"the ledger lacks and the drift of every subscription that belongs to a tenant, through the same state\n" +
 		"machine as webhooks. Drift report and summary on stdout, progress on stderr; a second run changes nothing.",
 		flags: func(fs *flag.FlagSet) { fs.Bool("dry-run", false, "report the drift, change nothing") },
-		env: []envVar{{"DATABASE_URL", "required"}, {"DATABASE_POOLER", "none (default) or transaction"},
+		env: []envVar{{"DATABASE_URL", "required"}, poolerVar,
 			{"STRIPE_SECRET_KEY", "required"}, {"STRIPE_API_URL", "Stripe API address override"}}},
 	{name: "tenants purge", summary: "Purge the deleted tenants whose restore window (TENANT_RESTORE_DAYS) ended: their rows go, the\n" +
 		"deletion record and an audit trail without personal data stay. serve also does it every TENANT_PURGE_INTERVAL.",
-		env: []envVar{{"DATABASE_URL", "required (a direct connection: the purge holds a session lock)"}}},
+		env: []envVar{{"DATABASE_URL", "required"}, poolerVar}},
 	{name: "maintenance run", summary: "Run the maintenance job once, as serve does every MAINTENANCE_INTERVAL: create the usage_events\n" +
 		"partitions of this month and the next two, drop those older than USAGE_RETENTION_MONTHS, and delete the\n" +
 		"ledger and outbox rows no longer needed (docs/operations.md), in batches. Does nothing while another\n" +
 		"replica runs it.",
 		flags: func(fs *flag.FlagSet) { fs.Int("batch", maintenance.DefaultBatch, "rows deleted per statement") },
-		env: []envVar{{"DATABASE_URL", "required"}, {"DATABASE_POOLER", "none (default) or transaction"},
+		env: []envVar{{"DATABASE_URL", "required"}, poolerVar,
 			{"USAGE_RETENTION_MONTHS", "months of usage events kept before the current one, 13 to 120 (default 13)"}}},
 	{name: "healthcheck", summary: "Exit 0 when the service on this machine answers GET /readyz with 200 (container health checks).",
 		env: []envVar{{"LISTEN_ADDR", "the service's address (default :8081)"}}},

@@ -338,9 +338,8 @@ func TestTenantDeletion(t *testing.T) {
 		purge := func() string {
 			t.Helper()
 			var out bytes.Buffer
-			if err := tenantsPurge(ctx, func(k string) string {
-				return map[string]string{"DATABASE_URL": directURL(f.m)}[k] // the purge holds a session lock: no pooler
-			}, &out); err != nil {
+			env := commandEnv(f.m) // the service's URL and pooler: the purge's locks are transaction-level
+			if err := tenantsPurge(ctx, func(k string) string { return env[k] }, &out); err != nil {
 				t.Fatal(err)
 			}
 			return out.String()

@@ -617,19 +617,29 @@ func billingCommand(ctx context.Context, getenv func(string) string, fn func(*bi
 // openBilling opens the database (system work only) and the Stripe client the billing commands use,
 // from DATABASE_URL, DATABASE_POOLER, STRIPE_SECRET_KEY and STRIPE_API_URL.
 func openBilling(ctx context.Context, getenv func(string) string) (*postgres.DB, *stripe.Client, error) {
-	dbURL, key := getenv("DATABASE_URL"), getenv("STRIPE_SECRET_KEY")
-	if dbURL == "" || key == "" {
+	key := getenv("STRIPE_SECRET_KEY")
+	if getenv("DATABASE_URL") == "" || key == "" {
 		return nil, nil, errors.New("config: DATABASE_URL and STRIPE_SECRET_KEY are required")
 	}
-	pooler, err := postgres.ParsePooler(getenv("DATABASE_POOLER"))
-	if err != nil {
-		return nil, nil, fmt.Errorf("config: %w", err)
-	}
-	db, err := postgres.OpenWith(ctx, dbURL, "", postgres.Options{Pooler: pooler})
+	db, err := openSystemDB(ctx, getenv)
 	if err != nil {
 		return nil, nil, err
 	}
 	return db, stripe.New(key, getenv("STRIPE_API_URL")), nil
+}
+
+// openSystemDB opens the database an operator command uses for system work only, from
+// DATABASE_URL and DATABASE_POOLER.
+func openSystemDB(ctx context.Context, getenv func(string) string) (*postgres.DB, error) {
+	dbURL := getenv("DATABASE_URL")
+	if dbURL == "" {
+		return nil, errors.New("config: DATABASE_URL is required")
+	}
+	pooler, err := postgres.ParsePooler(getenv("DATABASE_POOLER"))
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return postgres.OpenWith(ctx, dbURL, "", postgres.Options{Pooler: pooler})
 }
 
 // plansSync links the active plans to Stripe products and prices.
@@ -663,14 +673,11 @@ func restoreWindow(days int) time.Duration {
 	return time.Duration(days) * 24 * time.Hour
 }
 
-// tenantsPurge purges the deleted tenants whose restore window ended (DATABASE_URL; the same
-// purge serve runs every TENANT_PURGE_INTERVAL, under the same lock).
+// tenantsPurge purges the deleted tenants whose restore window ended (DATABASE_URL,
+// DATABASE_POOLER; the same purge serve runs every TENANT_PURGE_INTERVAL, under the same
+// transaction-level lock, which holds behind a transaction pooler too).
 func tenantsPurge(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	dbURL := getenv("DATABASE_URL")
-	if dbURL == "" {
-		return errors.New("config: DATABASE_URL is required")
-	}
-	db, err := postgres.Open(ctx, dbURL, "") // system work only
+	db, err := openSystemDB(ctx, getenv) // system work only
 	if err != nil {
 		return err
 	}

@@ -8,13 +8,11 @@ import (
 	"io"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/rs/zerolog"
 
 	"github.com/tenantkit/tenantkit/internal/maintenance"
-	"github.com/tenantkit/tenantkit/internal/postgres"
 )
 
 // maintenanceRun runs the maintenance job once (DATABASE_URL; the job serve runs every
@@ -29,27 +27,14 @@ func maintenanceRun(ctx context.Context, getenv func(string) string, args []stri
 	if fs.NArg() > 0 || *batch < 1 {
 		return errors.New("usage: tenantkit maintenance run [--batch N]")
 	}
-	dbURL := getenv("DATABASE_URL")
-	if dbURL == "" {
+	if getenv("DATABASE_URL") == "" {
 		return errors.New("config: DATABASE_URL is required")
 	}
 	months := maintenance.DefaultRetentionMonths
-	if v := getenv("USAGE_RETENTION_MONTHS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err == nil {
-			err = maintenance.ValidRetention(n)
-		}
-		if err != nil {
-			return fmt.Errorf("config: USAGE_RETENTION_MONTHS must be a whole number of months from %d to %d",
-				maintenance.MinRetentionMonths, maintenance.MaxRetentionMonths)
-		}
-		months = n
+	if p := configInt(getenv, "USAGE_RETENTION_MONTHS", "months", maintenance.MinRetentionMonths, maintenance.MaxRetentionMonths, &months); p != nil {
+		return fmt.Errorf("config: %s", p[0])
 	}
-	pooler, err := postgres.ParsePooler(getenv("DATABASE_POOLER"))
-	if err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
-	db, err := postgres.OpenWith(ctx, dbURL, "", postgres.Options{Pooler: pooler}) // system work only
+	db, err := openSystemDB(ctx, getenv) // system work only
 	if err != nil {
 		return err
 	}

@@ -85,7 +85,3 @@ func Hash(key string) []byte {
 func Matches(key string, stored []byte) bool {
 	return subtle.ConstantTimeCompare(Hash(key), stored) == 1
 }
-
-// LooksLikeKey reports whether s starts like a key, for refusing one where it does not belong
-// (e.g. a key pasted into a name) and for redacting logs.
-func LooksLikeKey(s string) bool { return strings.Contains(s, Prefix) }

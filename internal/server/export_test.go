@@ -60,13 +60,11 @@ func TestExportDownloadRoute(t *testing.T) {
 		// No shared secret: a browser follows the link.
 		res, err := http.Get(ts.URL + "/exports/e1?expires=1700000000&signature=" + signature)
 		if err != nil { // the connection closed before any answer
-			time.Sleep(20 * time.Millisecond)
-			return 0, nil, "", sink.String(), err
+			return 0, nil, "", requestLogged(t, sink), err
 		}
 		defer res.Body.Close()
 		b, readErr := io.ReadAll(res.Body)
-		time.Sleep(20 * time.Millisecond) // the request log is written after the answer
-		return res.StatusCode, res.Header, string(b), sink.String(), readErr
+		return res.StatusCode, res.Header, string(b), requestLogged(t, sink), readErr
 	}
 	for _, tc := range []struct {
 		name   string
@@ -105,7 +103,7 @@ func TestExportDownloadRoute(t *testing.T) {
 	if err == nil {
 		t.Errorf("an interrupted archive read as whole: %q", body)
 	}
-	if !strings.Contains(log, "export interrupted") {
+	if !strings.Contains(log, "export interrupted") || !strings.Contains(log, `"aborted":true`) {
 		t.Errorf("log %s", log)
 	}
 	// Each write pushes the deadline on: a stream longer than the server's WriteTimeout completes.
@@ -113,5 +111,16 @@ func TestExportDownloadRoute(t *testing.T) {
 	_, _, body, _, err = get(t, &stubExports{body: long, slow: 10 * time.Millisecond}, 100*time.Millisecond)
 	if err != nil || body != long {
 		t.Errorf("a stream longer than WriteTimeout: %d bytes, %v", len(body), err)
+	}
+}
+
+// requestLogged waits for the request line logRequests writes once the handler returned (after
+// the answer went out) and returns the log then.
+func requestLogged(t *testing.T, sink *syncBuffer) string {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if log := sink.String(); strings.Contains(log, `"message":"request"`) || time.Now().After(deadline) {
+			return log
+		}
 	}
 }

@@ -105,29 +105,14 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
 }
 
-// Middleware records, for every request, tenantkit_http_requests_total{route, name, code, status},
-// tenantkit_http_request_duration_seconds{route, name} and tenantkit_http_requests_in_flight.
+// record counts a request served (r as the mux saw it, with its pattern and path values):
+// tenantkit_http_requests_total{route, name, code, status} and
+// tenantkit_http_request_duration_seconds{route, name}. Server.logRequests calls it for every
+// request and keeps tenantkit_http_requests_in_flight.
 //
 // route is the mux pattern that matched ("POST /actions/{name}"; "unmatched" for 404s and 405s),
 // never the raw path. name is the {name} or {trigger} path value when it is in the allow-list,
 // "other" when it is not, "" on routes without either. code is what the handler passed to SetCode.
-//
-// next must be the *http.ServeMux itself, or pass it the same *http.Request: the mux records the
-// pattern and path values on the request it is given, and a copy (r.WithContext) would hide them.
-func (m *Metrics) Middleware(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		m.inFlight.Inc()
-		defer m.inFlight.Dec()
-		st := &requestState{}
-		r = r.WithContext(context.WithValue(r.Context(), requestStateKey{}, st))
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		next.ServeHTTP(rec, r)
-		m.record(r, st.code, rec.status, time.Since(start))
-	})
-}
-
-// record counts a request served (r as the mux saw it, with its pattern and path values).
 func (m *Metrics) record(r *http.Request, code string, status int, took time.Duration) {
 	route := r.Pattern
 	if route == "" {
@@ -153,7 +138,7 @@ func (m *Metrics) record(r *http.Request, code string, status int, took time.Dur
 	c.duration.Observe(took.Seconds())
 }
 
-// requestState is what a handler reports to Middleware through the request context.
+// requestState is what a handler reports to logRequests through the request context.
 type requestState struct {
 	code string
 }
@@ -162,7 +147,7 @@ type requestStateKey struct{}
 
 // SetCode reports the application error code of the request in ctx (the code label of
 // tenantkit_http_requests_total). Call it from the handler's goroutine; it does nothing when ctx
-// did not come through Middleware.
+// did not come through logRequests.
 func SetCode(ctx context.Context, code string) {
 	if st, ok := ctx.Value(requestStateKey{}).(*requestState); ok {
 		st.code = code

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,10 +15,9 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// wrappers are the two ways to record the metrics: Metrics.Middleware, and Server.Handler's
-// wrapper, which records them together with the request log.
+// wrappers are the ways to record the metrics: Server.Handler's wrapper, which records them
+// together with the request log.
 var wrappers = map[string]func(m *Metrics, mux http.Handler) http.Handler{
-	"Middleware": func(m *Metrics, mux http.Handler) http.Handler { return m.Middleware(mux) },
 	"logRequests": func(m *Metrics, mux http.Handler) http.Handler {
 		return (&Server{Metrics: m, Log: zerolog.Nop()}).logRequests(mux)
 	},
@@ -262,5 +262,41 @@ func testSetCodeThroughDerivedContexts(t *testing.T, wrap func(*Metrics, http.Ha
 	}
 	if total != 1 {
 		t.Errorf("requests_total over all labels = %v, want 1 (the call outside the middleware counts nothing)", total)
+	}
+}
+
+// TestAbortedRequestRecorded: a handler that cuts the connection (panic(http.ErrAbortHandler), as
+// an export interrupted mid-stream does) still gets its request line and its metrics, with the
+// code it reported (SetCode) before aborting.
+func TestAbortedRequestRecorded(t *testing.T) {
+	m := NewMetrics(nil)
+	sink := &syncBuffer{}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /abort", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("half"))
+		SetCode(r.Context(), "cut_short")
+		panic(http.ErrAbortHandler)
+	})
+	mux.Handle("GET /metrics", m.Handler())
+	ts := httptest.NewServer((&Server{Metrics: m, Log: zerolog.New(sink)}).logRequests(mux))
+	t.Cleanup(ts.Close)
+	if res, err := ts.Client().Get(ts.URL + "/abort"); err == nil {
+		_, err = io.ReadAll(res.Body)
+		_ = res.Body.Close()
+		if err == nil {
+			t.Error("an aborted answer read as whole")
+		}
+	}
+	log := requestLogged(t, sink)
+	if !strings.Contains(log, `"message":"request"`) || !strings.Contains(log, `"route":"/abort"`) || !strings.Contains(log, `"aborted":true`) {
+		t.Errorf("request log of an aborted request: %s", log)
+	}
+	families := scrape(t, ts)
+	if n := counter(families, map[string]string{"route": "GET /abort", "name": "", "code": "cut_short", "status": "200"}); n != 1 {
+		t.Errorf("aborted request counted %v times with its code", n)
+	}
+	if g := families["tenantkit_http_requests_in_flight"].GetMetric()[0].GetGauge().GetValue(); g != 1 { // the scrape itself
+		t.Errorf("in flight after the aborted request: %v", g)
 	}
 }

@@ -81,8 +81,8 @@ func (s *Server) Handler() http.Handler {
 	if s.Metrics != nil {
 		mux.Handle("GET /metrics", s.bearer(s.MetricsToken, s.Metrics.Handler()))
 	}
-	// logRequests also records the metrics (Metrics.Middleware's work, in the same wrapper): it
-	// hands the mux the request the mux records the matched pattern on.
+	// logRequests also records the metrics, in the same wrapper: it hands the mux the request the
+	// mux records the matched pattern on.
 	return s.logRequests(mux)
 }
 
@@ -196,9 +196,11 @@ type served struct {
 }
 
 // logRequests gives each request an id (X-Request-Id when the caller sent one) and a logger in its
-// context, and logs one line when it ends. Handlers add fields (action, tenant, user) to that logger.
-// With s.Metrics set it records the request's metrics as Metrics.Middleware does; next must then
-// be the mux itself (see Middleware).
+// context, and logs one line when it ends (aborted true when the handler panicked, as
+// http.ErrAbortHandler does to cut the connection). Handlers add fields (action, tenant, user) to that logger.
+// With s.Metrics set it records the request's metrics (Metrics.record). next must then be the
+// *http.ServeMux itself, or pass it the same *http.Request: the mux records the pattern and path
+// values on the request it is given, and a copy (r.WithContext) would hide them.
 func (s *Server) logRequests(next http.Handler) http.Handler {
 	m := s.Metrics
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -219,18 +221,30 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		}
 		w.Header()["X-Request-Id"] = []string{id}
 		r = r.WithContext(ctx)
+		// Deferred: a handler that cuts the connection (panic(http.ErrAbortHandler), an export
+		// interrupted mid-stream) is logged and counted too, with the code it reported.
+		aborted := true
+		defer func() {
+			took := time.Since(start)
+			if m != nil {
+				m.record(r, rec.state.code, rec.status, took)
+			}
+			l := zerolog.Ctx(ctx)
+			ev := l.Info()
+			switch {
+			case rec.status >= 500:
+				ev = l.Error()
+			case aborted:
+				ev = l.Warn()
+			}
+			if aborted {
+				ev = ev.Bool("aborted", true)
+			}
+			ev.Str("method", r.Method).Str("route", r.URL.Path).Int("status", rec.status).
+				Dur("latency", took).Msg("request")
+		}()
 		next.ServeHTTP(&rec.statusRecorder, r)
-		took := time.Since(start)
-		if m != nil {
-			m.record(r, rec.state.code, rec.status, took)
-		}
-		l := zerolog.Ctx(ctx)
-		ev := l.Info()
-		if rec.status >= 500 {
-			ev = l.Error()
-		}
-		ev.Str("method", r.Method).Str("route", r.URL.Path).Int("status", rec.status).
-			Dur("latency", took).Msg("request")
+		aborted = false
 	})
 }
 
