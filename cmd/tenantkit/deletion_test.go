@@ -171,6 +171,24 @@ func TestTenantDeletion(t *testing.T) {
 				t.Errorf("%s: outcome %q, want tenant_deleted", e.Type, o)
 			}
 		}
+		// The loop above sees only what this drain brought (the subtests share the double): the
+		// deletion event of this subscription must be among the recorded ones, as tenant_deleted.
+		deletedEvent := ""
+		for _, e := range f.fake.Events() {
+			if e.Type == "customer.subscription.deleted" && bytes.Contains(e.Payload, []byte(`"id":"`+sub+`"`)) {
+				deletedEvent = e.ID
+			}
+		}
+		if deletedEvent == "" {
+			t.Fatalf("Stripe emitted no customer.subscription.deleted for %s", sub)
+		}
+		eventually(t, "the webhook "+deletedEvent+" recorded", func() bool {
+			f.deliver(t)
+			return f.count(t, `SELECT count(*) FROM tenantkit.stripe_events WHERE id = $1`, deletedEvent) == 1
+		})
+		if o := f.outcome(t, deletedEvent); o != "tenant_deleted" {
+			t.Errorf("the cancellation's customer.subscription.deleted: outcome %q, want tenant_deleted", o)
+		}
 		if f.fake.Executed(http.MethodDelete, "/v1/subscriptions/"+sub) != 1 || len(f.outbox(t, tenant)) != 1 {
 			t.Error("repeats sent or queued more")
 		}
