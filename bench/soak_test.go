@@ -129,7 +129,7 @@ func runSoak(tb testing.TB, c soakConfig) {
 	if st.failed > 0 {
 		tb.Fatalf("soak: %d operations failed, first: %v", st.failed, st.firstErr)
 	}
-	time.Sleep(3 * time.Second) // every replica's usage meter flushes (each second)
+	w.flushed(ctx) // every replica's usage meter flushes (each second)
 	w.verify(ctx)
 	after := w.background(ctx)
 	tb.Logf("soak: PostgreSQL meanwhile: %d checkpoints, %d autovacuum and %d autoanalyze runs on this database's tables",
@@ -516,6 +516,22 @@ func (w *soak) createTenant(ctx context.Context, i int) error {
 	}
 	w.created.Add(1)
 	return nil
+}
+
+// flushed waits until the metered totals reach what the service acknowledged (every replica's
+// usage meter flushes each second), 15 s at most; verify then compares them.
+func (w *soak) flushed(ctx context.Context) {
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		var usage, apiCalls float64
+		if err := w.svc.admin.QueryRow(ctx, `SELECT
+			(SELECT coalesce(sum(quantity), 0) FROM billing_usage WHERE metric = 'emails_sent'),
+			(SELECT coalesce(sum(quantity), 0) FROM billing_usage WHERE metric = 'api_calls')`).Scan(&usage, &apiCalls); err != nil {
+			w.tb.Fatal(err)
+		}
+		if usage >= float64(w.recorded.Load()) && apiCalls >= float64(w.metered.Load()) {
+			return
+		}
+	}
 }
 
 // verify compares the database with what the service acknowledged.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -68,6 +69,7 @@ func (f *fakeBilling) canceledOnce(t *testing.T, tenant, sub string) {
 var memberTables = []struct{ table, tenantColumn string }{
 	{"tenants", "id"}, {"tenant_users", "tenant_id"}, {"tenant_invitations", "tenant_id"}, {"projects", "tenant_id"},
 	{"tenant_subscriptions", "tenant_id"}, {"billing_usage", "tenant_id"}, {"audit_log", "tenant_id"},
+	{"api_keys", "tenant_id"},
 }
 
 // visible counts, per table, the tenant's rows the user sees through RLS (the service's user path)
@@ -169,6 +171,24 @@ func TestTenantDeletion(t *testing.T) {
 				t.Errorf("%s: outcome %q, want tenant_deleted", e.Type, o)
 			}
 		}
+		// The loop above sees only what this drain brought (the subtests share the double): the
+		// deletion event of this subscription must be among the recorded ones, as tenant_deleted.
+		deletedEvent := ""
+		for _, e := range f.fake.Events() {
+			if e.Type == "customer.subscription.deleted" && bytes.Contains(e.Payload, []byte(`"id":"`+sub+`"`)) {
+				deletedEvent = e.ID
+			}
+		}
+		if deletedEvent == "" {
+			t.Fatalf("Stripe emitted no customer.subscription.deleted for %s", sub)
+		}
+		eventually(t, "the webhook "+deletedEvent+" recorded", func() bool {
+			f.deliver(t)
+			return f.count(t, `SELECT count(*) FROM tenantkit.stripe_events WHERE id = $1`, deletedEvent) == 1
+		})
+		if o := f.outcome(t, deletedEvent); o != "tenant_deleted" {
+			t.Errorf("the cancellation's customer.subscription.deleted: outcome %q, want tenant_deleted", o)
+		}
 		if f.fake.Executed(http.MethodDelete, "/v1/subscriptions/"+sub) != 1 || len(f.outbox(t, tenant)) != 1 {
 			t.Error("repeats sent or queued more")
 		}
@@ -204,10 +224,29 @@ func TestTenantDeletion(t *testing.T) {
 			t.Fatalf("invitation email: %d", st)
 		}
 		token := f.links(t, "late.joiner@example.com")[0]
-		rls, hasura := f.visible(t, owner, tenant)
-		for _, mt := range memberTables {
-			if mt.table != "billing_usage" && (rls[mt.table] == 0 || rls[mt.table] != hasura[mt.table]) {
-				t.Fatalf("before the deletion the owner sees %d rows of %s through RLS, %d through Hasura", rls[mt.table], mt.table, hasura[mt.table])
+		exec(t, f.stack, `INSERT INTO billing_usage (tenant_id, metric, period_start, period_end, slot, quantity, updated_at)
+			VALUES ($1, 'api_calls', date_trunc('hour', now()), date_trunc('hour', now()) + interval '1 hour', 0, 3, now())`, tenant)
+		f.ok(t, "createApiKey", map[string]any{"tenantId": tenant, "name": "ci", "scopes": []string{"projects:read"}}, owner)
+		// memberTables is every tenant table Hasura's user role may select: a table missing from it
+		// would go unchecked below.
+		rules, err := metadata(t).Rules("user")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rules {
+			if r.Command == "select" && r.Allowed && r.Table != "users" && r.Table != "subscription_plans" &&
+				!slices.ContainsFunc(memberTables, func(mt struct{ table, tenantColumn string }) bool { return mt.table == r.Table }) {
+				t.Errorf("Hasura's user role selects %s, which memberTables does not list", r.Table)
+			}
+		}
+		// Before the deletion the owner sees every table's rows, and every member the tenant, alike
+		// through RLS and Hasura: the zeros after it are the deletion's doing.
+		for role, u := range members {
+			rls, hasura := f.visible(t, u, tenant)
+			for _, mt := range memberTables {
+				if rls[mt.table] != hasura[mt.table] || role == "owner" && rls[mt.table] == 0 || mt.table == "tenants" && rls[mt.table] != 1 {
+					t.Fatalf("before the deletion the %s sees %d rows of %s through RLS, %d through Hasura", role, rls[mt.table], mt.table, hasura[mt.table])
+				}
 			}
 		}
 

@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -40,13 +38,7 @@ import (
 // INTENTS_SEED replays a run; INTENTS_STEPS and INTENTS_TENANTS scale it.
 func TestSubscriptionIntents(t *testing.T) {
 	t.Parallel()
-	seed := uint64(time.Now().UnixNano())
-	if v := os.Getenv("INTENTS_SEED"); v != "" {
-		var err error
-		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
-			t.Fatalf("INTENTS_SEED=%q: %v", v, err)
-		}
-	}
+	seed := envSeed(t, "INTENTS_SEED")
 	steps, tenants := envInt("INTENTS_STEPS", 80), envInt("INTENTS_TENANTS", 3)
 	t.Logf("seed %d (INTENTS_SEED=%d replays it)", seed, seed)
 	w := newBillingWorld(t)

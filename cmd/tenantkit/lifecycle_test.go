@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -31,23 +30,14 @@ import (
 // implies. LIFECYCLE_SEED replays a run; LIFECYCLE_ROUNDS and LIFECYCLE_TENANTS scale it.
 func TestBillingLifecycles(t *testing.T) {
 	t.Parallel()
-	seed := uint64(time.Now().UnixNano())
-	if v := os.Getenv("LIFECYCLE_SEED"); v != "" {
-		seed, _ = strconv.ParseUint(v, 10, 64)
-	}
+	seed := envSeed(t, "LIFECYCLE_SEED")
 	rounds, tenants := envInt("LIFECYCLE_ROUNDS", 6), envInt("LIFECYCLE_TENANTS", 8)
 	t.Logf("seed %d (LIFECYCLE_SEED=%d replays it)", seed, seed)
 	rng := rand.New(rand.NewPCG(seed, 11))
 
-	fake := stripefake.New(stripefake.Options{Now: time.Now().Add(-24 * time.Hour)})
-	t.Cleanup(fake.Close)
-	s := newStack(t, "STRIPE_SECRET_KEY", stripefake.TestKey, "STRIPE_API_URL", fake.URL, "STRIPE_WEBHOOK_SECRET", testWebhookSecret)
-	env := commandEnv(s.m, "STRIPE_SECRET_KEY", stripefake.TestKey, "STRIPE_API_URL", fake.URL)
-	var out bytes.Buffer
-	if err := plansSync(context.Background(), func(k string) string { return env[k] }, &out); err != nil {
-		t.Fatalf("plans sync: %v\n%s", err, out.String())
-	}
-	w := &world{t: t, s: s, fake: fake, rng: rng, plans: map[string]planInfo{}}
+	b := newBillingStack(t, time.Now().Add(-24*time.Hour))
+	fake := b.fake
+	w := &world{t: t, s: b.stack, fake: fake, rng: rng, plans: map[string]planInfo{}}
 	w.loadPlans()
 
 	for range tenants {
@@ -69,6 +59,21 @@ func TestBillingLifecycles(t *testing.T) {
 	}
 	t.Logf("%d rounds × %d lifecycles: %d events (%d in a second shared with another event of the same subscription), %d deliveries",
 		rounds, tenants, stats.events, stats.ties, stats.deliveries)
+}
+
+// envSeed is the seed the environment variable name sets to replay a run, else a new one; a value
+// that is not a seed fails the test rather than replaying another run.
+func envSeed(t *testing.T, name string) uint64 {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return uint64(time.Now().UnixNano())
+	}
+	seed, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		t.Fatalf("%s=%q: %v", name, v, err)
+	}
+	return seed
 }
 
 func envInt(name string, def int) int {

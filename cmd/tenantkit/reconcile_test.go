@@ -3,7 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"maps"
 	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -174,9 +178,6 @@ func TestStripeReconcile(t *testing.T) {
 	t.Parallel()
 	b := newBillingStack(t, time.Now().Add(-45*24*time.Hour))
 	a := seedDrift(t, b)
-	proID, _ := b.plan(t, "professional")
-	entID, _ := b.plan(t, "enterprise")
-	freeID := b.row(t, "subscription_plans", "key = 'free'")["id"].(string)
 	before := b.checksum(t)
 
 	// Dry run: the whole report, nothing changed.
@@ -216,37 +217,9 @@ func TestStripeReconcile(t *testing.T) {
 		}
 	}
 
-	// Each tenant now holds what Stripe holds.
-	sub := func(tenant string) map[string]any { return b.row(t, "tenant_subscriptions", "tenant_id = $1", tenant) }
-	if s := sub(a.priceChanged); s["plan_id"] != proID {
-		t.Errorf("price changed in the portal: plan %v, want professional", s["plan_id"])
-	}
-	if s := sub(a.paymentFailed); s["status"] != "past_due" {
-		t.Errorf("failed renewal: status %v, want past_due", s["status"])
-	}
-	if n := b.count(t, `SELECT count(*) FROM tenantkit.email_outbox o JOIN auth.users u ON u.email = o.to_email
-		WHERE o.tenant_id = $1 AND u.id = $2 AND o.dedupe_key LIKE 'payment_failed:%'`, a.paymentFailed, a.paymentFailedOwner); n != 1 {
-		t.Errorf("%d payment-failed emails to the owner, want 1 (the missed event applied as its webhook would)", n)
-	}
-	if s := sub(a.neverArrived); s["stripe_subscription_id"] != a.subs[a.neverArrived] || s["plan_id"] != entID || s["status"] != "active" {
-		t.Errorf("subscription whose webhooks never arrived: %v", s)
-	}
-	if s := sub(a.canceledLongAgo); s["status"] != "canceled" || s["canceled_at"] == nil {
-		t.Errorf("canceled 45 days ago: %v", s)
-	}
-	if p := b.count(t, `SELECT count(*) FROM tenantkit.entitlement($1) WHERE plan_id = $2`, a.canceledLongAgo, freeID); p != 1 {
-		t.Error("the canceled tenant is not back on the free plan")
-	}
-	if n := b.count(t, `SELECT count(*) FROM tenantkit.stripe_subscriptions WHERE id = $1 AND ended_at IS NOT NULL AND unit_amount = 2900`,
-		a.subs[a.canceledLongAgo]); n != 1 {
-		t.Error("the canceled subscription's ended_at is not stored")
-	}
-	if n := b.count(t, `SELECT count(*) FROM tenantkit.stripe_subscriptions WHERE id = $1 AND unit_amount = 2900 AND currency = 'usd'
-		AND "interval" = 'month' AND interval_count = 1`, a.subs[a.unpriced]); n != 1 {
-		t.Error("the price terms of the unpriced subscription were not filled in")
-	}
+	a.checkReconciled(t, b)
 	// Every handled event Stripe lists is in the ledger, the stranger's as not_ours.
-	if n := b.count(t, `SELECT count(*) FROM tenantkit.stripe_events WHERE outcome = 'not_ours'`); n < 3 {
+	if n := b.count(t, `SELECT count(*) FROM tenantkit.stripe_events WHERE outcome = 'not_ours'`); n != 3 {
 		t.Errorf("%d not_ours events recorded, want the stranger's checkout, subscription and invoice", n)
 	}
 	if strings.Contains(out, a.priceChanged+"  subscription") && strings.Count(out, a.priceChanged) > 3 {
@@ -287,6 +260,42 @@ func TestStripeReconcile(t *testing.T) {
 	t.Logf("seeded: %d webhooks lost; first run: %d drift rows (%s); dry run: %d rows", a.lost, rows, summary, dryRows)
 }
 
+// checkReconciled: each drifted tenant holds what Stripe holds, the missed events applied once.
+func (a driftedAccount) checkReconciled(t *testing.T, b *billingStack) {
+	t.Helper()
+	proID, _ := b.plan(t, "professional")
+	entID, _ := b.plan(t, "enterprise")
+	freeID := b.row(t, "subscription_plans", "key = 'free'")["id"].(string)
+	sub := func(tenant string) map[string]any { return b.row(t, "tenant_subscriptions", "tenant_id = $1", tenant) }
+	if s := sub(a.priceChanged); s["plan_id"] != proID {
+		t.Errorf("price changed in the portal: plan %v, want professional", s["plan_id"])
+	}
+	if s := sub(a.paymentFailed); s["status"] != "past_due" {
+		t.Errorf("failed renewal: status %v, want past_due", s["status"])
+	}
+	if n := b.count(t, `SELECT count(*) FROM tenantkit.email_outbox o JOIN auth.users u ON u.email = o.to_email
+		WHERE o.tenant_id = $1 AND u.id = $2 AND o.dedupe_key LIKE 'payment_failed:%'`, a.paymentFailed, a.paymentFailedOwner); n != 1 {
+		t.Errorf("%d payment-failed emails to the owner, want 1 (the missed event applied as its webhook would)", n)
+	}
+	if s := sub(a.neverArrived); s["stripe_subscription_id"] != a.subs[a.neverArrived] || s["plan_id"] != entID || s["status"] != "active" {
+		t.Errorf("subscription whose webhooks never arrived: %v", s)
+	}
+	if s := sub(a.canceledLongAgo); s["status"] != "canceled" || s["canceled_at"] == nil {
+		t.Errorf("canceled 45 days ago: %v", s)
+	}
+	if p := b.count(t, `SELECT count(*) FROM tenantkit.entitlement($1) WHERE plan_id = $2`, a.canceledLongAgo, freeID); p != 1 {
+		t.Error("the canceled tenant is not back on the free plan")
+	}
+	if n := b.count(t, `SELECT count(*) FROM tenantkit.stripe_subscriptions WHERE id = $1 AND ended_at IS NOT NULL AND unit_amount = 2900`,
+		a.subs[a.canceledLongAgo]); n != 1 {
+		t.Error("the canceled subscription's ended_at is not stored")
+	}
+	if n := b.count(t, `SELECT count(*) FROM tenantkit.stripe_subscriptions WHERE id = $1 AND unit_amount = 2900 AND currency = 'usd'
+		AND "interval" = 'month' AND interval_count = 1`, a.subs[a.unpriced]); n != 1 {
+		t.Error("the price terms of the unpriced subscription were not filled in")
+	}
+}
+
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
@@ -298,6 +307,7 @@ func TestStripeReconcileConcurrent(t *testing.T) {
 	t.Parallel()
 	b := newBillingStack(t, time.Now().Add(-45*24*time.Hour))
 	a := seedDrift(t, b)
+	ledger := b.count(t, `SELECT count(*) FROM tenantkit.stripe_events WHERE id LIKE 'evt\_%'`)
 	var wg sync.WaitGroup
 	outs, errs := make([]string, 2), make([]error, 2)
 	for i := range outs {
@@ -311,6 +321,47 @@ func TestStripeReconcileConcurrent(t *testing.T) {
 	}
 	if n := b.count(t, `SELECT count(*) FROM tenantkit.email_outbox WHERE tenant_id = $1 AND dedupe_key LIKE 'payment_failed:%'`, a.paymentFailed); n != 1 {
 		t.Errorf("%d payment-failed emails after two concurrent runs, want 1", n)
+	}
+	// The two runs together end where one run does.
+	a.checkReconciled(t, b)
+	// Each missed event is recorded by one run; the other, if it saw it missing, finds it a
+	// duplicate. Report rows: "TENANT  event TYPE  not recorded  EVENT of TIME  recorded: OUTCOME".
+	event := regexp.MustCompile(`\s(evt_\S+) of \S+\s+recorded: (\S+)`)
+	recorded := map[string]int{}
+	for _, out := range outs {
+		for _, m := range event.FindAllStringSubmatch(out, -1) {
+			if _, seen := recorded[m[1]]; !seen {
+				recorded[m[1]] = 0
+			}
+			if m[2] != "duplicate" {
+				recorded[m[1]]++
+			}
+		}
+	}
+	if n := b.count(t, `SELECT count(*) FROM tenantkit.stripe_events WHERE id LIKE 'evt\_%'`) - ledger; len(recorded) == 0 || n != len(recorded) {
+		t.Errorf("the runs reported %d missed events, the ledger gained %d:\n%s\n%s", len(recorded), n, outs[0], outs[1])
+	}
+	for id, n := range recorded {
+		if n != 1 {
+			t.Errorf("event %s recorded (not as a duplicate) by %d runs, want 1", id, n)
+		}
+	}
+	if n := b.count(t, `SELECT count(*) FROM tenantkit.stripe_events WHERE id = ANY ($1)`, slices.Collect(maps.Keys(recorded))); n != len(recorded) {
+		t.Errorf("%d of the %d events the runs recorded are in the ledger", n, len(recorded))
+	}
+	// Each drifted subscription (the unpriced one, the one canceled long ago) is fixed by one run;
+	// the other finds it already as Stripe's.
+	fixed := 0
+	for _, out := range outs {
+		if m := regexp.MustCompile(`drifted \((\d+) fixed\)`).FindStringSubmatch(lastLine(out)); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			fixed += n
+		} else {
+			t.Errorf("no summary:\n%s", out)
+		}
+	}
+	if fixed != 2 {
+		t.Errorf("the runs fixed %d subscriptions between them, want 2:\n%s\n%s", fixed, outs[0], outs[1])
 	}
 	out, _, err := b.reconcile(t)
 	if err != nil || !strings.HasSuffix(strings.TrimSpace(out), "0 drift rows") {

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"net/http"
 	"strings"
 	"testing"
@@ -16,29 +14,12 @@ import (
 // Stripe does), with webhooks held back where the point is what happens before they arrive.
 func TestSubscriptionRequests(t *testing.T) {
 	t.Parallel()
-	fake := stripefake.New(stripefake.Options{Now: time.Now().Add(-time.Hour)})
-	t.Cleanup(fake.Close)
-	s := newStack(t, "STRIPE_SECRET_KEY", stripefake.TestKey, "STRIPE_API_URL", fake.URL, "STRIPE_WEBHOOK_SECRET", testWebhookSecret)
-	env := commandEnv(s.m, "STRIPE_SECRET_KEY", stripefake.TestKey, "STRIPE_API_URL", fake.URL)
-	var out bytes.Buffer
-	if err := plansSync(context.Background(), func(k string) string { return env[k] }, &out); err != nil {
-		t.Fatalf("plans sync: %v\n%s", err, out.String())
-	}
-	plan := func(key string) (id, price string) {
-		r := s.row(t, "subscription_plans", "key = $1", key)
-		return r["id"].(string), r["stripe_price_id"].(string)
-	}
-	starter, _ := plan("starter")
-	pro, proPrice := plan("professional")
-	ent, entPrice := plan("enterprise")
-	deliver := func() {
-		t.Helper()
-		for _, e := range fake.Drain() {
-			if st, err := stripefake.Deliver(s.m.HTTP.URL()+"/webhooks/stripe", testWebhookSecret, e); err != nil || st != http.StatusOK {
-				t.Fatalf("delivery of %s %s: %d %v", e.Type, e.ID, st, err)
-			}
-		}
-	}
+	b := newBillingStack(t, time.Now().Add(-time.Hour))
+	s, fake := b.stack, b.fake
+	starter, _ := b.plan(t, "starter")
+	pro, proPrice := b.plan(t, "professional")
+	ent, entPrice := b.plan(t, "enterprise")
+	deliver := func() { t.Helper(); b.deliver(t) }
 	// subscribe completes a checkout of the plan for the tenant and applies its webhooks.
 	subscribe := func(tenant, owner, planID string) string {
 		t.Helper()
