@@ -100,14 +100,24 @@ func (s *Service) UsageAlerts(ctx context.Context, events []UsageEvent) (int, er
 	if err != nil {
 		return 0, err
 	}
+	// Every counter's total of its alert period, in one round trip.
 	now, queued := s.now(), 0
+	var ranges []UsageRange
 	for _, l := range limits {
-		from, to := alertPeriod(l, now)
+		if !Gauges[l.Metric] {
+			from, to := alertPeriod(l, now)
+			ranges = append(ranges, UsageRange{TenantID: l.TenantID, Metric: l.Metric, From: from, To: to})
+		}
+	}
+	totals, err := s.Store.UsageTotals(ctx, ranges)
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range limits {
+		from, _ := alertPeriod(l, now)
 		used := l.Latest
 		if !Gauges[l.Metric] {
-			if used, err = s.Store.UsageTotal(ctx, l.TenantID, l.Metric, from, to); err != nil {
-				return queued, err
-			}
+			used, totals = totals[0], totals[1:]
 		}
 		threshold, higher := crossed(used, l.Limit)
 		if threshold == 0 {

@@ -124,6 +124,32 @@ func TestUsageAlerts(t *testing.T) {
 		}
 	})
 
+	t.Run("one batch over several tenants and metrics: each total is its own", func(t *testing.T) {
+		t.Parallel()
+		a, b := w.tenant(t, 0), w.tenant(t, 0)
+		sess := tenantkit.NewSession(map[string]string{"x-hasura-role": "service"})
+		if _, _, err := w.bills.RecordUsage(context.Background(), sess, []billing.UsageEvent{
+			{TenantID: b, Metric: "api_calls", Quantity: 10, IdempotencyKey: "m1"},
+			{TenantID: a, Metric: "storage_gb", Quantity: 1, IdempotencyKey: "m2"}, // a gauge between the counters
+			{TenantID: a, Metric: "api_calls", Quantity: 85, IdempotencyKey: "m3"},
+			{TenantID: b, Metric: "reports", Quantity: 50, IdempotencyKey: "m4"},
+			{TenantID: a, Metric: "reports", Quantity: 5, IdempotencyKey: "m5"},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			tenant, name, metric string
+			want80, want100      int
+		}{
+			{a, "a", "api_calls", 1, 0}, {b, "b", "api_calls", 0, 0}, {a, "a", "reports", 0, 0}, {b, "b", "reports", 0, 1},
+			{a, "a", "storage_gb", 0, 0},
+		} {
+			if a80, a100 := w.alerts(t, c.tenant, c.metric, 80), w.alerts(t, c.tenant, c.metric, 100); a80 != c.want80 || a100 != c.want100 {
+				t.Errorf("tenant %s, %s: %d emails at 80 %%, %d at 100 %%; want %d and %d", c.name, c.metric, a80, a100, c.want80, c.want100)
+			}
+		}
+	})
+
 	t.Run("a gauge's latest value", func(t *testing.T) {
 		t.Parallel()
 		tenant := w.tenant(t, 0) // Starter allows 5 storage_gb

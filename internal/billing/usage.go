@@ -59,6 +59,12 @@ func (p UsagePeriod) Owed() int64 { return p.Due + p.CarriedIn }
 // Remainder is what the period owes beyond what Stripe accepted.
 func (p UsagePeriod) Remainder() int64 { return max(0, p.Owed()-p.Reported) }
 
+// UsageRange names a counter metric of a tenant over [From, To).
+type UsageRange struct {
+	TenantID, Metric string
+	From, To         time.Time
+}
+
 // UsageStore persists what the usage report and the usage alerts need.
 type UsageStore interface {
 	// LockUsageReport takes the usage report's lock until unlock: one run at a time, a second
@@ -70,6 +76,9 @@ type UsageStore interface {
 	// UsageTotal returns the tenant's total of a counter metric over events whose occurredAt lies in
 	// [from, to).
 	UsageTotal(ctx context.Context, tenantID, metric string, from, to time.Time) (float64, error)
+	// UsageTotals is UsageTotal for many ranges at once, in one round trip; totals[i] answers
+	// ranges[i].
+	UsageTotals(ctx context.Context, ranges []UsageRange) (totals []float64, err error)
 	// SaveUsagePeriods stores the periods (by tenant, subscription and start) in one transaction.
 	SaveUsagePeriods(ctx context.Context, periods []UsagePeriod) error
 	// UsageLimits returns, for each tenant and metric given whose effective plan limits the metric

@@ -148,26 +148,49 @@ func recordingMonths(from, to time.Time) (first, last string) {
 	return month(from.Add(-billing.MaxEventSkew)), month(to.Add(billing.MaxEventAge))
 }
 
-// UsageTotal implements billing.UsageStore on the system path: whole hours from billing_usage,
-// plus the part of to's hour before to, minus the part of from's hour before from (belowCut). The
-// statements go in one batch: one round trip.
+// UsageTotal implements billing.UsageStore through UsageTotals.
 func (db *DB) UsageTotal(ctx context.Context, tenantID, metric string, from, to time.Time) (float64, error) {
-	var total, upTo, before float64
+	totals, err := db.UsageTotals(ctx, []billing.UsageRange{{TenantID: tenantID, Metric: metric, From: from, To: to}})
+	if err != nil {
+		return 0, err
+	}
+	return totals[0], nil
+}
+
+// UsageTotals implements billing.UsageStore on the system path: for each range, whole hours from
+// billing_usage, plus the part of To's hour before To, minus the part of From's hour before From
+// (belowCut). Every statement of every range goes in one batch, in one transaction: one round trip.
+func (db *DB) UsageTotals(ctx context.Context, ranges []billing.UsageRange) ([]float64, error) {
+	if len(ranges) == 0 {
+		return nil, nil
+	}
+	type parts struct{ total, upTo, before float64 }
+	got := make([]parts, len(ranges))
 	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
-		b.Queue(hoursTotal, tenantID, metric, from, to).QueryRow(func(r pgx.Row) error { return r.Scan(&total) })
-		below := func(cut time.Time, q *float64) {
-			if cut.Truncate(time.Hour).Equal(cut) {
-				return // on the hour: nothing of its hour lies before it
+		for i, r := range ranges {
+			p := &got[i]
+			b.Queue(hoursTotal, r.TenantID, r.Metric, r.From, r.To).QueryRow(func(row pgx.Row) error { return row.Scan(&p.total) })
+			below := func(cut time.Time, q *float64) {
+				if cut.Truncate(time.Hour).Equal(cut) {
+					return // on the hour: nothing of its hour lies before it
+				}
+				lo, hi := recordingMonths(cut.Truncate(time.Hour), cut)
+				b.Queue(belowCut, r.TenantID, r.Metric, cut, lo, hi).QueryRow(func(row pgx.Row) error { return row.Scan(q) })
 			}
-			lo, hi := recordingMonths(cut.Truncate(time.Hour), cut)
-			b.Queue(belowCut, tenantID, metric, cut, lo, hi).QueryRow(func(r pgx.Row) error { return r.Scan(q) })
+			below(r.To, &p.upTo)
+			below(r.From, &p.before)
 		}
-		below(to, &upTo)
-		below(from, &before)
 		return tx.SendBatch(ctx, b).Close()
 	})
-	return total + (upTo - before), err
+	if err != nil {
+		return nil, err
+	}
+	totals := make([]float64, len(ranges))
+	for i, p := range got {
+		totals[i] = p.total + (p.upTo - p.before)
+	}
+	return totals, nil
 }
 
 // SaveUsagePeriods implements billing.UsageStore on the system path. A period once closed stays
