@@ -256,21 +256,15 @@ func (h *Handler) ServeAction(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	if h.Meter != nil && tenant != "" && !answersOutsider(out) && !unmetered(out) {
+	if h.Meter != nil && tenant != "" && !unmetered(out) {
 		h.Meter.Count(tenant)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-// answersOutsider reports an answer to a caller who is not a member of the tenant named in the
-// input (checkPermission's role null). A tenant's api_calls are its members' calls: anyone else's
-// are not metered, so nobody can run up another tenant's bill by naming it.
-func answersOutsider(out any) bool {
-	o, ok := out.(interface{ outsider() bool })
-	return ok && o.outsider()
-}
-
-// unmetered reports an answer whose call is not counted as an api_call (a data export).
+// unmetered reports an answer whose call is not counted as the tenant's api_call: a data export,
+// or an answer to a caller who is not a member of the tenant named in the input (a tenant's
+// api_calls are its members' calls, so nobody can run up another tenant's bill by naming it).
 func unmetered(out any) bool {
 	o, ok := out.(interface{ unmetered() bool })
 	return ok && o.unmetered()

@@ -191,8 +191,8 @@ func (o checkPermissionOutput) appendJSON(b []byte) ([]byte, bool) {
 	return append(b, "\"}\n"...), true
 }
 
-// outsider: a non-member's check is not metered as the tenant's API call.
-func (o checkPermissionOutput) outsider() bool { return o.Role == nil }
+// unmetered: a non-member's check (role null) is not metered as the tenant's API call.
+func (o checkPermissionOutput) unmetered() bool { return o.Role == nil }
 
 func (h *Handler) checkPermission(ctx context.Context, s tenantkit.Session, in checkPermissionInput) (checkPermissionOutput, error) {
 	allowed, role, err := h.Team.Check(ctx, s, string(in.TenantID), in.Permission)
