@@ -54,6 +54,11 @@ func (s Session) UserID() string { return s.Vars["x-hasura-user-id"] }
 // Role returns x-hasura-role ("" when absent).
 func (s Session) Role() string { return s.Vars["x-hasura-role"] }
 
+// Authorize reports whether the session holds a permission in a tenant, and its role there
+// (empty for a non-member): what the billing and export services ask of the team service
+// (team.Service.Check), without depending on it.
+type Authorize func(ctx context.Context, s Session, tenantID, permission string) (bool, Role, error)
+
 type sessionKey struct{}
 
 // WithSession returns a context carrying s.

@@ -214,8 +214,8 @@ type Stripe interface {
 type Service struct {
 	Store     Store
 	Stripe    Stripe
-	Authorize Authorize // who may manage a tenant's billing
-	AppURL    string    // Stripe redirects back under it
+	Authorize tenantkit.Authorize // who may manage a tenant's billing
+	AppURL    string              // Stripe redirects back under it
 	// AutomaticTax (STRIPE_AUTOMATIC_TAX) turns on Stripe Tax in checkouts, and so on the
 	// subscriptions they create.
 	AutomaticTax bool

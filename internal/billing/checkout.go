@@ -37,9 +37,6 @@ type Checkout struct {
 	AutomaticTax bool
 }
 
-// Authorize reports whether the caller holds a permission in a tenant (team.Service.Check).
-type Authorize func(ctx context.Context, s tenantkit.Session, tenantID, permission string) (bool, tenantkit.Role, error)
-
 // unavailable turns a failure to reach Stripe into the billing code; other errors pass through.
 func unavailable(err error) error {
 	if tenantkit.ErrorCode(err) == tenantkit.Unavailable {

@@ -80,14 +80,10 @@ type Store interface {
 	WriteArchive(ctx context.Context, s tenantkit.Session, e Export, start func() (io.Writer, error)) error
 }
 
-// Authorize reports whether the caller holds a permission in a tenant, and its role there
-// (team.Service.Check).
-type Authorize func(ctx context.Context, s tenantkit.Session, tenantID, permission string) (bool, tenantkit.Role, error)
-
 // Service implements exports.
 type Service struct {
 	Store     Store
-	Authorize Authorize
+	Authorize tenantkit.Authorize
 	// BaseURL is where browsers reach this service (TENANTKIT_PUBLIC_URL); "" turns exports off.
 	BaseURL string
 	// TTL is how long a link works (EXPORT_LINK_MINUTES).
@@ -103,7 +99,7 @@ type Service struct {
 }
 
 // New returns a Service signing links with a key derived from secret (TENANTKIT_SECRET).
-func New(store Store, authorize Authorize, secret, baseURL string, ttl time.Duration) (*Service, error) {
+func New(store Store, authorize tenantkit.Authorize, secret, baseURL string, ttl time.Duration) (*Service, error) {
 	key, err := hkdf.Key(sha256.New, []byte(secret), nil, "tenantkit export links v1", 32)
 	if err != nil {
 		return nil, err
