@@ -266,7 +266,7 @@ func (a *JWTAuth) validate(s JWTSecret, claims map[string]json.RawMessage) error
 	if err != nil {
 		return err
 	}
-	if exp != nil && now.After(exp.Add(skew)) {
+	if exp != nil && !now.Before(exp.Add(skew)) { // jose: now < exp + skew
 		return errors.New("JWTExpired")
 	}
 	nbf, err := date("nbf")

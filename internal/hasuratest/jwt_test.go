@@ -95,6 +95,7 @@ func TestJWTAuthSession(t *testing.T) {
 	}
 	refused := map[string]func(c map[string]any) (role string){
 		"expired":          func(c map[string]any) string { c["exp"] = now.Add(-time.Second).Unix(); return "" },
+		"expires now":      func(c map[string]any) string { c["exp"] = now.Unix(); return "" },
 		"issued in future": func(c map[string]any) string { c["iat"] = now.Add(time.Second).Unix(); return "" },
 		"not yet valid":    func(c map[string]any) string { c["nbf"] = now.Add(time.Second).Unix(); return "" },
 		"other audience":   func(c map[string]any) string { c["aud"] = "someone-else"; return "" },
