@@ -37,7 +37,7 @@ type devGraphQL struct {
 	meta        *hasuratest.Metadata
 	cat         *hasuratest.DBCatalog
 	client      *hasuratest.Client
-	jwt         *jwtSecret
+	jwt         *hasuratest.JWTAuth
 	adminSecret string
 	pool        *pgxpool.Pool
 	log         zerolog.Logger
@@ -81,7 +81,7 @@ func startDevGraphQL(ctx context.Context, addr, dbURL, metadataDir, baseURL, sec
 	}
 	client := hasuratest.NewClient(meta, map[string]string{"TENANTKIT_URL": baseURL, "TENANTKIT_SECRET": secret,
 		"TENANTKIT_GRAPHQL_URL": baseURL + "/graphql"})
-	d := &devGraphQL{meta: meta, cat: cat, client: client, jwt: jwt, adminSecret: admin, pool: pool, log: log,
+	d := &devGraphQL{meta: meta, cat: cat, client: client, jwt: jwt.auth(), adminSecret: admin, pool: pool, log: log,
 		schemas: map[string]*gqlast.Schema{}}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -150,14 +150,19 @@ func (d *devGraphQL) session(r *http.Request) (map[string]string, *gqlError) {
 		e := hasuraGQLError("invalid-headers", "$", "Missing 'Authorization' or 'Cookie' header in JWT authentication mode")
 		return nil, &e
 	}
-	parts := strings.Fields(auth)
-	if len(parts) != 2 || parts[0] != "Bearer" {
-		e := hasuraGQLError("invalid-headers", "$", "Malformed Authorization header")
-		return nil, &e
-	}
-	session, err := d.jwt.verifyToken(parts[1], r.Header.Get("X-Hasura-Role"), time.Now())
+	session, err := d.jwt.Session(r.Context(), r.Header)
 	if err != nil {
-		e := hasuraGQLError("invalid-jwt", "$", "%s", err.Error())
+		// every refusal of the token is invalid-jwt here; Hasura answers access-denied,
+		// jwt-invalid-claims or jwt-missing-role-claims for some (hasuratest.JWTError's codes)
+		code, msg := "invalid-jwt", err.Error()
+		var je *hasuratest.JWTError
+		if errors.As(err, &je) {
+			msg = je.Message
+			if je.Code == "invalid-headers" {
+				code = je.Code
+			}
+		}
+		e := hasuraGQLError(code, "$", "%s", msg)
 		return nil, &e
 	}
 	return session, nil

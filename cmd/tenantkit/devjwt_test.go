@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"hash"
+	"net/http"
 	"os"
 	"regexp"
 	"slices"
@@ -214,7 +215,7 @@ func TestDevTokenIsAcceptedByHasura(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got, err := s.verifyToken(tok, "", time.Now()); err != nil || !mapsEqual(got, want) {
+			if got, err := verifyDev(s, tok, "", time.Now()); err != nil || !mapsEqual(got, want) {
 				t.Errorf("dev's stand-in: %v, %v", got, err)
 			}
 			// and it expires
@@ -247,6 +248,19 @@ func TestDevTokenIsAcceptedByHasura(t *testing.T) {
 			}
 		})
 	}
+}
+
+// verifyDev verifies token as dev's stand-in for Hasura does (devGraphQL.session) at now, with
+// X-Hasura-Role role unless it is empty.
+func verifyDev(s jwtSecret, token, role string, now time.Time) (map[string]string, error) {
+	a := s.auth()
+	a.Now = func() time.Time { return now }
+	h := http.Header{}
+	h.Set("Authorization", "Bearer "+token)
+	if role != "" {
+		h.Set("X-Hasura-Role", role)
+	}
+	return a.Session(context.Background(), h)
 }
 
 func mapsEqual(a, b map[string]string) bool {
@@ -305,16 +319,16 @@ func TestDevStandInVerifiesLikeHasura(t *testing.T) {
 	}
 	for name, tok := range tokens {
 		want, wantErr := hasuraJWTMode(devJWTSecret, tok, now)
-		got, err := s.verifyToken(tok, "", now)
+		got, err := verifyDev(s, tok, "", now)
 		if (err == nil) != (wantErr == nil) || (err == nil && !mapsEqual(got, want)) {
 			t.Errorf("%s: stand-in %v, %v; Hasura %v, %v", name, got, err, want, wantErr)
 		}
 	}
 	multi := tokens["upper-case claim names"]
-	if got, err := s.verifyToken(multi, "service", now); err != nil || got["x-hasura-role"] != "service" {
+	if got, err := verifyDev(s, multi, "service", now); err != nil || got["x-hasura-role"] != "service" {
 		t.Errorf("X-Hasura-Role service: %v, %v", got, err)
 	}
-	if _, err := s.verifyToken(multi, "admin", now); err == nil {
+	if _, err := verifyDev(s, multi, "admin", now); err == nil {
 		t.Error("X-Hasura-Role admin, not among the allowed roles: accepted")
 	}
 }

@@ -1,6 +1,7 @@
 package hasuratest
 
-// Hasura's JWT authentication, for tokens from a second issuer (tenantkit's POST /auth/token).
+// Hasura's JWT authentication, for tokens from a second issuer (tenantkit's POST /auth/token)
+// and for tenantkit dev's stand-in for Hasura (an inline HS key, HASURA_GRAPHQL_JWT_SECRET).
 //
 // # What Hasura does, and where that was checked
 //
@@ -31,16 +32,20 @@ package hasuratest
 //     allowed. Every other x-hasura-* claim must be a string: it becomes a session variable, and
 //     x-hasura-role the role.
 //
-// Not emulated: claims_map, claims_namespace_path, cookie headers, HMAC and RS384/RS512 keys
-// given inline (all refused with an error, never accepted).
+// Inline keys: HS256/384/512 (the key itself, at least 32/48/64 characters as parseHmacKey
+// requires; the token's alg must be the entry's type). Not emulated: claims_map,
+// claims_namespace_path, cookie headers, inline RS and Ed25519 keys (all refused with an error,
+// never accepted).
 
 import (
 	"bytes"
 	"context"
 	"crypto"
 	"crypto/ed25519"
+	"crypto/hmac"
 	"crypto/rsa"
 	"crypto/sha256"
+	_ "crypto/sha512" // HS384, HS512
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -50,6 +55,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // DefaultClaimsNamespace is Hasura's default claims_namespace.
@@ -105,10 +111,13 @@ func ParseJWTSecret(raw string) (JWTSecret, error) {
 		return s, errors.New("key, jwk_url both cannot be present")
 	case s.ClaimsNamespace != "" && s.ClaimsNamespacePath != "":
 		return s, errors.New("claims_namespace and claims_namespace_path both cannot be set")
-	case s.ClaimsNamespacePath != "", len(s.ClaimsMap) > 0, s.Header != nil && !strings.EqualFold(s.Header.Type, "Authorization"):
+	case s.ClaimsNamespacePath != "", len(s.ClaimsMap) > 0 && string(s.ClaimsMap) != "null", s.Header != nil && !strings.EqualFold(s.Header.Type, "Authorization"):
 		return s, errors.New("hasuratest: claims_namespace_path, claims_map and cookie headers are not emulated")
-	case s.Key != "" && s.Type != "Ed25519" && s.Type != "RS256":
+	case s.Key != "" && s.Type != "Ed25519" && s.Type != "RS256" && hmacHashes[s.Type] == 0:
 		return s, fmt.Errorf("hasuratest: inline keys of type %q are not emulated", s.Type)
+	}
+	if h := hmacHashes[s.Type]; s.Key != "" && h != 0 && utf8.RuneCountInString(s.Key) < h.Size() {
+		return s, fmt.Errorf("%s key size too small: it must have at least %d characters", s.Type, h.Size())
 	}
 	if s.ClaimsNamespace == "" {
 		s.ClaimsNamespace = DefaultClaimsNamespace
@@ -120,13 +129,14 @@ func ParseJWTSecret(raw string) (JWTSecret, error) {
 	default:
 		return s, fmt.Errorf("claims_format %q: want json or stringified_json", s.ClaimsFormat)
 	}
-	if _, err := s.audiences(); err != nil {
+	if _, err := s.Audiences(); err != nil {
 		return s, err
 	}
 	return s, nil
 }
 
-func (s JWTSecret) audiences() ([]string, error) {
+// Audiences is the entry's audience as a list (none when it has no audience).
+func (s JWTSecret) Audiences() ([]string, error) {
 	if len(s.Audience) == 0 || string(s.Audience) == "null" {
 		return nil, nil
 	}
@@ -205,8 +215,30 @@ func (a *JWTAuth) Session(ctx context.Context, h http.Header) (map[string]string
 	return jwtSession(s, claims, h.Get("X-Hasura-Role"))
 }
 
+// hmacHashes are the HMAC key types and their hashes; a key has at least Size() characters
+// (parseHmacKey).
+var hmacHashes = map[string]crypto.Hash{"HS256": crypto.SHA256, "HS384": crypto.SHA384, "HS512": crypto.SHA512}
+
+func hmacSum(alg string, key, input []byte) []byte {
+	mac := hmac.New(hmacHashes[alg].New, key)
+	mac.Write(input)
+	return mac.Sum(nil)
+}
+
+// SignHMAC returns the JWS signature (base64url) of signingInput with the entry's inline HMAC
+// key, as VerifyJWS checks it.
+func (s JWTSecret) SignHMAC(signingInput string) (string, error) {
+	if s.Key == "" || hmacHashes[s.Type] == 0 {
+		return "", fmt.Errorf("type %q: not an inline HS256, HS384 or HS512 key", s.Type)
+	}
+	return rawURL.EncodeToString(hmacSum(s.Type, []byte(s.Key), []byte(signingInput))), nil
+}
+
 // keys returns the entry's verification keys: the inline key, or the JWKS at jwk_url.
 func (a *JWTAuth) keys(ctx context.Context, s JWTSecret) ([]JWK, error) {
+	if s.Key != "" && hmacHashes[s.Type] != 0 {
+		return []JWK{{Kty: "oct", K: rawURL.EncodeToString([]byte(s.Key)), Alg: s.Type}}, nil
+	}
 	if s.Key != "" {
 		return nil, errors.New("hasuratest: inline keys are not emulated yet: use jwk_url")
 	}
@@ -266,7 +298,7 @@ func (a *JWTAuth) validate(s JWTSecret, claims map[string]json.RawMessage) error
 	if err != nil {
 		return err
 	}
-	if exp != nil && now.After(exp.Add(skew)) {
+	if exp != nil && !now.Before(exp.Add(skew)) { // jose: now < exp + skew
 		return errors.New("JWTExpired")
 	}
 	nbf, err := date("nbf")
@@ -289,7 +321,7 @@ func (a *JWTAuth) validate(s JWTSecret, claims map[string]json.RawMessage) error
 			return errors.New("JWTNotInIssuer")
 		}
 	}
-	auds, _ := s.audiences()
+	auds, _ := s.Audiences()
 	if raw, ok := claims["aud"]; ok && auds != nil {
 		var got []string
 		var one string
@@ -382,6 +414,7 @@ type JWK struct {
 	Crv string `json:"crv"`
 	X   string `json:"x"`
 	N   string `json:"n"`
+	K   string `json:"k"` // oct (HMAC) keys
 	E   string `json:"e"`
 	Kid string `json:"kid"`
 	Alg string `json:"alg"`
@@ -421,7 +454,8 @@ func VerifyJWS(token string, keys []JWK) (map[string]json.RawMessage, error) {
 
 // verifySignature verifies a JWS in compact form with one of keys (those whose kid is the
 // header's, when both name one) and returns its payload. Algorithms: EdDSA with an OKP Ed25519 key
-// (RFC 8037), RS256 with an RSA key (RFC 7518). A key whose alg or use says otherwise is skipped.
+// (RFC 8037), RS256 with an RSA key, HS256/384/512 with an oct key (RFC 7518). A key whose alg or
+// use says otherwise is skipped.
 func verifySignature(token string, keys []JWK) ([]byte, error) {
 	header, payload, sig, err := splitJWS(token)
 	if err != nil {
@@ -463,6 +497,13 @@ func verifySignature(token string, keys []JWK) ([]byte, error) {
 			sum := sha256.Sum256(input)
 			tried++
 			ok = rsa.VerifyPKCS1v15(pub, crypto.SHA256, sum[:], sig) == nil
+		case hmacHashes[h.Alg] != 0 && k.Kty == "oct":
+			key, err := rawURL.DecodeString(k.K)
+			if err != nil || len(key) == 0 {
+				continue
+			}
+			tried++
+			ok = hmac.Equal(sig, hmacSum(h.Alg, key, input))
 		}
 		if ok {
 			return payload, nil

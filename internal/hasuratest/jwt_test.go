@@ -95,6 +95,7 @@ func TestJWTAuthSession(t *testing.T) {
 	}
 	refused := map[string]func(c map[string]any) (role string){
 		"expired":          func(c map[string]any) string { c["exp"] = now.Add(-time.Second).Unix(); return "" },
+		"expires now":      func(c map[string]any) string { c["exp"] = now.Unix(); return "" },
 		"issued in future": func(c map[string]any) string { c["iat"] = now.Add(time.Second).Unix(); return "" },
 		"not yet valid":    func(c map[string]any) string { c["nbf"] = now.Add(time.Second).Unix(); return "" },
 		"other audience":   func(c map[string]any) string { c["aud"] = "someone-else"; return "" },
@@ -173,5 +174,59 @@ func TestParseJWTSecret(t *testing.T) {
 	s, err := ParseJWTSecret(`{"jwk_url":"http://x"}`)
 	if err != nil || s.ClaimsNamespace != DefaultClaimsNamespace || s.ClaimsFormat != "json" {
 		t.Errorf("defaults: %+v, %v", s, err)
+	}
+}
+
+// TestJWTAuthHMAC: an inline HS key (Hasura's {"type":"HS256","key":"…"}) verifies tokens signed
+// with it and the entry's alg only; short keys and other inline key types are refused.
+func TestJWTAuthHMAC(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_800_000_000, 0)
+	s, err := ParseJWTSecret(`{"type":"HS384","key":"` + strings.Repeat("k", 48) + `"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := ParseJWTSecret(`{"type":"HS384","key":"` + strings.Repeat("o", 48) + `"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := &JWTAuth{Secrets: []JWTSecret{s}, Now: func() time.Time { return now }}
+	claims, _ := json.Marshal(map[string]any{"exp": now.Add(time.Minute).Unix(),
+		DefaultClaimsNamespace: map[string]any{"x-hasura-default-role": "user", "x-hasura-allowed-roles": []string{"user"}, "x-hasura-user-id": "u1"}})
+	token := func(alg string, key JWTSecret) string {
+		h, _ := json.Marshal(map[string]string{"alg": alg, "typ": "JWT"})
+		in := rawURL.EncodeToString(h) + "." + rawURL.EncodeToString(claims)
+		sig, err := key.SignHMAC(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return in + "." + sig
+	}
+	session := func(tok string) (map[string]string, error) {
+		h := http.Header{}
+		h.Set("Authorization", "Bearer "+tok)
+		return auth.Session(context.Background(), h)
+	}
+	got, err := session(token("HS384", s))
+	if err != nil || len(got) != 2 || got["x-hasura-role"] != "user" || got["x-hasura-user-id"] != "u1" {
+		t.Fatalf("HS384 token: %v, %v", got, err)
+	}
+	for name, tok := range map[string]string{"another key": token("HS384", other), "alg HS256": token("HS256", s), "alg none": token("none", s)} {
+		if got, err := session(tok); err == nil {
+			t.Errorf("%s: accepted as %v", name, got)
+		}
+	}
+	for _, bad := range []string{
+		`{"type":"HS256","key":"` + strings.Repeat("k", 31) + `"}`,
+		`{"type":"HS512","key":"` + strings.Repeat("k", 63) + `"}`,
+		`{"type":"RS384","key":"-----BEGIN PUBLIC KEY-----"}`,
+		`{"type":"ES256","key":"k"}`,
+	} {
+		if _, err := ParseJWTSecret(bad); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+	if _, err := (JWTSecret{Type: "RS256", Key: "k"}).SignHMAC("x.y"); err == nil {
+		t.Error("SignHMAC with an RS256 key")
 	}
 }
