@@ -152,15 +152,12 @@ func (d *devGraphQL) session(r *http.Request) (map[string]string, *gqlError) {
 	}
 	session, err := d.jwt.Session(r.Context(), r.Header)
 	if err != nil {
-		// every refusal of the token is invalid-jwt here; Hasura answers access-denied,
-		// jwt-invalid-claims or jwt-missing-role-claims for some (hasuratest.JWTError's codes)
+		// Hasura's own code for each refusal (hasuratest.JWTError): invalid-jwt, invalid-headers,
+		// jwt-invalid-claims, jwt-missing-role-claims, access-denied.
 		code, msg := "invalid-jwt", err.Error()
 		var je *hasuratest.JWTError
 		if errors.As(err, &je) {
-			msg = je.Message
-			if je.Code == "invalid-headers" {
-				code = je.Code
-			}
+			code, msg = je.Code, je.Message
 		}
 		e := hasuraGQLError(code, "$", "%s", msg)
 		return nil, &e

@@ -181,7 +181,7 @@ func TestDevStandInServesTheFirstSession(t *testing.T) {
 		{"a missing variable", asAlice, example(t, "createTenant"), map[string]any{"name": "x"}, "validation-failed", "slug"},
 		{"no token", map[string]string{}, example(t, "plans"), nil, "invalid-headers", "Missing 'Authorization'"},
 		{"a token of another key", map[string]string{"Authorization": "Bearer " + strings.Repeat("a", 10) + ".b.c"}, example(t, "plans"), nil, "invalid-jwt", ""},
-		{"a role the token does not allow", map[string]string{"Authorization": asAlice["Authorization"], "X-Hasura-Role": "service"}, example(t, "plans"), nil, "invalid-jwt", "not in allowed roles"},
+		{"a role the token does not allow", map[string]string{"Authorization": asAlice["Authorization"], "X-Hasura-Role": "service"}, example(t, "plans"), nil, "access-denied", "not in allowed roles"},
 		{"a wrong admin secret", map[string]string{"X-Hasura-Admin-Secret": "nope"}, example(t, "plans"), nil, "access-denied", ""},
 		{"role admin", map[string]string{"X-Hasura-Admin-Secret": devAdminSecret}, example(t, "plans"), nil, "not-supported", "not admin"},
 	}
