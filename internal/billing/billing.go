@@ -39,6 +39,13 @@ const (
 // when it is retried within the month of its first recording or the next one: at least 28 days.
 const UsageIdempotencyMonths = 1
 
+// UsageBoundaryWindow is how close to a UTC month's start or end (either side) recording a usage
+// event first claims its idempotency key in a table without the month in its key: the lookup in
+// earlier months sees committed events only, so two attempts of one event in flight at once on both
+// sides of a month's end would otherwise both be recorded. It must exceed the longest a recording
+// transaction can last (three statements, each bounded by the statement timeout, 25 s by default).
+const UsageBoundaryWindow = time.Hour
+
 // UsageEvent is one usage observation reported by a trusted backend (or counted by tenantkit).
 type UsageEvent struct {
 	TenantID       string

@@ -33,12 +33,13 @@ type Ledger string
 
 // The ledgers and outboxes the job prunes.
 const (
-	StripeEvents    Ledger = "stripe_events"
-	ProcessedEvents Ledger = "processed_events"
-	EmailOutbox     Ledger = "email_outbox"
-	InvitationSends Ledger = "invitation_sends"
-	StripeOutbox    Ledger = "stripe_outbox"
-	UsageCuts       Ledger = "usage_cuts"
+	StripeEvents      Ledger = "stripe_events"
+	ProcessedEvents   Ledger = "processed_events"
+	EmailOutbox       Ledger = "email_outbox"
+	InvitationSends   Ledger = "invitation_sends"
+	StripeOutbox      Ledger = "stripe_outbox"
+	UsageCuts         Ledger = "usage_cuts"
+	UsageBoundaryKeys Ledger = "usage_boundary_keys"
 )
 
 // Rule says which rows of a ledger may go, and after how long.
@@ -73,6 +74,10 @@ var Rules = []Rule{
 	// A done Stripe write keeps its idempotency key; Stripe forgets keys after 24 hours, and the
 	// row helps an operator for a month. Writes not yet done are never pruned.
 	{StripeOutbox, 35 * day, "writes done more than 35 days ago (done_at); pending ones stay"},
+	// A usage key claimed near a month's end matters while another attempt of its event can be in
+	// flight on the other side of it (billing.UsageBoundaryWindow, an hour, either side); the
+	// event itself stays in usage_events for the idempotency window.
+	{UsageBoundaryKeys, day, "usage keys claimed near a month's end more than a day ago (claimed_at)"},
 }
 
 // Store is what the job needs from the database.

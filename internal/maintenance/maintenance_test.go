@@ -35,11 +35,12 @@ func TestValidRetention(t *testing.T) {
 // The rules keep what the senders' retries and the dedupe keys need (see the comments of Rules).
 func TestRulesKeepEnough(t *testing.T) {
 	least := map[Ledger]time.Duration{
-		StripeEvents:    31 * day,  // Stripe's 3 days of retries, 30 days of resendable events
-		ProcessedEvents: 31 * day,  // Hasura's retries and manual redelivery
-		EmailOutbox:     366 * day, // a usage alert's dedupe key over a yearly period
-		InvitationSends: 25 * time.Hour,
-		StripeOutbox:    2 * day, // Stripe's idempotency keys live 24 hours
+		StripeEvents:      31 * day,  // Stripe's 3 days of retries, 30 days of resendable events
+		ProcessedEvents:   31 * day,  // Hasura's retries and manual redelivery
+		EmailOutbox:       366 * day, // a usage alert's dedupe key over a yearly period
+		InvitationSends:   25 * time.Hour,
+		StripeOutbox:      2 * day,       // Stripe's idempotency keys live 24 hours
+		UsageBoundaryKeys: 2 * time.Hour, // billing.UsageBoundaryWindow on either side of a month's end
 	}
 	seen := map[Ledger]bool{}
 	for _, r := range Rules {

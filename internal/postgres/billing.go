@@ -30,9 +30,24 @@ var errUnknownTenant = tenantkit.Errorf(tenantkit.Invalid, "the batch names a te
 // occurredAt the caller gave; an event without one (its occurred_at is the time of each attempt)
 // is found in the month before at least ($7: billing.UsageIdempotencyMonths). docs/billing.md
 // states the resulting window.
+//
+// That lookup sees committed rows only. Within $8 seconds of a UTC month's start or end
+// (billing.UsageBoundaryWindow, by now(), the clock that picks the partition) each key is first
+// claimed in tenantkit.usage_boundary_keys, whose key has no month: an attempt in flight on the
+// other side of the month's end holds the claim, this one waits for it to end, and records the
+// event only when its own claim went in (migration 00024).
 const insertUsage = `
 WITH batch (tenant_id, idempotency_key, metric, quantity, occurred_at) AS (
   SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::numeric[], $5::timestamptz[])
+), boundary AS (
+  SELECT now() < (m AT TIME ZONE 'UTC') + w OR now() >= ((m + interval '1 month') AT TIME ZONE 'UTC') - w AS near
+  FROM (SELECT date_trunc('month', now() AT TIME ZONE 'UTC') AS m, $8::float8 * interval '1 second' AS w) x
+), claimed AS (
+  INSERT INTO tenantkit.usage_boundary_keys AS k (tenant_id, idempotency_key)
+  SELECT DISTINCT b.tenant_id, b.idempotency_key FROM batch b WHERE (SELECT near FROM boundary)
+  ORDER BY 1, 2
+  ON CONFLICT DO NOTHING
+  RETURNING k.tenant_id, k.idempotency_key
 ), inserted AS (
   INSERT INTO tenantkit.usage_events AS e (tenant_id, idempotency_key, metric, quantity, occurred_at)
   SELECT b.tenant_id, b.idempotency_key, b.metric, b.quantity, b.occurred_at FROM batch b
@@ -42,6 +57,8 @@ WITH batch (tenant_id, idempotency_key, metric, quantity, occurred_at) AS (
       AND p.recorded_month < date_trunc('month', now() AT TIME ZONE 'UTC')::date
       AND p.recorded_month >= least(date_trunc('month', (b.occurred_at - $6::float8 * interval '1 second') AT TIME ZONE 'UTC'),
                                     date_trunc('month', now() AT TIME ZONE 'UTC') - $7::int * interval '1 month')::date)
+    AND (NOT (SELECT near FROM boundary)
+         OR EXISTS (SELECT FROM claimed c WHERE c.tenant_id = b.tenant_id AND c.idempotency_key = b.idempotency_key))
   ORDER BY b.tenant_id, b.idempotency_key
   ON CONFLICT (tenant_id, idempotency_key, recorded_month) DO NOTHING
   RETURNING e.tenant_id, e.metric, e.quantity, e.occurred_at, date_trunc('hour', e.occurred_at, 'UTC') AS period_start
@@ -283,7 +300,7 @@ func (db *DB) RecordUsage(ctx context.Context, events []billing.UsageEvent) (int
 			}
 			var n int
 			if err := tx.QueryRow(ctx, sql, c.tenants, c.keys, c.metrics, c.quantities, c.times,
-				billing.MaxEventSkew.Seconds(), billing.UsageIdempotencyMonths).Scan(&n); err != nil {
+				billing.MaxEventSkew.Seconds(), billing.UsageIdempotencyMonths, db.usageBoundaryWindow().Seconds()).Scan(&n); err != nil {
 				var pe *pgconn.PgError
 				if errors.As(err, &pe) && pe.Code == "23503" {
 					return errUnknownTenant

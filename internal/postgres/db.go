@@ -11,12 +11,14 @@ import (
 	"io"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantkit/tenantkit"
+	"github.com/tenantkit/tenantkit/internal/billing"
 )
 
 // The database roles the service switches to. See migrations/00001_roles.sql.
@@ -49,6 +51,17 @@ type DB struct {
 	// sysSettings and appSettings are the set_config calls every transaction of Pool and App
 	// begins with behind a transaction pooler (see configurePooled and pin); "" otherwise.
 	sysSettings, appSettings string
+
+	// boundaryWindow replaces billing.UsageBoundaryWindow when set (tests only).
+	boundaryWindow time.Duration
+}
+
+// usageBoundaryWindow is how close to a month's end recordUsage claims its keys (insertUsage).
+func (db *DB) usageBoundaryWindow() time.Duration {
+	if db.boundaryWindow != 0 {
+		return db.boundaryWindow
+	}
+	return billing.UsageBoundaryWindow
 }
 
 // Open connects the system pool to databaseURL and, unless appURL is empty, the user pool to appURL,

@@ -132,14 +132,15 @@ var archiveSections = []archiveSection{
 // notExported are the tables that hold a tenant_id but are not in the archive, and why
 // (TestExportCoversEveryTenantTable keeps every tenant table in one list or the other).
 var notExported = map[string]string{
-	"tenantkit.invitation_outbox":  "token material: the sealed invitation token, kept only until its email is sent",
-	"tenantkit.tenant_deletions":   "the record of a deleted tenant, which can no longer be exported",
-	"tenantkit.tenant_exports":     "the export links themselves: an archive listing them would differ from one export to the next",
-	"tenantkit.stripe_outbox":      "Stripe writes queued for the tenant's subscription (a cancellation, a seat count): operations, not the tenant's data",
-	"tenantkit.retained_audit_log": "what a purged tenant's audit log keeps, without personal data: only for tenants that no longer exist",
-	"tenantkit.domain_offers":      "offers to people outside the tenant (not members) to join it: their data, not the tenant's",
-	"tenantkit.usage_reports":      "what was reported to Stripe per period: derived from the usage the archive holds, and Stripe's invoices",
-	"tenantkit.usage_cuts":         "a cache of boundary-hour usage totals, derived from the usage events the archive holds",
+	"tenantkit.invitation_outbox":   "token material: the sealed invitation token, kept only until its email is sent",
+	"tenantkit.tenant_deletions":    "the record of a deleted tenant, which can no longer be exported",
+	"tenantkit.tenant_exports":      "the export links themselves: an archive listing them would differ from one export to the next",
+	"tenantkit.stripe_outbox":       "Stripe writes queued for the tenant's subscription (a cancellation, a seat count): operations, not the tenant's data",
+	"tenantkit.retained_audit_log":  "what a purged tenant's audit log keeps, without personal data: only for tenants that no longer exist",
+	"tenantkit.domain_offers":       "offers to people outside the tenant (not members) to join it: their data, not the tenant's",
+	"tenantkit.usage_reports":       "what was reported to Stripe per period: derived from the usage the archive holds, and Stripe's invoices",
+	"tenantkit.usage_cuts":          "a cache of boundary-hour usage totals, derived from the usage events the archive holds",
+	"tenantkit.usage_boundary_keys": "usage idempotency keys claimed for a day near a month's end: the events themselves are in the archive",
 }
 
 // ExportTables returns the tables the archive reads (schema.table) and those holding tenant rows

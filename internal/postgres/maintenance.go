@@ -78,12 +78,13 @@ func (db *DB) DropUsagePartitionsBefore(ctx context.Context, month time.Time) ([
 var pruneSQL = func() map[maintenance.Ledger]string {
 	m := map[maintenance.Ledger]string{}
 	for ledger, r := range map[maintenance.Ledger]struct{ table, at string }{
-		maintenance.StripeEvents:    {"stripe_events", "received_at"},
-		maintenance.ProcessedEvents: {"processed_events", "done_at"},
-		maintenance.EmailOutbox:     {"email_outbox", "coalesce(sent_at, refused_at)"},
-		maintenance.InvitationSends: {"invitation_sends", "sent_at"},
-		maintenance.StripeOutbox:    {"stripe_outbox", "done_at"},
-		maintenance.UsageCuts:       {"usage_cuts", "cut"},
+		maintenance.StripeEvents:      {"stripe_events", "received_at"},
+		maintenance.ProcessedEvents:   {"processed_events", "done_at"},
+		maintenance.EmailOutbox:       {"email_outbox", "coalesce(sent_at, refused_at)"},
+		maintenance.InvitationSends:   {"invitation_sends", "sent_at"},
+		maintenance.StripeOutbox:      {"stripe_outbox", "done_at"},
+		maintenance.UsageCuts:         {"usage_cuts", "cut"},
+		maintenance.UsageBoundaryKeys: {"usage_boundary_keys", "claimed_at"},
 	} {
 		m[ledger] = `DELETE FROM tenantkit.` + r.table + ` WHERE ctid = ANY (ARRAY(
 			SELECT ctid FROM tenantkit.` + r.table + ` WHERE ` + r.at + ` < $1 LIMIT $2)) AND ` + r.at + ` < $1`

@@ -268,22 +268,26 @@ func TestMaintenancePrunesOnlyWhatMayGo(t *testing.T) {
 		('cancel_subscription', $1, 'sub_recent', 'kept-done', now() - interval '34 days', 'sent', now() - interval '34 days'),
 		('cancel_subscription', $1, 'sub_old', 'old-done', now() - interval '36 days', 'sent', now() - interval '36 days')`, tn.id)
 
+	fxExec(t, admin, `INSERT INTO tenantkit.usage_boundary_keys (tenant_id, idempotency_key, claimed_at) VALUES
+		($1, 'kept-claim', now() - interval '23 hours'), ($1, 'old-claim', now() - interval '25 hours')`, tn.id)
+
 	r, err := (&maintenance.Service{Store: db, Batch: 1}).Run(ctx)
 	if err != nil || !r.Ran {
 		t.Fatalf("run: %+v, %v", r, err)
 	}
 	want := map[maintenance.Ledger]int{maintenance.StripeEvents: 2, maintenance.ProcessedEvents: 2, maintenance.EmailOutbox: 2,
-		maintenance.InvitationSends: 2, maintenance.StripeOutbox: 1, maintenance.UsageCuts: 0}
+		maintenance.InvitationSends: 2, maintenance.StripeOutbox: 1, maintenance.UsageCuts: 0, maintenance.UsageBoundaryKeys: 1}
 	for l, n := range want {
 		if r.Pruned[l] != n {
 			t.Errorf("%s: %d deleted, want %d", l, r.Pruned[l], n)
 		}
 	}
 	for sql, kept := range map[string][]string{
-		`SELECT id FROM tenantkit.stripe_events ORDER BY 1`:              {"evt_recent"},
-		`SELECT trigger_name FROM tenantkit.processed_events ORDER BY 1`: {"kept-claim", "kept-done"},
-		`SELECT to_email FROM tenantkit.email_outbox ORDER BY 1`:         {"kept-sent@example.com", "kept-unsent@example.com"},
-		`SELECT idempotency_key FROM tenantkit.stripe_outbox ORDER BY 1`: {"kept-done", "kept-pending"},
+		`SELECT id FROM tenantkit.stripe_events ORDER BY 1`:                    {"evt_recent"},
+		`SELECT trigger_name FROM tenantkit.processed_events ORDER BY 1`:       {"kept-claim", "kept-done"},
+		`SELECT to_email FROM tenantkit.email_outbox ORDER BY 1`:               {"kept-sent@example.com", "kept-unsent@example.com"},
+		`SELECT idempotency_key FROM tenantkit.stripe_outbox ORDER BY 1`:       {"kept-done", "kept-pending"},
+		`SELECT idempotency_key FROM tenantkit.usage_boundary_keys ORDER BY 1`: {"kept-claim"},
 	} {
 		if got := queryStrings(ctx, admin, sql); !slices.Equal(got, kept) {
 			t.Errorf("%s: %q kept, want %q", sql, got, kept)

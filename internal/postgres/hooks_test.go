@@ -1,0 +1,8 @@
+package postgres
+
+import "time"
+
+// SetUsageBoundaryWindow makes recordUsage treat every moment within window of a month's start or
+// end as near it (claiming keys in tenantkit.usage_boundary_keys), so that tests reach both sides
+// of the rule whatever today's date.
+func SetUsageBoundaryWindow(db *DB, window time.Duration) { db.boundaryWindow = window }
