@@ -39,11 +39,16 @@ type UsageLimit struct {
 	Latest                       float64    // gauges: the latest value
 }
 
-// alertPeriod is the period an alert counts and is sent once in: the subscription's current
-// period when now lies in it, else the calendar month (UTC).
+// alertPeriod is the period an alert counts and is sent once in: the counter's allowance period.
 func alertPeriod(l UsageLimit, now time.Time) (from, to time.Time) {
-	if l.PeriodStart != nil && l.PeriodEnd != nil && !now.Before(*l.PeriodStart) && now.Before(*l.PeriodEnd) {
-		return *l.PeriodStart, *l.PeriodEnd
+	return allowancePeriod(l.PeriodStart, l.PeriodEnd, now)
+}
+
+// allowancePeriod is the period a counter's limit allows its quantity in: the subscription's
+// current period (start, end) when now lies in it, else the calendar month (UTC).
+func allowancePeriod(start, end *time.Time, now time.Time) (from, to time.Time) {
+	if start != nil && end != nil && !now.Before(*start) && now.Before(*end) {
+		return *start, *end
 	}
 	n := now.UTC()
 	from = time.Date(n.Year(), n.Month(), 1, 0, 0, 0, 0, time.UTC)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -169,4 +170,56 @@ func TestUsageAlerts(t *testing.T) {
 			t.Errorf("120 %% then 88 %%: %d emails at 80 %%, %d at 100 %%; want 0 and 1", a80, a100)
 		}
 	})
+}
+
+// TestEntitlementsCountAllowances: Entitlements reports what the alerts count. A counter's use is
+// its total over the billing period, whatever hours and counter slots it was recorded in; a
+// gauge's is its latest value; users count members and pending invitations; events before the
+// period do not count.
+func TestEntitlementsCountAllowances(t *testing.T) {
+	t.Parallel()
+	w := newAlertWorld(t)
+	ctx := context.Background()
+	tenant := w.tenant(t, 0)
+	owner := w.scan(t, `SELECT user_id::text FROM tenant_users WHERE tenant_id = $1 AND role = 'owner'`, tenant)
+	// A billing period that began a day ago, so that events of the last hours are in it.
+	w.scan(t, `UPDATE tenant_subscriptions SET current_period_start = now() - interval '1 day',
+		current_period_end = now() + interval '29 days' WHERE tenant_id = $1 RETURNING status::text`, tenant)
+	now := time.Now()
+	sess := tenantkit.NewSession(map[string]string{"x-hasura-role": "service"})
+	for i, e := range []struct {
+		metric string
+		q      float64
+		at     time.Time
+	}{
+		{"api_calls", 7, now.Add(-30 * time.Hour)}, // before the period
+		{"api_calls", 30, now.Add(-2 * time.Hour)},
+		{"api_calls", 12.5, now.Add(-61 * time.Minute)},
+		{"api_calls", 20, now.Add(-time.Minute)},
+		{"storage_gb", 4, now.Add(-2 * time.Minute)},
+		{"storage_gb", 3, now.Add(-time.Minute)},
+	} {
+		if _, _, err := w.bills.RecordUsage(ctx, sess, []billing.UsageEvent{{TenantID: tenant, Metric: e.metric, Quantity: e.q,
+			IdempotencyKey: fmt.Sprint("allowance-", i), OccurredAt: e.at}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The same hour's calls in several counter slots, as concurrent writers leave them.
+	w.scan(t, `INSERT INTO billing_usage (tenant_id, metric, period_start, period_end, slot, quantity)
+		VALUES ($1, 'api_calls', date_trunc('hour', now() - interval '1 minute', 'UTC'),
+		        date_trunc('hour', now() - interval '1 minute', 'UTC') + interval '1 hour', 15, 10) RETURNING metric`, tenant)
+	e, ok, err := w.bills.Entitlements(ctx, tenantkit.UserSession(owner), tenant)
+	if err != nil || !ok {
+		t.Fatalf("entitlements: %v %v", ok, err)
+	}
+	want := map[string]int64{"api_calls": 73, "storage_gb": 3, "users": 2, "reports": 0} // 30 + 12.5 + 20 + 10, rounded up
+	got := map[string]int64{}
+	for _, l := range e.Limits {
+		got[l.Metric] = l.Used
+	}
+	for m, n := range want {
+		if got[m] != n {
+			t.Errorf("%s: used %d, want %d (all: %v)", m, got[m], n, got)
+		}
+	}
 }

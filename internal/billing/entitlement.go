@@ -3,6 +3,7 @@ package billing
 import (
 	"context"
 	"maps"
+	"math"
 	"slices"
 	"time"
 
@@ -48,7 +49,8 @@ type Entitlements struct {
 }
 
 // Limit is one metric of the effective plan: its maximum (-1: unlimited) and what the tenant uses
-// (members plus pending invitations for users, rows for projects, the latest gauge otherwise).
+// (members plus pending invitations for users, rows for projects and registered tables, a gauge's
+// latest value, a counter's total over the current billing period or else the calendar month).
 type Limit struct {
 	Metric      string
 	Limit, Used int64
@@ -62,12 +64,18 @@ type Feature struct {
 
 // Standing is what the Store reads of a tenant's entitlements; Service.Entitlements assembles it.
 type Standing struct {
-	Plan, SubscribedPlan          tenantkit.Plan
-	Status, Reason                string
-	TrialEndsAt, CurrentPeriodEnd *time.Time
-	CancelAtPeriodEnd             bool
-	// Used is the usage of each metric the effective plan limits.
+	Plan, SubscribedPlan tenantkit.Plan
+	Status, Reason       string
+	TrialEndsAt          *time.Time
+	CurrentPeriodStart   *time.Time
+	CurrentPeriodEnd     *time.Time
+	CancelAtPeriodEnd    bool
+	// Used is the usage of each metric the effective plan limits: the count of rows (RowMetrics),
+	// or a gauge's latest value. A counter's entry is replaced by its total over the allowance
+	// period (Service.Entitlements).
 	Used map[string]int64
+	// RowMetrics are the limited metrics that count rows (users, projects, registered tables).
+	RowMetrics []string
 	// Flags are the flags of every active plan: the features tenantkit knows.
 	Flags []string
 }
@@ -97,6 +105,22 @@ func (s *Service) Entitlements(ctx context.Context, sess tenantkit.Session, tena
 	}
 	if e.Status == "" {
 		e.Status = NoSubscription
+	}
+	// A counter's limit is an allowance per period: its use is the period's total, as the usage
+	// alerts count it, not the latest hour's.
+	from, to := allowancePeriod(st.CurrentPeriodStart, st.CurrentPeriodEnd, s.now())
+	var counters []UsageRange
+	for _, m := range slices.Sorted(maps.Keys(st.Plan.Limits)) {
+		if !Gauges[m] && !slices.Contains(st.RowMetrics, m) {
+			counters = append(counters, UsageRange{TenantID: tenantID, Metric: m, From: from, To: to})
+		}
+	}
+	totals, err := s.Store.UsageTotals(ctx, counters)
+	if err != nil {
+		return Entitlements{}, false, err
+	}
+	for i, r := range counters {
+		st.Used[r.Metric] = int64(math.Ceil(totals[i]))
 	}
 	for _, m := range slices.Sorted(maps.Keys(st.Plan.Limits)) {
 		e.Limits = append(e.Limits, Limit{Metric: m, Limit: st.Plan.Limits[m], Used: st.Used[m]})
