@@ -86,7 +86,7 @@ func memberCond(perm string, min tenantkit.Role) m {
 }
 
 // live is "the tenant is not deleted": a deleted tenant (tenants.deleted_at set) is nobody's, as
-// tenantkit.member_tenants has it for RLS.
+// tenantkit.caller_memberships has it for RLS.
 func live() m { return kv("deleted_at", kv("_is_null", true)) }
 
 // ownTenant, on the tenants table itself: not deleted, and a membership of the caller allowing

@@ -115,14 +115,14 @@ ALTER TABLE public.{{.Name}} ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.{{.Name}} FORCE ROW LEVEL SECURITY;
 CREATE POLICY system_all ON public.{{.Name}} TO tenantkit_system USING (true) WITH CHECK (true);
 CREATE POLICY app_select ON public.{{.Name}} FOR SELECT TO tenantkit_app
-  USING (array_position((SELECT tenantkit.member_tenants('{{.Read}}')), tenant_id) IS NOT NULL);
+  USING (array_position(ARRAY(SELECT c.tenant_id FROM tenantkit.caller_memberships c WHERE tenantkit.allows(c.role, c.permissions, '{{.Read}}')), tenant_id) IS NOT NULL);
 CREATE POLICY app_insert ON public.{{.Name}} FOR INSERT TO tenantkit_app
-  WITH CHECK (array_position((SELECT tenantkit.member_tenants('{{.Write}}')), tenant_id) IS NOT NULL);
+  WITH CHECK (array_position(ARRAY(SELECT c.tenant_id FROM tenantkit.caller_memberships c WHERE tenantkit.allows(c.role, c.permissions, '{{.Write}}')), tenant_id) IS NOT NULL);
 CREATE POLICY app_update ON public.{{.Name}} FOR UPDATE TO tenantkit_app
-  USING (array_position((SELECT tenantkit.member_tenants('{{.Write}}')), tenant_id) IS NOT NULL)
-  WITH CHECK (array_position((SELECT tenantkit.member_tenants('{{.Write}}')), tenant_id) IS NOT NULL);
+  USING (array_position(ARRAY(SELECT c.tenant_id FROM tenantkit.caller_memberships c WHERE tenantkit.allows(c.role, c.permissions, '{{.Write}}')), tenant_id) IS NOT NULL)
+  WITH CHECK (array_position(ARRAY(SELECT c.tenant_id FROM tenantkit.caller_memberships c WHERE tenantkit.allows(c.role, c.permissions, '{{.Write}}')), tenant_id) IS NOT NULL);
 CREATE POLICY app_delete ON public.{{.Name}} FOR DELETE TO tenantkit_app
-  USING (array_position((SELECT tenantkit.member_tenants('{{.Write}}')), tenant_id) IS NOT NULL);
+  USING (array_position(ARRAY(SELECT c.tenant_id FROM tenantkit.caller_memberships c WHERE tenantkit.allows(c.role, c.permissions, '{{.Write}}')), tenant_id) IS NOT NULL);
 -- API clients (tokens of POST /auth/token): the key's scopes and its creator's membership.
 CREATE POLICY api_select ON public.{{.Name}} FOR SELECT TO tenantkit_app
   USING (array_position((SELECT tenantkit.api_key_tenants('{{.Read}}')), tenant_id) IS NOT NULL);
