@@ -35,9 +35,10 @@ var errUnknownTenant = tenantkit.Errorf(tenantkit.Invalid, "the batch names a te
 // (billing.UsageBoundaryWindow, by now(), the clock that picks the partition) each key is first
 // claimed in tenantkit.usage_boundary_keys, whose key has no month: an attempt in flight on the
 // other side of the month's end holds the claim, this one waits for it to end, and records the
-// event only when its own claim went in (migration 00024).
+// event only when its own claim went in (migration 00024). batch is NOT MATERIALIZED: the insert
+// keeps the plan it had with one reference, and the claim reads the arrays only near a month's end.
 const insertUsage = `
-WITH batch (tenant_id, idempotency_key, metric, quantity, occurred_at) AS (
+WITH batch (tenant_id, idempotency_key, metric, quantity, occurred_at) AS NOT MATERIALIZED (
   SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::numeric[], $5::timestamptz[])
 ), boundary AS (
   SELECT now() < (m AT TIME ZONE 'UTC') + w OR now() >= ((m + interval '1 month') AT TIME ZONE 'UTC') - w AS near
