@@ -204,10 +204,14 @@ func TestEntitlementsCountAllowances(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The same hour's calls in several counter slots, as concurrent writers leave them.
+	// The same hour's calls in several counter slots, as concurrent writers leave them: 10 more in
+	// a slot the recorded event did not use.
 	w.scan(t, `INSERT INTO billing_usage (tenant_id, metric, period_start, period_end, slot, quantity)
-		VALUES ($1, 'api_calls', date_trunc('hour', now() - interval '1 minute', 'UTC'),
-		        date_trunc('hour', now() - interval '1 minute', 'UTC') + interval '1 hour', 15, 10) RETURNING metric`, tenant)
+		SELECT $1, 'api_calls', h, h + interval '1 hour', s, 10
+		FROM (SELECT date_trunc('hour', $2::timestamptz, 'UTC') AS h) x,
+		     LATERAL (SELECT s FROM generate_series(0, 15) s WHERE NOT EXISTS (SELECT FROM billing_usage u
+		              WHERE u.tenant_id = $1 AND u.metric = 'api_calls' AND u.period_start = x.h AND u.slot = s) LIMIT 1) f
+		RETURNING metric`, tenant, now.Add(-time.Minute))
 	e, ok, err := w.bills.Entitlements(ctx, tenantkit.UserSession(owner), tenant)
 	if err != nil || !ok {
 		t.Fatalf("entitlements: %v %v", ok, err)
