@@ -39,13 +39,9 @@ type UsageLimit struct {
 	Latest                       float64    // gauges: the latest value
 }
 
-// alertPeriod is the period an alert counts and is sent once in: the counter's allowance period.
-func alertPeriod(l UsageLimit, now time.Time) (from, to time.Time) {
-	return allowancePeriod(l.PeriodStart, l.PeriodEnd, now)
-}
-
-// allowancePeriod is the period a counter's limit allows its quantity in: the subscription's
-// current period (start, end) when now lies in it, else the calendar month (UTC).
+// allowancePeriod is the period a counter's limit allows its quantity in, and the period an alert
+// counts and is sent once in: the subscription's current period (start, end) when now lies in it,
+// else the calendar month (UTC).
 func allowancePeriod(start, end *time.Time, now time.Time) (from, to time.Time) {
 	if start != nil && end != nil && !now.Before(*start) && now.Before(*end) {
 		return *start, *end
@@ -110,7 +106,7 @@ func (s *Service) UsageAlerts(ctx context.Context, events []UsageEvent) (int, er
 	var ranges []UsageRange
 	for _, l := range limits {
 		if !Gauges[l.Metric] {
-			from, to := alertPeriod(l, now)
+			from, to := allowancePeriod(l.PeriodStart, l.PeriodEnd, now)
 			ranges = append(ranges, UsageRange{TenantID: l.TenantID, Metric: l.Metric, From: from, To: to})
 		}
 	}
@@ -119,7 +115,7 @@ func (s *Service) UsageAlerts(ctx context.Context, events []UsageEvent) (int, er
 		return 0, err
 	}
 	for _, l := range limits {
-		from, _ := alertPeriod(l, now)
+		from, _ := allowancePeriod(l.PeriodStart, l.PeriodEnd, now)
 		used := l.Latest
 		if !Gauges[l.Metric] {
 			used, totals = totals[0], totals[1:]

@@ -16,7 +16,7 @@ import (
 // The rules:
 //
 //  1. A period's calls are those whose occurredAt lies in [current_period_start,
-//     current_period_end), to the second (Store.UsageTotal): the period's first and last partial
+//     current_period_end), to the second (Store.UsageTotals): the period's first and last partial
 //     hours count where they belong.
 //  2. A period is reported as one usage record, action "set" at the period's start: a run reports
 //     the total so far, a later run a larger total in its place, and a repeated run nothing new
@@ -73,11 +73,8 @@ type UsageStore interface {
 	// MeteredSubscriptions returns every tenant's current subscription Stripe still bills (active,
 	// trialing, past_due) that has a metered item and a period, with its open usage periods.
 	MeteredSubscriptions(ctx context.Context) ([]MeteredSubscription, error)
-	// UsageTotal returns the tenant's total of a counter metric over events whose occurredAt lies in
-	// [from, to).
-	UsageTotal(ctx context.Context, tenantID, metric string, from, to time.Time) (float64, error)
-	// UsageTotals is UsageTotal for many ranges at once, in one round trip; totals[i] answers
-	// ranges[i].
+	// UsageTotals returns, for each range, the tenant's total of the counter metric over events
+	// whose occurredAt lies in [From, To), in one round trip; totals[i] answers ranges[i].
 	UsageTotals(ctx context.Context, ranges []UsageRange) (totals []float64, err error)
 	// SaveUsagePeriods stores the periods (by tenant, subscription and start) in one transaction.
 	SaveUsagePeriods(ctx context.Context, periods []UsagePeriod) error
@@ -182,23 +179,15 @@ func (s *Service) reportPeriod(ctx context.Context, m MeteredSubscription) Usage
 		res.Outcome, res.Err = UsageFailed, unavailable(err)
 		return res
 	}
-	var save []UsagePeriod
+	var over []UsagePeriod
 	var cur *UsagePeriod
-	carry := int64(0)
 	for _, p := range m.Open {
 		switch {
 		case p.Start.Equal(m.PeriodStart):
 			c := p
 			cur = &c
 		case p.Start.Before(m.PeriodStart):
-			// Over: count it in full, carry what its reports did not cover.
-			total, err := s.Store.UsageTotal(ctx, p.TenantID, "api_calls", p.Start, p.End)
-			if err != nil {
-				return fail(err)
-			}
-			p.Due, p.Closed = wholeCalls(total), true
-			carry += p.Remainder()
-			save = append(save, p)
+			over = append(over, p)
 		}
 	}
 	if cur == nil {
@@ -210,13 +199,22 @@ func (s *Service) reportPeriod(ctx context.Context, m MeteredSubscription) Usage
 		cur.Reported, cur.ReportedAt, cur.ItemID = 0, nil, m.ItemID
 	}
 	cur.End = m.PeriodEnd
-	cur.CarriedIn += carry
-	total, err := s.Store.UsageTotal(ctx, m.TenantID, "api_calls", cur.Start, cur.End)
+	// The totals of the periods that are over and of the current one, in one round trip.
+	ranges := make([]UsageRange, 0, len(over)+1)
+	for _, p := range append(over, *cur) {
+		ranges = append(ranges, UsageRange{TenantID: p.TenantID, Metric: "api_calls", From: p.Start, To: p.End})
+	}
+	totals, err := s.Store.UsageTotals(ctx, ranges)
 	if err != nil {
 		return fail(err)
 	}
-	cur.Due = wholeCalls(total)
-	if err := s.Store.SaveUsagePeriods(ctx, append(save, *cur)); err != nil {
+	// A period that is over counts in full; what its reports did not cover is carried.
+	for i := range over {
+		over[i].Due, over[i].Closed = wholeCalls(totals[i]), true
+		cur.CarriedIn += over[i].Remainder()
+	}
+	cur.Due = wholeCalls(totals[len(over)])
+	if err := s.Store.SaveUsagePeriods(ctx, append(over, *cur)); err != nil {
 		return fail(err)
 	}
 	res.Quantity, res.CarriedIn = cur.Owed(), cur.CarriedIn

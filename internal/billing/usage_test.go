@@ -23,16 +23,16 @@ func TestCrossed(t *testing.T) {
 	}
 }
 
-func TestAlertPeriod(t *testing.T) {
+func TestAllowancePeriod(t *testing.T) {
 	now := time.Date(2026, 11, 17, 9, 30, 0, 0, time.UTC)
 	ps, pe := time.Date(2026, 11, 3, 8, 0, 0, 0, time.UTC), time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)
-	if f, to := alertPeriod(UsageLimit{PeriodStart: &ps, PeriodEnd: &pe}, now); !f.Equal(ps) || !to.Equal(pe) {
+	if f, to := allowancePeriod(&ps, &pe, now); !f.Equal(ps) || !to.Equal(pe) {
 		t.Errorf("inside the subscription's period: %s–%s", f, to)
 	}
 	month := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	old := pe.AddDate(0, -2, 0)
 	for name, l := range map[string]UsageLimit{"no subscription": {}, "a period that ended": {PeriodStart: &ps, PeriodEnd: &old}} {
-		if f, to := alertPeriod(l, now); !f.Equal(month) || !to.Equal(month.AddDate(0, 1, 0)) {
+		if f, to := allowancePeriod(l.PeriodStart, l.PeriodEnd, now); !f.Equal(month) || !to.Equal(month.AddDate(0, 1, 0)) {
 			t.Errorf("%s: %s–%s, want the calendar month", name, f, to)
 		}
 	}

@@ -16,7 +16,7 @@ const (
 	MonthsAhead = 2
 	// MinRetentionMonths is the shortest USAGE_RETENTION_MONTHS: the usage report reads the
 	// events of open billing periods only (an hour cut by a period's start or end,
-	// postgres.UsageTotal), and the longest period Stripe bills is a year; a period stays open
+	// postgres.UsageTotals), and the longest period Stripe bills is a year; a period stays open
 	// until the first report after its end closes it. Thirteen whole months before the current one
 	// cover a yearly period that began up to thirteen months ago.
 	MinRetentionMonths = 13

@@ -148,15 +148,6 @@ func recordingMonths(from, to time.Time) (first, last string) {
 	return month(from.Add(-billing.MaxEventSkew)), month(to.Add(billing.MaxEventAge))
 }
 
-// UsageTotal implements billing.UsageStore through UsageTotals.
-func (db *DB) UsageTotal(ctx context.Context, tenantID, metric string, from, to time.Time) (float64, error) {
-	totals, err := db.UsageTotals(ctx, []billing.UsageRange{{TenantID: tenantID, Metric: metric, From: from, To: to}})
-	if err != nil {
-		return 0, err
-	}
-	return totals[0], nil
-}
-
 // UsageTotals implements billing.UsageStore on the system path: for each range, whole hours from
 // billing_usage, plus the part of To's hour before To, minus the part of From's hour before From
 // (belowCut). Every statement of every range goes in one batch, in one transaction: one round trip.
