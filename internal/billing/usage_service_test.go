@@ -122,13 +122,7 @@ func TestReportUsage(t *testing.T) {
 	if n := len(w.fake.UsageRecords(m.item)); n != len(recs) {
 		t.Errorf("%d usage records while the renewal's webhook is pending, want %d", n, len(recs))
 	}
-	invoices := w.fake.Invoices(m.sub)
-	var billed int64
-	for _, l := range invoices[len(invoices)-1].Lines.Data {
-		if l.Price.Recurring.UsageType == stripego.PriceRecurringUsageTypeMetered {
-			billed += l.Quantity
-		}
-	}
+	billed := w.fake.LatestMeteredQuantity(m.sub)
 	if billed != 16 {
 		t.Errorf("the closing invoice bills %d calls, want 16", billed)
 	}

@@ -915,6 +915,22 @@ func (s *Server) CheckoutSessions() []stripe.CheckoutSession {
 	return out
 }
 
+// LatestMeteredQuantity is the quantity of the metered lines of the subscription's latest invoice
+// (as rendered to clients): the calls it bills. 0 when there is no invoice.
+func (s *Server) LatestMeteredQuantity(subID string) int64 {
+	ins := s.Invoices(subID)
+	if len(ins) == 0 {
+		return 0
+	}
+	var billed int64
+	for _, l := range ins[len(ins)-1].Lines.Data {
+		if l.Price != nil && l.Price.Recurring != nil && l.Price.Recurring.UsageType == stripe.PriceRecurringUsageTypeMetered {
+			billed += l.Quantity
+		}
+	}
+	return billed
+}
+
 // Invoices returns the subscription's invoices, oldest first.
 func (s *Server) Invoices(subID string) []stripe.Invoice {
 	s.mu.Lock()
