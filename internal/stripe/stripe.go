@@ -182,8 +182,9 @@ func (c *Client) ReportUsage(ctx context.Context, itemID string, periodStart tim
 //
 // The idempotency key names the tenant, plan, tax setting, seats and minute, so a retried click within a
 // minute returns the same session. When that session is no longer open (completed or expired: a
-// checkout right after a subscription ended in the same minute), a new one is made under a key
-// naming the old session. Errors: unavailable, internal.
+// checkout right after a subscription ended in the same minute), the next one is made (or, when an
+// earlier checkout made it, replayed) under a key naming the old session, and so on along the
+// chain until an open session. Errors: unavailable, internal.
 func (c *Client) CreateCheckoutSession(ctx context.Context, s billing.Checkout) (string, error) {
 	meta := map[string]string{"tenant_id": s.TenantID, "plan_id": s.PlanID}
 	p := &stripego.CheckoutSessionParams{
@@ -205,7 +206,7 @@ func (c *Client) CreateCheckoutSession(ctx context.Context, s billing.Checkout) 
 	key := fmt.Sprintf("tk-checkout-%s-%s-%d-tax%t-q%d", s.TenantID, s.PlanID, s.At.Unix()/60, s.AutomaticTax, max(s.Quantity, 1))
 	p.SetIdempotencyKey(key)
 	cs, err := c.api.CheckoutSessions.New(p)
-	if err == nil && replayed(cs.LastResponse) {
+	for link := 0; err == nil && replayed(cs.LastResponse); link++ {
 		// Stripe replayed the answer it gave when the session was made; ask how it is now.
 		gp := &stripego.CheckoutSessionParams{}
 		gp.Context = ctx
@@ -213,16 +214,26 @@ func (c *Client) CreateCheckoutSession(ctx context.Context, s billing.Checkout) 
 		if gerr != nil {
 			return "", translate(gerr)
 		}
-		if now.Status != stripego.CheckoutSessionStatusOpen {
-			p.SetIdempotencyKey(key + "-after-" + cs.ID)
-			cs, err = c.api.CheckoutSessions.New(p)
+		if now.Status == stripego.CheckoutSessionStatusOpen {
+			break
 		}
+		if link == maxCheckoutChain {
+			return "", tenantkit.Errorf(tenantkit.Unavailable, "%d checkouts of this plan within a minute: try again in a minute", link+1)
+		}
+		// The replayed session is over: follow the chain of keys to the next session, which a
+		// checkout earlier in this minute may have made (and completed) already.
+		p.SetIdempotencyKey(key + "-after-" + cs.ID)
+		cs, err = c.api.CheckoutSessions.New(p)
 	}
 	if err != nil {
 		return "", translate(err)
 	}
 	return cs.URL, nil
 }
+
+// maxCheckoutChain bounds how many sessions of one tenant, plan and minute CreateCheckoutSession
+// follows before it gives up: each link is a checkout completed or expired within that minute.
+const maxCheckoutChain = 8
 
 // replayed reports whether Stripe answered from its idempotency store (response header
 // Idempotent-Replayed: true) rather than running the request.

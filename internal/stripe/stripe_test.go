@@ -168,6 +168,42 @@ func TestRequestsWeSend(t *testing.T) {
 		}
 	})
 
+	t.Run("checkout: sessions completed within the minute are followed to an open one", func(t *testing.T) {
+		// Each checkout of the minute completes at once (as when each subscription it makes ends at
+		// once): every new click gets an open session, never a completed one, and a retry of a
+		// click gets the same session.
+		other := "0c1e5b2a-8d3f-4e6a-9b7c-2f4d6e8a0b13"
+		cus, err := c.CreateCustomer(ctx, other, "Other")
+		if err != nil {
+			t.Fatal(err)
+		}
+		co := billing.Checkout{TenantID: other, PlanID: plan, CustomerID: cus, PriceID: priceID, Quantity: 1,
+			SuccessURL: "https://app.test/ok", CancelURL: "https://app.test/no", At: at}
+		seen := map[string]bool{}
+		for click := range 4 {
+			u, err := c.CreateCheckoutSession(ctx, co)
+			if err != nil || seen[u] {
+				t.Fatalf("click %d: %q %v (seen before: %v)", click, u, err, seen[u])
+			}
+			if again, err := c.CreateCheckoutSession(ctx, co); err != nil || again != u {
+				t.Fatalf("click %d retried: %q %v, want %q", click, again, err, u)
+			}
+			seen[u] = true
+			var open []string
+			for _, cs := range fake.CheckoutSessions() {
+				if cs.Customer != nil && cs.Customer.ID == cus && cs.Status == "open" {
+					open = append(open, cs.ID)
+				}
+			}
+			if len(open) != 1 {
+				t.Fatalf("click %d: open sessions %v, want 1", click, open)
+			}
+			if _, err := fake.CompleteCheckout(open[0]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+
 	t.Run("portal: per customer and minute", func(t *testing.T) {
 		if _, err := c.CreatePortalSession(ctx, customerID, "https://app.test/billing"); err != nil {
 			t.Fatal(err)
