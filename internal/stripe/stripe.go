@@ -220,8 +220,8 @@ func (c *Client) CreateCheckoutSession(ctx context.Context, s billing.Checkout) 
 		if link == maxCheckoutChain {
 			return "", tenantkit.Errorf(tenantkit.Unavailable, "%d checkouts of this plan within a minute: try again in a minute", link+1)
 		}
-		// The replayed session is over: follow the chain of keys to the next session, which a
-		// checkout earlier in this minute may have made (and completed) already.
+		// The replayed session is over: follow the chain of keys to the session after it, which
+		// a checkout earlier in this minute may have made (and completed) already.
 		p.SetIdempotencyKey(key + "-after-" + cs.ID)
 		cs, err = c.api.CheckoutSessions.New(p)
 	}
