@@ -489,7 +489,58 @@ func BenchmarkListProjects(b *testing.B) {
 				b.Run(prefix+role.name+"-query-only", func(b *testing.B) { benchQueryOnly(b, ds, role.role) })
 			}
 		}
+		buf := sharedBuffers(b, ds.url)
+		b.Logf("tenants=%d: shared_buffers %.0f MiB; the RLS statement's relations %.1f MiB, of them in shared buffers %.1f MiB (pg_buffercache: %t)",
+			size.tenants, buf.settingMiB, buf.relationsMiB, buf.cachedMiB, buf.cachedKnown)
+		b.Run(prefix+"buffers", func(b *testing.B) {
+			for range b.N {
+			}
+			b.ReportMetric(buf.settingMiB, "shared-buffers-MiB")
+			b.ReportMetric(buf.relationsMiB, "relations-MiB")
+			if buf.cachedKnown {
+				b.ReportMetric(buf.cachedMiB, "cached-MiB")
+			}
+		})
 	}
+}
+
+// rlsRelations are the relations the RLS statement reads: the table and the index the query
+// uses, and what the policy's sub-select reads (memberships through their covering index, the
+// deleted tenants).
+var rlsRelations = []string{"projects", "projects_tenant_created_idx", "tenant_users", "tenant_users_user_id_idx",
+	"tenants", "tenants_deleted_idx"}
+
+type buffers struct {
+	settingMiB, relationsMiB, cachedMiB float64
+	cachedKnown                         bool // pg_buffercache was available
+}
+
+// sharedBuffers reads the server's shared_buffers, the size of rlsRelations, and, where the
+// pg_buffercache extension can be created, how much of them the buffers hold after the runs.
+func sharedBuffers(tb testing.TB, url string) buffers {
+	tb.Helper()
+	ctx := context.Background()
+	conn := connect(tb, url, "60s")
+	defer conn.Close(ctx)
+	var out buffers
+	const mib = 1 << 20
+	if err := conn.QueryRow(ctx, `SELECT pg_size_bytes(current_setting('shared_buffers'))::float8 / $2,
+	    (SELECT sum(pg_relation_size(c.oid))::float8 / $2 FROM pg_class c
+	     WHERE c.relname = ANY($1) AND c.relnamespace = 'public'::regnamespace)`, rlsRelations, mib).Scan(&out.settingMiB, &out.relationsMiB); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_buffercache`); err != nil {
+		tb.Logf("pg_buffercache is not available (%v): the cached size is not reported", err)
+		return out
+	}
+	if err := conn.QueryRow(ctx, `SELECT coalesce(count(*), 0)::float8 * current_setting('block_size')::int / $2
+	    FROM pg_buffercache b JOIN pg_class c ON b.relfilenode = pg_relation_filenode(c.oid)
+	    WHERE b.reldatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+	      AND c.relname = ANY($1) AND c.relnamespace = 'public'::regnamespace`, rlsRelations, mib).Scan(&out.cachedMiB); err != nil {
+		tb.Fatal(err)
+	}
+	out.cachedKnown = true
+	return out
 }
 
 // benchTx: each iteration is a whole user transaction for a random tenant (fixed seed, so every

@@ -143,6 +143,22 @@ func table(r results) []row {
 			}
 		}
 	}
+	for _, n := range sizes {
+		name := fmt.Sprintf(list, n, "buffers")
+		setting, ok := r.median(name, "shared-buffers-MiB")
+		if !ok {
+			continue
+		}
+		relations, _ := r.median(name, "relations-MiB")
+		held := "not measured (no pg_buffercache)"
+		if cached, ok := r.median(name, "cached-MiB"); ok {
+			held = fmt.Sprintf("%.0f MiB", cached)
+		}
+		rows = append(rows, row{
+			figure: fmt.Sprintf("  shared_buffers, %s tenants", thousands(float64(n))), value: fmt.Sprintf("%.0f MiB", setting),
+			baseline: fmt.Sprintf("statement's relations %.0f MiB, held %s", relations, held),
+		})
+	}
 	for _, kind := range []struct{ suffix, label string }{{"", "request"}, {"-query-only", "statement"}} {
 		smallName, largeName := fmt.Sprintf(list, sizes[0], "rls"+kind.suffix), fmt.Sprintf(list, sizes[len(sizes)-1], "rls"+kind.suffix)
 		small, ok1 := r.median(smallName, "ns/op")
