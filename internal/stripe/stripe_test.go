@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tenantkit/tenantkit"
 	"github.com/tenantkit/tenantkit/internal/billing"
 	"github.com/tenantkit/tenantkit/internal/stripefake"
 )
@@ -180,7 +181,7 @@ func TestRequestsWeSend(t *testing.T) {
 		co := billing.Checkout{TenantID: other, PlanID: plan, CustomerID: cus, PriceID: priceID, Quantity: 1,
 			SuccessURL: "https://app.test/ok", CancelURL: "https://app.test/no", At: at}
 		seen := map[string]bool{}
-		for click := range 4 {
+		for click := range maxCheckoutChain + 1 {
 			u, err := c.CreateCheckoutSession(ctx, co)
 			if err != nil || seen[u] {
 				t.Fatalf("click %d: %q %v (seen before: %v)", click, u, err, seen[u])
@@ -201,6 +202,12 @@ func TestRequestsWeSend(t *testing.T) {
 			if _, err := fake.CompleteCheckout(open[0]); err != nil {
 				t.Fatal(err)
 			}
+		}
+		// A further click in the same minute would follow more links than the bound: unavailable,
+		// and no session made.
+		before := len(fake.CheckoutSessions())
+		if _, err := c.CreateCheckoutSession(ctx, co); tenantkit.ErrorCode(err) != tenantkit.Unavailable || len(fake.CheckoutSessions()) != before {
+			t.Errorf("click past the bound: %v, %d sessions made", err, len(fake.CheckoutSessions())-before)
 		}
 	})
 
