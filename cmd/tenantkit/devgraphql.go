@@ -70,7 +70,7 @@ func startDevGraphQL(ctx context.Context, addr, dbURL, metadataDir, baseURL, sec
 	if err != nil {
 		return nil, fmt.Errorf("hasura metadata %s: %w", metadataDir, err)
 	}
-	pool, err := pgxpool.New(ctx, dbURL)
+	pool, err := devPool(ctx, dbURL)
 	if err != nil {
 		return nil, err
 	}

@@ -53,7 +53,7 @@ func startDevEvents(ctx context.Context, dbURL, dir string, stdout io.Writer) (*
 	if err != nil {
 		return nil, fmt.Errorf("hasura metadata %s: %w", dir, err)
 	}
-	pool, err := pgxpool.New(ctx, dbURL)
+	pool, err := devPool(ctx, dbURL)
 	if err != nil {
 		return nil, err
 	}
@@ -67,6 +67,20 @@ func startDevEvents(ctx context.Context, dbURL, dir string, stdout io.Writer) (*
 		return nil, err
 	}
 	return d, nil
+}
+
+// devPool opens the pool of dev's stand-ins for Hasura. Like Hasura behind a transaction pooler
+// (HASURA_GRAPHQL_USE_PREPARED_STATEMENTS=false, https://github.com/hasura/graphql-engine/issues/7741),
+// they keep no prepared statement on a server connection, so that they work whether DATABASE_URL
+// reaches PostgreSQL directly or through PgBouncer in transaction mode: pgx's default statement
+// cache would find its statements gone, or already there, on the next server connection.
+func devPool(ctx context.Context, dbURL string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
+	return pgxpool.NewWithConfig(ctx, cfg)
 }
 
 // install puts the stand-in in place, in one transaction, after removing any leftover of a dev
