@@ -326,8 +326,7 @@ func TestTenantDeletion(t *testing.T) {
 		t.Parallel()
 		tenant, owner := f.tenant(t)
 		f.ok(t, "createCheckoutSession", map[string]any{"tenantId": tenant, "planId": f.plans["starter"].id}, owner)
-		sessions := f.fake.CheckoutSessions()
-		session := sessions[len(sessions)-1].ID
+		session := lastCheckout(t, f.fake, tenant).ID
 		f.ok(t, "deleteTenant", map[string]any{"tenantId": tenant}, owner)
 		if rows := f.outbox(t, tenant); len(rows) != 0 {
 			t.Fatalf("outbox %+v for a tenant without a subscription", rows)

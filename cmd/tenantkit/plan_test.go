@@ -68,8 +68,7 @@ func (w *billingWorld) subscribe(t *testing.T, key string) (tenant, owner, sub s
 	t.Helper()
 	tenant, owner = w.s.tenant(t)
 	w.s.ok(t, "createCheckoutSession", map[string]any{"tenantId": tenant, "planId": w.plan[key].id}, owner)
-	sessions := w.fake.CheckoutSessions()
-	cs, err := w.fake.CompleteCheckout(sessions[len(sessions)-1].ID)
+	cs, err := w.fake.CompleteCheckout(lastCheckout(t, w.fake, tenant).ID)
 	if err != nil {
 		t.Fatal(err)
 	}

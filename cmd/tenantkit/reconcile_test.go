@@ -68,8 +68,7 @@ func (b *billingStack) subscribe(t *testing.T, planKey string) (tenant, owner, s
 	tenant, owner = b.tenant(t)
 	planID, _ := b.plan(t, planKey)
 	b.ok(t, "createCheckoutSession", map[string]any{"tenantId": tenant, "planId": planID}, owner)
-	sessions := b.fake.CheckoutSessions()
-	cs, err := b.fake.CompleteCheckout(sessions[len(sessions)-1].ID)
+	cs, err := b.fake.CompleteCheckout(lastCheckout(t, b.fake, tenant).ID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	stripego "github.com/stripe/stripe-go/v76"
 
 	"github.com/tenantkit/tenantkit"
 	"github.com/tenantkit/tenantkit/internal/hasuratest"
@@ -92,13 +93,27 @@ func (f *fakeBilling) deliver(t *testing.T) []stripefake.Event {
 	return events
 }
 
+// lastCheckout is the newest checkout session opened for the tenant (its client_reference_id).
+// Tests that share one Stripe double run in parallel, so the newest session of all may be another
+// test's.
+func lastCheckout(t *testing.T, fake *stripefake.Server, tenant string) stripego.CheckoutSession {
+	t.Helper()
+	sessions := fake.CheckoutSessions()
+	for i := len(sessions) - 1; i >= 0; i-- {
+		if sessions[i].ClientReferenceID == tenant {
+			return sessions[i]
+		}
+	}
+	t.Fatalf("no checkout session for tenant %s", tenant)
+	return stripego.CheckoutSession{}
+}
+
 // subscribe completes a checkout of the plan for the tenant, applies its webhooks and returns the
 // subscription's id.
 func (f *fakeBilling) subscribe(t *testing.T, tenant, owner, planKey string) string {
 	t.Helper()
 	f.ok(t, "createCheckoutSession", map[string]any{"tenantId": tenant, "planId": f.plans[planKey].id}, owner)
-	sessions := f.fake.CheckoutSessions()
-	cs, err := f.fake.CompleteCheckout(sessions[len(sessions)-1].ID)
+	cs, err := f.fake.CompleteCheckout(lastCheckout(t, f.fake, tenant).ID)
 	if err != nil {
 		t.Fatal(err)
 	}

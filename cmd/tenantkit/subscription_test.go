@@ -24,8 +24,7 @@ func TestSubscriptionRequests(t *testing.T) {
 	subscribe := func(tenant, owner, planID string) string {
 		t.Helper()
 		s.ok(t, "createCheckoutSession", map[string]any{"tenantId": tenant, "planId": planID}, owner)
-		sessions := fake.CheckoutSessions()
-		cs, err := fake.CompleteCheckout(sessions[len(sessions)-1].ID)
+		cs, err := fake.CompleteCheckout(lastCheckout(t, fake, tenant).ID)
 		if err != nil {
 			t.Fatal(err)
 		}
