@@ -70,12 +70,11 @@ type Standing struct {
 	CurrentPeriodStart   *time.Time
 	CurrentPeriodEnd     *time.Time
 	CancelAtPeriodEnd    bool
-	// Used is the usage of each metric the effective plan limits: the count of rows (RowMetrics),
-	// or a gauge's latest value. A counter's entry is replaced by its total over the allowance
-	// period (Service.Entitlements).
+	// Used is what the store measures of the metrics the effective plan limits: the count of rows
+	// of those that count rows (users, projects, registered tables) and the latest value of the
+	// Gauges. A counter has no entry: its use is its total over the allowance period, which
+	// Service.Entitlements adds up.
 	Used map[string]int64
-	// RowMetrics are the limited metrics that count rows (users, projects, registered tables).
-	RowMetrics []string
 	// Flags are the flags of every active plan: the features tenantkit knows.
 	Flags []string
 }
@@ -111,7 +110,7 @@ func (s *Service) Entitlements(ctx context.Context, sess tenantkit.Session, tena
 	from, to := allowancePeriod(st.CurrentPeriodStart, st.CurrentPeriodEnd, s.now())
 	var counters []UsageRange
 	for _, m := range slices.Sorted(maps.Keys(st.Plan.Limits)) {
-		if !Gauges[m] && !slices.Contains(st.RowMetrics, m) {
+		if _, measured := st.Used[m]; !measured {
 			counters = append(counters, UsageRange{TenantID: tenantID, Metric: m, From: from, To: to})
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 
@@ -17,17 +19,17 @@ import (
 
 // entitlementQuery reads, in one statement: why the effective plan applies, the subscription row
 // (none: NULLs), the effective and subscribed plans (the effective one when there is no
-// subscription), the usage of every metric the effective plan limits, which of them count rows,
-// and every active plan's flags.
+// subscription), the usage of every metric the effective plan limits that counts rows or is one
+// of the gauges ($2, billing.Gauges; a counter's total over its period is billing's to add up), and
+// every active plan's flags.
 var entitlementQuery = `
 SELECT e.reason, coalesce(s.status::text, ''), s.trial_ends_at, s.current_period_start, s.current_period_end,
        coalesce(s.cancel_at_period_end, false),
        ` + planColumns("ep") + `,
        ` + planColumns("sp") + `,
        (SELECT coalesce(jsonb_object_agg(m.metric, tenantkit.plan_usage(t.id, m.metric)), '{}')
-        FROM jsonb_object_keys(ep.limits) m (metric)),
-       ARRAY(SELECT m.metric FROM jsonb_object_keys(ep.limits) m (metric)
-             WHERE tenantkit.plan_metric_counts_rows(m.metric) ORDER BY 1),
+        FROM jsonb_object_keys(ep.limits) m (metric)
+        WHERE m.metric = ANY ($2) OR tenantkit.plan_metric_counts_rows(m.metric)),
        ARRAY(SELECT DISTINCT f FROM subscription_plans a, unnest(a.feature_flags) f WHERE a.is_active ORDER BY f)
 FROM tenants t
 CROSS JOIN LATERAL tenantkit.entitlement(t.id) e
@@ -44,8 +46,8 @@ func (db *DB) Entitlement(ctx context.Context, s tenantkit.Session, tenantID str
 		dest := []any{&st.Reason, &st.Status, &st.TrialEndsAt, &st.CurrentPeriodStart, &st.CurrentPeriodEnd, &st.CancelAtPeriodEnd}
 		dest = append(dest, planFields(&st.Plan)...)
 		dest = append(dest, planFields(&st.SubscribedPlan)...)
-		dest = append(dest, &st.Used, &st.RowMetrics, &st.Flags)
-		err := tx.QueryRow(ctx, entitlementQuery, tenantID).Scan(dest...)
+		dest = append(dest, &st.Used, &st.Flags)
+		err := tx.QueryRow(ctx, entitlementQuery, tenantID, slices.Sorted(maps.Keys(billing.Gauges))).Scan(dest...)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
 		}
