@@ -533,7 +533,7 @@ func sharedBuffers(tb testing.TB, url string) buffers {
 		tb.Logf("pg_buffercache is not available (%v): the cached size is not reported", err)
 		return out
 	}
-	if err := conn.QueryRow(ctx, `SELECT coalesce(count(*), 0)::float8 * current_setting('block_size')::int / $2
+	if err := conn.QueryRow(ctx, `SELECT count(*)::float8 * current_setting('block_size')::int / $2
 	    FROM pg_buffercache b JOIN pg_class c ON b.relfilenode = pg_relation_filenode(c.oid)
 	    WHERE b.reldatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
 	      AND c.relname = ANY($1) AND c.relnamespace = 'public'::regnamespace`, rlsRelations, mib).Scan(&out.cachedMiB); err != nil {
