@@ -390,15 +390,8 @@ func (iw *intentWorld) end(tn *intentTenant) {
 			return
 		}
 		iw.s.ok(t, "createCheckoutSession", checkout, tn.owner)
-		cus := iw.s.row(t, "tenant_subscriptions", "tenant_id = $1", tn.id)["stripe_customer_id"].(string)
-		sessions := iw.fake.CheckoutSessions()
-		for i := len(sessions) - 1; i >= 0; i-- {
-			if cs := sessions[i]; cs.Customer != nil && cs.Customer.ID == cus {
-				if _, err := iw.fake.CompleteCheckout(cs.ID); err != nil {
-					t.Fatalf("step %d: the checkout's session: %v", iw.step, err)
-				}
-				break
-			}
+		if _, err := iw.fake.CompleteCheckout(lastCheckout(t, iw.fake, tn.id).ID); err != nil {
+			t.Fatalf("step %d: the checkout's session: %v", iw.step, err)
 		}
 		iw.stats["subscribed again"]++
 	}
