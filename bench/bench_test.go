@@ -78,10 +78,17 @@ type project struct {
 // is bounded by statement_timeout.
 func connect(tb testing.TB, url, statementTimeout string) *pgx.Conn {
 	tb.Helper()
+	return connectWith(tb, url, statementTimeout, pgx.QueryExecModeCacheStatement)
+}
+
+// connectWith is connect with the statements sent in mode.
+func connectWith(tb testing.TB, url, statementTimeout string, mode pgx.QueryExecMode) *pgx.Conn {
+	tb.Helper()
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	cfg.DefaultQueryExecMode = mode
 	cfg.RuntimeParams["statement_timeout"] = statementTimeout
 	cfg.RuntimeParams["application_name"] = "tenantkit-bench"
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -483,7 +490,10 @@ func BenchmarkListProjects(b *testing.B) {
 		prefix := fmt.Sprintf("tenants=%d/", size.tenants)
 		for range rlsRounds {
 			for _, role := range []struct{ name, role string }{{"rls", postgres.AppRole}, {"bypass", bypassRole}, {"naive", naiveRole}} {
-				b.Run(prefix+role.name, func(b *testing.B) { benchTx(b, ds, role.role) })
+				b.Run(prefix+role.name, func(b *testing.B) { benchTx(b, ds, role.role, pgx.QueryExecModeCacheStatement) })
+			}
+			for _, role := range []struct{ name, role string }{{"rls", postgres.AppRole}, {"bypass", bypassRole}, {"naive", naiveRole}} {
+				b.Run(prefix+role.name+"-unprepared", func(b *testing.B) { benchTx(b, ds, role.role, pgx.QueryExecModeExec) })
 			}
 			for _, role := range []struct{ name, role string }{{"rls", postgres.AppRole}, {"bypass", bypassRole}, {"naive", naiveRole}} {
 				b.Run(prefix+role.name+"-query-only", func(b *testing.B) { benchQueryOnly(b, ds, role.role) })
@@ -545,9 +555,13 @@ func sharedBuffers(tb testing.TB, url string) buffers {
 
 // benchTx: each iteration is a whole user transaction for a random tenant (fixed seed, so every
 // role visits the same tenants in the same order): begin; set role and claims; the query; commit.
-func benchTx(b *testing.B, ds *dataset, role string) {
+// mode is how pgx sends the statements: QueryExecModeCacheStatement prepares each once per
+// connection (Hasura with use_prepared_statements: true, tenantkit on a direct connection), so
+// PostgreSQL reuses its plan; QueryExecModeExec prepares none, so every statement is planned again
+// (Hasura without prepared statements, and tenantkit, behind a transaction pooler).
+func benchTx(b *testing.B, ds *dataset, role string, mode pgx.QueryExecMode) {
 	ctx := b.Context()
-	conn := connect(b, ds.url, "10s")
+	conn := connectWith(b, ds.url, "10s", mode)
 	once := func(rng *rand.Rand, buf []project) ([]project, error) {
 		k := rng.IntN(len(ds.tenants))
 		claims, userID := claimsFor(role, ds.owners[k])

@@ -118,7 +118,12 @@ var sizes = []int{1_000, 10_000, 100_000}
 func table(r results) []row {
 	var rows []row
 	const list = "BenchmarkListProjects/tenants=%d/%s"
-	for _, kind := range []struct{ suffix, label string }{{"", "request"}, {"-query-only", "statement"}} {
+	// The request without prepared statements has no target of its own: it shows what planning
+	// every statement costs (a transaction pooler in front of Hasura and tenantkit).
+	for _, kind := range []struct {
+		suffix, label string
+		limit         float64
+	}{{"", "request", 1.15}, {"-query-only", "statement", 1.30}, {"-unprepared", "request without prepared statements", 0}} {
 		for _, n := range sizes {
 			rlsName, bypassName := fmt.Sprintf(list, n, "rls"+kind.suffix), fmt.Sprintf(list, n, "bypass"+kind.suffix)
 			naiveName := fmt.Sprintf(list, n, "naive"+kind.suffix)
@@ -128,13 +133,15 @@ func table(r results) []row {
 			if !ok1 || !ok2 {
 				continue
 			}
-			limit := map[string]float64{"request": 1.15, "statement": 1.30}[kind.label]
 			q := r.ratio(rlsName, "ns/op", bypassName, "ns/op")
-			rows = append(rows, row{
+			rw := row{
 				figure: fmt.Sprintf("RLS, list projects, %s, %s tenants", kind.label, thousands(float64(n))),
 				value:  ms(rls), baseline: "bypass " + ms(bypass), ratio: fmt.Sprintf("%.2f", q),
-				target: fmt.Sprintf("ratio ≤ %.2f", limit), met: check(q <= limit),
-			})
+			}
+			if kind.limit > 0 {
+				rw.target, rw.met = fmt.Sprintf("ratio ≤ %.2f", kind.limit), check(q <= kind.limit)
+			}
+			rows = append(rows, rw)
 			if ok3 {
 				rows = append(rows, row{
 					figure: fmt.Sprintf("  guide's policy, %s, %s tenants", kind.label, thousands(float64(n))),
