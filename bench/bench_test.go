@@ -488,14 +488,15 @@ func BenchmarkListProjects(b *testing.B) {
 		cancel()
 
 		prefix := fmt.Sprintf("tenants=%d/", size.tenants)
+		roles := []struct{ name, role string }{{"rls", postgres.AppRole}, {"bypass", bypassRole}, {"naive", naiveRole}}
 		for range rlsRounds {
-			for _, role := range []struct{ name, role string }{{"rls", postgres.AppRole}, {"bypass", bypassRole}, {"naive", naiveRole}} {
+			for _, role := range roles {
 				b.Run(prefix+role.name, func(b *testing.B) { benchTx(b, ds, role.role, pgx.QueryExecModeCacheStatement) })
 			}
-			for _, role := range []struct{ name, role string }{{"rls", postgres.AppRole}, {"bypass", bypassRole}, {"naive", naiveRole}} {
+			for _, role := range roles {
 				b.Run(prefix+role.name+"-unprepared", func(b *testing.B) { benchTx(b, ds, role.role, pgx.QueryExecModeExec) })
 			}
-			for _, role := range []struct{ name, role string }{{"rls", postgres.AppRole}, {"bypass", bypassRole}, {"naive", naiveRole}} {
+			for _, role := range roles {
 				b.Run(prefix+role.name+"-query-only", func(b *testing.B) { benchQueryOnly(b, ds, role.role) })
 			}
 		}
