@@ -532,7 +532,7 @@ func ensureDevAppLogin(ctx context.Context, dbURL string) (string, error) {
 	if err != nil {
 		return "", errors.New("DATABASE_URL is malformed")
 	}
-	conn, err := pgx.Connect(ctx, dbURL)
+	conn, err := postgres.Connect(ctx, dbURL)
 	if err != nil {
 		return "", err
 	}
@@ -565,7 +565,7 @@ func redactURL(s string) string {
 }
 
 func ensureDatabase(ctx context.Context, adminURL, name string) (string, error) {
-	conn, err := pgx.Connect(ctx, adminURL)
+	conn, err := postgres.Connect(ctx, adminURL)
 	if err != nil {
 		return "", err
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantkit/tenantkit"
 )
@@ -42,10 +43,31 @@ func (e *ConnectError) Error() string {
 
 func (e *ConnectError) Unwrap() error { return e.Err }
 
+// ConnConfig parses databaseURL for a single connection (migrations, start-up checks, operator
+// commands). The URL is the one the service's pools use, so pgxpool's own parameters
+// (pool_max_conns and the other pool_ settings) are taken out: sent to PostgreSQL as settings,
+// they would make it refuse the connection.
+func ConnConfig(databaseURL string) (*pgx.ConnConfig, error) {
+	cfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	return cfg.ConnConfig, nil
+}
+
+// Connect opens a single connection to databaseURL as ConnConfig parses it.
+func Connect(ctx context.Context, databaseURL string) (*pgx.Conn, error) {
+	cfg, err := ConnConfig(databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.ConnectConfig(ctx, cfg)
+}
+
 // Reachable connects once to databaseURL (named by variable, e.g. "DATABASE_URL") and returns nil,
 // or a *ConnectError saying why it could not.
 func Reachable(ctx context.Context, variable, databaseURL string) error {
-	cfg, err := pgx.ParseConfig(databaseURL)
+	cfg, err := ConnConfig(databaseURL)
 	if err != nil {
 		return tenantkit.Errorf(tenantkit.Invalid, "%s is malformed: %s", variable, redact(err))
 	}

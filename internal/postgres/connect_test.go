@@ -115,3 +115,30 @@ func TestOpenSaysWhyItCannotConnect(t *testing.T) {
 		}
 	})
 }
+
+// TestSingleConnectionsTakePoolSettings: the URLs the service's pools read may carry pgxpool's own
+// parameters (pool_max_conns…); the commands that open one connection with the same URL
+// (migrate, Hasura's grants, the reachability check) do not send them to
+// PostgreSQL, which would refuse the connection.
+func TestSingleConnectionsTakePoolSettings(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	u, err := url.Parse(pgtest.NewDB(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("pool_max_conns", "3")
+	q.Set("pool_max_conn_lifetime", "1h")
+	u.RawQuery = q.Encode()
+	dbURL := u.String()
+	if err := postgres.Reachable(ctx, "DATABASE_URL", dbURL); err != nil {
+		t.Errorf("Reachable: %v", err)
+	}
+	if err := postgres.Migrate(ctx, dbURL, "status", io.Discard); err != nil {
+		t.Errorf("migrate status: %v", err)
+	}
+	if err := postgres.GrantHasura(ctx, dbURL); err != nil {
+		t.Errorf("Hasura's grants: %v", err)
+	}
+}

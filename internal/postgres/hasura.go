@@ -50,7 +50,7 @@ var ErrNoHasuraCatalog = errors.New("hdb_catalog does not exist yet (Hasura crea
 // start and after every Hasura upgrade; running it again changes nothing. ErrNoHasuraCatalog when
 // hdb_catalog does not exist yet; a permission error names the role to run it as.
 func GrantHasura(ctx context.Context, databaseURL string) error {
-	conn, err := pgx.Connect(ctx, databaseURL)
+	conn, err := Connect(ctx, databaseURL)
 	if err != nil {
 		return fmt.Errorf("connect: %s", redact(err))
 	}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
@@ -20,7 +19,7 @@ import (
 // (the last one), "reset" (all of them, newest first) or "status"; progress goes to out.
 // Concurrent runs against one database wait for each other (a session advisory lock).
 func Migrate(ctx context.Context, databaseURL, command string, out io.Writer) error {
-	cfg, err := pgx.ParseConfig(databaseURL)
+	cfg, err := ConnConfig(databaseURL)
 	if err != nil {
 		return tenantkit.Errorf(tenantkit.Invalid, "DATABASE_URL is malformed: %s", redact(err))
 	}
