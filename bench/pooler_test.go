@@ -14,6 +14,7 @@ import (
 
 	"github.com/tenantkit/tenantkit/internal/pgbouncer"
 	"github.com/tenantkit/tenantkit/internal/pgtest"
+	"github.com/tenantkit/tenantkit/internal/postgres"
 )
 
 // poolerSoakEnv names the duration of TestSoakThroughPgBouncer (e.g. 45s); unset, it is skipped,
@@ -44,6 +45,10 @@ func TestSoakThroughPgBouncer(t *testing.T) {
 			t.Fatal(err)
 		}
 		dbName = u.Path[1:]
+		// The policies' form `tenantkit migrate up` installs for DATABASE_POOLER=transaction.
+		if _, err := postgres.SetPolicyForm(t.Context(), db, postgres.PolicyFormFor(postgres.TransactionPooler)); err != nil {
+			t.Fatal(err)
+		}
 		return []string{"DATABASE_URL=" + b.URL(db), "APP_DATABASE_URL=" + b.URL(pgtest.AppURL(t, db)), "DATABASE_POOLER=transaction"}
 	}})
 	// The traffic went through the pooler: its transactions are in PgBouncer's statistics (updated

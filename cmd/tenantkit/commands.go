@@ -81,7 +81,8 @@ var commands = []command{
 		"Checks the configuration and the database roles at start and stops with one line per problem.",
 		env: serveVars},
 	{name: "migrate", args: "up|down|reset|status", summary: "Apply (up), roll back one (down) or all (reset), or list (status) the database migrations.\n" +
-		"Concurrent runs wait for each other. up also grants Hasura's event triggers what they need when hdb_catalog exists.",
+		"Concurrent runs wait for each other. up also installs the policies' form that suits DATABASE_POOLER, and\n" +
+		"grants Hasura's event triggers what they need when hdb_catalog exists.",
 		env: []envVar{databaseURLVar, {"DATABASE_DIRECT_URL", "PostgreSQL without the pooler; required with DATABASE_POOLER=transaction"},
 			poolerVar}},
 	{name: "dev", summary: "Development: find or start PostgreSQL (DATABASE_URL, else 127.0.0.1:5432, else a private cluster\n" +

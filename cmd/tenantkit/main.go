@@ -125,6 +125,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		if err := postgres.Migrate(ctx, dbURL, args[1], stdout); err != nil || args[1] != "up" {
 			return err
 		}
+		if err := usePolicyForm(ctx, dbURL, os.Getenv, stdout); err != nil {
+			return err
+		}
 		// Hasura may have created its catalog already (it does on its first start): grant what its
 		// event triggers need when this role may; otherwise say how.
 		switch err := postgres.GrantHasura(ctx, dbURL); {
@@ -434,6 +437,11 @@ func serveWith(ctx context.Context, cfg Config, stdout io.Writer, dev *devMode) 
 	if cfg.PublicURL == "" {
 		log.Warn().Msg("TENANTKIT_PUBLIC_URL is unset: tenant exports are off (exportTenant answers unavailable)")
 	}
+	if problem, err := m.DB.PolicyFormProblem(ctx, cfg.Pooler); err != nil {
+		log.Warn().Err(err).Msg("could not read the policies' form")
+	} else if problem != "" {
+		log.Warn().Str("problem", problem).Msg("statements under row-level security cost more than they need")
+	}
 	if problem, err := m.DB.HasuraEventProblem(ctx); err != nil {
 		log.Warn().Err(err).Msg("could not check Hasura's event triggers")
 	} else if problem != "" {
@@ -471,6 +479,9 @@ func dev(ctx context.Context, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "tenantkit dev: database %s (%s)\n", redactURL(dbURL), source)
 	if err := postgres.Migrate(ctx, dbURL, "up", stdout); err != nil {
+		return err
+	}
+	if err := usePolicyForm(ctx, dbURL, os.Getenv, stdout); err != nil {
 		return err
 	}
 	defaults := map[string]string{"DATABASE_URL": dbURL}
@@ -580,6 +591,22 @@ func ensureDatabase(ctx context.Context, adminURL, name string) (string, error) 
 		}
 	}
 	return pglocal.WithDatabase(adminURL, name)
+}
+
+// usePolicyForm installs the policies' form that suits DATABASE_POOLER (postgres.PolicyFormFor):
+// `migrate up` and `dev` run it after the migrations, as the owner of the tables.
+func usePolicyForm(ctx context.Context, dbURL string, getenv func(string) string, stdout io.Writer) error {
+	pooler, err := postgres.ParsePooler(getenv("DATABASE_POOLER"))
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	form := postgres.PolicyFormFor(pooler)
+	n, err := postgres.SetPolicyForm(ctx, dbURL, form)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "policies: %s form for DATABASE_POOLER=%s (%d rewritten)\n", form, pooler, n)
+	return nil
 }
 
 // migrationURL is where `tenantkit migrate` connects: DATABASE_DIRECT_URL when set, else

@@ -19,6 +19,7 @@ import (
 	"github.com/tenantkit/tenantkit/internal/mail/mailtest"
 	"github.com/tenantkit/tenantkit/internal/pgbouncer"
 	"github.com/tenantkit/tenantkit/internal/pgtest"
+	"github.com/tenantkit/tenantkit/internal/postgres"
 )
 
 // poolerEnv set to "pgbouncer" runs every service that start() starts on the test's own database
@@ -59,7 +60,17 @@ func throughPooler(t testing.TB, env map[string]string, dbURL string) bool {
 		env["APP_DATABASE_URL"] = b.URL(env["APP_DATABASE_URL"])
 	}
 	env["DATABASE_POOLER"] = "transaction"
+	usePooledPolicies(t, dbURL)
 	return true
+}
+
+// usePooledPolicies installs the policies' form `tenantkit migrate up` installs for
+// DATABASE_POOLER=transaction on the test's database (dbURL, direct).
+func usePooledPolicies(t testing.TB, dbURL string) {
+	t.Helper()
+	if _, err := postgres.SetPolicyForm(context.Background(), dbURL, postgres.PolicyFormFor(postgres.TransactionPooler)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // directURL is the URL of m's database without a pooler in between, for fixtures and checks.
@@ -86,6 +97,7 @@ func pooledStack(t *testing.T, b *pgbouncer.Bouncer, params []string, env ...str
 	t.Helper()
 	smtp := mailtest.Start(t)
 	dbURL := pgtest.NewDB(t)
+	usePooledPolicies(t, dbURL)
 	withParams := func(u string) string {
 		pu, err := neturl.Parse(b.URL(u))
 		if err != nil {
@@ -304,6 +316,53 @@ func TestPoolerConfig(t *testing.T) {
 			}
 		} else if err != nil || u != c.url {
 			t.Errorf("%v: %q, %v; want %q", c.env, u, err, c.url)
+		}
+	}
+}
+
+// TestMigrateInstallsPolicyForm: `tenantkit migrate up` installs the policies' form that suits
+// DATABASE_POOLER, says so, and switches it back when run again with the other setting.
+func TestMigrateInstallsPolicyForm(t *testing.T) {
+	dbURL := pgtest.NewDB(t)
+	ctx := context.Background()
+	form := func() postgres.PolicyForm {
+		t.Helper()
+		db, err := postgres.Open(ctx, dbURL, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		f, err := db.PolicyForm(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	for _, c := range []struct {
+		env  []string
+		want postgres.PolicyForm
+		line string
+	}{
+		{[]string{"DATABASE_URL", dbURL}, postgres.InlinePolicies, "policies: inline form for DATABASE_POOLER=none (0 rewritten)"},
+		{[]string{"DATABASE_URL", "postgres://pooler.invalid/db", "DATABASE_POOLER", "transaction", "DATABASE_DIRECT_URL", dbURL},
+			postgres.HelperPolicies, "policies: helper form for DATABASE_POOLER=transaction ("},
+		{[]string{"DATABASE_URL", dbURL}, postgres.InlinePolicies, "policies: inline form for DATABASE_POOLER=none ("},
+	} {
+		for _, k := range []string{"DATABASE_URL", "DATABASE_POOLER", "DATABASE_DIRECT_URL"} {
+			t.Setenv(k, "")
+		}
+		for i := 0; i+1 < len(c.env); i += 2 {
+			t.Setenv(c.env[i], c.env[i+1])
+		}
+		var out strings.Builder
+		if err := run(ctx, []string{"migrate", "up"}, &out); err != nil {
+			t.Fatalf("%v: %v\n%s", c.env, err, out.String())
+		}
+		if !strings.Contains(out.String(), c.line) {
+			t.Errorf("%v: output lacks %q:\n%s", c.env, c.line, out.String())
+		}
+		if f := form(); f != c.want {
+			t.Errorf("%v: form %s, want %s", c.env, f, c.want)
 		}
 	}
 }

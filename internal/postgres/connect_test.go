@@ -118,7 +118,7 @@ func TestOpenSaysWhyItCannotConnect(t *testing.T) {
 
 // TestSingleConnectionsTakePoolSettings: the URLs the service's pools read may carry pgxpool's own
 // parameters (pool_max_conns…); the commands that open one connection with the same URL
-// (migrate, Hasura's grants, the reachability check) do not send them to
+// (migrate, the policy form, Hasura's grants, the reachability check) do not send them to
 // PostgreSQL, which would refuse the connection.
 func TestSingleConnectionsTakePoolSettings(t *testing.T) {
 	t.Parallel()
@@ -137,6 +137,9 @@ func TestSingleConnectionsTakePoolSettings(t *testing.T) {
 	}
 	if err := postgres.Migrate(ctx, dbURL, "status", io.Discard); err != nil {
 		t.Errorf("migrate status: %v", err)
+	}
+	if _, err := postgres.SetPolicyForm(ctx, dbURL, postgres.InlinePolicies); err != nil {
+		t.Errorf("policy form: %v", err)
 	}
 	if err := postgres.GrantHasura(ctx, dbURL); err != nil {
 		t.Errorf("Hasura's grants: %v", err)

@@ -491,13 +491,30 @@ func keys(ctx context.Context, tx pgx.Tx, sql string) ([]string, error) {
 	}
 }
 
+// TestIsolationProperty runs in both forms of the policies (migration 00028): they must give the
+// same answers.
 func TestIsolationProperty(t *testing.T) {
 	t.Parallel()
+	for _, form := range []postgres.PolicyForm{postgres.InlinePolicies, postgres.HelperPolicies} {
+		t.Run(string(form), func(t *testing.T) {
+			t.Parallel()
+			isolationProperty(t, form)
+		})
+	}
+}
+
+func isolationProperty(t *testing.T, form postgres.PolicyForm) {
 	s := seed(t)
 	rng := rand.New(rand.NewPCG(s, s^0x9e3779b97f4a7c15))
 	w := newWorld(rng, 50, 200)
 	db, admin := setup(t)
 	ctx := context.Background()
+	if _, err := admin.Exec(ctx, `SELECT tenantkit.set_policy_form($1)`, string(form)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := db.PolicyForm(ctx); err != nil || got != form {
+		t.Fatalf("policy form %s (%v), want %s", got, err, form)
+	}
 	w.load(ctx, t, admin)
 	fail := func(format string, args ...any) {
 		t.Helper()

@@ -280,12 +280,20 @@ func TestSchemaLint(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := connect(t, pgtest.NewDB(t))
+	// The policies' helper form (migration 00028) is held to the same rules.
+	helper := connect(t, pgtest.NewDB(t))
+	if _, err := helper.Exec(ctx, `SELECT tenantkit.set_policy_form('helper')`); err != nil {
+		t.Fatal(err)
+	}
 
 	for _, r := range lintRules {
 		t.Run(r.name, func(t *testing.T) {
 			t.Parallel()
 			if off := r.lint(ctx, pool); len(off) > 0 {
 				t.Errorf("%d offender(s):\n  %s", len(off), strings.Join(off, "\n  "))
+			}
+			if off := r.lint(ctx, helper); len(off) > 0 {
+				t.Errorf("helper form: %d offender(s):\n  %s", len(off), strings.Join(off, "\n  "))
 			}
 		})
 	}
@@ -317,17 +325,19 @@ func TestSchemaLint(t *testing.T) {
 
 	t.Run("policies on projects run their helper once per statement", func(t *testing.T) {
 		t.Parallel()
-		names, conds, err := subplans(ctx, pool, "tenantkit_app",
-			fmt.Sprintf("SELECT * FROM projects WHERE tenant_id = '%s' ORDER BY created_at DESC LIMIT 50", uuid.NewString()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(names) == 0 {
-			t.Fatal("no subplan: the policy's helper call is missing from the plan")
-		}
-		for _, n := range names {
-			if !strings.HasPrefix(n, "InitPlan") && !strings.Contains(conds, "hashed "+n) {
-				t.Errorf("%s in %q runs per row: want an InitPlan or a hashed SubPlan", n, conds)
+		for form, pool := range map[string]*pgxpool.Pool{"inline": pool, "helper": helper} {
+			names, conds, err := subplans(ctx, pool, "tenantkit_app",
+				fmt.Sprintf("SELECT * FROM projects WHERE tenant_id = '%s' ORDER BY created_at DESC LIMIT 50", uuid.NewString()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(names) == 0 {
+				t.Fatalf("%s form: no subplan: the policy's helper call is missing from the plan", form)
+			}
+			for _, n := range names {
+				if !strings.HasPrefix(n, "InitPlan") && !strings.Contains(conds, "hashed "+n) {
+					t.Errorf("%s form: %s in %q runs per row: want an InitPlan or a hashed SubPlan", form, n, conds)
+				}
 			}
 		}
 	})
