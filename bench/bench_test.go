@@ -493,9 +493,15 @@ func BenchmarkListProjects(b *testing.B) {
 			for _, role := range roles {
 				b.Run(prefix+role.name, func(b *testing.B) { benchTx(b, ds, role.role, pgx.QueryExecModeCacheStatement) })
 			}
+			// Without prepared statements, RLS runs under the policies' form `tenantkit migrate up`
+			// installs for DATABASE_POOLER=transaction (the helper form), and once more under the
+			// inline form for comparison; the inline form is back for the rows that follow.
+			setPolicyForm(b, ds.url, postgres.PolicyFormFor(postgres.TransactionPooler))
 			for _, role := range roles {
 				b.Run(prefix+role.name+"-unprepared", func(b *testing.B) { benchTx(b, ds, role.role, pgx.QueryExecModeExec) })
 			}
+			setPolicyForm(b, ds.url, postgres.InlinePolicies)
+			b.Run(prefix+"rls-unprepared-inline", func(b *testing.B) { benchTx(b, ds, postgres.AppRole, pgx.QueryExecModeExec) })
 			for _, role := range roles {
 				b.Run(prefix+role.name+"-query-only", func(b *testing.B) { benchQueryOnly(b, ds, role.role) })
 			}
@@ -512,6 +518,14 @@ func BenchmarkListProjects(b *testing.B) {
 				b.ReportMetric(buf.cachedMiB, "cached-MiB")
 			}
 		})
+	}
+}
+
+// setPolicyForm installs form in the benchmark's database (as its owner).
+func setPolicyForm(b *testing.B, url string, form postgres.PolicyForm) {
+	b.Helper()
+	if _, err := postgres.SetPolicyForm(b.Context(), url, form); err != nil {
+		b.Fatal(err)
 	}
 }
 
@@ -557,9 +571,9 @@ func sharedBuffers(tb testing.TB, url string) buffers {
 // benchTx: each iteration is a whole user transaction for a random tenant (fixed seed, so every
 // role visits the same tenants in the same order): begin; set role and claims; the query; commit.
 // mode is how pgx sends the statements: QueryExecModeCacheStatement prepares each once per
-// connection (Hasura with use_prepared_statements: true, tenantkit on a direct connection), so
-// PostgreSQL reuses its plan; QueryExecModeExec prepares none, so every statement is planned again
-// (Hasura without prepared statements, and tenantkit, behind a transaction pooler).
+// connection (tenantkit on a direct connection), so PostgreSQL reuses its plan; QueryExecModeExec
+// prepares none, so every statement is planned again (tenantkit behind a transaction pooler).
+// Hasura's own role bypasses RLS (README, "Hasura's database role"): these costs are not its.
 func benchTx(b *testing.B, ds *dataset, role string, mode pgx.QueryExecMode) {
 	ctx := b.Context()
 	conn := connectWith(b, ds.url, "10s", mode)
