@@ -93,8 +93,9 @@ var poolerConfigs = []struct{ name, mode string }{
 // mode costs. Five `tenantkit serve` processes on one database (poolerConfigs), each driven in turn
 // at a fixed 400 requests/s with two kinds of request: checkPermission (one round trip, as the
 // system role) and the remote schema's checkEntitlement (a user transaction: begin with the role,
-// the caller and, behind the pooler, the timeouts; one query; commit), 2 s each. Five rounds,
-// interleaved; each figure is the median of the rounds' p50 (p99 in the log).
+// the caller and, behind the pooler, the timeouts; one query; commit), 2 s each, under the policies'
+// form each deployment gets (helper behind PgBouncer, inline otherwise). Five rounds, interleaved;
+// each figure is the median of the rounds' p50 (p99 in the log).
 func BenchmarkPooler(b *testing.B) {
 	ctx := b.Context()
 	db := newDB(b)
@@ -104,21 +105,24 @@ func BenchmarkPooler(b *testing.B) {
 		name  string
 		kinds map[string][][]byte // request kind → raw requests
 		conns rawPool
+		form  postgres.PolicyForm // the policies' form `tenantkit migrate up` installs for it
 	}
 	var targets []target
 	for _, c := range poolerConfigs {
 		url := db
 		var env []string
+		pooler := postgres.NoPooler
 		if strings.HasPrefix(c.name, "pgbouncer") {
 			url = bouncer.URL(db)
-			env = append(env, "DATABASE_POOLER=transaction")
+			pooler = postgres.TransactionPooler
+			env = append(env, "DATABASE_POOLER="+string(pooler))
 		}
 		if c.mode != "" {
 			url = withQuery(b, url, "default_query_exec_mode", c.mode)
 		}
 		svc := startService(b, db, append(env, "DATABASE_URL="+url)...)
 		hc := hasura(b, svc)
-		tg := target{name: c.name, kinds: map[string][][]byte{}, conns: newRawPool(svc.url, 64)}
+		tg := target{name: c.name, kinds: map[string][][]byte{}, conns: newRawPool(svc.url, 64), form: postgres.PolicyFormFor(pooler)}
 		for i, tenant := range ds.tenants {
 			owner := ds.owners[i]
 			req, err := hc.ActionRequest("checkPermission", map[string]any{"tenantId": tenant, "permission": "users:invite"},
@@ -147,7 +151,15 @@ func BenchmarkPooler(b *testing.B) {
 			return nil
 		}
 	}
+	// The services share one database: before each one's phases, the policies' form its own
+	// deployment would have.
+	useForm := func(tg target) {
+		if _, err := postgres.SetPolicyForm(ctx, db, tg.form); err != nil {
+			b.Fatal(err)
+		}
+	}
 	for _, tg := range targets { // warm-up: connections, caches
+		useForm(tg)
 		for _, kind := range []string{"check", "tx"} {
 			if st := closedLoop(ctx, 4, time.Second, do(tg, kind)); st.failed > 0 {
 				b.Fatalf("warm-up %s %s: %d failed, first: %v", tg.name, kind, st.failed, st.firstErr)
@@ -157,6 +169,7 @@ func BenchmarkPooler(b *testing.B) {
 	runs := map[string][]*stats{}
 	for round := range poolerRounds {
 		for _, tg := range targets {
+			useForm(tg)
 			for _, kind := range []string{"check", "tx"} {
 				st := openLoop(ctx, poolerRate, 2*time.Second, 32, do(tg, kind))
 				b.Logf("pooler round %d, %s %s: %s", round+1, tg.name, kind, st)
