@@ -30,14 +30,23 @@ func PolicyFormFor(pooler Pooler) PolicyForm {
 }
 
 // SetPolicyForm rewrites every policy into form (tenantkit.set_policy_form) in one transaction and
-// says how many policies changed (0 when form was installed already). Only the tables' owner (the
-// migration owner) may; it runs through a transaction pooler too (one statement, nothing prepared).
+// says how many policies changed. When form is installed already it changes nothing and asks for
+// no privilege (tenantkit.policy_form() only reads the catalog), so a `migrate up` with nothing to
+// do still succeeds for any role that may connect; a rewrite needs the tables' owner (the
+// migration owner). One statement at a time, nothing prepared: it runs through a pooler too.
 func SetPolicyForm(ctx context.Context, databaseURL string, form PolicyForm) (int, error) {
 	conn, err := Connect(ctx, databaseURL)
 	if err != nil {
 		return 0, fmt.Errorf("connect: %s", redact(err))
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	var installed string
+	if err := conn.QueryRow(ctx, `SELECT tenantkit.policy_form()`, pgx.QueryExecModeExec).Scan(&installed); err != nil {
+		return 0, fmt.Errorf("policy form: %w", err)
+	}
+	if PolicyForm(installed) == form {
+		return 0, nil
+	}
 	var changed int
 	if err := conn.QueryRow(ctx, `SELECT tenantkit.set_policy_form($1)`, pgx.QueryExecModeExec, string(form)).Scan(&changed); err != nil {
 		return 0, fmt.Errorf("policy form %s: %w", form, err)

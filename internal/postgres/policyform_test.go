@@ -119,6 +119,11 @@ func TestPolicyForms(t *testing.T) {
 	if _, err := postgres.SetPolicyForm(ctx, pgtest.AppURL(t, url), postgres.InlinePolicies); !errors.As(err, &pe) || pe.Code != "42501" {
 		t.Errorf("as the app login: %v, want insufficient_privilege", err)
 	}
+	// Asking for the form already installed changes nothing and needs no right to rewrite (a
+	// `migrate up` with nothing to do): tenantkit_app, which may read the schema, asks.
+	if n, err := postgres.SetPolicyForm(ctx, pgtest.AppURL(t, url)+"&role=tenantkit_app", postgres.HelperPolicies); err != nil || n != 0 {
+		t.Errorf("as tenantkit_app, the installed form: %d rewritten, %v", n, err)
+	}
 	if f := form(); f != postgres.HelperPolicies {
 		t.Fatalf("after the refusals: form %s, want helper", f)
 	}
