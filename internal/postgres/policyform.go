@@ -30,10 +30,11 @@ func PolicyFormFor(pooler Pooler) PolicyForm {
 }
 
 // SetPolicyForm rewrites every policy into form (tenantkit.set_policy_form) in one transaction and
-// says how many policies changed. When form is installed already it changes nothing and asks for
-// no privilege (tenantkit.policy_form() only reads the catalog), so a `migrate up` with nothing to
-// do still succeeds for any role that may connect; a rewrite needs the tables' owner (the
-// migration owner). One statement at a time, nothing prepared: it runs through a pooler too.
+// says how many policies changed. When form is installed already it changes nothing and needs no
+// right to rewrite (tenantkit.policy_form() only reads the catalog), so a `migrate up` with nothing
+// to do still succeeds for a role that may use the schema tenantkit; a rewrite needs the tables'
+// owner (the migration owner). One statement at a time, nothing prepared: it runs through a pooler
+// too.
 func SetPolicyForm(ctx context.Context, databaseURL string, form PolicyForm) (int, error) {
 	conn, err := Connect(ctx, databaseURL)
 	if err != nil {
