@@ -521,11 +521,12 @@ func BenchmarkListProjects(b *testing.B) {
 	}
 }
 
-// setPolicyForm installs form in the benchmark's database (as its owner).
-func setPolicyForm(b *testing.B, url string, form postgres.PolicyForm) {
-	b.Helper()
-	if _, err := postgres.SetPolicyForm(b.Context(), url, form); err != nil {
-		b.Fatal(err)
+// setPolicyForm installs form in the database at url (as its owner), as `tenantkit migrate up`
+// would for a deployment.
+func setPolicyForm(tb testing.TB, url string, form postgres.PolicyForm) {
+	tb.Helper()
+	if _, err := postgres.SetPolicyForm(context.Background(), url, form); err != nil {
+		tb.Fatal(err)
 	}
 }
 

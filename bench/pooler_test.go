@@ -45,10 +45,7 @@ func TestSoakThroughPgBouncer(t *testing.T) {
 			t.Fatal(err)
 		}
 		dbName = u.Path[1:]
-		// The policies' form `tenantkit migrate up` installs for DATABASE_POOLER=transaction.
-		if _, err := postgres.SetPolicyForm(t.Context(), db, postgres.PolicyFormFor(postgres.TransactionPooler)); err != nil {
-			t.Fatal(err)
-		}
+		setPolicyForm(t, db, postgres.PolicyFormFor(postgres.TransactionPooler))
 		return []string{"DATABASE_URL=" + b.URL(db), "APP_DATABASE_URL=" + b.URL(pgtest.AppURL(t, db)), "DATABASE_POOLER=transaction"}
 	}})
 	// The traffic went through the pooler: its transactions are in PgBouncer's statistics (updated
@@ -153,13 +150,8 @@ func BenchmarkPooler(b *testing.B) {
 	}
 	// The services share one database: before each one's phases, the policies' form its own
 	// deployment would have.
-	useForm := func(tg target) {
-		if _, err := postgres.SetPolicyForm(ctx, db, tg.form); err != nil {
-			b.Fatal(err)
-		}
-	}
 	for _, tg := range targets { // warm-up: connections, caches
-		useForm(tg)
+		setPolicyForm(b, db, tg.form)
 		for _, kind := range []string{"check", "tx"} {
 			if st := closedLoop(ctx, 4, time.Second, do(tg, kind)); st.failed > 0 {
 				b.Fatalf("warm-up %s %s: %d failed, first: %v", tg.name, kind, st.failed, st.firstErr)
@@ -169,7 +161,7 @@ func BenchmarkPooler(b *testing.B) {
 	runs := map[string][]*stats{}
 	for round := range poolerRounds {
 		for _, tg := range targets {
-			useForm(tg)
+			setPolicyForm(b, db, tg.form)
 			for _, kind := range []string{"check", "tx"} {
 				st := openLoop(ctx, poolerRate, 2*time.Second, 32, do(tg, kind))
 				b.Logf("pooler round %d, %s %s: %s", round+1, tg.name, kind, st)

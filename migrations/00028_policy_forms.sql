@@ -38,41 +38,42 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+  -- Each form's two texts (with a permission, and without: all of the caller's tenants) as
+  -- pg_get_expr prints them, and as they are written; \1 is the permission.
   inline_perm constant text := 'ARRAY\( SELECT c\.tenant_id\s+FROM tenantkit\.caller_memberships c\s+WHERE tenantkit\.allows\(c\.role, c\.permissions, (''[a-z_]+:[a-z_*]+''::text)\)\)';
   inline_any constant text := 'ARRAY\( SELECT c\.tenant_id\s+FROM tenantkit\.caller_memberships c\)';
   helper_perm constant text := '\( SELECT tenantkit\.caller_tenants\((''[a-z_]+:[a-z_*]+''::text)\) AS caller_tenants\)';
   helper_any constant text := '\( SELECT tenantkit\.caller_tenants\(\) AS caller_tenants\)';
-  other text;
+  from_perm text; to_perm text; from_any text; to_any text;
+  other text; -- a text only the other form has
   p record;
   q text;
   w text;
   changed integer := 0;
 BEGIN
-  IF form IS DISTINCT FROM 'inline' AND form IS DISTINCT FROM 'helper' THEN
+  CASE form
+  WHEN 'helper' THEN
+    from_perm := inline_perm; to_perm := '(SELECT tenantkit.caller_tenants(\1))';
+    from_any := inline_any; to_any := '(SELECT tenantkit.caller_tenants())';
+    other := 'tenantkit.caller_memberships';
+  WHEN 'inline' THEN
+    from_perm := helper_perm; to_perm := 'ARRAY(SELECT c.tenant_id FROM tenantkit.caller_memberships c WHERE tenantkit.allows(c.role, c.permissions, \1))';
+    from_any := helper_any; to_any := 'ARRAY(SELECT c.tenant_id FROM tenantkit.caller_memberships c)';
+    other := 'tenantkit.caller_tenants(';
+  ELSE
     RAISE EXCEPTION 'policy form must be inline or helper, not %', coalesce(form, 'NULL')
       USING ERRCODE = 'invalid_parameter_value';
-  END IF;
-  other := CASE form WHEN 'inline' THEN 'tenantkit.caller_tenants(' ELSE 'tenantkit.caller_memberships' END;
+  END CASE;
   FOR p IN
-    SELECT pol.polname, pol.polrelid::regclass AS rel, pg_get_expr(pol.polqual, pol.polrelid) AS qual,
-           pg_get_expr(pol.polwithcheck, pol.polrelid) AS with_check
-    FROM pg_policy pol
-    WHERE strpos(concat(pg_get_expr(pol.polqual, pol.polrelid), pg_get_expr(pol.polwithcheck, pol.polrelid)), other) > 0
-    ORDER BY pol.polrelid, pol.polname
+    SELECT * FROM (
+      SELECT pol.polname, pol.polrelid, pol.polrelid::regclass AS rel, pg_get_expr(pol.polqual, pol.polrelid) AS qual,
+             pg_get_expr(pol.polwithcheck, pol.polrelid) AS with_check
+      FROM pg_policy pol) x
+    WHERE strpos(concat(x.qual, x.with_check), other) > 0
+    ORDER BY x.polrelid, x.polname
   LOOP
-    IF form = 'helper' THEN
-      q := regexp_replace(regexp_replace(p.qual, inline_perm, '(SELECT tenantkit.caller_tenants(\1))', 'g'),
-                          inline_any, '(SELECT tenantkit.caller_tenants())', 'g');
-      w := regexp_replace(regexp_replace(p.with_check, inline_perm, '(SELECT tenantkit.caller_tenants(\1))', 'g'),
-                          inline_any, '(SELECT tenantkit.caller_tenants())', 'g');
-    ELSE
-      q := regexp_replace(regexp_replace(p.qual, helper_perm,
-                            'ARRAY(SELECT c.tenant_id FROM tenantkit.caller_memberships c WHERE tenantkit.allows(c.role, c.permissions, \1))', 'g'),
-                          helper_any, 'ARRAY(SELECT c.tenant_id FROM tenantkit.caller_memberships c)', 'g');
-      w := regexp_replace(regexp_replace(p.with_check, helper_perm,
-                            'ARRAY(SELECT c.tenant_id FROM tenantkit.caller_memberships c WHERE tenantkit.allows(c.role, c.permissions, \1))', 'g'),
-                          helper_any, 'ARRAY(SELECT c.tenant_id FROM tenantkit.caller_memberships c)', 'g');
-    END IF;
+    q := regexp_replace(regexp_replace(p.qual, from_perm, to_perm, 'g'), from_any, to_any, 'g');
+    w := regexp_replace(regexp_replace(p.with_check, from_perm, to_perm, 'g'), from_any, to_any, 'g');
     IF strpos(concat(q, w), other) > 0 THEN
       RAISE EXCEPTION 'policy % on %: a members'' sub-select of an unexpected form: % / %', p.polname, p.rel, q, w;
     END IF;

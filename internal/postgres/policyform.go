@@ -71,9 +71,13 @@ func (db *DB) PolicyFormProblem(ctx context.Context, pooler Pooler) (string, err
 	if err != nil {
 		return "", err
 	}
-	if p, _ := ParsePooler(string(pooler)); form != PolicyFormFor(p) {
-		return fmt.Sprintf("the policies are in the %s form, which does not suit DATABASE_POOLER=%s (the %s form does): run `tenantkit migrate up` with DATABASE_POOLER=%s (docs/pooling.md, \"Policy forms\")",
-			form, p, PolicyFormFor(p), p), nil
+	want := PolicyFormFor(pooler)
+	if form == want {
+		return "", nil
 	}
-	return "", nil
+	if pooler == "" {
+		pooler = NoPooler
+	}
+	return fmt.Sprintf("the policies are in the %s form, which does not suit DATABASE_POOLER=%s (the %s form does): run `tenantkit migrate up` with DATABASE_POOLER=%s (docs/pooling.md, \"Policy forms\")",
+		form, pooler, want, pooler), nil
 }
