@@ -44,6 +44,7 @@ var serveVars = []envVar{
 	{"TENANT_PURGE_INTERVAL", "how often serve purges the deleted tenants whose restore window ended, 1m to 24h (default 1h)"},
 	{"USAGE_RETENTION_MONTHS", "months of usage events kept before the current one, 13 to 120 (default 13)"},
 	{"MAINTENANCE_INTERVAL", "how often serve runs the maintenance job (usage partitions, ledger pruning), 1m to 24h (default 1h)"},
+	{"USAGE_FOLD_INTERVAL", "how often serve adds recorded usage events to billing_usage, 100ms to 1m (default 1s); Hasura's direct select of billing_usage trails by up to this"},
 	{"METRICS_TOKEN", "when set, GET /metrics needs Authorization: Bearer <token>"},
 	{"API_TOKEN_SIGNING_KEY_FILE", "PEM Ed25519 or RSA key signing API-key tokens; unset: POST /auth/token and the JWKS are off"},
 	{"API_TOKEN_PREVIOUS_KEY_FILE", "the previous signing key during a rotation: listed in the JWKS, never used to sign"},

@@ -82,6 +82,10 @@ type Config struct {
 	// MAINTENANCE_INTERVAL, optional (Go duration, 1m to 24h; default 1h): how often serve runs
 	// the maintenance job (usage partitions, ledger pruning).
 	MaintenanceInterval time.Duration
+	// USAGE_FOLD_INTERVAL, optional (Go duration, 100ms to 1m; default 1s): how often serve folds
+	// the recorded counter events into billing_usage. tenantkit's own readers are exact at every
+	// moment; Hasura's direct select of billing_usage trails by up to this interval.
+	UsageFoldInterval time.Duration
 	// PPROF_ADDR, optional (a loopback host:port): where a second listener serves Go's profiles
 	// (net/http/pprof under /debug/pprof/); unset, there is none.
 	PprofAddr string
@@ -245,6 +249,8 @@ func loadConfig(getenv func(string) string, dev bool) (Config, error) {
 	problems = append(problems, configInt(getenv, "USAGE_RETENTION_MONTHS", "months", maintenance.MinRetentionMonths, maintenance.MaxRetentionMonths, &c.UsageRetentionMonths)...)
 	c.MaintenanceInterval = time.Hour
 	problems = append(problems, configDuration(getenv, "MAINTENANCE_INTERVAL", time.Minute, 24*time.Hour, "1h", &c.MaintenanceInterval)...)
+	c.UsageFoldInterval = maintenance.DefaultFoldInterval
+	problems = append(problems, configDuration(getenv, "USAGE_FOLD_INTERVAL", maintenance.MinFoldInterval, maintenance.MaxFoldInterval, "1s", &c.UsageFoldInterval)...)
 	if c.PprofAddr = getenv("PPROF_ADDR"); c.PprofAddr != "" && !loopbackAddr(c.PprofAddr) {
 		problems = append(problems, "PPROF_ADDR must be a loopback host:port (e.g. 127.0.0.1:6060): profiles are not for the network")
 	}

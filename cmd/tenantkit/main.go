@@ -337,6 +337,8 @@ func (m *Main) Open(ctx context.Context) error {
 	runners = append(runners, func(ctx context.Context) {
 		job := &maintenance.Service{Store: db, RetentionMonths: m.Config.UsageRetentionMonths}
 		job.RunEvery(ctx, m.Config.MaintenanceInterval, func(r maintenance.Report, err error) { logMaintenance(m.Log, r, err) })
+	}, func(ctx context.Context) {
+		maintenance.FoldEvery(ctx, db, m.Config.UsageFoldInterval, func(n int64, err error) { logFold(m.Log, n, err) })
 	})
 	if m.StripeOutbox != nil {
 		runners = append(runners, m.StripeOutbox.Run)

@@ -91,5 +91,14 @@ func logMaintenance(log zerolog.Logger, r maintenance.Report, err error) {
 	if err != nil {
 		msg = "maintenance run failed; tried again at the next interval"
 	}
-	ev.Strs("created", r.Created).Strs("dropped", r.Dropped).Dict("deleted", d).Msg(msg)
+	ev.Int64("folded", r.Folded).Strs("created", r.Created).Strs("dropped", r.Dropped).Dict("deleted", d).Msg(msg)
+}
+
+// logFold logs a usage fold at debug level, a failed one as a warning.
+func logFold(log zerolog.Logger, folded int64, err error) {
+	if err != nil {
+		log.Warn().Err(err).Msg("usage fold failed; tried again at the next interval (readers still count the events)")
+		return
+	}
+	log.Debug().Int64("folded", folded).Msg("usage fold")
 }

@@ -2,7 +2,10 @@
 // events and each ledger or outbox are kept, and runs the periodic job (`tenantkit serve` every
 // MAINTENANCE_INTERVAL, `tenantkit maintenance run` on demand) that creates usage partitions
 // ahead, drops the expired ones and deletes expired ledger rows in bounded batches. One replica
-// runs it at a time. The SQL is in internal/postgres (maintenance.go).
+// runs it at a time. It also runs the usage fold (Fold: `tenantkit serve` every
+// USAGE_FOLD_INTERVAL, and first in each job), which adds recorded counter events to
+// billing_usage off the request path. The SQL is in internal/postgres (maintenance.go) and
+// migration 00029.
 package maintenance
 
 import (
@@ -94,6 +97,10 @@ type Store interface {
 	// PruneLedger deletes at most limit rows of the ledger that its Rule lets go at cutoff (for
 	// usage_cuts: cuts before cutoff), and returns how many it deleted.
 	PruneLedger(ctx context.Context, ledger Ledger, cutoff time.Time, limit int) (int, error)
+	// FoldUsage adds the counter events recorded since the last fold (those whose transactions
+	// have all ended) to billing_usage, and returns how many it added. Folds run one at a time; a
+	// second waits for the first.
+	FoldUsage(ctx context.Context) (folded int64, err error)
 }
 
 // Service runs the job.
@@ -111,6 +118,7 @@ type Service struct {
 // Report is what one run did. Ran is false when another run held the lock (nothing was done).
 type Report struct {
 	Ran     bool
+	Folded  int64 // counter events added to billing_usage
 	Created []string
 	Dropped []string
 	Pruned  map[Ledger]int
@@ -143,9 +151,11 @@ func (s *Service) now() time.Time {
 	return time.Now()
 }
 
-// Run runs the job once, unless another run holds the lock. The months from the current one to
-// MonthsAhead after it get their usage partition; the partitions of months before UsageCutoff are
-// dropped; each ledger loses the rows its Rule lets go, a batch at a time, until none is left.
+// Run runs the job once, unless another run holds the lock. The usage fold runs first, so that
+// no partition about to be dropped holds an event the counters lack (the drop refuses such a
+// partition); the months from the current one to MonthsAhead after it get their usage partition;
+// the partitions of months before UsageCutoff are dropped; each ledger loses the rows its Rule
+// lets go, a batch at a time, until none is left.
 func (s *Service) Run(ctx context.Context) (Report, error) {
 	months := s.RetentionMonths
 	if months == 0 {
@@ -165,6 +175,9 @@ func (s *Service) Run(ctx context.Context) (Report, error) {
 	defer unlock()
 	now := s.now()
 	r := Report{Ran: true, Pruned: map[Ledger]int{}}
+	if r.Folded, err = s.Store.FoldUsage(ctx); err != nil {
+		return r, fmt.Errorf("maintenance: usage fold: %w", err)
+	}
 	ahead := make([]time.Time, 0, MonthsAhead+1)
 	for i := 0; i <= MonthsAhead; i++ {
 		ahead = append(ahead, Month(now).AddDate(0, i, 0))
@@ -210,6 +223,36 @@ func (s *Service) RunEvery(ctx context.Context, interval time.Duration, report f
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		}
+	}
+}
+
+// Fold intervals: USAGE_FOLD_INTERVAL's bounds and default. Hasura's direct select of
+// billing_usage trails the recorded events by up to one interval (tenantkit's own readers never do).
+const (
+	MinFoldInterval     = 100 * time.Millisecond
+	MaxFoldInterval     = time.Minute
+	DefaultFoldInterval = time.Second
+)
+
+// FoldEvery runs the usage fold every interval until ctx ends, reporting each fold that added
+// events or failed. A fold that fails is tried again at the next interval: the events stay where
+// they are, and every reader but Hasura's direct select still counts them.
+func FoldEvery(ctx context.Context, store Store, interval time.Duration, report func(folded int64, err error)) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		n, err := store.FoldUsage(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if n > 0 || err != nil {
+			report(n, err)
 		}
 	}
 }

@@ -20,7 +20,9 @@ var errUnknownTenant = tenantkit.Errorf(tenantkit.Invalid, "the batch names a te
 
 // insertUsage appends a batch of events, each once by tenant and idempotency key, in key order
 // (concurrent batches would deadlock otherwise), and yields the newly inserted ones with their UTC
-// hour as "inserted". recordCounters and recordGauges build on it.
+// hour as "inserted". xact is the SQL for usage_events.xact: the recording transaction's id for
+// counters, which the fold adds to billing_usage later, NULL for gauges. recordCounters and
+// recordGauges build on it.
 //
 // usage_events is partitioned by the UTC month a row is recorded in (recorded_month, now()'s
 // month), and its primary key (tenant_id, idempotency_key, recorded_month) keeps a key once per
@@ -37,7 +39,8 @@ var errUnknownTenant = tenantkit.Errorf(tenantkit.Invalid, "the batch names a te
 // other side of the month's end holds the claim, this one waits for it to end, and records the
 // event only when its own claim went in (migration 00024). batch is NOT MATERIALIZED: the insert
 // keeps the plan it had with one reference, and the claim reads the arrays only near a month's end.
-const insertUsage = `
+func insertUsage(xact string) string {
+	return `
 WITH batch (tenant_id, idempotency_key, metric, quantity, occurred_at) AS NOT MATERIALIZED (
   SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::numeric[], $5::timestamptz[])
 ), boundary AS (
@@ -50,8 +53,8 @@ WITH batch (tenant_id, idempotency_key, metric, quantity, occurred_at) AS NOT MA
   ON CONFLICT DO NOTHING
   RETURNING k.tenant_id, k.idempotency_key
 ), inserted AS (
-  INSERT INTO tenantkit.usage_events AS e (tenant_id, idempotency_key, metric, quantity, occurred_at)
-  SELECT b.tenant_id, b.idempotency_key, b.metric, b.quantity, b.occurred_at FROM batch b
+  INSERT INTO tenantkit.usage_events AS e (tenant_id, idempotency_key, metric, quantity, occurred_at, xact)
+  SELECT b.tenant_id, b.idempotency_key, b.metric, b.quantity, b.occurred_at, ` + xact + ` FROM batch b
   WHERE NOT EXISTS (
     SELECT FROM tenantkit.usage_events p
     WHERE p.tenant_id = b.tenant_id AND p.idempotency_key = b.idempotency_key
@@ -64,24 +67,17 @@ WITH batch (tenant_id, idempotency_key, metric, quantity, occurred_at) AS NOT MA
   ON CONFLICT (tenant_id, idempotency_key, recorded_month) DO NOTHING
   RETURNING e.tenant_id, e.metric, e.quantity, e.occurred_at, date_trunc('hour', e.occurred_at, 'UTC') AS period_start
 )`
+}
 
-// recordCounters adds the new events to a counter row picked by slot, so concurrent writers of one
-// tenant, metric and hour do not queue on one row.
-const recordCounters = insertUsage + `, added AS (
-  INSERT INTO billing_usage AS u (tenant_id, metric, period_start, period_end, slot, quantity)
-  SELECT tenant_id, metric, period_start, period_start + interval '1 hour', pg_backend_pid() % 16, sum(quantity)
-  FROM inserted
-  GROUP BY tenant_id, metric, period_start
-  ORDER BY tenant_id, metric, period_start
-  ON CONFLICT (tenant_id, metric, period_start, slot) DO UPDATE
-    SET quantity = u.quantity + EXCLUDED.quantity, updated_at = now()
-  RETURNING 1
-)
+// recordCounters appends counter events marked with their transaction's id and writes no counter:
+// tenantkit.fold_usage adds them to billing_usage off the request path, and every reader adds the
+// events it has not reached yet (migration 00029, docs/schema.md "Usage storage").
+var recordCounters = insertUsage("pg_current_xact_id()") + `
 SELECT count(*) FROM inserted`
 
 // recordGauges keeps, per tenant, metric and hour, the latest observation (slot 0); an older
 // observation arriving late changes nothing.
-const recordGauges = insertUsage + `, latest AS (
+var recordGauges = insertUsage("NULL") + `, latest AS (
   SELECT DISTINCT ON (tenant_id, metric, period_start) *
   FROM inserted
   ORDER BY tenant_id, metric, period_start, occurred_at DESC
@@ -325,7 +321,8 @@ func (db *DB) RecordUsage(ctx context.Context, events []billing.UsageEvent) (int
 	return recorded, err
 }
 
-// Usage implements billing.Store under RLS: members of the tenant read its usage.
+// Usage implements billing.Store under RLS: members of the tenant read its usage, the counters and
+// the events not folded into them yet (tenantkit.caller_unfolded_usage), in one statement.
 func (db *DB) Usage(ctx context.Context, s tenantkit.Session, tenantID string, from, to time.Time, granularity string) ([]billing.UsageTotal, error) {
 	gauges := make([]string, 0, len(billing.Gauges))
 	for g := range billing.Gauges {
@@ -336,8 +333,10 @@ func (db *DB) Usage(ctx context.Context, s tenantkit.Session, tenantID string, f
 		rows, _ := tx.Query(ctx, `
 			SELECT metric, date_trunc($4, period_start, 'UTC') AS p,
 			       CASE WHEN metric = ANY ($5::text[]) THEN max(quantity) ELSE sum(quantity) END::float8
-			FROM billing_usage
-			WHERE tenant_id = $1 AND period_start >= $2 AND period_start < $3
+			FROM (SELECT metric, period_start, quantity FROM billing_usage WHERE tenant_id = $1
+			      UNION ALL
+			      SELECT metric, period_start, quantity FROM tenantkit.caller_unfolded_usage($1)) u
+			WHERE period_start >= $2 AND period_start < $3
 			GROUP BY metric, p
 			ORDER BY metric, p`, tenantID, from, to, granularity, gauges)
 		var err error

@@ -102,13 +102,18 @@ var archiveSections = []archiveSection{
 		SELECT to_jsonb(x)::text FROM tenantkit.invitation_sends x WHERE x.tenant_id = $1 ORDER BY x.id`},
 	{"projects", "public.projects", true, `
 		SELECT to_jsonb(p)::text FROM projects p WHERE p.tenant_id = $1 ORDER BY p.created_at, p.id`},
-	// Hourly totals per metric (the counter slots summed; a gauge has one slot).
+	// Hourly totals per metric (the counter slots summed, with the events not folded into them yet;
+	// a gauge has one slot).
 	{"usage", "public.billing_usage", true, `
 		SELECT jsonb_build_object('metric', u.metric, 'period_start', u.period_start, 'period_end', max(u.period_end),
 		         'quantity', sum(u.quantity), 'observed_at', max(u.observed_at))::text
-		FROM billing_usage u WHERE u.tenant_id = $1 GROUP BY u.metric, u.period_start ORDER BY u.metric, u.period_start`},
+		FROM (SELECT metric, period_start, period_end, quantity, observed_at FROM billing_usage WHERE tenant_id = $1
+		      UNION ALL
+		      SELECT metric, period_start, period_start + interval '1 hour', quantity, NULL
+		      FROM tenantkit.caller_unfolded_usage($1)) u
+		GROUP BY u.metric, u.period_start ORDER BY u.metric, u.period_start`},
 	{"usageEvents", "tenantkit.usage_events", true, `
-		SELECT to_jsonb(u)::text FROM tenantkit.usage_events u WHERE u.tenant_id = $1 ORDER BY u.idempotency_key, u.recorded_month`},
+		SELECT (to_jsonb(u) - 'xact')::text FROM tenantkit.usage_events u WHERE u.tenant_id = $1 ORDER BY u.idempotency_key, u.recorded_month`},
 	{"auditLog", "public.audit_log", true, `
 		SELECT to_jsonb(a)::text FROM audit_log a WHERE a.tenant_id = $1 ORDER BY a.seq`},
 	{"subscription", "public.tenant_subscriptions", false, `

@@ -272,6 +272,7 @@ var globalTables = map[string]string{
 	"tenantkit.processed_events":    "Hasura event ids already handled: operations",
 	"tenantkit.stripe_events":       "Stripe event ids, types and outcomes: operations",
 	"tenantkit.stripe_intents":      "Stripe writes in flight per subscription id: operations, not the tenant's data",
+	"tenantkit.usage_fold":          "the usage fold's watermark, one row: operations",
 }
 
 // TestExportMemoryBounded streams the archive of a tenant with many rows and samples the heap

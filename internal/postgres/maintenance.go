@@ -59,11 +59,22 @@ func isNoPartition(err error) bool {
 }
 
 // DropUsagePartitionsBefore implements maintenance.Store through
-// tenantkit.usage_events_drop_before (00022): DETACH, then DROP, in one transaction.
+// tenantkit.usage_events_drop_before (00022): DETACH, then DROP, in one transaction. It drops
+// nothing while an event of those months is not folded into billing_usage yet (those months get
+// no new events, so the check holds until the drop).
 func (db *DB) DropUsagePartitionsBefore(ctx context.Context, month time.Time) ([]string, error) {
 	var dropped []string
+	before := maintenance.Month(month).Format(time.DateOnly)
 	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
-		rows, _ := tx.Query(ctx, `SELECT tenantkit.usage_events_drop_before($1::date)`, maintenance.Month(month).Format(time.DateOnly))
+		var unfolded int64
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM tenantkit.usage_events
+			WHERE recorded_month < $1::date AND xact >= (SELECT watermark FROM tenantkit.usage_fold)`, before).Scan(&unfolded); err != nil {
+			return err
+		}
+		if unfolded > 0 {
+			return fmt.Errorf("%d usage event(s) recorded before %s are not folded into billing_usage yet (a transaction open since then holds the fold back): not dropped", unfolded, before)
+		}
+		rows, _ := tx.Query(ctx, `SELECT tenantkit.usage_events_drop_before($1::date)`, before)
 		var err error
 		dropped, err = pgx.CollectRows(rows, pgx.RowTo[string])
 		return err
@@ -125,4 +136,14 @@ func (db *DB) TableSizes(ctx context.Context, tables []string) (map[string]int64
 		return err
 	})
 	return sizes, err
+}
+
+// FoldUsage implements maintenance.Store through tenantkit.fold_usage (00029), in a transaction of
+// its own.
+func (db *DB) FoldUsage(ctx context.Context) (int64, error) {
+	var n int64
+	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, `SELECT tenantkit.fold_usage()`).Scan(&n)
+	})
+	return n, err
 }

@@ -104,21 +104,22 @@ func (db *DB) MeteredSubscriptions(ctx context.Context) ([]billing.MeteredSubscr
 	return subs, err
 }
 
-// hoursTotal sums a metric's hourly rows from from's hour up to to's hour (excluded).
+// hoursTotal sums a metric's hourly rows from from's hour up to to's hour (excluded): the counters
+// and the events not folded into them yet (tenantkit.usage_hours).
 const hoursTotal = `
-SELECT coalesce(sum(quantity), 0)::float8 FROM billing_usage
+SELECT coalesce(sum(quantity), 0)::float8 FROM tenantkit.usage_hours
 WHERE tenant_id = $1 AND metric = $2
   AND period_start >= date_trunc('hour', $3::timestamptz, 'UTC') AND period_start < date_trunc('hour', $4::timestamptz, 'UTC')`
 
 // belowCut is the metric's usage from the start of cut's hour up to cut: from tenantkit.usage_cuts
-// while the hour's total in billing_usage is the one it was counted at, else counted from the
+// while the hour's exact total (tenantkit.usage_hours) is the one it was counted at, else counted from the
 // events (found by the BRIN index on occurred_at) and cached. One statement, one snapshot: the
 // hour's total and the events it sums are read together, so a cached value is never stale. The
 // events of an hour were recorded in the months $4 to $5 (recordingMonths): only their partitions
 // are read.
 const belowCut = `
 WITH h AS (
-  SELECT coalesce(sum(quantity), 0) AS total FROM billing_usage
+  SELECT coalesce(sum(quantity), 0) AS total FROM tenantkit.usage_hours
   WHERE tenant_id = $1 AND metric = $2 AND period_start = date_trunc('hour', $3::timestamptz, 'UTC')
 ), cached AS (
   SELECT c.below FROM tenantkit.usage_cuts c, h
@@ -149,7 +150,7 @@ func recordingMonths(from, to time.Time) (first, last string) {
 }
 
 // UsageTotals implements billing.UsageStore on the system path: for each range, whole hours from
-// billing_usage, plus the part of To's hour before To, minus the part of From's hour before From
+// tenantkit.usage_hours, plus the part of To's hour before To, minus the part of From's hour before From
 // (belowCut). Every statement of every range goes in one batch, in one transaction: one round trip.
 func (db *DB) UsageTotals(ctx context.Context, ranges []billing.UsageRange) ([]float64, error) {
 	if len(ranges) == 0 {

@@ -1,0 +1,268 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tenantkit/tenantkit"
+	"github.com/tenantkit/tenantkit/internal/billing"
+	"github.com/tenantkit/tenantkit/internal/maintenance"
+)
+
+// TestUsageFold: counter events reach billing_usage through the fold (migration 00029), each once,
+// and every tenantkit reader counts each committed event exactly once at every moment, before,
+// during and after the fold.
+func TestUsageFold(t *testing.T) {
+	t.Parallel()
+	db, admin := setup(t)
+	ctx := context.Background()
+	hour := time.Now().UTC().Truncate(time.Hour)
+	record := func(t *testing.T, tenant, key string, q float64) {
+		t.Helper()
+		if _, err := db.RecordUsage(ctx, []billing.UsageEvent{{TenantID: tenant, Metric: "api_calls", Quantity: q,
+			IdempotencyKey: key, OccurredAt: hour.Add(time.Minute)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	counters := func(t *testing.T, tenant string) int64 {
+		t.Helper()
+		return fxCount(t, admin, `SELECT coalesce(sum(quantity), 0)::bigint FROM billing_usage WHERE tenant_id = $1`, tenant)
+	}
+	exact := func(t *testing.T, tenant string) int64 {
+		t.Helper()
+		totals, err := db.UsageTotals(ctx, []billing.UsageRange{{TenantID: tenant, Metric: "api_calls", From: hour, To: hour.Add(time.Hour)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int64(totals[0])
+	}
+	// memberSees is the usage query's answer for the hour, as a member (or anyone) of the session.
+	memberSees := func(t *testing.T, s tenantkit.Session, tenant string) int64 {
+		t.Helper()
+		totals, err := db.Usage(ctx, s, tenant, hour, hour.Add(time.Hour), "hour")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n float64
+		for _, u := range totals {
+			if u.Metric == "api_calls" {
+				n += u.Quantity
+			}
+		}
+		return int64(n)
+	}
+
+	t.Run("readers count events the fold has not reached", func(t *testing.T) {
+		tn := fxTenant(t, admin)
+		guest := fxMember(t, admin, tn.id, tenantkit.Guest)
+		record(t, tn.id, "a", 2)
+		record(t, tn.id, "b", 3)
+		if got := counters(t, tn.id); got != 0 {
+			t.Errorf("billing_usage holds %d before any fold, want 0 (the request path writes no counter)", got)
+		}
+		if got := exact(t, tn.id); got != 5 {
+			t.Errorf("UsageTotals %d, want 5", got)
+		}
+		if got := memberSees(t, tenantkit.UserSession(guest), tn.id); got != 5 {
+			t.Errorf("a member's usage query %d, want 5", got)
+		}
+		stranger := fxTenant(t, admin)
+		if got := memberSees(t, tenantkit.UserSession(stranger.owner), tn.id); got != 0 {
+			t.Errorf("another tenant's owner sees %d, want nothing", got)
+		}
+		foldAll(t, db, admin)
+		if got, e, m := counters(t, tn.id), exact(t, tn.id), memberSees(t, tenantkit.UserSession(guest), tn.id); got != 5 || e != 5 || m != 5 {
+			t.Errorf("after the fold: counters %d, UsageTotals %d, member %d; want 5 each", got, e, m)
+		}
+		record(t, tn.id, "c", 4)
+		record(t, tn.id, "a", 2) // a duplicate: nothing
+		if e, m := exact(t, tn.id), memberSees(t, tenantkit.UserSession(guest), tn.id); e != 9 || m != 9 {
+			t.Errorf("folded and unfolded: UsageTotals %d, member %d; want 9 each", e, m)
+		}
+		fxExec(t, admin, `UPDATE tenants SET deleted_at = now() WHERE id = $1`, tn.id)
+		if got := memberSees(t, tenantkit.UserSession(guest), tn.id); got != 0 {
+			t.Errorf("a member of a deleted tenant sees %d, want nothing (as billing_usage's policy)", got)
+		}
+	})
+
+	t.Run("an open transaction's events are folded after it commits, and once", func(t *testing.T) {
+		tn := fxTenant(t, admin)
+		record(t, tn.id, "before", 1)
+		// A recording transaction left open, its event written as recordUsage writes it.
+		open, err := admin.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer open.Rollback(ctx) //nolint:errcheck // ended below
+		var xact string
+		if err := open.QueryRow(ctx, `INSERT INTO tenantkit.usage_events (tenant_id, idempotency_key, metric, quantity, occurred_at, xact)
+			VALUES ($1, 'open', 'api_calls', 10, $2, pg_current_xact_id()) RETURNING xact::text`, tn.id, hour.Add(time.Minute)).Scan(&xact); err != nil {
+			t.Fatal(err)
+		}
+		record(t, tn.id, "after", 100) // recorded and committed while the first is open
+		for range 3 {
+			if _, err := db.FoldUsage(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var below bool
+		fxQueryRow(t, admin, `SELECT watermark <= $1::xid8 FROM tenantkit.usage_fold`, xact).Scan(&below)
+		if !below {
+			t.Error("the watermark passed a transaction that is still open")
+		}
+		if got := exact(t, tn.id); got != 101 {
+			t.Errorf("UsageTotals %d while a recording is open, want 101 (the committed events)", got)
+		}
+		if err := open.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := exact(t, tn.id); got != 111 {
+			t.Errorf("UsageTotals %d after it committed, want 111", got)
+		}
+		foldAll(t, db, admin)
+		foldAll(t, db, admin)
+		if got, e := counters(t, tn.id), exact(t, tn.id); got != 111 || e != 111 {
+			t.Errorf("after folding: counters %d, UsageTotals %d; want 111 each", got, e)
+		}
+	})
+
+	t.Run("a rolled back event is never counted", func(t *testing.T) {
+		tn := fxTenant(t, admin)
+		rb, err := admin.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fxTxExec(t, rb, `INSERT INTO tenantkit.usage_events (tenant_id, idempotency_key, metric, quantity, occurred_at, xact)
+			VALUES ($1, 'gone', 'api_calls', 7, $2, pg_current_xact_id())`, tn.id, hour.Add(time.Minute))
+		if _, err := db.FoldUsage(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := rb.Rollback(ctx); err != nil {
+			t.Fatal(err)
+		}
+		record(t, tn.id, "kept", 1)
+		foldAll(t, db, admin)
+		if got, e := counters(t, tn.id), exact(t, tn.id); got != 1 || e != 1 {
+			t.Errorf("counters %d, UsageTotals %d; want 1 each", got, e)
+		}
+	})
+
+	t.Run("concurrent folds during ingestion fold each event once", func(t *testing.T) {
+		tn := fxTenant(t, admin)
+		const writers, batches, per = 4, 20, 25
+		stop := make(chan struct{})
+		var folders sync.WaitGroup
+		var foldErr error
+		var mu sync.Mutex
+		for range 3 {
+			folders.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := db.FoldUsage(ctx); err != nil {
+						mu.Lock()
+						foldErr = err
+						mu.Unlock()
+						return
+					}
+				}
+			})
+		}
+		var writersWG sync.WaitGroup
+		for w := range writers {
+			writersWG.Go(func() {
+				for b := range batches {
+					events := make([]billing.UsageEvent, per)
+					for i := range events {
+						events[i] = billing.UsageEvent{TenantID: tn.id, Metric: "api_calls", Quantity: 1,
+							IdempotencyKey: fmt.Sprintf("w%d-b%d-%d", w, b, i), OccurredAt: hour.Add(time.Minute)}
+					}
+					if _, err := db.RecordUsage(ctx, events); err != nil {
+						t.Error(err)
+						return
+					}
+					if got := exact(t, tn.id); got < int64(b+1)*per { // at least this writer's own batches
+						t.Errorf("writer %d after batch %d: UsageTotals %d", w, b, got)
+					}
+				}
+			})
+		}
+		writersWG.Wait()
+		close(stop)
+		folders.Wait()
+		if foldErr != nil {
+			t.Fatal(foldErr)
+		}
+		want := int64(writers * batches * per)
+		if got := exact(t, tn.id); got != want {
+			t.Errorf("UsageTotals %d, want %d", got, want)
+		}
+		foldAll(t, db, admin)
+		if got := counters(t, tn.id); got != want {
+			t.Errorf("counters %d after folding, want %d", got, want)
+		}
+	})
+
+	t.Run("gauges stay on the request path", func(t *testing.T) {
+		tn := fxTenant(t, admin)
+		if _, err := db.RecordUsage(ctx, []billing.UsageEvent{{TenantID: tn.id, Metric: "storage_gb", Quantity: 42,
+			IdempotencyKey: "g", OccurredAt: hour.Add(time.Minute)}}); err != nil {
+			t.Fatal(err)
+		}
+		if got := fxCount(t, admin, `SELECT coalesce(max(quantity), 0)::bigint FROM billing_usage WHERE tenant_id = $1 AND metric = 'storage_gb'`, tn.id); got != 42 {
+			t.Errorf("gauge %d in billing_usage, want 42 at once", got)
+		}
+		if n := fxCount(t, admin, `SELECT count(*) FROM tenantkit.usage_events WHERE tenant_id = $1 AND xact IS NOT NULL`, tn.id); n != 0 {
+			t.Errorf("%d gauge events marked for the fold", n)
+		}
+	})
+}
+
+// TestUsageRetentionWaitsForTheFold: a month's usage partition is not dropped while it holds an
+// event the counters lack; the maintenance job folds first, so its run drops it.
+func TestUsageRetentionWaitsForTheFold(t *testing.T) {
+	t.Parallel()
+	db, admin := setup(t)
+	ctx := context.Background()
+	tn := fxTenant(t, admin)
+	old := maintenance.Month(time.Now()).AddDate(0, -20, 0)
+	if _, err := db.EnsureUsagePartitions(ctx, []time.Time{old}); err != nil {
+		t.Fatal(err)
+	}
+	fxExec(t, admin, `INSERT INTO tenantkit.usage_events (tenant_id, idempotency_key, metric, quantity, occurred_at, recorded_month, xact)
+		VALUES ($1, 'old', 'api_calls', 1, $2::timestamptz, $3::date, pg_current_xact_id())`, tn.id, old, old.Format(time.DateOnly))
+	name := "usage_events_" + old.Format("200601")
+	dropped, err := db.DropUsagePartitionsBefore(ctx, old.AddDate(0, 1, 0))
+	if err == nil || !strings.Contains(err.Error(), "not folded") || len(dropped) > 0 {
+		t.Fatalf("dropping a partition with an unfolded event: dropped %v, err %v; want a refusal", dropped, err)
+	}
+	if got := queryStrings(ctx, admin, `SELECT tableoid::regclass::text FROM tenantkit.usage_events WHERE idempotency_key = 'old'`); len(got) != 1 {
+		t.Fatalf("the event is gone: %v", got)
+	}
+	// The job folds first, then drops. Another test's transaction (any database of the server) can
+	// hold the fold back for a moment, and the drop then refuses: the next run drops it.
+	job := &maintenance.Service{Store: db}
+	var r maintenance.Report
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if r, err = job.Run(ctx); err == nil || !strings.Contains(err.Error(), "not folded") || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(r.Dropped, name) {
+		t.Errorf("the job dropped %v, want %s", r.Dropped, name)
+	}
+	if got := fxCount(t, admin, `SELECT coalesce(sum(quantity), 0)::bigint FROM billing_usage WHERE tenant_id = $1`, tn.id); got != 1 {
+		t.Errorf("counters %d after the drop, want 1 (the event was folded before its partition went)", got)
+	}
+}
