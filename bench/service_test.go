@@ -331,7 +331,7 @@ func BenchmarkUsageIngestion(b *testing.B) {
 		b.Fatalf("recordUsage: %d batches failed, first: %v", ours.failed, ours.firstErr)
 	}
 	var stored float64
-	if err := svc.admin.QueryRow(ctx, `SELECT coalesce(sum(quantity), 0) FROM tenantkit.usage_hours WHERE metric = $1`, metric).Scan(&stored); err != nil {
+	if err := svc.admin.QueryRow(ctx, `SELECT coalesce(sum(quantity), 0) FROM tenants t, tenantkit.usage_hours(t.id) h WHERE h.metric = $1`, metric).Scan(&stored); err != nil {
 		b.Fatal(err)
 	}
 	if acked := float64(ours.ok * usageBatch); stored != acked {

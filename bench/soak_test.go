@@ -524,8 +524,8 @@ func (w *soak) flushed(ctx context.Context) {
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		var usage, apiCalls float64
 		if err := w.svc.admin.QueryRow(ctx, `SELECT
-			(SELECT coalesce(sum(quantity), 0) FROM tenantkit.usage_hours WHERE metric = 'emails_sent'),
-			(SELECT coalesce(sum(quantity), 0) FROM tenantkit.usage_hours WHERE metric = 'api_calls')`).Scan(&usage, &apiCalls); err != nil {
+			(SELECT coalesce(sum(quantity), 0) FROM tenants t, tenantkit.usage_hours(t.id) h WHERE h.metric = 'emails_sent'),
+			(SELECT coalesce(sum(quantity), 0) FROM tenants t, tenantkit.usage_hours(t.id) h WHERE h.metric = 'api_calls')`).Scan(&usage, &apiCalls); err != nil {
 			w.tb.Fatal(err)
 		}
 		if usage >= float64(w.recorded.Load()) && apiCalls >= float64(w.metered.Load()) {
@@ -539,8 +539,8 @@ func (w *soak) verify(ctx context.Context) {
 	var usage, apiCalls float64
 	var invitees, tenants, emails int
 	if err := w.svc.admin.QueryRow(ctx, `SELECT
-		(SELECT coalesce(sum(quantity), 0) FROM tenantkit.usage_hours WHERE metric = 'emails_sent'),
-		(SELECT coalesce(sum(quantity), 0) FROM tenantkit.usage_hours WHERE metric = 'api_calls'),
+		(SELECT coalesce(sum(quantity), 0) FROM tenants t, tenantkit.usage_hours(t.id) h WHERE h.metric = 'emails_sent'),
+		(SELECT coalesce(sum(quantity), 0) FROM tenants t, tenantkit.usage_hours(t.id) h WHERE h.metric = 'api_calls'),
 		(SELECT count(*) FROM tenant_users m JOIN auth.users u ON u.id = m.user_id WHERE u.email LIKE 'soak-invitee-%'),
 		(SELECT count(*) FROM tenants WHERE slug LIKE 'soak-%')`).Scan(&usage, &apiCalls, &invitees, &tenants); err != nil {
 		w.tb.Fatal(err)

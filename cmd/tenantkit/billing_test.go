@@ -200,13 +200,13 @@ func TestActionsAreMetered(t *testing.T) {
 	if err := s.m.Meter.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if n := s.count(t, `SELECT coalesce(sum(quantity), 0)::int FROM tenantkit.usage_hours WHERE tenant_id = $1 AND metric = 'api_calls'`, tenant); n != 5 {
+	if n := s.count(t, `SELECT coalesce(sum(quantity), 0)::int FROM tenantkit.usage_hours($1) WHERE metric = 'api_calls'`, tenant); n != 5 {
 		t.Errorf("api_calls = %d, want 5", n)
 	}
 	if err := s.m.Meter.Flush(context.Background()); err != nil { // nothing new: nothing added
 		t.Fatal(err)
 	}
-	if n := s.count(t, `SELECT coalesce(sum(quantity), 0)::int FROM tenantkit.usage_hours WHERE tenant_id = $1 AND metric = 'api_calls'`, tenant); n != 5 {
+	if n := s.count(t, `SELECT coalesce(sum(quantity), 0)::int FROM tenantkit.usage_hours($1) WHERE metric = 'api_calls'`, tenant); n != 5 {
 		t.Errorf("api_calls after an empty flush = %d, want 5", n)
 	}
 }

@@ -59,7 +59,7 @@ func TestExportTenant(t *testing.T) {
 		if err := s.m.Meter.Flush(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		return s.count(t, `SELECT coalesce(sum(quantity), 0)::int FROM tenantkit.usage_hours WHERE tenant_id = $1 AND metric = 'api_calls'`, tenant)
+		return s.count(t, `SELECT coalesce(sum(quantity), 0)::int FROM tenantkit.usage_hours($1) WHERE metric = 'api_calls'`, tenant)
 	}
 	before := apiCalls()
 	out := s.ok(t, "exportTenant", in, owner)

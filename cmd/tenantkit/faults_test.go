@@ -899,7 +899,7 @@ func checkMetered(t *testing.T, db *pgxpool.Pool, log *faultLog) (lost, duplicat
 	}
 	for tenant, n := range want {
 		var got int
-		if err := db.QueryRow(context.Background(), `SELECT coalesce(sum(quantity), 0)::int FROM tenantkit.usage_hours WHERE tenant_id = $1 AND metric = 'api_calls'`, tenant).Scan(&got); err != nil {
+		if err := db.QueryRow(context.Background(), `SELECT coalesce(sum(quantity), 0)::int FROM tenantkit.usage_hours($1) WHERE metric = 'api_calls'`, tenant).Scan(&got); err != nil {
 			t.Fatal(err)
 		}
 		if got != n {

@@ -40,7 +40,7 @@ func TestIDSpellings(t *testing.T) {
 			if err := s.m.Meter.Flush(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			return s.count(t, `SELECT coalesce(sum(quantity), 0)::int FROM tenantkit.usage_hours WHERE tenant_id = $1 AND metric = 'api_calls'`, tenant)
+			return s.count(t, `SELECT coalesce(sum(quantity), 0)::int FROM tenantkit.usage_hours($1) WHERE metric = 'api_calls'`, tenant)
 		}
 		before := apiCalls()
 		for _, id := range []string{tenant, strings.ToUpper(tenant), mixedCase(tenant)} {
@@ -238,7 +238,7 @@ func idScript(t *testing.T, s *stack, spell func(string) string) []string {
 	if err := s.m.Meter.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	note("api_calls", s.count(t, `SELECT coalesce(sum(quantity), 0)::int FROM tenantkit.usage_hours WHERE tenant_id = $1 AND metric = 'api_calls'`, tenant))
+	note("api_calls", s.count(t, `SELECT coalesce(sum(quantity), 0)::int FROM tenantkit.usage_hours($1) WHERE metric = 'api_calls'`, tenant))
 	var members []string
 	rows, _ := s.admin.Query(ctx, `SELECT user_id::text, role::text FROM tenant_users WHERE tenant_id = $1`, tenant)
 	for rows.Next() {

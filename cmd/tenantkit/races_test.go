@@ -385,7 +385,7 @@ func TestRaces(t *testing.T) {
 		if recorded != 1 {
 			t.Errorf("%d batches recorded the key, want 1 (the rest duplicates)", recorded)
 		}
-		if n := s.count(t, `SELECT coalesce(sum(quantity), 0)::int FROM tenantkit.usage_hours WHERE tenant_id = $1 AND metric = 'emails_sent'`, tenant); n != 5 {
+		if n := s.count(t, `SELECT coalesce(sum(quantity), 0)::int FROM tenantkit.usage_hours($1) WHERE metric = 'emails_sent'`, tenant); n != 5 {
 			t.Errorf("emails_sent = %d, want 5", n)
 		}
 	})
@@ -420,7 +420,7 @@ func TestRaces(t *testing.T) {
 		if recorded != distinct {
 			t.Errorf("%d events recorded in all, want %d (each distinct key once)", recorded, distinct)
 		}
-		if n := s.count(t, `SELECT coalesce(sum(quantity), 0)::int FROM tenantkit.usage_hours WHERE tenant_id = $1 AND metric = 'emails_sent'`, tenant); n != distinct {
+		if n := s.count(t, `SELECT coalesce(sum(quantity), 0)::int FROM tenantkit.usage_hours($1) WHERE metric = 'emails_sent'`, tenant); n != distinct {
 			t.Errorf("emails_sent = %d, want %d", n, distinct)
 		}
 	})

@@ -272,7 +272,7 @@ func TestUsageAlerts(t *testing.T) {
 				})
 			}
 			wg.Wait()
-			if n := s.count(t, `SELECT sum(quantity)::int FROM tenantkit.usage_hours WHERE tenant_id = $1 AND metric = 'api_calls'`, tenant); n != 100 {
+			if n := s.count(t, `SELECT sum(quantity)::int FROM tenantkit.usage_hours($1) WHERE metric = 'api_calls'`, tenant); n != 100 {
 				t.Fatalf("round %d: %d calls recorded, want 100", round, n)
 			}
 			if a80, a100 := alerts(tenant, "api_calls", 80), alerts(tenant, "api_calls", 100); a100 != 2 || a80 > 2 {

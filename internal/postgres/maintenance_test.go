@@ -141,7 +141,7 @@ func TestUsageIdempotencyAcrossMonths(t *testing.T) {
 	if n := record("fresh", now.Add(time.Second)); n != 0 {
 		t.Errorf("fresh event retried: recorded %d", n)
 	}
-	if total := fxCount(t, admin, `SELECT coalesce(sum(quantity), 0)::bigint FROM tenantkit.usage_hours WHERE tenant_id = $1`, tn.id); total != 2 {
+	if total := fxCount(t, admin, `SELECT coalesce(sum(quantity), 0)::bigint FROM tenantkit.usage_hours($1)`, tn.id); total != 2 {
 		t.Errorf("usage counts %d, want 2 (too-late and fresh)", total)
 	}
 }

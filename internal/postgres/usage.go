@@ -107,8 +107,8 @@ func (db *DB) MeteredSubscriptions(ctx context.Context) ([]billing.MeteredSubscr
 // hoursTotal sums a metric's hourly rows from from's hour up to to's hour (excluded): the counters
 // and the events not folded into them yet (tenantkit.usage_hours).
 const hoursTotal = `
-SELECT coalesce(sum(quantity), 0)::float8 FROM tenantkit.usage_hours
-WHERE tenant_id = $1 AND metric = $2
+SELECT coalesce(sum(quantity), 0)::float8 FROM tenantkit.usage_hours($1)
+WHERE metric = $2
   AND period_start >= date_trunc('hour', $3::timestamptz, 'UTC') AND period_start < date_trunc('hour', $4::timestamptz, 'UTC')`
 
 // belowCut is the metric's usage from the start of cut's hour up to cut: from tenantkit.usage_cuts
@@ -119,8 +119,8 @@ WHERE tenant_id = $1 AND metric = $2
 // are read.
 const belowCut = `
 WITH h AS (
-  SELECT coalesce(sum(quantity), 0) AS total FROM tenantkit.usage_hours
-  WHERE tenant_id = $1 AND metric = $2 AND period_start = date_trunc('hour', $3::timestamptz, 'UTC')
+  SELECT coalesce(sum(quantity), 0) AS total FROM tenantkit.usage_hours($1)
+  WHERE metric = $2 AND period_start = date_trunc('hour', $3::timestamptz, 'UTC')
 ), cached AS (
   SELECT c.below FROM tenantkit.usage_cuts c, h
   WHERE c.tenant_id = $1 AND c.metric = $2 AND c.cut = $3 AND c.hour_total = h.total

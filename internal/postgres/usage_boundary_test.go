@@ -71,7 +71,7 @@ func TestUsageKeyOnceAcrossMonthEnd(t *testing.T) {
 			t.Errorf("first attempt committed=%v: %d events of key %s, want 1", commit, n, key)
 		}
 	}
-	if total := fxCount(t, admin, `SELECT coalesce(sum(quantity), 0)::bigint FROM tenantkit.usage_hours WHERE tenant_id = $1`, tn.id); total != 1 {
+	if total := fxCount(t, admin, `SELECT coalesce(sum(quantity), 0)::bigint FROM tenantkit.usage_hours($1)`, tn.id); total != 1 {
 		t.Errorf("usage counts %d, want 1 (the event whose first attempt rolled back)", total)
 	}
 }
