@@ -123,10 +123,10 @@ var commands = []command{
 	{name: "tenants purge", summary: "Purge the deleted tenants whose restore window (TENANT_RESTORE_DAYS) ended: their rows go, the\n" +
 		"deletion record and an audit trail without personal data stay. serve also does it every TENANT_PURGE_INTERVAL.",
 		env: []envVar{{"DATABASE_URL", "required"}, poolerVar}},
-	{name: "maintenance run", summary: "Run the maintenance job once, as serve does every MAINTENANCE_INTERVAL: create the usage_events\n" +
-		"partitions of this month and the next two, drop those older than USAGE_RETENTION_MONTHS, and delete the\n" +
-		"ledger and outbox rows no longer needed (docs/operations.md), in batches. Does nothing while another\n" +
-		"replica runs it.",
+	{name: "maintenance run", summary: "Run the maintenance job once, as serve does every MAINTENANCE_INTERVAL: fold the recorded usage\n" +
+		"events into billing_usage, create the usage_events partitions of this month and the next two, drop those\n" +
+		"older than USAGE_RETENTION_MONTHS, and delete the ledger and outbox rows no longer needed\n" +
+		"(docs/operations.md), in batches. Does nothing while another replica runs it.",
 		flags: func(fs *flag.FlagSet) { fs.Int("batch", maintenance.DefaultBatch, "rows deleted per statement") },
 		env: []envVar{{"DATABASE_URL", "required"}, poolerVar,
 			{"USAGE_RETENTION_MONTHS", "months of usage events kept before the current one, 13 to 120 (default 13)"}}},

@@ -65,8 +65,9 @@ commands:
                                  what is missing (drift report on stdout, progress on stderr)
   tenants purge                  purge the deleted tenants whose restore window ended (DATABASE_URL;
                                  serve also does it every TENANT_PURGE_INTERVAL)
-  maintenance run [--batch N]    create and drop usage partitions, prune ledgers and outboxes
-                                 (DATABASE_URL; serve also does it every MAINTENANCE_INTERVAL)
+  maintenance run [--batch N]    fold usage into billing_usage, create and drop usage partitions,
+                                 prune ledgers and outboxes (DATABASE_URL; serve also does it every
+                                 MAINTENANCE_INTERVAL)
   healthcheck                    exit 0 when the local service is ready (for container health checks)
   scaffold table NAME [flags]    write a migration and Hasura metadata for a new tenant-owned table
   smoke --hasura-url URL --admin-secret S [--mailpit-url URL]

@@ -63,8 +63,8 @@ func summary(r maintenance.Report) string {
 		}
 		return strings.Join(names, ", ")
 	}
-	return fmt.Sprintf("usage partitions created: %s; dropped: %s; rows deleted: %s",
-		list(r.Created), list(r.Dropped), list(pruned))
+	return fmt.Sprintf("usage partitions created: %s; dropped: %s; rows deleted: %s; usage events folded into billing_usage: %d",
+		list(r.Created), list(r.Dropped), list(pruned), r.Folded)
 }
 
 // logMaintenance logs one run of serve's maintenance job: info when it changed something, a
