@@ -70,9 +70,10 @@ func BenchmarkRetention(b *testing.B) {
 			end := month.AddDate(0, 1, 0)
 			clock = month.Add(time.Minute)
 			run()
-			// A month of usage: events spread over the month and the tenants, recorded as they occur.
-			exec(`INSERT INTO tenantkit.usage_events (tenant_id, idempotency_key, metric, quantity, occurred_at, recorded_at, recorded_month)
-				SELECT t.id, 'ev-' || $2::text || '-' || g, 'api_calls', 1, at, at, $2::date
+			// A month of usage: events spread over the month and the tenants, recorded as they occur,
+			// marked for the usage fold as recordUsage marks counter events (the job folds them).
+			exec(`INSERT INTO tenantkit.usage_events (tenant_id, idempotency_key, metric, quantity, occurred_at, recorded_at, recorded_month, xact)
+				SELECT t.id, 'ev-' || $2::text || '-' || g, 'api_calls', 1, at, at, $2::date, pg_current_xact_id()
 				FROM generate_series(1, $1) g
 				CROSS JOIN LATERAL (SELECT $2::timestamptz + (g::float8 / $1) * ($3::timestamptz - $2::timestamptz) AS at) a
 				JOIN (SELECT id, row_number() OVER (ORDER BY id) - 1 AS n FROM tenants) t ON t.n = g % $4`,
