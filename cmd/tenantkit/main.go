@@ -339,7 +339,10 @@ func (m *Main) Open(ctx context.Context) error {
 		job := &maintenance.Service{Store: db, RetentionMonths: m.Config.UsageRetentionMonths}
 		job.RunEvery(ctx, m.Config.MaintenanceInterval, func(r maintenance.Report, err error) { logMaintenance(m.Log, r, err) })
 	}, func(ctx context.Context) {
-		maintenance.FoldEvery(ctx, db, m.Config.UsageFoldInterval, func(n int64, err error) { logFold(m.Log, n, err) })
+		maintenance.FoldEvery(ctx, db, m.Config.UsageFoldInterval, func(n int64, err error) {
+			logFold(m.Log, n, err)
+			metrics.UsageFold(n, err)
+		})
 	})
 	if m.StripeOutbox != nil {
 		runners = append(runners, m.StripeOutbox.Run)

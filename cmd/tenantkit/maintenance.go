@@ -94,11 +94,12 @@ func logMaintenance(log zerolog.Logger, r maintenance.Report, err error) {
 	ev.Int64("folded", r.Folded).Strs("created", r.Created).Strs("dropped", r.Dropped).Dict("deleted", d).Msg(msg)
 }
 
-// logFold logs a usage fold at debug level, a failed one as a warning.
+// logFold logs a usage fold that added events at debug level, a failed one as a warning.
 func logFold(log zerolog.Logger, folded int64, err error) {
-	if err != nil {
+	switch {
+	case err != nil:
 		log.Warn().Err(err).Msg("usage fold failed; tried again at the next interval (readers still count the events)")
-		return
+	case folded > 0:
+		log.Debug().Int64("folded", folded).Msg("usage fold")
 	}
-	log.Debug().Int64("folded", folded).Msg("usage fold")
 }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -328,5 +330,38 @@ func settleUsage(t *testing.T, s *stack) {
 			t.Fatalf("%d usage events still unfolded after 30 s", left)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestServeFoldsUsage: serve's own fold loop (USAGE_FOLD_INTERVAL) moves recorded events into
+// billing_usage without anyone asking, and says so on /metrics.
+func TestServeFoldsUsage(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, "USAGE_FOLD_INTERVAL", "100ms")
+	tenant, _ := s.tenant(t)
+	if r := s.record(t, map[string]any{"tenantId": tenant, "metric": "emails_sent", "quantity": 4, "idempotencyKey": "fold-1"},
+		map[string]any{"tenantId": tenant, "metric": "emails_sent", "quantity": 3, "idempotencyKey": "fold-2"}); r.status != http.StatusOK {
+		t.Fatalf("recordUsage: %d %s %s", r.status, r.code, r.msg)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for s.count(t, `SELECT coalesce(sum(quantity), 0)::int FROM billing_usage WHERE tenant_id = $1 AND metric = 'emails_sent'`, tenant) != 7 {
+		if time.Now().After(deadline) {
+			t.Fatal("billing_usage does not hold the 7 emails_sent 10 s after they were recorded")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	res, err := http.Get(s.m.HTTP.URL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	folded := regexp.MustCompile(`(?m)^tenantkit_usage_folded_events_total (\d+)$`).FindSubmatch(body)
+	if folded == nil || string(folded[1]) == "0" {
+		t.Errorf("/metrics: tenantkit_usage_folded_events_total %q, want the folded events counted", folded)
+	}
+	if !regexp.MustCompile(`(?m)^tenantkit_usage_fold_last_success_timestamp_seconds \d\.\d+e\+09$`).Match(body) ||
+		!strings.Contains(string(body), "tenantkit_usage_fold_errors_total 0\n") {
+		t.Errorf("/metrics lacks the fold's last success or its error count:\n%s", regexp.MustCompile(`(?m)^tenantkit_usage_fold.*$`).FindAll(body, -1))
 	}
 }

@@ -235,9 +235,9 @@ const (
 	DefaultFoldInterval = time.Second
 )
 
-// FoldEvery runs the usage fold every interval until ctx ends, reporting each fold that added
-// events or failed. A fold that fails is tried again at the next interval: the events stay where
-// they are, and every reader but Hasura's direct select still counts them.
+// FoldEvery runs the usage fold every interval until ctx ends, reporting each run. A fold that
+// fails is tried again at the next interval: the events stay where they are, and every reader but
+// Hasura's direct select still counts them.
 func FoldEvery(ctx context.Context, store Store, interval time.Duration, report func(folded int64, err error)) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
@@ -251,8 +251,6 @@ func FoldEvery(ctx context.Context, store Store, interval time.Duration, report 
 		if ctx.Err() != nil {
 			return
 		}
-		if n > 0 || err != nil {
-			report(n, err)
-		}
+		report(n, err)
 	}
 }

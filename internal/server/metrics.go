@@ -21,6 +21,9 @@ type Metrics struct {
 	duration *prometheus.HistogramVec
 	inFlight prometheus.Gauge
 	billing  *prometheus.CounterVec
+	// The usage fold's runs in this process (UsageFold).
+	folded, foldErrors prometheus.Counter
+	foldedAt           prometheus.Gauge
 	// series caches the children of requests and duration by label values (seriesKey → series):
 	// the label sets are few (route patterns, allowed names, error codes, statuses), and looking a
 	// child up in its vector hashes and checks every label value on every request.
@@ -65,6 +68,16 @@ func (m *Metrics) Count(name string) {
 	m.billing.WithLabelValues(name).Inc()
 }
 
+// UsageFold records one run of the usage fold: the events it added, or its failure.
+func (m *Metrics) UsageFold(folded int64, err error) {
+	if err != nil {
+		m.foldErrors.Inc()
+		return
+	}
+	m.folded.Add(float64(folded))
+	m.foldedAt.SetToCurrentTime()
+}
+
 // NewMetrics creates the collectors and their registry. names is the allow-list of action and
 // trigger names that may appear in the name label; any other name is recorded as "other".
 func NewMetrics(names []string) *Metrics {
@@ -89,11 +102,23 @@ func NewMetrics(names []string) *Metrics {
 		Name: "tenantkit_billing_total",
 		Help: "Billing occurrences: Stripe events by outcome, subscriptions at a price no plan knows, queued Stripe writes by kind and outcome.",
 	}, []string{"what"})
+	m.folded = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tenantkit_usage_folded_events_total",
+		Help: "Usage events this process's fold added to billing_usage.",
+	})
+	m.foldErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tenantkit_usage_fold_errors_total",
+		Help: "Runs of this process's usage fold that failed (the events wait for the next run).",
+	})
+	m.foldedAt = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tenantkit_usage_fold_last_success_timestamp_seconds",
+		Help: "When this process's usage fold last ran without error (Unix time; 0 before the first).",
+	})
 	for _, n := range names {
 		m.names[n] = true
 	}
 	m.registry.MustRegister(
-		m.requests, m.duration, m.inFlight, m.billing,
+		m.requests, m.duration, m.inFlight, m.billing, m.folded, m.foldErrors, m.foldedAt,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
