@@ -109,8 +109,21 @@ GRANT EXECUTE ON FUNCTION tenantkit.caller_unfolded_usage(uuid) TO tenantkit_app
 GRANT EXECUTE ON FUNCTION tenantkit.fold_usage() TO tenantkit_system;
 
 -- +goose Down
--- Fold what is left, so that the counters hold every event again.
-SELECT tenantkit.fold_usage();
+-- Fold what is left, so that the counters hold every event again. Not through fold_usage, which
+-- stops below the oldest transaction open anywhere on the server: the SHARE lock waits for every
+-- transaction recording events to end and keeps new ones out, so every event is final, and all of
+-- those at or above the watermark are added.
+LOCK TABLE tenantkit.usage_events IN SHARE MODE;
+INSERT INTO public.billing_usage AS u (tenant_id, metric, period_start, period_end, slot, quantity)
+SELECT e.tenant_id, e.metric, date_trunc('hour', e.occurred_at, 'UTC'), date_trunc('hour', e.occurred_at, 'UTC') + interval '1 hour',
+       0, sum(e.quantity)
+FROM tenantkit.usage_events e
+WHERE e.xact >= (SELECT f.watermark FROM tenantkit.usage_fold f)
+  AND EXISTS (SELECT FROM public.tenants t WHERE t.id = e.tenant_id)
+GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3
+ON CONFLICT (tenant_id, metric, period_start, slot) DO UPDATE
+  SET quantity = u.quantity + EXCLUDED.quantity, updated_at = now();
 DROP FUNCTION tenantkit.fold_usage();
 DROP FUNCTION tenantkit.caller_unfolded_usage(uuid);
 DROP VIEW tenantkit.usage_hours;

@@ -9,9 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tenantkit/tenantkit"
 	"github.com/tenantkit/tenantkit/internal/billing"
 	"github.com/tenantkit/tenantkit/internal/maintenance"
+	"github.com/tenantkit/tenantkit/internal/pgtest"
 )
 
 // TestUsageFold: counter events reach billing_usage through the fold (migration 00029), each once,
@@ -336,5 +339,45 @@ func TestUsageFoldReadsTheIndex(t *testing.T) {
 				t.Errorf("%s runs with %v, want %s", fn, config, want)
 			}
 		}
+	}
+}
+
+// TestUsageFoldDown: undoing the fold's migrations (00030, then 00029) folds what is left first,
+// so billing_usage holds every counter event again for the code before them, which reads the
+// counters alone, even while another transaction on the server holds the fold's xmin back.
+func TestUsageFoldDown(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDB(t)
+	admin := connect(t, url)
+	tn := fxTenant(t, admin)
+	fxExec(t, admin, `INSERT INTO tenantkit.usage_events (tenant_id, idempotency_key, metric, quantity, occurred_at, xact)
+		VALUES ($1, 'a', 'api_calls', 2, now(), pg_current_xact_id())`, tn.id)
+	fxExec(t, admin, `SELECT tenantkit.fold_usage()`)
+	// A transaction with an xid, open on another database of the server, older than the events.
+	other, err := pgx.Connect(context.Background(), pgtest.NewDB(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(context.Background())
+	holder, err := other.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(context.Background()) //nolint:errcheck // ends with the test
+	if _, err := holder.Exec(context.Background(), `SELECT pg_current_xact_id()`); err != nil {
+		t.Fatal(err)
+	}
+	fxExec(t, admin, `INSERT INTO tenantkit.usage_events (tenant_id, idempotency_key, metric, quantity, occurred_at, xact)
+		VALUES ($1, 'b', 'api_calls', 3, now(), pg_current_xact_id()), ($1, 'c', 'api_calls', 5, now(), pg_current_xact_id())`, tn.id)
+	for !exists(t, admin, `SELECT FROM goose_db_version WHERE version_id = 28 AND is_applied`) ||
+		exists(t, admin, `SELECT FROM pg_attribute WHERE attrelid = 'tenantkit.usage_events'::regclass AND attname = 'xact'`) {
+		migrate(t, url, "down")
+	}
+	if got := fxCount(t, admin, `SELECT coalesce(sum(quantity), 0)::bigint FROM billing_usage WHERE tenant_id = $1`, tn.id); got != 10 {
+		t.Errorf("billing_usage holds %d after the fold's migrations were undone, want 10 (every event)", got)
+	}
+	migrate(t, url, "up")
+	if got := fxCount(t, admin, `SELECT coalesce(sum(quantity), 0)::bigint FROM tenantkit.usage_hours($1)`, tn.id); got != 10 {
+		t.Errorf("usage_hours %d after migrating up again, want 10", got)
 	}
 }
