@@ -325,7 +325,9 @@ func BenchmarkUsageIngestion(b *testing.B) {
 		}
 		return nil
 	}
-	ours := fixedWork(ctx, senders, batches, send)
+	// About 4 s on the 2-core machine: with BENCH_PROFILE_DIR, the service's CPU profile of the
+	// ingestion (usage-service.pprof).
+	ours := svc.profile(b, "usage", 4*time.Second, func() *stats { return fixedWork(ctx, senders, batches, send) })
 	b.Logf("recordUsage: %s (batches of %d)", ours, usageBatch)
 	if ours.failed > 0 {
 		b.Fatalf("recordUsage: %d batches failed, first: %v", ours.failed, ours.firstErr)
