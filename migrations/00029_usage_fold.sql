@@ -111,9 +111,11 @@ GRANT EXECUTE ON FUNCTION tenantkit.fold_usage() TO tenantkit_system;
 -- +goose Down
 -- Fold what is left, so that the counters hold every event again. Not through fold_usage, which
 -- stops below the oldest transaction open anywhere on the server: the SHARE lock waits for every
--- transaction recording events to end and keeps new ones out, so every event is final, and all of
--- those at or above the watermark are added.
+-- transaction recording events to end and keeps new ones out, so every event is final; the lock on
+-- usage_fold waits for a fold in flight to commit and keeps later ones out, so the next statement
+-- sees its watermark and counters; then every event at or above the watermark is added.
 LOCK TABLE tenantkit.usage_events IN SHARE MODE;
+LOCK TABLE tenantkit.usage_fold IN ACCESS EXCLUSIVE MODE;
 INSERT INTO public.billing_usage AS u (tenant_id, metric, period_start, period_end, slot, quantity)
 SELECT e.tenant_id, e.metric, date_trunc('hour', e.occurred_at, 'UTC'), date_trunc('hour', e.occurred_at, 'UTC') + interval '1 hour',
        0, sum(e.quantity)

@@ -381,3 +381,52 @@ func TestUsageFoldDown(t *testing.T) {
 		t.Errorf("usage_hours %d after migrating up again, want 10", got)
 	}
 }
+
+// TestUsageFoldDownDuringFold: a fold that has added events but not yet committed when 00029's
+// down starts: the down waits for it and adds only what it did not, so nothing counts twice.
+func TestUsageFoldDownDuringFold(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.NewDB(t)
+	admin := connect(t, url)
+	tn := fxTenant(t, admin)
+	fxExec(t, admin, `INSERT INTO tenantkit.usage_events (tenant_id, idempotency_key, metric, quantity, occurred_at, xact)
+		VALUES ($1, 'a', 'api_calls', 2, now(), pg_current_xact_id())`, tn.id)
+	fxExec(t, admin, `INSERT INTO tenantkit.usage_events (tenant_id, idempotency_key, metric, quantity, occurred_at, xact)
+		VALUES ($1, 'b', 'api_calls', 3, now(), pg_current_xact_id()), ($1, 'c', 'api_calls', 5, now(), pg_current_xact_id())`, tn.id)
+	migrate(t, url, "down") // 00030: back to 00029's fold
+	if !exists(t, admin, `SELECT FROM goose_db_version WHERE version_id = 29 AND is_applied`) ||
+		exists(t, admin, `SELECT FROM goose_db_version WHERE version_id = 30 AND is_applied`) {
+		t.Fatal("not at 00029 after one down")
+	}
+	// A fold that folds all three events, left open. Another test's transaction can hold it back
+	// for a moment: it is tried again until it folds them.
+	var fold pgx.Tx
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		tx, err := admin.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		if err := tx.QueryRow(ctx, `SELECT tenantkit.fold_usage()`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 3 {
+			fold = tx
+			break
+		}
+		_ = tx.Rollback(ctx)
+		if time.Now().After(deadline) {
+			t.Fatalf("the fold folded %d of 3 events for 30 s", n)
+		}
+	}
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		_ = fold.Commit(ctx)
+	}()
+	migrate(t, url, "down") // 00029, while the fold is open
+	if got := fxCount(t, admin, `SELECT coalesce(sum(quantity), 0)::bigint FROM billing_usage WHERE tenant_id = $1`, tn.id); got != 10 {
+		t.Errorf("billing_usage holds %d after the down ran beside a fold, want 10", got)
+	}
+	migrate(t, url, "up")
+}
