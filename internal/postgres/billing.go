@@ -244,13 +244,16 @@ func (db *DB) KnownTenants(ctx context.Context, ids []string) (map[string]bool, 
 // all of them exist. It stands in for a foreign key on usage_events (migration 00021): one
 // set-based lock instead of a check and a lock per event; a tenant cannot be deleted while the
 // batch's transaction holds it, and deleting one deletes its events (tenantkit.delete_usage_events).
+// It also checks the usage fold's watermark (tenantkit.usage_fold_valid, migration 00031): after a
+// logical copy into another server nothing is recorded below it, where no reader would see it.
 const lockUsageTenants = `
 WITH ids AS (
   SELECT DISTINCT id FROM unnest($1::uuid[]) AS b (id)
 ), locked AS (
   SELECT t.id FROM tenants t JOIN ids USING (id) ORDER BY t.id FOR KEY SHARE OF t
 )
-SELECT (SELECT count(*) FROM locked) = (SELECT count(*) FROM ids)`
+SELECT (SELECT count(*) FROM locked) = (SELECT count(*) FROM ids)
+  AND (SELECT tenantkit.usage_fold_valid(f.watermark) FROM tenantkit.usage_fold f)`
 
 // RecordUsage implements billing.Store on the system path (events come from trusted backends).
 func (db *DB) RecordUsage(ctx context.Context, events []billing.UsageEvent) (int, error) {

@@ -351,6 +351,8 @@ func translate(err error) error {
 			return &tenantkit.Error{Code: tenantkit.PlanLimit, Message: pe.Message, Err: err}
 		case "TK002":
 			return &tenantkit.Error{Code: tenantkit.LastOwner, Message: pe.Message, Err: err}
+		case "TK003": // the usage fold's watermark is another server's (migration 00031): the operator's to fix
+			return &tenantkit.Error{Code: tenantkit.Unavailable, Message: "usage cannot be recorded or read until the operator rebases the usage fold (the database was copied from another server; see docs/operations.md): try again later", Err: err}
 		case "42501": // insufficient_privilege
 			// Row-level security refusing a row is the caller's problem (forbidden). Any other
 			// privilege error (a missing grant, e.g. on Hasura's hdb_catalog) is the operator's:

@@ -315,14 +315,14 @@ func TestUsagePartitionMigrationMovesRows(t *testing.T) {
 	partitioned := func() bool {
 		return exists(t, admin, "SELECT FROM pg_class WHERE oid = 'tenantkit.usage_events'::regclass AND relkind = 'p'")
 	}
-	for range 10 {
+	for range 30 {
 		if !partitioned() {
 			break
 		}
 		migrate(t, url, "down")
 	}
 	if partitioned() {
-		t.Fatal("usage_events still partitioned after undoing the last ten migrations")
+		t.Fatal("usage_events still partitioned after undoing the last thirty migrations")
 	}
 	tn := fxTenant(t, admin)
 	fxExec(t, admin, `INSERT INTO tenantkit.usage_events (tenant_id, idempotency_key, metric, quantity, occurred_at, recorded_at)

@@ -394,10 +394,8 @@ func TestUsageFoldDownDuringFold(t *testing.T) {
 		VALUES ($1, 'a', 'api_calls', 2, now(), pg_current_xact_id())`, tn.id)
 	fxExec(t, admin, `INSERT INTO tenantkit.usage_events (tenant_id, idempotency_key, metric, quantity, occurred_at, xact)
 		VALUES ($1, 'b', 'api_calls', 3, now(), pg_current_xact_id()), ($1, 'c', 'api_calls', 5, now(), pg_current_xact_id())`, tn.id)
-	migrate(t, url, "down") // 00030: back to 00029's fold
-	if !exists(t, admin, `SELECT FROM goose_db_version WHERE version_id = 29 AND is_applied`) ||
-		exists(t, admin, `SELECT FROM goose_db_version WHERE version_id = 30 AND is_applied`) {
-		t.Fatal("not at 00029 after one down")
+	for exists(t, admin, `SELECT FROM goose_db_version WHERE version_id = 30 AND is_applied`) {
+		migrate(t, url, "down") // back to 00029's fold
 	}
 	// A fold that folds all three events, left open. Another test's transaction can hold it back
 	// for a moment: it is tried again until it folds them.
@@ -429,4 +427,61 @@ func TestUsageFoldDownDuringFold(t *testing.T) {
 		t.Errorf("billing_usage holds %d after the down ran beside a fold, want 10", got)
 	}
 	migrate(t, url, "up")
+}
+
+// TestUsageFoldAfterLogicalCopy: a database copied into another server by a logical dump carries
+// the old server's transaction ids in the watermark and the events, ahead of the new server's.
+// Until the operator rebases the fold, recordUsage, the fold and the readers refuse (unavailable,
+// TK003) instead of recording events below the watermark that nobody would count; after
+// tenantkit.rebase_usage_fold(), the totals are the old server's, and new events count.
+func TestUsageFoldAfterLogicalCopy(t *testing.T) {
+	t.Parallel()
+	db, admin := setup(t)
+	ctx := context.Background()
+	tn := fxTenant(t, admin)
+	guest := fxMember(t, admin, tn.id, tenantkit.Guest)
+	hour := time.Now().UTC().Truncate(time.Hour)
+	// The old server: 2 events folded (counters and a watermark at X), 5 not yet (xact >= X).
+	fxExec(t, admin, `INSERT INTO billing_usage (tenant_id, metric, period_start, period_end, slot, quantity)
+		VALUES ($1, 'api_calls', $2, $2::timestamptz + interval '1 hour', 0, 2)`, tn.id, hour)
+	fxExec(t, admin, `UPDATE tenantkit.usage_fold SET watermark = (pg_current_xact_id()::text::numeric + 1000000)::text::xid8`)
+	fxExec(t, admin, `INSERT INTO tenantkit.usage_events (tenant_id, idempotency_key, metric, quantity, occurred_at, xact)
+		SELECT $1, 'old-folded', 'api_calls', 2, $2, (f.watermark::text::numeric - 10)::text::xid8 FROM tenantkit.usage_fold f`, tn.id, hour)
+	fxExec(t, admin, `INSERT INTO tenantkit.usage_events (tenant_id, idempotency_key, metric, quantity, occurred_at, xact)
+		SELECT $1, 'old-unfolded', 'api_calls', 5, $2, (f.watermark::text::numeric + 10)::text::xid8 FROM tenantkit.usage_fold f`, tn.id, hour)
+
+	refused := func(what string, err error) {
+		t.Helper()
+		if tenantkit.ErrorCode(err) != tenantkit.Unavailable || fxSQLState(err) != "TK003" {
+			t.Errorf("%s before the rebase: %v, want unavailable (TK003)", what, err)
+		}
+	}
+	_, err := db.RecordUsage(ctx, []billing.UsageEvent{{TenantID: tn.id, Metric: "api_calls", Quantity: 1, IdempotencyKey: "new-1", OccurredAt: hour}})
+	refused("recordUsage", err)
+	_, err = db.FoldUsage(ctx)
+	refused("the fold", err)
+	_, err = db.UsageTotals(ctx, []billing.UsageRange{{TenantID: tn.id, Metric: "api_calls", From: hour, To: hour.Add(time.Hour)}})
+	refused("UsageTotals", err)
+	_, err = db.Usage(ctx, tenantkit.UserSession(guest), tn.id, hour, hour.Add(time.Hour), "hour")
+	refused("the usage query", err)
+	if n := fxCount(t, admin, `SELECT count(*) FROM tenantkit.usage_events WHERE idempotency_key = 'new-1'`); n != 0 {
+		t.Errorf("an event was recorded below the watermark")
+	}
+
+	var folded int64
+	fxQueryRow(t, admin, `SELECT tenantkit.rebase_usage_fold()`).Scan(&folded)
+	if folded != 1 {
+		t.Errorf("the rebase folded %d events, want 1 (the one the old server had not)", folded)
+	}
+	if _, err := db.RecordUsage(ctx, []billing.UsageEvent{{TenantID: tn.id, Metric: "api_calls", Quantity: 1, IdempotencyKey: "new-1", OccurredAt: hour}}); err != nil {
+		t.Fatal(err)
+	}
+	totals, err := db.UsageTotals(ctx, []billing.UsageRange{{TenantID: tn.id, Metric: "api_calls", From: hour, To: hour.Add(time.Hour)}})
+	if err != nil || totals[0] != 8 {
+		t.Errorf("UsageTotals after the rebase: %v, %v; want 8 (2 folded, 5 unfolded, 1 new)", totals, err)
+	}
+	foldAll(t, db, admin)
+	if got := fxCount(t, admin, `SELECT sum(quantity)::bigint FROM billing_usage WHERE tenant_id = $1`, tn.id); got != 8 {
+		t.Errorf("billing_usage %d after the rebase and a fold, want 8", got)
+	}
 }
