@@ -16,6 +16,7 @@ import (
 
 	"github.com/tenantkit/tenantkit"
 	"github.com/tenantkit/tenantkit/internal/hasuratest"
+	"github.com/tenantkit/tenantkit/internal/pgtest"
 	"github.com/tenantkit/tenantkit/internal/postgres"
 	"github.com/tenantkit/tenantkit/internal/stripetest"
 )
@@ -342,9 +343,8 @@ func BenchmarkUsageIngestion(b *testing.B) {
 	// The fold's tail: until billing_usage alone holds every event (the guide then runs alone).
 	tailStart := time.Now()
 	for {
-		var left int64
-		if err := svc.admin.QueryRow(ctx, `SELECT count(*) FROM tenantkit.usage_events
-			WHERE xact >= (SELECT watermark FROM tenantkit.usage_fold)`).Scan(&left); err != nil {
+		left, err := pgtest.UnfoldedUsage(ctx, svc.admin)
+		if err != nil {
 			b.Fatal(err)
 		}
 		if left == 0 {

@@ -27,6 +27,7 @@ import (
 	gqlast "github.com/vektah/gqlparser/v2/ast"
 
 	"github.com/tenantkit/tenantkit/internal/hasuratest"
+	"github.com/tenantkit/tenantkit/internal/pgtest"
 	"github.com/tenantkit/tenantkit/internal/stripetest"
 )
 
@@ -104,7 +105,7 @@ func (db *hostileDB) fingerprint(t *testing.T) map[string]string {
 	if err := db.s.m.Meter.Flush(ctx); err != nil {
 		t.Fatalf("flush the api_calls meter: %v", err)
 	}
-	settleUsage(t, db.s) // the fold moves events into counters in its own time
+	pgtest.SettleUsage(t, db.s.admin) // the fold moves events into counters in its own time
 	rows, _ := db.s.admin.Query(ctx, db.query)
 	out := map[string]string{}
 	var name, sum string

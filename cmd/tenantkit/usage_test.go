@@ -309,30 +309,6 @@ func TestUsageAlerts(t *testing.T) {
 	})
 }
 
-// settleUsage runs the usage fold until every recorded counter event is in billing_usage (as
-// serve's fold does within USAGE_FOLD_INTERVAL), so that a test can compare the tables.
-func settleUsage(t *testing.T, s *stack) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := s.m.DB.FoldUsage(context.Background()); err != nil {
-			t.Fatalf("usage fold: %v", err)
-		}
-		var left int64
-		if err := s.admin.QueryRow(context.Background(), `SELECT count(*) FROM tenantkit.usage_events
-			WHERE xact >= (SELECT watermark FROM tenantkit.usage_fold)`).Scan(&left); err != nil {
-			t.Fatal(err)
-		}
-		if left == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d usage events still unfolded after 30 s", left)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestServeFoldsUsage: serve's own fold loop (USAGE_FOLD_INTERVAL) moves recorded events into
 // billing_usage without anyone asking, and says so on /metrics.
 func TestServeFoldsUsage(t *testing.T) {

@@ -307,3 +307,35 @@ func Open(t testing.TB) (*postgres.DB, *pgxpool.Pool) {
 	t.Cleanup(admin.Close)
 	return db, admin
 }
+
+// UnfoldedUsage counts the counter events of pool's database that the usage fold has not added to
+// billing_usage yet (migration 00029).
+func UnfoldedUsage(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
+	var n int64
+	err := pool.QueryRow(ctx, `SELECT count(*) FROM tenantkit.usage_events
+		WHERE xact >= (SELECT watermark FROM tenantkit.usage_fold)`).Scan(&n)
+	return n, err
+}
+
+// SettleUsage runs the usage fold on pool's database until billing_usage holds every counter event,
+// as serve's fold does within USAGE_FOLD_INTERVAL, so that a test can read the counters alone. A
+// transaction open elsewhere on the server can hold the fold back for a moment: it tries for 30 s.
+func SettleUsage(t testing.TB, pool *pgxpool.Pool) {
+	t.Helper()
+	ctx := context.Background()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := pool.Exec(ctx, `SELECT tenantkit.fold_usage()`); err != nil {
+			t.Fatalf("pgtest: usage fold: %v", err)
+		}
+		left, err := UnfoldedUsage(ctx, pool)
+		if err != nil {
+			t.Fatalf("pgtest: %v", err)
+		}
+		if left == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pgtest: %d usage events still unfolded after 30 s", left)
+		}
+	}
+}

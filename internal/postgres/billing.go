@@ -19,8 +19,8 @@ var _ billing.Store = (*DB)(nil)
 var errUnknownTenant = tenantkit.Errorf(tenantkit.Invalid, "the batch names a tenant that does not exist")
 
 // insertUsage appends a batch of events, each once by tenant and idempotency key, in key order
-// (concurrent batches would deadlock otherwise), and yields the newly inserted ones with their UTC
-// hour as "inserted". xact is the SQL for usage_events.xact: the recording transaction's id for
+// (concurrent batches would deadlock otherwise), and yields the newly inserted ones as "inserted"
+// (counters only count them; gauges compute their UTC hour). xact is the SQL for usage_events.xact: the recording transaction's id for
 // counters, which the fold adds to billing_usage later, NULL for gauges. recordCounters and
 // recordGauges build on it.
 //
@@ -65,7 +65,7 @@ WITH batch (tenant_id, idempotency_key, metric, quantity, occurred_at) AS NOT MA
          OR EXISTS (SELECT FROM claimed c WHERE c.tenant_id = b.tenant_id AND c.idempotency_key = b.idempotency_key))
   ORDER BY b.tenant_id, b.idempotency_key
   ON CONFLICT (tenant_id, idempotency_key, recorded_month) DO NOTHING
-  RETURNING e.tenant_id, e.metric, e.quantity, e.occurred_at, date_trunc('hour', e.occurred_at, 'UTC') AS period_start
+  RETURNING e.tenant_id, e.metric, e.quantity, e.occurred_at
 )`
 }
 
@@ -79,7 +79,7 @@ SELECT count(*) FROM inserted`
 // observation arriving late changes nothing.
 var recordGauges = insertUsage("NULL") + `, latest AS (
   SELECT DISTINCT ON (tenant_id, metric, period_start) *
-  FROM inserted
+  FROM (SELECT i.*, date_trunc('hour', i.occurred_at, 'UTC') AS period_start FROM inserted i) i
   ORDER BY tenant_id, metric, period_start, occurred_at DESC
 ), set AS (
   INSERT INTO billing_usage AS u (tenant_id, metric, period_start, period_end, slot, quantity, observed_at)
@@ -324,8 +324,15 @@ func (db *DB) RecordUsage(ctx context.Context, events []billing.UsageEvent) (int
 	return recorded, err
 }
 
-// Usage implements billing.Store under RLS: members of the tenant read its usage, the counters and
-// the events not folded into them yet (tenantkit.caller_unfolded_usage), in one statement.
+// callerUsageHours is tenant $1's hourly usage rows as the caller may read them under RLS: its
+// billing_usage rows and the events not folded into them yet (tenantkit.caller_unfolded_usage),
+// read in one statement. The usage query and the export's usage section read through it.
+const callerUsageHours = `(
+  SELECT metric, period_start, period_end, quantity, observed_at FROM billing_usage WHERE tenant_id = $1
+  UNION ALL
+  SELECT metric, period_start, period_start + interval '1 hour', quantity, NULL FROM tenantkit.caller_unfolded_usage($1))`
+
+// Usage implements billing.Store under RLS: members of the tenant read its usage (callerUsageHours).
 func (db *DB) Usage(ctx context.Context, s tenantkit.Session, tenantID string, from, to time.Time, granularity string) ([]billing.UsageTotal, error) {
 	gauges := make([]string, 0, len(billing.Gauges))
 	for g := range billing.Gauges {
@@ -336,9 +343,7 @@ func (db *DB) Usage(ctx context.Context, s tenantkit.Session, tenantID string, f
 		rows, _ := tx.Query(ctx, `
 			SELECT metric, date_trunc($4, period_start, 'UTC') AS p,
 			       CASE WHEN metric = ANY ($5::text[]) THEN max(quantity) ELSE sum(quantity) END::float8
-			FROM (SELECT metric, period_start, quantity FROM billing_usage WHERE tenant_id = $1
-			      UNION ALL
-			      SELECT metric, period_start, quantity FROM tenantkit.caller_unfolded_usage($1)) u
+			FROM `+callerUsageHours+` u
 			WHERE period_start >= $2 AND period_start < $3
 			GROUP BY metric, p
 			ORDER BY metric, p`, tenantID, from, to, granularity, gauges)

@@ -107,10 +107,7 @@ var archiveSections = []archiveSection{
 	{"usage", "public.billing_usage", true, `
 		SELECT jsonb_build_object('metric', u.metric, 'period_start', u.period_start, 'period_end', max(u.period_end),
 		         'quantity', sum(u.quantity), 'observed_at', max(u.observed_at))::text
-		FROM (SELECT metric, period_start, period_end, quantity, observed_at FROM billing_usage WHERE tenant_id = $1
-		      UNION ALL
-		      SELECT metric, period_start, period_start + interval '1 hour', quantity, NULL
-		      FROM tenantkit.caller_unfolded_usage($1)) u
+		FROM ` + callerUsageHours + ` u
 		GROUP BY u.metric, u.period_start ORDER BY u.metric, u.period_start`},
 	{"usageEvents", "tenantkit.usage_events", true, `
 		SELECT (to_jsonb(u) - 'xact')::text FROM tenantkit.usage_events u WHERE u.tenant_id = $1 ORDER BY u.idempotency_key, u.recorded_month`},

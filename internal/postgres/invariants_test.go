@@ -23,6 +23,7 @@ import (
 
 	"github.com/tenantkit/tenantkit"
 	"github.com/tenantkit/tenantkit/internal/billing"
+	"github.com/tenantkit/tenantkit/internal/pgtest"
 	"github.com/tenantkit/tenantkit/internal/postgres"
 )
 
@@ -943,7 +944,7 @@ func TestUsageAggregation(t *testing.T) {
 		t.Fatalf("the model has %d periods, want 3 tenants × 2 metrics × 2 hours", len(want))
 	}
 	compare(t, totals(t, exact, adminQuery), want)
-	foldAll(t, db, admin)
+	pgtest.SettleUsage(t, admin)
 	compare(t, totals(t, "billing_usage", adminQuery), want) // folded: the counters alone, as Hasura reads them
 	if n := fxCount(t, admin, "SELECT count(*) FROM tenantkit.usage_events"); n != int64(len(distinct)) {
 		t.Errorf("%d events stored, want %d distinct", n, len(distinct))
@@ -955,7 +956,7 @@ func TestUsageAggregation(t *testing.T) {
 		var before string
 		fxQueryRow(t, admin, "SELECT string_agg(format('%s/%s/%s/%s=%s', tenant_id, metric, period_start, slot, quantity), ',' ORDER BY 1) FROM billing_usage").Scan(&before)
 		sendAll(t)
-		foldAll(t, db, admin)
+		pgtest.SettleUsage(t, admin)
 		var after string
 		fxQueryRow(t, admin, "SELECT string_agg(format('%s/%s/%s/%s=%s', tenant_id, metric, period_start, slot, quantity), ',' ORDER BY 1) FROM billing_usage").Scan(&after)
 		if before != after {
@@ -991,7 +992,7 @@ func TestUsageAggregation(t *testing.T) {
 		if _, err := kolkata.FoldUsage(ctx); err != nil { // the fold, too, in the other time zone
 			t.Fatal(err)
 		}
-		foldAll(t, db, admin)
+		pgtest.SettleUsage(t, admin)
 		var start, end time.Time
 		fxQueryRow(t, admin, "SELECT period_start, period_end FROM billing_usage WHERE tenant_id = $1", tn.id).Scan(&start, &end)
 		if want := at.Truncate(time.Hour); !start.Equal(want) || !end.Equal(want.Add(time.Hour)) {
@@ -1263,26 +1264,6 @@ func fxCount(t testing.TB, admin *pgxpool.Pool, sql string, args ...any) int64 {
 		t.Fatalf("%v\n%s", err, sql)
 	}
 	return n
-}
-
-// foldAll runs the usage fold until no counter event is left unfolded. Other tests' transactions
-// (any database of the server) can hold a fold's watermark back for a moment: it tries for 30 s.
-func foldAll(t testing.TB, db *postgres.DB, admin *pgxpool.Pool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := db.FoldUsage(context.Background()); err != nil {
-			t.Fatalf("fold: %v", err)
-		}
-		left := fxCount(t, admin, `SELECT count(*) FROM tenantkit.usage_events WHERE xact >= (SELECT watermark FROM tenantkit.usage_fold)`)
-		if left == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d usage events still unfolded after 30 s", left)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // fxQueryRow returns a row whose Scan fails the test on error.

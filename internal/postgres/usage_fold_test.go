@@ -78,7 +78,7 @@ func TestUsageFold(t *testing.T) {
 		if got := memberSees(t, tenantkit.UserSession(stranger.owner), tn.id); got != 0 {
 			t.Errorf("another tenant's owner sees %d, want nothing", got)
 		}
-		foldAll(t, db, admin)
+		pgtest.SettleUsage(t, admin)
 		if got, e, m := counters(t, tn.id), exact(t, tn.id), memberSees(t, tenantkit.UserSession(guest), tn.id); got != 5 || e != 5 || m != 5 {
 			t.Errorf("after the fold: counters %d, UsageTotals %d, member %d; want 5 each", got, e, m)
 		}
@@ -127,8 +127,8 @@ func TestUsageFold(t *testing.T) {
 		if got := exact(t, tn.id); got != 111 {
 			t.Errorf("UsageTotals %d after it committed, want 111", got)
 		}
-		foldAll(t, db, admin)
-		foldAll(t, db, admin)
+		pgtest.SettleUsage(t, admin)
+		pgtest.SettleUsage(t, admin)
 		if got, e := counters(t, tn.id), exact(t, tn.id); got != 111 || e != 111 {
 			t.Errorf("after folding: counters %d, UsageTotals %d; want 111 each", got, e)
 		}
@@ -149,7 +149,7 @@ func TestUsageFold(t *testing.T) {
 			t.Fatal(err)
 		}
 		record(t, tn.id, "kept", 1)
-		foldAll(t, db, admin)
+		pgtest.SettleUsage(t, admin)
 		if got, e := counters(t, tn.id), exact(t, tn.id); got != 1 || e != 1 {
 			t.Errorf("counters %d, UsageTotals %d; want 1 each", got, e)
 		}
@@ -211,7 +211,7 @@ func TestUsageFold(t *testing.T) {
 		if got := exact(t, tn.id); got != want {
 			t.Errorf("UsageTotals %d, want %d", got, want)
 		}
-		foldAll(t, db, admin)
+		pgtest.SettleUsage(t, admin)
 		if got := counters(t, tn.id); got != want {
 			t.Errorf("counters %d after folding, want %d", got, want)
 		}
@@ -281,13 +281,13 @@ func TestUsageRetentionWaitsForTheFold(t *testing.T) {
 // fold that found nothing spent 0.3–0.5 s compiling its plan (migration 00030).
 func TestUsageFoldReadsTheIndex(t *testing.T) {
 	t.Parallel()
-	db, admin := setup(t)
+	_, admin := setup(t)
 	ctx := context.Background()
 	tn := fxTenant(t, admin)
 	fxExec(t, admin, `INSERT INTO tenants (id, slug, name) SELECT gen_random_uuid(), 'bulk-' || g, 'Bulk' FROM generate_series(1, 999) g`)
 	fxExec(t, admin, `INSERT INTO tenantkit.usage_events (tenant_id, idempotency_key, metric, quantity, occurred_at, xact)
 		SELECT t.id, 'bulk-' || g, 'api_calls', 1, now(), pg_current_xact_id() FROM generate_series(1, 100) g, tenants t`)
-	foldAll(t, db, admin)
+	pgtest.SettleUsage(t, admin)
 	var part string
 	fxQueryRow(t, admin, `SELECT tableoid::regclass::text FROM tenantkit.usage_events WHERE idempotency_key = 'bulk-1' LIMIT 1`).Scan(&part)
 	fxExec(t, admin, `ANALYZE `+part)
@@ -483,7 +483,7 @@ func TestUsageFoldAfterLogicalCopy(t *testing.T) {
 	if err != nil || totals[0] != 8 {
 		t.Errorf("UsageTotals after the rebase: %v, %v; want 8 (2 folded, 5 unfolded, 1 new)", totals, err)
 	}
-	foldAll(t, db, admin)
+	pgtest.SettleUsage(t, admin)
 	if got := fxCount(t, admin, `SELECT sum(quantity)::bigint FROM billing_usage WHERE tenant_id = $1`, tn.id); got != 8 {
 		t.Errorf("billing_usage %d after the rebase and a fold, want 8", got)
 	}
@@ -506,7 +506,7 @@ func TestUsageFoldBesideTenantDelete(t *testing.T) {
 		}
 	}
 	record("a")
-	foldAll(t, db, admin) // both tenants have a counter row: the next fold updates them
+	pgtest.SettleUsage(t, admin) // both tenants have a counter row: the next fold updates them
 	record("b")
 	// Until no transaction older than the events is open anywhere on the server, so that the fold
 	// below covers them (else it has nothing to fold and nothing to wait for).
