@@ -230,7 +230,7 @@ func (db *DB) LinkPlan(ctx context.Context, planID, productID, priceID, meteredP
 func (db *DB) KnownTenants(ctx context.Context, ids []string) (map[string]bool, error) {
 	known := map[string]bool{}
 	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
-		rows, _ := tx.Query(ctx, `SELECT id::text FROM tenants WHERE id = ANY ($1::uuid[])`, ids)
+		rows, _ := tx.Query(ctx, `SELECT id::text FROM tenants WHERE id = ANY ($1::uuid[])`, uuidArray(ids))
 		found, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		for _, id := range found {
 			known[id] = true
@@ -282,7 +282,7 @@ func (db *DB) RecordUsage(ctx context.Context, events []billing.UsageEvent) (int
 	record := func(tx pgx.Tx) error {
 		recorded = 0
 		var known bool
-		if err := tx.QueryRow(ctx, lockUsageTenants, tenants).Scan(&known); err != nil {
+		if err := tx.QueryRow(ctx, lockUsageTenants, uuidArray(tenants)).Scan(&known); err != nil {
 			return err
 		}
 		if !known {
@@ -299,7 +299,7 @@ func (db *DB) RecordUsage(ctx context.Context, events []billing.UsageEvent) (int
 				continue
 			}
 			var n int
-			if err := tx.QueryRow(ctx, sql, c.tenants, c.keys, c.metrics, c.quantities, c.times,
+			if err := tx.QueryRow(ctx, sql, uuidArray(c.tenants), c.keys, c.metrics, c.quantities, c.times,
 				billing.MaxEventSkew.Seconds(), billing.UsageIdempotencyMonths, db.usageBoundaryWindow().Seconds()).Scan(&n); err != nil {
 				var pe *pgconn.PgError
 				if errors.As(err, &pe) && pe.Code == "23503" {

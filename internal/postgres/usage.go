@@ -230,7 +230,7 @@ func (db *DB) UsageLimits(ctx context.Context, keys []billing.TenantMetric) ([]b
 			JOIN subscription_plans p ON p.id = tenantkit.effective_plan(t.id)
 			LEFT JOIN tenant_subscriptions s ON s.tenant_id = t.id
 			WHERE (p.limits ->> k.metric)::bigint > 0
-			ORDER BY t.id, k.metric`, tenants, metrics)
+			ORDER BY t.id, k.metric`, uuidArray(tenants), metrics)
 		var err error
 		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (billing.UsageLimit, error) {
 			var l billing.UsageLimit
