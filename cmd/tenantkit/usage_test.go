@@ -74,7 +74,7 @@ func (b *billingStack) meteredTenant(t *testing.T) meteredTenant {
 // ingestion, is under test, and some of these times are ahead of the clock).
 func (b *billingStack) calls(t *testing.T, tenant, key string, at time.Time, n float64) {
 	t.Helper()
-	if _, err := b.m.DB.RecordUsage(context.Background(), []billing.UsageEvent{
+	if _, _, err := b.m.DB.RecordUsage(context.Background(), []billing.UsageEvent{
 		{TenantID: tenant, Metric: "api_calls", Quantity: n, IdempotencyKey: key, OccurredAt: at}}); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package billing
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -137,6 +138,19 @@ func (s *Service) UsageAlerts(ctx context.Context, events []UsageEvent) (int, er
 		}
 	}
 	return queued, nil
+}
+
+// ofMetrics is the events of the given metrics. A batch's alerts are checked for the metrics some
+// plan limits only (Store.RecordUsage says which, in the transaction that records them): the others
+// cannot alert, and skipping them spares a usage batch a second transaction.
+func ofMetrics(events []UsageEvent, metrics []string) []UsageEvent {
+	var out []UsageEvent
+	for _, e := range events {
+		if slices.Contains(metrics, e.Metric) {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // usageAlertsAfter runs UsageAlerts after a batch was recorded; a failure is logged, not returned:

@@ -151,6 +151,20 @@ func TestUsageAlerts(t *testing.T) {
 		}
 	})
 
+	t.Run("a limit set after use began counts from the next batch", func(t *testing.T) {
+		t.Parallel()
+		tenant := w.tenant(t, 0)
+		w.record(t, tenant, "exports", "e1", 90) // no plan limits exports yet
+		if n := w.scan(t, `SELECT count(*)::text FROM tenantkit.email_outbox WHERE tenant_id = $1`, tenant); n != "0" {
+			t.Fatalf("%s emails for an unlimited metric", n)
+		}
+		w.scan(t, `UPDATE subscription_plans SET limits = limits || '{"exports": 100}' WHERE key = 'starter' RETURNING key`)
+		w.record(t, tenant, "exports", "e2", 1)
+		if a80, a100 := w.alerts(t, tenant, "exports", 80), w.alerts(t, tenant, "exports", 100); a80 != 1 || a100 != 0 {
+			t.Errorf("91 of a new limit of 100: %d emails at 80 %%, %d at 100 %%; want 1 and 0", a80, a100)
+		}
+	})
+
 	t.Run("a gauge's latest value", func(t *testing.T) {
 		t.Parallel()
 		tenant := w.tenant(t, 0) // Starter allows 5 storage_gb

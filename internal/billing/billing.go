@@ -143,8 +143,10 @@ func MonthlyRecurring(groups []Recurring) []MRR {
 type Store interface {
 	UsageStore // usage.go
 	// RecordUsage records each event once (by tenant and idempotency key) and returns how many were
-	// new. A batch naming a tenant that does not exist is refused whole (invalid).
-	RecordUsage(ctx context.Context, events []UsageEvent) (recorded int, err error)
+	// new, and which of the batch's metrics some plan limits, read in the same transaction (the
+	// metrics UsageAlerts is about). A batch naming a tenant that does not exist is refused whole
+	// (invalid).
+	RecordUsage(ctx context.Context, events []UsageEvent) (recorded int, limited []string, err error)
 	// MemberCount returns the number of the tenant's members (pending invitations do not count).
 	MemberCount(ctx context.Context, tenantID string) (int64, error)
 	// Usage returns the tenant's totals per metric and period (granularity "hour", "day" or
@@ -291,9 +293,9 @@ func (s *Service) RecordUsage(ctx context.Context, sess tenantkit.Session, event
 			return 0, 0, tenantkit.Errorf(tenantkit.Invalid, "event %d: occurredAt must be within the last 35 days", i)
 		}
 	}
-	recorded, err = s.Store.RecordUsage(ctx, events)
+	recorded, limited, err := s.Store.RecordUsage(ctx, events)
 	if err == nil && recorded > 0 { // a retry of what is already recorded moves no total
-		s.usageAlertsAfter(ctx, events) // after the commit: see alerts.go
+		s.usageAlertsAfter(ctx, ofMetrics(events, limited)) // after the commit: see alerts.go
 	}
 	return recorded, len(events) - recorded, err
 }

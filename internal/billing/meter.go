@@ -67,14 +67,15 @@ func (m *Meter) Flush(ctx context.Context) error {
 		n := min(len(batch), MaxBatch)
 		known, err := m.Store.KnownTenants(ctx, tenantsOf(batch[:n]))
 		var recorded []UsageEvent
+		var limited []string
 		if err == nil {
 			recorded = filter(batch[:n], known)
-			_, err = m.Store.RecordUsage(ctx, recorded)
+			_, limited, err = m.Store.RecordUsage(ctx, recorded)
 		}
 		if err != nil {
 			return err // the rest stays pending with its keys
 		}
-		if m.Alerts != nil {
+		if recorded = ofMetrics(recorded, limited); m.Alerts != nil && len(recorded) > 0 {
 			if _, err := m.Alerts(ctx, recorded); err != nil {
 				m.Log.Warn().Err(err).Msg("api_calls meter: usage alerts not checked; the next flush checks again")
 			}

@@ -56,7 +56,7 @@ func (w *stripeWorld) meteredSub(t *testing.T) meteredSub {
 // and some of these times are ahead of the clock).
 func (w *stripeWorld) calls(t *testing.T, tenant, key string, at time.Time, n float64) {
 	t.Helper()
-	if _, err := w.db.RecordUsage(context.Background(), []billing.UsageEvent{
+	if _, _, err := w.db.RecordUsage(context.Background(), []billing.UsageEvent{
 		{TenantID: tenant, Metric: "api_calls", Quantity: n, IdempotencyKey: key, OccurredAt: at}}); err != nil {
 		t.Fatal(err)
 	}

@@ -246,6 +246,8 @@ func (db *DB) KnownTenants(ctx context.Context, ids []string) (map[string]bool, 
 // batch's transaction holds it, and deleting one deletes its events (tenantkit.delete_usage_events).
 // It also checks the usage fold's watermark (tenantkit.usage_fold_valid, migration 00031): after a
 // logical copy into another server nothing is recorded below it, where no reader would see it.
+// And it reads which of the batch's distinct metrics ($2) some plan limits (limitedMetrics), in
+// the same round trip.
 const lockUsageTenants = `
 WITH ids AS (
   SELECT DISTINCT id FROM unnest($1::uuid[]) AS b (id)
@@ -253,12 +255,17 @@ WITH ids AS (
   SELECT t.id FROM tenants t JOIN ids USING (id) ORDER BY t.id FOR KEY SHARE OF t
 )
 SELECT (SELECT count(*) FROM locked) = (SELECT count(*) FROM ids)
-  AND (SELECT tenantkit.usage_fold_valid(f.watermark) FROM tenantkit.usage_fold f)`
+  AND (SELECT tenantkit.usage_fold_valid(f.watermark) FROM tenantkit.usage_fold f),
+  ARRAY(SELECT m FROM unnest($2::text[]) m WHERE m IN (` + limitedMetrics + `) ORDER BY m)`
+
+// limitedMetrics is the metrics whose limit in some plan is a number above zero: the only ones
+// usage alerts are about (billing.UsageLimit).
+const limitedMetrics = `SELECT l.key FROM subscription_plans p, jsonb_each_text(p.limits) l WHERE l.value::bigint > 0`
 
 // RecordUsage implements billing.Store on the system path (events come from trusted backends).
-func (db *DB) RecordUsage(ctx context.Context, events []billing.UsageEvent) (int, error) {
+func (db *DB) RecordUsage(ctx context.Context, events []billing.UsageEvent) (int, []string, error) {
 	if len(events) == 0 {
-		return 0, nil
+		return 0, nil, nil
 	}
 	type columns struct {
 		tenants, keys, metrics []string
@@ -277,12 +284,22 @@ func (db *DB) RecordUsage(ctx context.Context, events []billing.UsageEvent) (int
 		c.quantities = append(c.quantities, e.Quantity)
 		c.times = append(c.times, e.OccurredAt)
 	}
-	tenants := slices.Concat(counters.tenants, gauges.tenants) // every event's tenant, to lock
+	// Every event's tenant, to lock, and the batch's distinct metrics.
+	tenants := uuidArray(slices.Concat(counters.tenants, gauges.tenants))
+	var metrics []string
+	seen := map[string]bool{}
+	for _, e := range events {
+		if !seen[e.Metric] {
+			seen[e.Metric] = true
+			metrics = append(metrics, e.Metric)
+		}
+	}
 	recorded := 0
+	var limited []string
 	record := func(tx pgx.Tx) error {
 		recorded = 0
 		var known bool
-		if err := tx.QueryRow(ctx, lockUsageTenants, uuidArray(tenants)).Scan(&known); err != nil {
+		if err := tx.QueryRow(ctx, lockUsageTenants, tenants, metrics).Scan(&known, &limited); err != nil {
 			return err
 		}
 		if !known {
@@ -321,7 +338,10 @@ func (db *DB) RecordUsage(ctx context.Context, events []billing.UsageEvent) (int
 				Message: "usage cannot be recorded until this month's partition exists (tenantkit maintenance run creates it): try again later"}
 		}
 	}
-	return recorded, err
+	if err != nil {
+		return 0, nil, err
+	}
+	return recorded, limited, nil
 }
 
 // callerUsageHours is tenant $1's hourly usage rows as the caller may read them under RLS: its

@@ -850,7 +850,7 @@ func TestUsageAggregation(t *testing.T) {
 			events[i] = billing.UsageEvent{TenantID: e.tenant, IdempotencyKey: e.key, Metric: e.metric,
 				Quantity: float64(e.quantity) / 10000, OccurredAt: e.at}
 		}
-		_, err := wide.RecordUsage(ctx, events) // the production ingestion path
+		_, _, err := wide.RecordUsage(ctx, events) // the production ingestion path
 		return err
 	}
 	// sendAll ingests every batch while the fold runs over and over, as serve's would.
@@ -981,7 +981,7 @@ func TestUsageAggregation(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer kolkata.Close()
-		if _, err := kolkata.RecordUsage(ctx, []billing.UsageEvent{{TenantID: tn.id, IdempotencyKey: "tz", Metric: "api_calls", Quantity: 1, OccurredAt: at}}); err != nil {
+		if _, _, err := kolkata.RecordUsage(ctx, []billing.UsageEvent{{TenantID: tn.id, IdempotencyKey: "tz", Metric: "api_calls", Quantity: 1, OccurredAt: at}}); err != nil {
 			t.Fatal(err)
 		}
 		var hour time.Time

@@ -101,7 +101,7 @@ func TestUsageIdempotencyAcrossMonths(t *testing.T) {
 			month.AddDate(0, -monthsBack, 0).Format(time.DateOnly))
 	}
 	record := func(key string, occurred time.Time) int {
-		n, err := db.RecordUsage(ctx, []billing.UsageEvent{{TenantID: tn.id, Metric: "api_calls", Quantity: 1, IdempotencyKey: key, OccurredAt: occurred}})
+		n, _, err := db.RecordUsage(ctx, []billing.UsageEvent{{TenantID: tn.id, Metric: "api_calls", Quantity: 1, IdempotencyKey: key, OccurredAt: occurred}})
 		if err != nil {
 			t.Fatalf("%s: %v", key, err)
 		}
@@ -162,7 +162,7 @@ func TestRecordUsageCreatesMissingPartition(t *testing.T) {
 	for i := range errs {
 		wg.Go(func() {
 			var n int
-			n, errs[i] = db.RecordUsage(ctx, []billing.UsageEvent{{TenantID: tn.id, Metric: "api_calls", Quantity: 1,
+			n, _, errs[i] = db.RecordUsage(ctx, []billing.UsageEvent{{TenantID: tn.id, Metric: "api_calls", Quantity: 1,
 				IdempotencyKey: fmt.Sprint("k", i), OccurredAt: time.Now()}})
 			if errs[i] == nil && n != 1 {
 				errs[i] = fmt.Errorf("recorded %d", n)

@@ -216,11 +216,9 @@ func (db *DB) UsageLimits(ctx context.Context, keys []billing.TenantMetric) ([]b
 	var out []billing.UsageLimit
 	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
 		rows, _ := tx.Query(ctx, `
-			WITH limited AS (
-			  SELECT DISTINCT l.key AS metric FROM subscription_plans p, jsonb_each_text(p.limits) l WHERE l.value::bigint > 0
-			), k AS (
+			WITH k AS (
 			  SELECT DISTINCT k.tenant_id, k.metric FROM unnest($1::uuid[], $2::text[]) k (tenant_id, metric)
-			  WHERE k.metric IN (SELECT metric FROM limited)
+			  WHERE k.metric IN (`+limitedMetrics+`)
 			)
 			SELECT t.id::text, t.name, k.metric, (p.limits ->> k.metric)::bigint, s.current_period_start, s.current_period_end,
 			       coalesce((SELECT u.quantity FROM billing_usage u WHERE u.tenant_id = t.id AND u.metric = k.metric

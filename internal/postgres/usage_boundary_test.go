@@ -43,7 +43,7 @@ func TestUsageKeyOnceAcrossMonthEnd(t *testing.T) {
 		}
 		second := make(chan result, 1)
 		go func() {
-			n, err := db.RecordUsage(ctx, []billing.UsageEvent{{TenantID: tn.id, Metric: "api_calls", Quantity: 1, IdempotencyKey: key, OccurredAt: occurred}})
+			n, _, err := db.RecordUsage(ctx, []billing.UsageEvent{{TenantID: tn.id, Metric: "api_calls", Quantity: 1, IdempotencyKey: key, OccurredAt: occurred}})
 			second <- result{n, err}
 		}()
 		fxWaiters(t, admin, 1) // the second attempt waits for the first's claim
@@ -87,7 +87,7 @@ func TestUsageKeysClaimedNearMonthEndOnly(t *testing.T) {
 		return fxCount(t, admin, `SELECT count(*) FROM tenantkit.usage_boundary_keys WHERE tenant_id = $1`, tn.id)
 	}
 	postgres.SetUsageBoundaryWindow(db, time.Nanosecond) // no moment is near a month's end
-	if _, err := db.RecordUsage(ctx, fxUsageBatch(tn.id, 5, "far-")); err != nil {
+	if _, _, err := db.RecordUsage(ctx, fxUsageBatch(tn.id, 5, "far-")); err != nil {
 		t.Fatal(err)
 	}
 	if n := claims(); n != 0 {
@@ -96,16 +96,16 @@ func TestUsageKeysClaimedNearMonthEndOnly(t *testing.T) {
 	postgres.SetUsageBoundaryWindow(db, 40*24*time.Hour)
 	batch := fxUsageBatch(tn.id, 5, "near-")
 	batch = append(batch, batch[0]) // a key twice in one batch is one event and one claim
-	if n, err := db.RecordUsage(ctx, batch); err != nil || n != 5 {
+	if n, _, err := db.RecordUsage(ctx, batch); err != nil || n != 5 {
 		t.Fatalf("near a month's end: recorded %d, %v; want 5", n, err)
 	}
 	if n := claims(); n != 5 {
 		t.Errorf("%d keys claimed near a month's end, want 5", n)
 	}
-	if n, err := db.RecordUsage(ctx, batch); err != nil || n != 0 {
+	if n, _, err := db.RecordUsage(ctx, batch); err != nil || n != 0 {
 		t.Errorf("retried near a month's end: recorded %d, %v; want 0", n, err)
 	}
-	if n, err := db.RecordUsage(ctx, fxUsageBatch(tn.id, 5, "far-")); err != nil || n != 0 {
+	if n, _, err := db.RecordUsage(ctx, fxUsageBatch(tn.id, 5, "far-")); err != nil || n != 0 {
 		t.Errorf("keys recorded away from a month's end, retried near it: recorded %d, %v; want 0", n, err)
 	}
 	fxExec(t, admin, `DELETE FROM tenants WHERE id = $1`, tn.id)

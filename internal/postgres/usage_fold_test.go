@@ -27,7 +27,7 @@ func TestUsageFold(t *testing.T) {
 	hour := time.Now().UTC().Truncate(time.Hour)
 	record := func(t *testing.T, tenant, key string, q float64) {
 		t.Helper()
-		if _, err := db.RecordUsage(ctx, []billing.UsageEvent{{TenantID: tenant, Metric: "api_calls", Quantity: q,
+		if _, _, err := db.RecordUsage(ctx, []billing.UsageEvent{{TenantID: tenant, Metric: "api_calls", Quantity: q,
 			IdempotencyKey: key, OccurredAt: hour.Add(time.Minute)}}); err != nil {
 			t.Fatal(err)
 		}
@@ -188,7 +188,7 @@ func TestUsageFold(t *testing.T) {
 						events[i] = billing.UsageEvent{TenantID: tn.id, Metric: "api_calls", Quantity: 1,
 							IdempotencyKey: fmt.Sprintf("w%d-b%d-%d", w, b, i), OccurredAt: hour.Add(time.Minute)}
 					}
-					if _, err := db.RecordUsage(ctx, events); err != nil {
+					if _, _, err := db.RecordUsage(ctx, events); err != nil {
 						t.Error(err)
 						return
 					}
@@ -219,7 +219,7 @@ func TestUsageFold(t *testing.T) {
 
 	t.Run("gauges stay on the request path", func(t *testing.T) {
 		tn := fxTenant(t, admin)
-		if _, err := db.RecordUsage(ctx, []billing.UsageEvent{{TenantID: tn.id, Metric: "storage_gb", Quantity: 42,
+		if _, _, err := db.RecordUsage(ctx, []billing.UsageEvent{{TenantID: tn.id, Metric: "storage_gb", Quantity: 42,
 			IdempotencyKey: "g", OccurredAt: hour.Add(time.Minute)}}); err != nil {
 			t.Fatal(err)
 		}
@@ -459,7 +459,7 @@ func TestUsageFoldAfterLogicalCopy(t *testing.T) {
 			t.Errorf("%s before the rebase: %v, want unavailable (TK003)", what, err)
 		}
 	}
-	_, err := db.RecordUsage(ctx, []billing.UsageEvent{{TenantID: tn.id, Metric: "api_calls", Quantity: 1, IdempotencyKey: "new-1", OccurredAt: hour}})
+	_, _, err := db.RecordUsage(ctx, []billing.UsageEvent{{TenantID: tn.id, Metric: "api_calls", Quantity: 1, IdempotencyKey: "new-1", OccurredAt: hour}})
 	refused("recordUsage", err)
 	_, err = db.FoldUsage(ctx)
 	refused("the fold", err)
@@ -476,7 +476,7 @@ func TestUsageFoldAfterLogicalCopy(t *testing.T) {
 	if folded != 1 {
 		t.Errorf("the rebase folded %d events, want 1 (the one the old server had not)", folded)
 	}
-	if _, err := db.RecordUsage(ctx, []billing.UsageEvent{{TenantID: tn.id, Metric: "api_calls", Quantity: 1, IdempotencyKey: "new-1", OccurredAt: hour}}); err != nil {
+	if _, _, err := db.RecordUsage(ctx, []billing.UsageEvent{{TenantID: tn.id, Metric: "api_calls", Quantity: 1, IdempotencyKey: "new-1", OccurredAt: hour}}); err != nil {
 		t.Fatal(err)
 	}
 	totals, err := db.UsageTotals(ctx, []billing.UsageRange{{TenantID: tn.id, Metric: "api_calls", From: hour, To: hour.Add(time.Hour)}})
@@ -499,7 +499,7 @@ func TestUsageFoldBesideTenantDelete(t *testing.T) {
 	gone, kept := fxTenant(t, admin), fxTenant(t, admin)
 	record := func(key string) {
 		t.Helper()
-		if _, err := db.RecordUsage(ctx, []billing.UsageEvent{
+		if _, _, err := db.RecordUsage(ctx, []billing.UsageEvent{
 			{TenantID: gone.id, Metric: "api_calls", Quantity: 1, IdempotencyKey: key},
 			{TenantID: kept.id, Metric: "api_calls", Quantity: 1, IdempotencyKey: key}}); err != nil {
 			t.Fatal(err)

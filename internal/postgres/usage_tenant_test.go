@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -47,7 +48,7 @@ func TestUsageUnknownTenantRefused(t *testing.T) {
 	ctx := context.Background()
 	tn := fxTenant(t, admin)
 	batch := append(fxUsageBatch(tn.id, 3, "ok-"), fxUsageBatch(uuid.NewString(), 1, "ghost-")...)
-	n, err := db.RecordUsage(ctx, batch)
+	n, _, err := db.RecordUsage(ctx, batch)
 	if tenantkit.ErrorCode(err) != tenantkit.Invalid {
 		t.Fatalf("recorded %d, err %v; want invalid", n, err)
 	}
@@ -56,7 +57,7 @@ func TestUsageUnknownTenantRefused(t *testing.T) {
 	}
 	// The same tenant spelled twice (upper case) is one tenant, not a missing one.
 	batch = append(fxUsageBatch(tn.id, 2, "a-"), fxUsageBatch(strings.ToUpper(tn.id), 1, "b-")...)
-	if n, err := db.RecordUsage(ctx, batch); err != nil || n != 3 {
+	if n, _, err := db.RecordUsage(ctx, batch); err != nil || n != 3 {
 		t.Fatalf("recorded %d, err %v; want 3", n, err)
 	}
 }
@@ -67,7 +68,7 @@ func TestUsageEventsGoWithTheirTenant(t *testing.T) {
 	ctx := context.Background()
 	gone, kept := fxTenant(t, admin), fxTenant(t, admin)
 	for _, tn := range []fxTenantRef{gone, kept} {
-		if _, err := db.RecordUsage(ctx, fxUsageBatch(tn.id, 5, "k")); err != nil {
+		if _, _, err := db.RecordUsage(ctx, fxUsageBatch(tn.id, 5, "k")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -108,7 +109,7 @@ func TestUsageBatchRacesTenantDelete(t *testing.T) {
 			VALUES ($1, 'race-0', 'api_calls', 1, now())`, tn.id)
 		recorded := make(chan error, 1)
 		go func() {
-			_, err := db.RecordUsage(ctx, fxUsageBatch(tn.id, 10, "race-"))
+			_, _, err := db.RecordUsage(ctx, fxUsageBatch(tn.id, 10, "race-"))
 			recorded <- err
 		}()
 		fxWaiters(t, admin, 1)
@@ -142,7 +143,7 @@ func TestUsageBatchRacesTenantDelete(t *testing.T) {
 		fxTxExec(t, del, `DELETE FROM tenants WHERE id = $1`, tn.id)
 		recorded := make(chan error, 1)
 		go func() {
-			_, err := db.RecordUsage(ctx, fxUsageBatch(tn.id, 10, "late-"))
+			_, _, err := db.RecordUsage(ctx, fxUsageBatch(tn.id, 10, "late-"))
 			recorded <- err
 		}()
 		fxWaiters(t, admin, 1)
@@ -156,4 +157,44 @@ func TestUsageBatchRacesTenantDelete(t *testing.T) {
 			t.Errorf("%d events outlive their tenant", n)
 		}
 	})
+}
+
+// TestUsageBatchSaysWhichMetricsAreLimited: RecordUsage names the batch's metrics that some plan
+// limits above zero, read in its own transaction, so a limit set a moment ago counts at once;
+// unlimited (-1), zero and absent limits do not.
+func TestUsageBatchSaysWhichMetricsAreLimited(t *testing.T) {
+	t.Parallel()
+	db, admin := setup(t)
+	ctx := context.Background()
+	tn := fxTenant(t, admin)
+	seq := 0
+	record := func(metrics ...string) []string {
+		t.Helper()
+		var batch []billing.UsageEvent
+		for _, m := range metrics {
+			seq++
+			batch = append(batch, billing.UsageEvent{TenantID: tn.id, Metric: m, Quantity: 1, IdempotencyKey: fmt.Sprint("k", seq)})
+		}
+		_, limited, err := db.RecordUsage(ctx, batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return limited
+	}
+	// The seeded plans limit users, projects and storage_gb.
+	if got := record("api_calls", "storage_gb", "emails_sent", "storage_gb", "api_calls"); !slices.Equal(got, []string{"storage_gb"}) {
+		t.Errorf("seeded plans: limited %q, want [storage_gb]", got)
+	}
+	if _, err := admin.Exec(ctx, `UPDATE subscription_plans SET limits = limits || '{"emails_sent": 1000, "api_calls": -1}' WHERE key = 'enterprise'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Exec(ctx, `UPDATE subscription_plans SET limits = limits || '{"api_calls": 0}' WHERE key = 'starter'`); err != nil {
+		t.Fatal(err)
+	}
+	if got := record("api_calls", "emails_sent", "storage_gb"); !slices.Equal(got, []string{"emails_sent", "storage_gb"}) {
+		t.Errorf("after a limit on emails_sent: limited %q, want [emails_sent storage_gb]", got)
+	}
+	if got := record("api_calls"); len(got) != 0 {
+		t.Errorf("api_calls (limits -1 and 0 only): limited %q, want none", got)
+	}
 }

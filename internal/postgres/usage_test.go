@@ -44,7 +44,7 @@ func TestUsageTotalExact(t *testing.T) {
 				events = append(events, ev{at, q})
 			}
 		}
-		if _, err := db.RecordUsage(ctx, batch); err != nil {
+		if _, _, err := db.RecordUsage(ctx, batch); err != nil {
 			t.Fatal(err)
 		}
 	}
