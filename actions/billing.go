@@ -1,7 +1,9 @@
 package actions
 
 import (
+	"bytes"
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/tenantkit/tenantkit"
@@ -18,6 +20,116 @@ type usageEventInput struct {
 
 type recordUsageInput struct {
 	Events []usageEventInput `json:"events"`
+}
+
+// decodePlain decodes the plain form of the input (plainjson.go): {"events": [...]} with "events"
+// spelt so, once, and each event an object whose keys are among tenantId, metric, quantity,
+// idempotencyKey and occurredAt, spelt so, each at most once; strings without escapes, quantity a
+// JSON number within float64's range, occurredAt null or a string time.Time's UnmarshalJSON
+// takes. False for anything else, a null elsewhere included.
+func (in *recordUsageInput) decodePlain(raw []byte) bool {
+	raw = bytes.TrimRight(raw[skipSpace(raw, 0):], " \t\r\n")
+	var events bool
+	return plainMembers(raw, func(key, v []byte) bool {
+		if string(key) != "events" || events || len(v) == 0 || v[0] != '[' {
+			return false
+		}
+		events = true
+		// Every event holds a '{': a cheap bound on their number, within a batch's size.
+		in.Events = make([]usageEventInput, 0, min(bytes.Count(v, []byte("{")), billing.MaxBatch))
+		var d plainUsage
+		return plainArray(v, func(obj []byte) bool {
+			var e usageEventInput
+			if !d.event(obj, &e, cap(in.Events)-len(in.Events)) {
+				return false
+			}
+			in.Events = append(in.Events, e)
+			return true
+		})
+	}) && events
+}
+
+// plainUsage decodes the events of recordUsage's plain input. The events of a batch mostly share
+// a tenant and a metric: a literal equal to the previous event's reuses its value.
+type plainUsage struct {
+	tenantLit, metricLit []byte // the previous event's, nil before the first
+	tenant               tenantkit.ID
+	metric               string
+	times                []time.Time // room for the occurredAt values to come
+}
+
+// event decodes obj, one event in the plain form, into e (zero); room is how many events, this
+// one included, the slice holds without growing.
+func (d *plainUsage) event(obj []byte, e *usageEventInput, room int) bool {
+	var seen uint8
+	return plainMembers(obj, func(key, v []byte) bool {
+		var bit uint8
+		switch string(key) {
+		case "tenantId":
+			bit = 1
+			s, ok := plainBytes(v)
+			if !ok {
+				return false
+			}
+			if d.tenantLit == nil || !bytes.Equal(s, d.tenantLit) {
+				id, err := tenantkit.ParseID("tenantId", string(s))
+				if err != nil {
+					return false
+				}
+				d.tenant, d.tenantLit = id, s
+			}
+			e.TenantID = d.tenant
+		case "metric":
+			bit = 2
+			s, ok := plainBytes(v)
+			if !ok {
+				return false
+			}
+			if d.metricLit == nil || !bytes.Equal(s, d.metricLit) {
+				d.metric, d.metricLit = string(s), s
+			}
+			e.Metric = d.metric
+		case "quantity":
+			bit = 4
+			if !validNumber(v) {
+				return false
+			}
+			q, err := strconv.ParseFloat(string(v), 64)
+			if err != nil {
+				return false
+			}
+			e.Quantity = q
+		case "idempotencyKey":
+			bit = 8
+			s, ok := plainString(v)
+			if !ok {
+				return false
+			}
+			e.IdempotencyKey = s
+		case "occurredAt":
+			bit = 16
+			if string(v) == "null" {
+				break
+			}
+			if _, ok := plainBytes(v); !ok {
+				return false
+			}
+			if len(d.times) == 0 {
+				d.times = make([]time.Time, max(room, 1))
+			}
+			e.OccurredAt, d.times = &d.times[0], d.times[1:]
+			if e.OccurredAt.UnmarshalJSON(v) != nil {
+				return false
+			}
+		default:
+			return false
+		}
+		if seen&bit != 0 {
+			return false
+		}
+		seen |= bit
+		return true
+	})
 }
 
 type recordUsageOutput struct {

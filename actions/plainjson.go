@@ -6,12 +6,14 @@ import (
 	"unicode/utf8"
 )
 
-// The fast path of the hottest action's decoding. Hasura's action payloads have one plain form: the
-// four fields below spelt exactly, each once, strings without escapes where a value is kept. For
-// that form, decodePayload reads the fields directly, without encoding/json's reflection; for
-// anything else (another spelling of a key, a duplicate, an escape, a null, invalid UTF-8, a syntax
-// error) it hands the body to encoding/json, which then decides, so the result, errors included,
-// is always what encoding/json would produce. plainjson_test.go compares the two on every form.
+// The fast paths of the hottest decoding: the action payload, and the inputs of checkPermission
+// and recordUsage. Hasura's action payloads have one plain form: the four fields below spelt
+// exactly, each once, strings without escapes where a value is kept. For that form, decodePayload
+// reads the fields directly, without encoding/json's reflection; for anything else (another
+// spelling of a key, a duplicate, an escape, a null, invalid UTF-8, a syntax error) it hands the
+// body to encoding/json, which then decides, so the result, errors included, is always what
+// encoding/json would produce. An input's decodePlain keeps the same contract for its own plain
+// form. plainjson_test.go compares the two on every form.
 
 // decodePayload decodes body as json.NewDecoder(bytes.NewReader(body)).Decode(p) does: the first
 // JSON value, anything after it ignored.
@@ -94,19 +96,25 @@ func plainPayload(body []byte, p *payload) bool {
 // whether obj is an object whose keys are plain strings (see plainString) and field returned true
 // for every member. v is the member's value, without surrounding space.
 func plainObject(obj []byte, field func(key string, v []byte) bool) bool {
+	return plainMembers(obj, func(key, v []byte) bool { return field(string(key), v) })
+}
+
+// plainMembers is plainObject with each key as the bytes of its plain string, unquoted (see
+// plainBytes): they are obj's, for reading only.
+func plainMembers(obj []byte, field func(key, v []byte) bool) bool {
 	if len(obj) == 0 || obj[0] != '{' {
 		return false
 	}
 	i := skipSpace(obj, 1)
 	if i < len(obj) && obj[i] == '}' {
-		return true
+		return i == len(obj)-1
 	}
 	for i < len(obj) {
 		kEnd, ok := valueEnd(obj, i)
 		if !ok {
 			return false
 		}
-		key, ok := plainString(obj[i:kEnd])
+		key, ok := plainBytes(obj[i:kEnd])
 		if !ok {
 			return false
 		}
@@ -135,22 +143,105 @@ func plainObject(obj []byte, field func(key string, v []byte) bool) bool {
 	return false
 }
 
+// plainArray calls elem for each element of arr in order, and reports whether arr is exactly a
+// JSON array (its elements aside) and elem returned true for every element. v is the element,
+// without surrounding space, as valueEnd delimits it: elem must check every byte of it.
+func plainArray(arr []byte, elem func(v []byte) bool) bool {
+	if len(arr) == 0 || arr[0] != '[' {
+		return false
+	}
+	i := skipSpace(arr, 1)
+	if i < len(arr) && arr[i] == ']' {
+		return i == len(arr)-1
+	}
+	for i < len(arr) {
+		end, ok := valueEnd(arr, i)
+		if !ok || !elem(arr[i:end]) {
+			return false
+		}
+		i = skipSpace(arr, end)
+		if i == len(arr) {
+			return false
+		}
+		switch arr[i] {
+		case ']':
+			return i == len(arr)-1
+		case ',':
+			i = skipSpace(arr, i+1)
+		default:
+			return false
+		}
+	}
+	return false
+}
+
 // plainString returns the string a JSON string literal holds when it has no escape and is valid
 // UTF-8: then its bytes are what encoding/json decodes it to. ok is false for anything else.
 func plainString(lit []byte) (string, bool) {
-	if len(lit) < 2 || lit[0] != '"' || lit[len(lit)-1] != '"' {
+	s, ok := plainBytes(lit)
+	if !ok {
 		return "", false
+	}
+	return string(s), true
+}
+
+// plainBytes is plainString without the copy: the literal's bytes between its quotes.
+func plainBytes(lit []byte) ([]byte, bool) {
+	if len(lit) < 2 || lit[0] != '"' || lit[len(lit)-1] != '"' {
+		return nil, false
 	}
 	s := lit[1 : len(lit)-1]
 	for _, c := range s {
 		if c == '\\' || c == '"' || c < 0x20 {
-			return "", false
+			return nil, false
 		}
 	}
 	if !utf8.Valid(s) {
-		return "", false
+		return nil, false
 	}
-	return string(s), true
+	return s, true
+}
+
+// validNumber reports whether lit is exactly one JSON number literal:
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?, nothing around it.
+func validNumber(lit []byte) bool {
+	digits := func(i int) int {
+		for i < len(lit) && '0' <= lit[i] && lit[i] <= '9' {
+			i++
+		}
+		return i
+	}
+	i := 0
+	if i < len(lit) && lit[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(lit) && lit[i] == '0':
+		i++
+	case i < len(lit) && '1' <= lit[i] && lit[i] <= '9':
+		i = digits(i)
+	default:
+		return false
+	}
+	if i < len(lit) && lit[i] == '.' {
+		j := digits(i + 1)
+		if j == i+1 {
+			return false
+		}
+		i = j
+	}
+	if i < len(lit) && (lit[i] == 'e' || lit[i] == 'E') {
+		i++
+		if i < len(lit) && (lit[i] == '+' || lit[i] == '-') {
+			i++
+		}
+		j := digits(i)
+		if j == i {
+			return false
+		}
+		i = j
+	}
+	return i == len(lit)
 }
 
 // validString reports whether lit is exactly one JSON string literal: quotes, no control
@@ -199,7 +290,8 @@ func skipSpace(b []byte, i int) int {
 
 // valueEnd returns the index just after the JSON value starting at b[i]: the matching bracket of
 // an object or array, the closing quote of a string, or the end of a number or literal. It checks
-// nothing else (callers validate with json.Valid); ok is false when the value does not end in b.
+// nothing else (callers check the value: json.Valid, plainString, validNumber…); ok is false when
+// the value does not end in b.
 func valueEnd(b []byte, i int) (int, bool) {
 	if i >= len(b) {
 		return 0, false
