@@ -127,17 +127,9 @@ func plainMembers(obj []byte, field func(key, v []byte) bool) bool {
 		if !ok || !field(key, obj[i:vEnd]) {
 			return false
 		}
-		i = skipSpace(obj, vEnd)
-		if i == len(obj) {
-			return false
-		}
-		switch obj[i] {
-		case '}':
-			return i == len(obj)-1
-		case ',':
-			i = skipSpace(obj, i+1)
-		default:
-			return false
+		var last bool
+		if i, last, ok = afterValue(obj, vEnd, '}'); !ok || last {
+			return ok
 		}
 	}
 	return false
@@ -159,20 +151,26 @@ func plainArray(arr []byte, elem func(v []byte) bool) bool {
 		if !ok || !elem(arr[i:end]) {
 			return false
 		}
-		i = skipSpace(arr, end)
-		if i == len(arr) {
-			return false
-		}
-		switch arr[i] {
-		case ']':
-			return i == len(arr)-1
-		case ',':
-			i = skipSpace(arr, i+1)
-		default:
-			return false
+		var last bool
+		if i, last, ok = afterValue(arr, end, ']'); !ok || last {
+			return ok
 		}
 	}
 	return false
+}
+
+// afterValue reads what follows a member or element of b that ends at end: the closing bracket
+// as b's last byte (last), or a comma and the space after it (next is where the next one starts);
+// ok is false for anything else.
+func afterValue(b []byte, end int, closing byte) (next int, last, ok bool) {
+	i := skipSpace(b, end)
+	switch {
+	case i < len(b) && b[i] == closing:
+		return i, true, i == len(b)-1
+	case i < len(b) && b[i] == ',':
+		return skipSpace(b, i+1), false, true
+	}
+	return i, false, false
 }
 
 // plainString returns the string a JSON string literal holds when it has no escape and is valid
