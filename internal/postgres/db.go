@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantkit/tenantkit"
@@ -332,19 +333,21 @@ func quoteLiteral(s string) string {
 	return "E'" + strings.ReplaceAll(strings.ReplaceAll(s, `\`, `\\`), `'`, `\'`) + "'"
 }
 
-// uuidArray is ids as a parameter for a uuid[]: parsed into 16-byte values, which pgx sends in
-// binary. pgx has no binary encoding of a string as a uuid: handed the []string, it fails the
-// binary attempt first, formatting every element into the error it then discards, and falls back
-// to text, which PostgreSQL parses again (for a usage batch, about a tenth of the service's CPU).
-// If an id does not parse, the strings go as they are, and PostgreSQL refuses them as before.
+// uuidArray is ids as a parameter for a uuid[]: parsed into pgtype.UUID values, which pgx sends in
+// binary, and as text with the simple protocol (behind a transaction pooler), where pgx encodes
+// by Go type alone and has no plan for a [16]byte. pgx has no binary encoding of a string as a
+// uuid: handed the []string, it fails the binary attempt first, formatting every element into the
+// error it then discards, and falls back to text, which PostgreSQL parses again (for a usage
+// batch, about a tenth of the service's CPU). If an id does not parse, the strings go as they
+// are, and PostgreSQL refuses them as before.
 func uuidArray(ids []string) any {
-	out := make([][16]byte, len(ids))
+	out := make([]pgtype.UUID, len(ids))
 	for i, id := range ids {
 		u, err := uuid.Parse(id)
 		if err != nil {
 			return ids
 		}
-		out[i] = u
+		out[i] = pgtype.UUID{Bytes: u, Valid: true}
 	}
 	return out
 }

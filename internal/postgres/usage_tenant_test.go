@@ -14,6 +14,8 @@ import (
 
 	"github.com/tenantkit/tenantkit"
 	"github.com/tenantkit/tenantkit/internal/billing"
+	"github.com/tenantkit/tenantkit/internal/pgtest"
+	"github.com/tenantkit/tenantkit/internal/postgres"
 )
 
 // Usage events have no foreign key to tenants (migration 00021): RecordUsage locks the batch's
@@ -196,5 +198,53 @@ func TestUsageBatchSaysWhichMetricsAreLimited(t *testing.T) {
 	}
 	if got := record("api_calls"); len(got) != 0 {
 		t.Errorf("api_calls (limits -1 and 0 only): limited %q, want none", got)
+	}
+}
+
+// TestUsageBatchInEveryQueryMode: a batch, its tenant check and its alerts' limits take the same
+// parameters in every query mode the service may run in: with prepared statements (no pooler),
+// and as pgx sends them behind a transaction pooler, where it knows no parameter types and
+// encodes each by its Go type (exec, simple_protocol; here straight to PostgreSQL).
+func TestUsageBatchInEveryQueryMode(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDB(t)
+	ctx := context.Background()
+	admin, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admin.Close)
+	a, b := fxTenant(t, admin), fxTenant(t, admin)
+	for _, mode := range []string{"cache_statement", "exec", "simple_protocol"} {
+		opts, u := postgres.Options{Pooler: postgres.TransactionPooler}, withParams(t, url, "default_query_exec_mode", mode)
+		if mode == "cache_statement" {
+			opts, u = postgres.Options{}, url
+		}
+		db, err := postgres.OpenWith(ctx, u, pgtest.AppURL(t, url), opts)
+		if err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		batch := []billing.UsageEvent{
+			{TenantID: a.id, Metric: "api_calls", Quantity: 2, IdempotencyKey: mode + "-1"},
+			{TenantID: b.id, Metric: "storage_gb", Quantity: 3, IdempotencyKey: mode + "-2"},
+			{TenantID: a.id, Metric: "api_calls", Quantity: 0.5, IdempotencyKey: mode + "-3"},
+		}
+		n, limited, err := db.RecordUsage(ctx, batch)
+		if err != nil || n != 3 || !slices.Equal(limited, []string{"storage_gb"}) {
+			t.Errorf("%s: RecordUsage = %d, %q, %v; want 3, [storage_gb]", mode, n, limited, err)
+		}
+		if known, err := db.KnownTenants(ctx, []string{a.id, uuid.NewString()}); err != nil || len(known) != 1 || !known[a.id] {
+			t.Errorf("%s: KnownTenants = %v, %v; want only %s", mode, known, err, a.id)
+		}
+		if limits, err := db.UsageLimits(ctx, []billing.TenantMetric{{TenantID: b.id, Metric: "storage_gb"}}); err != nil || len(limits) != 1 {
+			t.Errorf("%s: UsageLimits = %+v, %v; want the default plan's storage_gb", mode, limits, err)
+		}
+		if _, _, err := db.RecordUsage(ctx, []billing.UsageEvent{{TenantID: uuid.NewString(), Metric: "api_calls", Quantity: 1, IdempotencyKey: "x"}}); tenantkit.ErrorCode(err) != tenantkit.Invalid {
+			t.Errorf("%s: a batch for no tenant: %v, want invalid", mode, err)
+		}
+		db.Close()
+	}
+	if got := fxCount(t, admin, `SELECT (coalesce(sum(quantity), 0) * 2)::int FROM tenantkit.usage_hours($1) WHERE metric = 'api_calls'`, a.id); got != 15 {
+		t.Errorf("api_calls of the three modes: %d half-units, want 15", got)
 	}
 }

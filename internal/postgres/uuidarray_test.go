@@ -7,9 +7,10 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-// TestUUIDArrayEncodesInBinary: the ids reach PostgreSQL as binary uuids, the same values, without
-// pgx's failed attempt (which a []string takes); an id that does not parse goes as the strings.
-func TestUUIDArrayEncodesInBinary(t *testing.T) {
+// TestUUIDArrayEncodes: the ids reach PostgreSQL as binary uuids, the same values, without pgx's
+// failed attempt (which a []string takes), and as text where pgx knows no parameter types (the
+// simple protocol, behind a transaction pooler); an id that does not parse goes as the strings.
+func TestUUIDArrayEncodes(t *testing.T) {
 	ids := []string{"3f1a2b4c-1111-2222-3333-444455556666", "00000000-0000-0000-0000-000000000001"}
 	m := pgtype.NewMap()
 	if _, err := m.Encode(pgtype.UUIDArrayOID, pgtype.BinaryFormatCode, ids, nil); err == nil {
@@ -25,6 +26,11 @@ func TestUUIDArrayEncodesInBinary(t *testing.T) {
 	}
 	if !slices.Equal(back, ids) {
 		t.Fatalf("decoded %q, want %q", back, ids)
+	}
+	// The simple protocol: no parameter type is known (OID 0), and every value goes as text.
+	text, err := m.Encode(0, pgtype.TextFormatCode, uuidArray(ids), nil)
+	if want := "{" + ids[0] + "," + ids[1] + "}"; err != nil || string(text) != want {
+		t.Fatalf("uuidArray(%q) as text for an unknown type: %q (%v), want %q", ids, text, err, want)
 	}
 	bad := []string{ids[0], "not-a-uuid"}
 	if got, ok := uuidArray(bad).([]string); !ok || !slices.Equal(got, bad) {
