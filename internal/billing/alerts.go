@@ -75,9 +75,11 @@ func usageAlertEmail(l UsageLimit, threshold int, used float64, from time.Time) 
 		e.Text = fmt.Sprintf("%s has used %s of the %s %s its plan allows. Upgrade the plan in the billing settings "+
 			"to keep adding more.\n", l.TenantName, usage, limit, l.Metric)
 	} else {
+		// The subject names the threshold crossed, the text the share used (it may be past it), in whole
+		// percent, floored (1e-9: 0.29 × 100 is 28.999… in floating point).
 		e.Subject = fmt.Sprintf("%s has used %d%% of its %s limit", l.TenantName, threshold, l.Metric)
 		e.Text = fmt.Sprintf("%s has used %s of the %s %s its plan allows (%d%%). Consider upgrading the plan in the "+
-			"billing settings.\n", l.TenantName, usage, limit, l.Metric, threshold)
+			"billing settings.\n", l.TenantName, usage, limit, l.Metric, int(used*100/float64(l.Limit)+1e-9))
 	}
 	return e
 }

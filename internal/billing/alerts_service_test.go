@@ -3,6 +3,7 @@ package billing_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -175,6 +176,10 @@ func TestUsageAlerts(t *testing.T) {
 		w.record(t, tenant, "storage_gb", "g2", 4.2)
 		if w.alerts(t, tenant, "storage_gb", 80) != 1 {
 			t.Error("no alert at 84 %")
+		}
+		if body := w.scan(t, `SELECT body FROM tenantkit.email_outbox WHERE tenant_id = $1 AND dedupe_key LIKE 'usage_alert:%:80:%' LIMIT 1`,
+			tenant); !strings.Contains(body, "has used 4.2 of the 5 storage_gb its plan allows (84%)") {
+			t.Errorf("the 80 %% alert says %q, want the share used (84%%)", body)
 		}
 		// down from above the limit: the 80 % email is not sent after the 100 % one
 		other := w.tenant(t, 0)
