@@ -2,7 +2,7 @@
 .DEFAULT_GOAL := help
 GO ?= go
 
-.PHONY: help run test race lint generate check-generate bench bench-rls soak fuzz build
+.PHONY: help run test test-pooled race lint generate check-generate bench bench-rls soak fuzz build
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,6 +25,9 @@ lint: ## staticcheck (pinned as a tool in go.mod)
 
 race: ## the tests under the race detector
 	$(GO) test -count=1 -race ./...
+
+test-pooled: ## the end-to-end suite with every service behind a PgBouncer of its own (needs pgbouncer)
+	TENANTKIT_TEST_POOLER=pgbouncer $(GO) test -count=1 ./cmd/tenantkit
 
 build: ## build bin/tenantkit
 	$(GO) build -o bin/tenantkit ./cmd/tenantkit
