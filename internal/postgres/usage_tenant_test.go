@@ -209,11 +209,7 @@ func TestUsageBatchInEveryQueryMode(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewDB(t)
 	ctx := context.Background()
-	admin, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(admin.Close)
+	admin := connect(t, url)
 	a, b := fxTenant(t, admin), fxTenant(t, admin)
 	for _, mode := range []string{"cache_statement", "exec", "simple_protocol"} {
 		opts, u := postgres.Options{Pooler: postgres.TransactionPooler}, withParams(t, url, "default_query_exec_mode", mode)
