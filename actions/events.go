@@ -118,12 +118,17 @@ func (h *Handler) ServeEvent(w http.ResponseWriter, r *http.Request) {
 // that a late release never frees a claim that a later delivery took after the lease ran out.
 const settleWithin = eventLease * 3 / 4
 
+// settleEvery is the longest wait between two of settle's attempts: a claim is settled within
+// about a second of the database's return (each attempt against a database that is down fails at
+// once), where a wait of 5 s left redeliveries refused for up to 5 s more.
+const settleEvery = time.Second
+
 // settle records how a claimed delivery ended: finished, or released for the next delivery. Both
 // need the database, and its absence is the usual reason a delivery fails. If it is unavailable,
 // settle returns that error at once (the delivery is answered 5xx) and keeps trying in the
-// background, with back-off, until the database answers or settleWithin of the claim has passed:
-// otherwise a database outage of a second would leave the event leased, and every redelivery
-// refused with 409, for the whole lease.
+// background, with back-off up to settleEvery, until the database answers or settleWithin of the
+// claim has passed: otherwise a database outage of a second would leave the event leased, and
+// every redelivery refused with 409, for the whole lease.
 func settle(ctx context.Context, claimed time.Time, what string, fn func(context.Context) error) error {
 	ctx = context.WithoutCancel(ctx)
 	err := tenantkit.RetryUnavailable(ctx, time.Now(), 0, 0, fn) // one call
@@ -133,7 +138,7 @@ func settle(ctx context.Context, claimed time.Time, what string, fn func(context
 	log := *zerolog.Ctx(ctx) // a copy: the request's logger is updated after this returns
 	go func() {
 		time.Sleep(100 * time.Millisecond)
-		if err := tenantkit.RetryUnavailable(ctx, claimed.Add(settleWithin), 100*time.Millisecond, 5*time.Second, fn); err != nil {
+		if err := tenantkit.RetryUnavailable(ctx, claimed.Add(settleWithin), 100*time.Millisecond, settleEvery, fn); err != nil {
 			log.Error().Err(err).Str("settle", what).Msg("event claim not settled: it stays leased until the lease ends")
 			return
 		}
