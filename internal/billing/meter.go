@@ -75,8 +75,8 @@ func (m *Meter) Flush(ctx context.Context) error {
 		if err != nil {
 			return err // the rest stays pending with its keys
 		}
-		if recorded = ofMetrics(recorded, limited); m.Alerts != nil && len(recorded) > 0 {
-			if _, err := m.Alerts(ctx, recorded); err != nil {
+		if limitedEvents := ofMetrics(recorded, limited); m.Alerts != nil && len(limitedEvents) > 0 {
+			if _, err := m.Alerts(ctx, limitedEvents); err != nil {
 				m.Log.Warn().Err(err).Msg("api_calls meter: usage alerts not checked; the next flush checks again")
 			}
 		}

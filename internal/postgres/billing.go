@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -246,17 +245,19 @@ func (db *DB) KnownTenants(ctx context.Context, ids []string) (map[string]bool, 
 // batch's transaction holds it, and deleting one deletes its events (tenantkit.delete_usage_events).
 // It also checks the usage fold's watermark (tenantkit.usage_fold_valid, migration 00031): after a
 // logical copy into another server nothing is recorded below it, where no reader would see it.
-// And it reads which of the batch's distinct metrics ($2) some plan limits (limitedMetrics), in
+// And it reads which of the batch's distinct metrics ($3) some plan limits (limitedMetrics), in
 // the same round trip.
+// The tenants are the counters' ($1) and the gauges' ($2), as the statements that record them get
+// them.
 const lockUsageTenants = `
 WITH ids AS (
-  SELECT DISTINCT id FROM unnest($1::uuid[]) AS b (id)
+  SELECT DISTINCT id FROM unnest($1::uuid[] || $2::uuid[]) AS b (id)
 ), locked AS (
   SELECT t.id FROM tenants t JOIN ids USING (id) ORDER BY t.id FOR KEY SHARE OF t
 )
 SELECT (SELECT count(*) FROM locked) = (SELECT count(*) FROM ids)
   AND (SELECT tenantkit.usage_fold_valid(f.watermark) FROM tenantkit.usage_fold f),
-  ARRAY(SELECT m FROM unnest($2::text[]) m WHERE m IN (` + limitedMetrics + `) ORDER BY m)`
+  ARRAY(SELECT m FROM unnest($3::text[]) m WHERE m IN (` + limitedMetrics + `) ORDER BY m)`
 
 // limitedMetrics is the metrics whose limit in some plan is a number above zero: the only ones
 // usage alerts are about (billing.UsageLimit).
@@ -271,8 +272,11 @@ func (db *DB) RecordUsage(ctx context.Context, events []billing.UsageEvent) (int
 		tenants, keys, metrics []string
 		quantities             []float64
 		times                  []time.Time
+		ids                    any // tenants as the uuid[] parameter (uuidArray), parsed once
 	}
 	var counters, gauges columns
+	var metrics []string // the batch's distinct metrics
+	seen := map[string]bool{}
 	for _, e := range events {
 		c := &counters
 		if billing.Gauges[e.Metric] {
@@ -283,23 +287,18 @@ func (db *DB) RecordUsage(ctx context.Context, events []billing.UsageEvent) (int
 		c.metrics = append(c.metrics, e.Metric)
 		c.quantities = append(c.quantities, e.Quantity)
 		c.times = append(c.times, e.OccurredAt)
-	}
-	// Every event's tenant, to lock, and the batch's distinct metrics.
-	tenants := uuidArray(slices.Concat(counters.tenants, gauges.tenants))
-	var metrics []string
-	seen := map[string]bool{}
-	for _, e := range events {
 		if !seen[e.Metric] {
 			seen[e.Metric] = true
 			metrics = append(metrics, e.Metric)
 		}
 	}
+	counters.ids, gauges.ids = uuidArray(counters.tenants), uuidArray(gauges.tenants)
 	recorded := 0
 	var limited []string
 	record := func(tx pgx.Tx) error {
 		recorded = 0
 		var known bool
-		if err := tx.QueryRow(ctx, lockUsageTenants, tenants, metrics).Scan(&known, &limited); err != nil {
+		if err := tx.QueryRow(ctx, lockUsageTenants, counters.ids, gauges.ids, metrics).Scan(&known, &limited); err != nil {
 			return err
 		}
 		if !known {
@@ -316,7 +315,7 @@ func (db *DB) RecordUsage(ctx context.Context, events []billing.UsageEvent) (int
 				continue
 			}
 			var n int
-			if err := tx.QueryRow(ctx, sql, uuidArray(c.tenants), c.keys, c.metrics, c.quantities, c.times,
+			if err := tx.QueryRow(ctx, sql, c.ids, c.keys, c.metrics, c.quantities, c.times,
 				billing.MaxEventSkew.Seconds(), billing.UsageIdempotencyMonths, db.usageBoundaryWindow().Seconds()).Scan(&n); err != nil {
 				var pe *pgconn.PgError
 				if errors.As(err, &pe) && pe.Code == "23503" {
