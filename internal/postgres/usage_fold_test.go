@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/tenantkit/tenantkit/internal/billing"
 	"github.com/tenantkit/tenantkit/internal/maintenance"
 	"github.com/tenantkit/tenantkit/internal/pgtest"
+	"github.com/tenantkit/tenantkit/internal/postgres"
 )
 
 // TestUsageFold: counter events reach billing_usage through the fold (migration 00029), each once,
@@ -421,11 +423,16 @@ func TestUsageFoldDownDuringFold(t *testing.T) {
 			t.Fatalf("the fold folded %d of 3 events for 30 s", n)
 		}
 	}
-	go func() {
-		time.Sleep(300 * time.Millisecond)
-		_ = fold.Commit(ctx)
-	}()
-	migrate(t, url, "down") // 00029, while the fold is open
+	// 00029's down, while the fold is open: it must wait for the fold (a lock), which then commits.
+	down := make(chan error, 1)
+	go func() { down <- postgres.Migrate(ctx, url, "down", io.Discard) }()
+	fxWaiters(t, admin, 1)
+	if err := fold.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-down; err != nil {
+		t.Fatalf("migrate down: %v", err)
+	}
 	if got := fxCount(t, admin, `SELECT coalesce(sum(quantity), 0)::bigint FROM billing_usage WHERE tenant_id = $1`, tn.id); got != 10 {
 		t.Errorf("billing_usage holds %d after the down ran beside a fold, want 10", got)
 	}
