@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -56,15 +58,55 @@ func start(t testing.TB, extra ...string) *Main {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &Main{Config: cfg, Log: zerolog.New(io.Discard)}
+	logs := &tailLog{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the service's log (its last %d kB at most):\n%s", tailLogKeep/1024, logs.tail())
+		}
+	})
+	m := &Main{Config: cfg, Log: zerolog.New(logs).Level(zerolog.InfoLevel).With().Timestamp().Logger()}
 	if err := m.Open(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if pooled {
 		directURLs.Store(m, dbURL)
 	}
-	t.Cleanup(func() { _ = m.Close() })
+	t.Cleanup(func() { _ = m.Close() }) // before the log is printed: cleanups run last first
 	return m
+}
+
+// tailLogKeep is how much of the service's log a test keeps.
+const tailLogKeep = 256 << 10
+
+// tailLog keeps the last tailLogKeep bytes (at least) written to it: the service's log in a test,
+// printed only when the test fails.
+type tailLog struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (l *tailLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf = append(l.buf, p...)
+	if len(l.buf) > 2*tailLogKeep {
+		l.buf = append(l.buf[:0:0], l.buf[len(l.buf)-tailLogKeep:]...)
+	}
+	return len(p), nil
+}
+
+// tail is what the log kept, from its first whole line.
+func (l *tailLog) tail() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.buf
+	if len(b) > tailLogKeep {
+		b = b[len(b)-tailLogKeep:]
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			b = b[i+1:]
+		}
+	}
+	return bytes.Clone(b)
 }
 
 func post(t *testing.T, url, secret, body string) (int, map[string]any) {
@@ -342,5 +384,26 @@ func TestSmoke(t *testing.T) {
 	}
 	if lines[8] != "smoke: 1 passed, 7 failed" {
 		t.Errorf("summary %q", lines[8])
+	}
+}
+
+func TestTailLogKeepsTheLastWholeLines(t *testing.T) {
+	l := &tailLog{}
+	var last string
+	for i := range 3 * tailLogKeep / 20 {
+		last = fmt.Sprintf("line %09d\n", i) // 15 bytes
+		if n, err := l.Write([]byte(last)); n != len(last) || err != nil {
+			t.Fatalf("Write: %d, %v", n, err)
+		}
+	}
+	got := l.tail()
+	if len(got) > tailLogKeep || len(got) < tailLogKeep-20 {
+		t.Errorf("kept %d bytes, want at most %d and close to it", len(got), tailLogKeep)
+	}
+	if !bytes.HasPrefix(got, []byte("line ")) || !bytes.HasSuffix(got, []byte(last)) {
+		t.Errorf("kept %q … %q, want whole lines ending with %q", got[:20], got[len(got)-20:], last)
+	}
+	if len(l.buf) > 2*tailLogKeep {
+		t.Errorf("holds %d bytes, want at most %d", len(l.buf), 2*tailLogKeep)
 	}
 }
