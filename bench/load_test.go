@@ -340,9 +340,7 @@ func openLoop(ctx context.Context, rate int, d time.Duration, workers int, do fu
 		wg.Go(func() {
 			for i := w; i < total && ctx.Err() == nil; i += workers {
 				at := start.Add(time.Duration(i) * interval)
-				if wait := time.Until(at); wait > 0 {
-					time.Sleep(wait)
-				}
+				sleepUntil(at)
 				lag.add(time.Since(at), nil)
 				err := do(ctx, i)
 				rec.add(time.Since(at), err)
@@ -353,6 +351,27 @@ func openLoop(ctx context.Context, rate int, d time.Duration, workers int, do fu
 	st := rec.stats(time.Since(start))
 	st.lag = lag.stats(st.elapsed)
 	return st
+}
+
+// sleepUntil returns at at, or as soon after as the kernel wakes the thread. time.Sleep alone
+// oversleeps by up to a millisecond when the generator has nothing else to run: the Go runtime then
+// waits for its next timer in epoll_wait, whose timeout is whole milliseconds (netpoll in
+// runtime/netpoll_epoll.go turns a delay under 1 ms into 1 ms and truncates longer ones), and
+// openLoop counts that lag in every latency it measures. So only the wait up to 2 ms before at is
+// left to time.Sleep; the rest is slept with nanosleep(2), a high-resolution timer, on the worker's
+// own thread (a blocking system call: the runtime lends the worker's P to others meanwhile).
+func sleepUntil(at time.Time) {
+	if wait := time.Until(at) - 2*time.Millisecond; wait > 0 {
+		time.Sleep(wait)
+	}
+	for {
+		wait := time.Until(at)
+		if wait <= 0 {
+			return
+		}
+		ts := syscall.NsecToTimespec(int64(wait))
+		_ = syscall.Nanosleep(&ts, nil) // EINTR (the runtime's preemption signal): sleep what is left
+	}
 }
 
 // report adds the metrics to the benchmark's result line, which scripts/bench.sh turns into the
