@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -58,10 +59,12 @@ func start(t testing.TB, extra ...string) *Main {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &tailLog{}
+	logs := &serviceLog{}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("the service's log (its last %d kB at most):\n%s", tailLogKeep/1024, logs.tail())
+			t.Logf("the service's notable log lines (warnings, errors, requests of a second or more; the last %d kB at most):\n%s",
+				tailLogKeep/1024, logs.notable.tail())
+			t.Logf("the service's log (its last %d kB at most):\n%s", tailLogKeep/1024, logs.all.tail())
 		}
 	})
 	m := &Main{Config: cfg, Log: zerolog.New(logs).Level(zerolog.InfoLevel).With().Timestamp().Logger()}
@@ -73,6 +76,36 @@ func start(t testing.TB, extra ...string) *Main {
 	}
 	t.Cleanup(func() { _ = m.Close() }) // before the log is printed: cleanups run last first
 	return m
+}
+
+// serviceLog is the service's log in a test, printed when the test fails: its last lines, and
+// apart from them, so that a long run's request lines cannot push them out, its notable lines.
+type serviceLog struct {
+	all, notable tailLog
+}
+
+func (l *serviceLog) Write(p []byte) (int, error) { return l.WriteLevel(zerolog.NoLevel, p) }
+
+// WriteLevel implements zerolog.LevelWriter.
+func (l *serviceLog) WriteLevel(level zerolog.Level, p []byte) (int, error) {
+	if notableLine(level, p) {
+		_, _ = l.notable.Write(p)
+	}
+	return l.all.Write(p)
+}
+
+// notableLine reports whether a log line is a warning or an error other than a request's line,
+// or a request's line with a latency of a second or more (zerolog writes durations in ms).
+func notableLine(level zerolog.Level, p []byte) bool {
+	if !bytes.Contains(p, []byte(`"message":"request"`)) {
+		return level >= zerolog.WarnLevel && level <= zerolog.PanicLevel
+	}
+	_, rest, ok := bytes.Cut(p, []byte(`"latency":`))
+	if end := bytes.IndexAny(rest, ",}"); ok && end > 0 {
+		ms, err := strconv.ParseFloat(string(rest[:end]), 64)
+		return err == nil && ms >= 1000
+	}
+	return false
 }
 
 // tailLogKeep is how much of the service's log a test keeps.
@@ -405,5 +438,26 @@ func TestTailLogKeepsTheLastWholeLines(t *testing.T) {
 	}
 	if len(l.buf) > 2*tailLogKeep {
 		t.Errorf("holds %d bytes, want at most %d", len(l.buf), 2*tailLogKeep)
+	}
+}
+
+func TestServiceLogKeepsNotableLinesApart(t *testing.T) {
+	l := &serviceLog{}
+	log := zerolog.New(l)
+	log.Warn().Msg("database unreachable")
+	log.Error().Str("method", "POST").Int("status", 503).Dur("latency", 12*time.Millisecond).Msg("request")
+	log.Info().Dur("latency", 1500*time.Millisecond).Msg("request")
+	log.Info().Dur("latency", 999*time.Millisecond).Msg("request")
+	log.Info().Msg("listening")
+	for range 2 * tailLogKeep / 40 {
+		log.Info().Dur("latency", time.Millisecond).Msg("request")
+	}
+	notable := string(l.notable.tail())
+	want := `{"level":"warn","message":"database unreachable"}` + "\n" + `{"level":"info","latency":1500,"message":"request"}` + "\n"
+	if notable != want {
+		t.Errorf("notable lines:\n%s\nwant:\n%s", notable, want)
+	}
+	if all := l.all.tail(); bytes.Contains(all, []byte("listening")) || !bytes.HasSuffix(all, []byte(`{"level":"info","latency":1,"message":"request"}`+"\n")) {
+		t.Errorf("the tail holds old lines or misses the last: %q", all[max(0, len(all)-200):])
 	}
 }
