@@ -486,8 +486,9 @@ func TestFaultDatabaseOutage(t *testing.T) {
 
 	// The invitation senders above deliver one event at a time, and a delivery whose email the
 	// SMTP peer accepted just before the crash waits for the database to record it (team's
-	// clearPatience): the outage must not wait for them to meet it. This sender delivers, during
-	// the outage only, the event of an invitation not yet emailed, which answers 5xx at once.
+	// clearPatience): the outage must not wait for them to meet it. This sender delivers, only
+	// while PostgreSQL is down, the event of an invitation not yet emailed, which answers 5xx at
+	// once.
 	probe := &faultQueue{rng: rand.New(rand.NewPCG(7, 8)), items: []*faultItem{{key: "fault.db.probe@example.com",
 		deliver: invitationEvent("fault.db.probe@example.com", "00000000-0000-4000-a000-000000000000")}}}
 
@@ -527,6 +528,7 @@ func TestFaultDatabaseOutage(t *testing.T) {
 	// The load: clients calling actions, Hasura delivering events, Stripe sending webhooks, an
 	// operator polling /readyz.
 	var phase atomic.Int32 // 0 before the outage, 1 during, 2 after
+	var down atomic.Bool   // PostgreSQL is down: from its stop's return to its restart
 	load := newFaultLoad(t)
 	for w, owner := range creators {
 		load.run(10*time.Millisecond, func(i int) {
@@ -557,7 +559,10 @@ func TestFaultDatabaseOutage(t *testing.T) {
 		log.add(c)
 	})
 	load.run(10*time.Millisecond, func(int) {
-		if phase.Load() == 1 {
+		// Not from phase 1: PostgreSQL takes a moment to stop (hundreds of ms on a loaded
+		// machine), and a delivery that claimed its event and had its email accepted before then
+		// waits for the database to record the email, as the senders above may.
+		if down.Load() {
 			probe.step(0, log)
 		}
 	})
@@ -597,6 +602,7 @@ func TestFaultDatabaseOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.downDone = time.Now()
+	down.Store(true)
 	releases[0](true)
 	releases[1](false)
 	for _, k := range append(kinds, "readyz") {
@@ -607,6 +613,7 @@ func TestFaultDatabaseOutage(t *testing.T) {
 	if d := 2*time.Second - time.Since(w.downDone); d > 0 {
 		time.Sleep(d) // holds the outage open: its length is the fault, not a synchronisation
 	}
+	down.Store(false)
 	w.upStart = time.Now()
 	if err := cluster.StartServer(ctx); err != nil {
 		t.Fatal(err)
