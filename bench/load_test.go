@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -49,6 +50,46 @@ type service struct {
 	admin *pgxpool.Pool
 	cmd   *exec.Cmd
 	pprof string // PPROF_ADDR, with BENCH_PROFILE_DIR set
+	log   string // the file its log goes to
+}
+
+// logSize is how far the service's log has been written: handlers log each request before the
+// response leaves the service, so once every answer of a phase is in, its lines lie below this.
+func (s *service) logSize(b *testing.B) int64 {
+	fi, err := os.Stat(s.log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return fi.Size()
+}
+
+// handlerLatencies is the latency the service logged for each request to route between the log
+// offsets from and to (logSize): the time inside its handler chain, from the request's headers
+// read to the handler's return, without the trip over the loopback and the generator's own work.
+func (s *service) handlerLatencies(b *testing.B, route string, from, to int64) *stats {
+	f, err := os.Open(s.log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	var rec recorder
+	sc := bufio.NewScanner(io.NewSectionReader(f, from, to-from))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var line struct {
+			Message string   `json:"message"`
+			Route   string   `json:"route"`
+			Latency *float64 `json:"latency"` // ms (zerolog's default duration unit)
+		}
+		if json.Unmarshal(sc.Bytes(), &line) != nil || line.Message != "request" || line.Route != route || line.Latency == nil {
+			continue
+		}
+		rec.add(time.Duration(*line.Latency*float64(time.Millisecond)), nil)
+	}
+	if err := sc.Err(); err != nil {
+		b.Fatal(err)
+	}
+	return rec.stats(0)
 }
 
 var buildOnce = sync.OnceValues(func() (string, error) {
@@ -112,7 +153,7 @@ func startService(b testing.TB, db string, env ...string) *service {
 		}
 		logFile.Close()
 	})
-	s := &service{url: "http://" + addr, db: db, cmd: cmd, pprof: pprofAddr}
+	s := &service{url: "http://" + addr, db: db, cmd: cmd, pprof: pprofAddr, log: logFile.Name()}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		res, err := http.Get(s.url + "/readyz")

@@ -207,6 +207,12 @@ func table(r results) []row {
 		rows = append(rows, row{figure: "checkPermission at 25 % of its highest rate, p99", value: fmt.Sprintf("%.2f ms", p99),
 			baseline: fmt.Sprintf("p50; generator lag p99 %.2f ms", lag), ratio: fmt.Sprintf("%.2f", tail),
 			target: "ratio ≤ 4", met: check(tail <= 4)})
+		if inP99, ok := r.median(cp, "handler-p99-ms@25%"); ok {
+			inP50, _ := r.median(cp, "handler-p50-ms@25%")
+			inTail, _ := r.median(cp, "handler-p99/p50@25%")
+			rows = append(rows, row{figure: "  the same inside the service's handlers (its request log), p99", value: fmt.Sprintf("%.2f ms", inP99),
+				baseline: fmt.Sprintf("p50 %.2f ms", inP50), ratio: fmt.Sprintf("%.2f", inTail)})
+		}
 		idle, _ := r.median(cp, "idle-MiB")
 		loaded, _ := r.median(cp, "loaded-MiB")
 		rows = append(rows, row{figure: "memory (RSS) of tenantkit serve, idle", value: fmt.Sprintf("%.1f MiB", idle),
