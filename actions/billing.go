@@ -52,11 +52,36 @@ func (in *recordUsageInput) decodePlain(raw []byte) bool {
 // plainUsage decodes the events of recordUsage's plain input. The events of a batch mostly share
 // a tenant and a metric: a literal equal to the previous event's reuses its value.
 type plainUsage struct {
-	tenantLit, metricLit []byte // the previous event's, nil before the first
-	tenant               tenantkit.ID
-	metric               string
-	times                []time.Time // room for the occurredAt values to come
+	tenant lastValue[tenantkit.ID]
+	metric lastValue[string]
+	times  []time.Time // room for the occurredAt values to come
 }
+
+// lastValue is the value of the last plain string literal decoded, kept for the next literal
+// that repeats it.
+type lastValue[T any] struct {
+	lit []byte // nil before the first
+	val T
+}
+
+// of decodes v, a plain string literal (plainBytes), with parse, unless it repeats the last one.
+func (l *lastValue[T]) of(v []byte, parse func(s []byte) (T, bool)) (T, bool) {
+	s, ok := plainBytes(v)
+	if ok && (l.lit == nil || !bytes.Equal(s, l.lit)) {
+		var val T
+		if val, ok = parse(s); ok {
+			l.val, l.lit = val, s
+		}
+	}
+	return l.val, ok
+}
+
+func parseTenantID(s []byte) (tenantkit.ID, bool) {
+	id, err := tenantkit.ParseID("tenantId", string(s))
+	return id, err == nil
+}
+
+func parseMetric(s []byte) (string, bool) { return string(s), true }
 
 // event decodes obj, one event in the plain form, into e (zero); room is how many events, this
 // one included, the slice holds without growing.
@@ -67,28 +92,16 @@ func (d *plainUsage) event(obj []byte, e *usageEventInput, room int) bool {
 		switch string(key) {
 		case "tenantId":
 			bit = 1
-			s, ok := plainBytes(v)
-			if !ok {
+			var ok bool
+			if e.TenantID, ok = d.tenant.of(v, parseTenantID); !ok {
 				return false
 			}
-			if d.tenantLit == nil || !bytes.Equal(s, d.tenantLit) {
-				id, err := tenantkit.ParseID("tenantId", string(s))
-				if err != nil {
-					return false
-				}
-				d.tenant, d.tenantLit = id, s
-			}
-			e.TenantID = d.tenant
 		case "metric":
 			bit = 2
-			s, ok := plainBytes(v)
-			if !ok {
+			var ok bool
+			if e.Metric, ok = d.metric.of(v, parseMetric); !ok {
 				return false
 			}
-			if d.metricLit == nil || !bytes.Equal(s, d.metricLit) {
-				d.metric, d.metricLit = string(s), s
-			}
-			e.Metric = d.metric
 		case "quantity":
 			bit = 4
 			if !validNumber(v) {

@@ -102,75 +102,62 @@ func plainObject(obj []byte, field func(key string, v []byte) bool) bool {
 // plainMembers is plainObject with each key as the bytes of its plain string, unquoted (see
 // plainBytes): they are obj's, for reading only.
 func plainMembers(obj []byte, field func(key, v []byte) bool) bool {
-	if len(obj) == 0 || obj[0] != '{' {
-		return false
-	}
-	i := skipSpace(obj, 1)
-	if i < len(obj) && obj[i] == '}' {
-		return i == len(obj)-1
-	}
-	for i < len(obj) {
+	return plainSequence(obj, '{', '}', func(i int) (int, bool) {
 		kEnd, ok := valueEnd(obj, i)
 		if !ok {
-			return false
+			return 0, false
 		}
 		key, ok := plainBytes(obj[i:kEnd])
 		if !ok {
-			return false
+			return 0, false
 		}
 		i = skipSpace(obj, kEnd)
 		if i == len(obj) || obj[i] != ':' {
-			return false
+			return 0, false
 		}
 		i = skipSpace(obj, i+1)
 		vEnd, ok := valueEnd(obj, i)
-		if !ok || !field(key, obj[i:vEnd]) {
-			return false
-		}
-		var last bool
-		if i, last, ok = afterValue(obj, vEnd, '}'); !ok || last {
-			return ok
-		}
-	}
-	return false
+		return vEnd, ok && field(key, obj[i:vEnd])
+	})
 }
 
 // plainArray calls elem for each element of arr in order, and reports whether arr is exactly a
 // JSON array (its elements aside) and elem returned true for every element. v is the element,
 // without surrounding space, as valueEnd delimits it: elem must check every byte of it.
 func plainArray(arr []byte, elem func(v []byte) bool) bool {
-	if len(arr) == 0 || arr[0] != '[' {
+	return plainSequence(arr, '[', ']', func(i int) (int, bool) {
+		end, ok := valueEnd(arr, i)
+		return end, ok && elem(arr[i:end])
+	})
+}
+
+// plainSequence reports whether b is exactly a JSON object or array (opening and closing its
+// brackets) whose items, separated by commas, item reads: item(i) checks the one that starts at
+// b[i] (no space before it) and returns where it ends, and ok false to refuse it.
+func plainSequence(b []byte, opening, closing byte, item func(i int) (end int, ok bool)) bool {
+	if len(b) == 0 || b[0] != opening {
 		return false
 	}
-	i := skipSpace(arr, 1)
-	if i < len(arr) && arr[i] == ']' {
-		return i == len(arr)-1
+	i := skipSpace(b, 1)
+	if i < len(b) && b[i] == closing {
+		return i == len(b)-1
 	}
-	for i < len(arr) {
-		end, ok := valueEnd(arr, i)
-		if !ok || !elem(arr[i:end]) {
+	for i < len(b) {
+		end, ok := item(i)
+		if !ok {
 			return false
 		}
-		var last bool
-		if i, last, ok = afterValue(arr, end, ']'); !ok || last {
-			return ok
+		// What follows an item: the closing bracket as b's last byte, or a comma and the next item.
+		switch i = skipSpace(b, end); {
+		case i < len(b) && b[i] == closing:
+			return i == len(b)-1
+		case i < len(b) && b[i] == ',':
+			i = skipSpace(b, i+1)
+		default:
+			return false
 		}
 	}
 	return false
-}
-
-// afterValue reads what follows a member or element of b that ends at end: the closing bracket
-// as b's last byte (last), or a comma and the space after it (next is where the next one starts);
-// ok is false for anything else.
-func afterValue(b []byte, end int, closing byte) (next int, last, ok bool) {
-	i := skipSpace(b, end)
-	switch {
-	case i < len(b) && b[i] == closing:
-		return i, true, i == len(b)-1
-	case i < len(b) && b[i] == ',':
-		return skipSpace(b, i+1), false, true
-	}
-	return i, false, false
 }
 
 // plainString returns the string a JSON string literal holds when it has no escape and is valid

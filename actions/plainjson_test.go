@@ -305,3 +305,29 @@ func BenchmarkRecordUsageInputDecode(b *testing.B) {
 		}
 	})
 }
+
+// TestPlainSequenceIsExact: an object or array is read to its closing bracket and no further, so a
+// caller that hands over more than one value (not delimited by valueEnd) is refused, not read in
+// part; items are separated by single commas.
+func TestPlainSequenceIsExact(t *testing.T) {
+	t.Parallel()
+	every := func([]byte) bool { return true }
+	for raw, want := range map[string]bool{
+		`[]`: true, `[ ]`: true, `[1]`: true, `[1, 2]`: true, `[ 1 ,2 ]`: true,
+		`[]x`: false, `[1]x`: false, `[1] `: false, `[1,]`: false, `[,1]`: false, `[1 2]`: false, `[1,,2]`: false, `[1`: false, `[1,`: false,
+	} {
+		if got := plainArray([]byte(raw), every); got != want {
+			t.Errorf("plainArray(%q) = %t, want %t", raw, got, want)
+		}
+		obj := strings.NewReplacer("1", `"a":1`, "2", `"b":2`, "[", "{", "]", "}").Replace(raw)
+		if got := plainMembers([]byte(obj), func(_, _ []byte) bool { return true }); got != want {
+			t.Errorf("plainMembers(%q) = %t, want %t", obj, got, want)
+		}
+	}
+	if plainMembers([]byte(`{"a" 1}`), func(_, _ []byte) bool { return true }) {
+		t.Error(`plainMembers accepts a member without its colon`)
+	}
+	if plainArray([]byte(`[1,2]`), func(v []byte) bool { return string(v) == "1" }) {
+		t.Error("plainArray accepts an element its callback refused")
+	}
+}
