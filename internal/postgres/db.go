@@ -56,6 +56,9 @@ type DB struct {
 
 	// boundaryWindow replaces billing.UsageBoundaryWindow when set (tests only).
 	boundaryWindow time.Duration
+
+	// members coalesces concurrent membership reads (membership.go).
+	members memberships
 }
 
 // usageBoundaryWindow is how close to a month's end recordUsage claims its keys (insertUsage).
@@ -275,6 +278,19 @@ const SystemRoleSQL = "SELECT set_config('role', $1, true), set_config('hasura.u
 // no protection (docs/decisions.md); a transaction's four round trips (begin, role, statement,
 // commit) would cost more than the statement. scan reads the row; errors are translated.
 func (db *DB) QueryRowAsSystem(ctx context.Context, scan func(pgx.Row) error, sql string, args ...any) error {
+	return db.querySystem(ctx, func(rows pgx.Rows) error {
+		if !rows.Next() {
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			return pgx.ErrNoRows
+		}
+		return scan(rows)
+	}, sql, args...)
+}
+
+// querySystem is QueryRowAsSystem for a statement of any number of rows, which read reads.
+func (db *DB) querySystem(ctx context.Context, read func(pgx.Rows) error, sql string, args ...any) error {
 	batch := &pgx.Batch{}
 	batch.Queue(SystemRoleSQL+db.sysSettings, SystemRole)
 	batch.Queue(sql, args...)
@@ -283,7 +299,15 @@ func (db *DB) QueryRowAsSystem(ctx context.Context, scan func(pgx.Row) error, sq
 		_ = br.Close()
 		return translate(err)
 	}
-	if err := scan(br.QueryRow()); err != nil {
+	rows, err := br.Query()
+	if err == nil {
+		err = read(rows)
+		rows.Close()
+		if err == nil {
+			err = rows.Err()
+		}
+	}
+	if err != nil {
 		_ = br.Close()
 		return translate(err)
 	}

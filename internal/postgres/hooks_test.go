@@ -6,3 +6,7 @@ import "time"
 // end as near it (claiming keys in tenantkit.usage_boundary_keys), so that tests reach both sides
 // of the rule whatever today's date.
 func SetUsageBoundaryWindow(db *DB, window time.Duration) { db.boundaryWindow = window }
+
+// SetMembershipHook makes every membership statement call f, with its group's size, after it has
+// answered and before its reads are answered.
+func SetMembershipHook(db *DB, f func(group int)) { db.members.afterRead = f }

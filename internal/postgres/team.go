@@ -46,24 +46,6 @@ func (db *DB) CreateTenant(ctx context.Context, s tenantkit.Session, nt team.New
 	return t, err
 }
 
-// Membership implements team.Store.
-func (db *DB) Membership(ctx context.Context, s tenantkit.Session, tenantID string) (team.Membership, error) {
-	m := team.Membership{TenantID: tenantID, UserID: s.UserID()}
-	// The caller's own row, selected by the caller's id: what RLS would let it read, without RLS's
-	// cost on the hottest path (checkPermission); as for RLS, a deleted tenant is nobody's. An
-	// invalid id is refused by the cast: invalid.
-	err := db.QueryRowAsSystem(ctx, func(row pgx.Row) error { return row.Scan(&m.Role, &m.Permissions) },
-		MembershipSQL, tenantID, s.UserID())
-	return m, err
-}
-
-// MembershipSQL is Membership's statement ($1 the tenant, $2 the caller), sent after SystemRoleSQL
-// in one pipeline (QueryRowAsSystem); the checkPermission benchmark sends the same as its
-// database baseline.
-const MembershipSQL = `SELECT m.role, m.permissions FROM tenant_users m
-		 WHERE m.tenant_id = $1 AND m.user_id = $2
-		   AND NOT EXISTS (SELECT FROM tenants t WHERE t.id = m.tenant_id AND t.deleted_at IS NOT NULL)`
-
 const invitationColumns = `id::text, tenant_id::text, email, role, status, expires_at, coalesce(accepted_by::text, '')`
 
 func scanInvitation(row pgx.Row) (team.Invitation, error) {

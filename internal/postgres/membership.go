@@ -1,0 +1,196 @@
+package postgres
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/tenantkit/tenantkit"
+	"github.com/tenantkit/tenantkit/internal/team"
+)
+
+// Membership reads are the hottest statement of the service (every checkPermission, every API-key
+// and domain check). Under concurrency they are coalesced: while membershipLeaders reads are in
+// flight, the reads that arrive wait, and the first read to finish sends all the waiting ones
+// together as one statement (MembershipsSQL) in one round trip. A read never joins a statement that
+// was sent before it arrived, so each answer is read from a snapshot taken after its request came
+// in, exactly as if it had been sent alone: a committed removal or role change counts from the next
+// check. With fewer reads than leaders in flight, a read is sent alone at once (MembershipSQL), so
+// a quiet service waits for nothing.
+//
+// membershipLeaders bounds the statements in flight: more leaders mean smaller groups and more
+// round trips, fewer mean reads waiting for a round trip that is already under way.
+const membershipLeaders = 2
+
+// membershipPatience bounds a group's statement, which runs apart from any one caller's context
+// (one caller's cancellation must not fail the others' reads); the statement timeout bounds it
+// inside PostgreSQL.
+const membershipPatience = 30 * time.Second
+
+// MembershipsSQL reads the memberships of a group ($1 the tenants, $2 the callers, pairwise); each
+// row carries the pair's position (from 1). The lateral sub-select keeps it an index probe per pair
+// whatever the group's size: it is MembershipSQL per pair.
+const MembershipsSQL = `SELECT r.i, m.role, m.permissions
+	  FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS r(tenant_id, user_id, i),
+	       LATERAL (SELECT m.role, m.permissions FROM tenant_users m
+	                 WHERE m.tenant_id = r.tenant_id AND m.user_id = r.user_id
+	                   AND NOT EXISTS (SELECT FROM tenants t WHERE t.id = m.tenant_id AND t.deleted_at IS NOT NULL)
+	                OFFSET 0) m`
+
+// memberships coalesces concurrent membership reads (zero value ready to use).
+type memberships struct {
+	mu      sync.Mutex
+	leaders int               // statements in flight
+	waiting []*membershipRead // reads that arrived while membershipLeaders statements were in flight
+
+	// afterRead, when set (tests only), runs after each statement has answered and before its
+	// reads are: with the group's size.
+	afterRead func(group int)
+}
+
+type membershipRead struct {
+	tenant, user pgtype.UUID
+
+	// done is closed when the read is answered, or when it must lead the group in group.
+	done  chan struct{}
+	group []*membershipRead
+
+	found bool
+	role  tenantkit.Role
+	perms []string
+	err   error
+}
+
+// Membership implements team.Store.
+func (db *DB) Membership(ctx context.Context, s tenantkit.Session, tenantID string) (team.Membership, error) {
+	m := team.Membership{TenantID: tenantID, UserID: s.UserID()}
+	tenant, okT := canonicalUUID(tenantID)
+	user, okU := canonicalUUID(m.UserID)
+	if !okT || !okU {
+		// Anything but a canonical id goes alone, so that PostgreSQL's cast decides it (invalid)
+		// as it always did, and one caller's bad id can never fail another's read.
+		return m, db.membershipAlone(ctx, &m)
+	}
+	r := &membershipRead{tenant: tenant, user: user}
+	ms := &db.members
+	ms.mu.Lock()
+	if ms.leaders < membershipLeaders {
+		ms.leaders++
+		ms.mu.Unlock()
+		db.lead(ctx, []*membershipRead{r})
+	} else {
+		r.done = make(chan struct{})
+		ms.waiting = append(ms.waiting, r)
+		ms.mu.Unlock()
+		<-r.done
+		if r.group != nil {
+			db.lead(ctx, r.group)
+		}
+	}
+	if r.err != nil {
+		return m, r.err
+	}
+	if !r.found {
+		return m, translate(pgx.ErrNoRows)
+	}
+	m.Role, m.Permissions = r.role, r.perms
+	return m, nil
+}
+
+// lead sends group's statement, answers its reads, then hands the reads that arrived meanwhile to
+// one of them to send as the next group (or leaves the leader's place free). The statement runs
+// apart from the leader's cancellation, which must not fail the others' reads; a read that waits
+// is answered by its group's statement, even when its own caller has gone meanwhile.
+func (db *DB) lead(ctx context.Context, group []*membershipRead) {
+	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), membershipPatience)
+	if len(group) == 1 {
+		db.readOne(qctx, group[0])
+	} else {
+		db.readGroup(qctx, group)
+	}
+	cancel()
+	ms := &db.members
+	if ms.afterRead != nil {
+		ms.afterRead(len(group))
+	}
+	ms.mu.Lock()
+	next := ms.waiting
+	ms.waiting = nil
+	if next == nil {
+		ms.leaders--
+	}
+	ms.mu.Unlock()
+	for _, r := range group[1:] { // group[0] is the leader: its own answer is ready
+		close(r.done)
+	}
+	if next != nil {
+		next[0].group = next
+		close(next[0].done)
+	}
+}
+
+func (db *DB) readOne(ctx context.Context, r *membershipRead) {
+	r.err = db.QueryRowAsSystem(ctx, func(row pgx.Row) error { return row.Scan(&r.role, &r.perms) },
+		MembershipSQL, r.tenant, r.user)
+	if tenantkit.ErrorCode(r.err) == tenantkit.NotFound {
+		r.err = nil
+		return
+	}
+	r.found = r.err == nil
+}
+
+func (db *DB) readGroup(ctx context.Context, group []*membershipRead) {
+	tenants := make([]pgtype.UUID, len(group))
+	users := make([]pgtype.UUID, len(group))
+	for i, r := range group {
+		tenants[i], users[i] = r.tenant, r.user
+	}
+	err := db.querySystem(ctx, func(rows pgx.Rows) error {
+		for rows.Next() {
+			var i int64
+			var role tenantkit.Role
+			var perms []string
+			if err := rows.Scan(&i, &role, &perms); err != nil {
+				return err
+			}
+			r := group[i-1]
+			r.found, r.role, r.perms = true, role, perms
+		}
+		return rows.Err()
+	}, MembershipsSQL, tenants, users)
+	if err != nil {
+		for _, r := range group {
+			r.found, r.role, r.perms, r.err = false, "", nil, err
+		}
+	}
+}
+
+// membershipAlone is the read of one membership by its ids as given.
+func (db *DB) membershipAlone(ctx context.Context, m *team.Membership) error {
+	return db.QueryRowAsSystem(ctx, func(row pgx.Row) error { return row.Scan(&m.Role, &m.Permissions) },
+		MembershipSQL, m.TenantID, m.UserID)
+}
+
+// canonicalUUID parses s when it is a uuid in its canonical form (36 characters, hyphens at 8, 13,
+// 18 and 23, hex digits of either case), which PostgreSQL reads as the same uuid.
+func canonicalUUID(s string) (pgtype.UUID, bool) {
+	if len(s) != 36 {
+		return pgtype.UUID{}, false
+	}
+	u, err := uuid.Parse(s)
+	if err != nil {
+		return pgtype.UUID{}, false
+	}
+	return pgtype.UUID{Bytes: u, Valid: true}, true
+}
+
+// MembershipSQL is a single membership read ($1 the tenant, $2 the caller), sent after
+// SystemRoleSQL in one pipeline (QueryRowAsSystem); the checkPermission benchmark sends the same as
+// its database baseline.
+const MembershipSQL = `SELECT m.role, m.permissions FROM tenant_users m
+		 WHERE m.tenant_id = $1 AND m.user_id = $2
+		   AND NOT EXISTS (SELECT FROM tenants t WHERE t.id = m.tenant_id AND t.deleted_at IS NOT NULL)`
