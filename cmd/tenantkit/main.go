@@ -273,6 +273,7 @@ func (m *Main) Open(ctx context.Context) error {
 			PerInvitation: m.Config.InvitationResendsPerDay, InvitationWindow: 24 * time.Hour},
 		RestoreWindow: restoreWindow(m.Config.RestoreDays)}
 	metrics := server.NewMetrics((&actions.Handler{}).Names())
+	metrics.MembershipReads(db.MembershipReads)
 	bills := &billing.Service{Store: db, Authorize: teams.Check, AppURL: m.Config.AppURL, Count: metrics.Count,
 		AutomaticTax: m.Config.StripeAutomaticTax}
 	var webhooks http.Handler

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -47,6 +48,9 @@ type memberships struct {
 	leaders int               // statements in flight
 	waiting []*membershipRead // reads that arrived while membershipLeaders statements were in flight
 
+	// reads counts membership reads, statements the statements that answered them.
+	reads, statements atomic.Uint64
+
 	// afterRead, when set (tests only), runs after each statement has answered and before its
 	// reads are: with the group's size.
 	afterRead func(group int)
@@ -68,6 +72,7 @@ type membershipRead struct {
 // Membership implements team.Store.
 func (db *DB) Membership(ctx context.Context, s tenantkit.Session, tenantID string) (team.Membership, error) {
 	m := team.Membership{TenantID: tenantID, UserID: s.UserID()}
+	db.members.reads.Add(1)
 	tenant, okT := canonicalUUID(tenantID)
 	user, okU := canonicalUUID(m.UserID)
 	if !okT || !okU {
@@ -101,11 +106,18 @@ func (db *DB) Membership(ctx context.Context, s tenantkit.Session, tenantID stri
 	return m, nil
 }
 
+// MembershipReads returns the membership reads since the DB was opened, and the statements that
+// answered them: under concurrency, fewer statements than reads (tenantkit_membership_*_total).
+func (db *DB) MembershipReads() (reads, statements uint64) {
+	return db.members.reads.Load(), db.members.statements.Load()
+}
+
 // lead sends group's statement, answers its reads, then hands the reads that arrived meanwhile to
 // one of them to send as the next group (or leaves the leader's place free). The statement runs
 // apart from the leader's cancellation, which must not fail the others' reads; a read that waits
 // is answered by its group's statement, even when its own caller has gone meanwhile.
 func (db *DB) lead(ctx context.Context, group []*membershipRead) {
+	db.members.statements.Add(1)
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), membershipPatience)
 	if len(group) == 1 {
 		db.readOne(qctx, group[0])
@@ -171,6 +183,7 @@ func (db *DB) readGroup(ctx context.Context, group []*membershipRead) {
 
 // membershipAlone is the read of one membership by its ids as given.
 func (db *DB) membershipAlone(ctx context.Context, m *team.Membership) error {
+	db.members.statements.Add(1)
 	return db.QueryRowAsSystem(ctx, func(row pgx.Row) error { return row.Scan(&m.Role, &m.Permissions) },
 		MembershipSQL, m.TenantID, m.UserID)
 }

@@ -88,8 +88,9 @@ func checkCoalescedReads(t *testing.T, db *postgres.DB, admin *pgxpool.Pool) {
 	})
 
 	const workers, reads = 48, 40
+	readsBefore, statementsBefore := db.MembershipReads()
 	var wg sync.WaitGroup
-	var failed atomic.Int64
+	var failed, alone atomic.Int64
 	for w := range workers {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(w), 7))
@@ -101,8 +102,10 @@ func checkCoalescedReads(t *testing.T, db *postgres.DB, admin *pgxpool.Pool) {
 					ask.tenant = strings.ToUpper(p.tenant)
 				case 1:
 					ask.user = "{" + p.user + "}"
+					alone.Add(1)
 				case 2:
 					ask.tenant = p.tenant[:35] + "g" // not a uuid
+					alone.Add(1)
 				}
 				m, err := db.Membership(ctx, tenantkit.UserSession(ask.user), ask.tenant)
 				var got string
@@ -138,6 +141,12 @@ func checkCoalescedReads(t *testing.T, db *postgres.DB, admin *pgxpool.Pool) {
 	}
 	if largest.Load() < 4 {
 		t.Fatalf("no group of more than %d reads formed: the grouping was not exercised", largest.Load())
+	}
+	// The counters behind tenantkit_membership_{reads,statements}_total: every read, and every
+	// statement (the groups, and the reads sent alone as given).
+	rs, sts := db.MembershipReads()
+	if rs-readsBefore != workers*reads || sts-statementsBefore != uint64(groups.Load()+alone.Load()) {
+		t.Errorf("counted %d reads in %d statements, want %d in %d + %d", rs-readsBefore, sts-statementsBefore, workers*reads, groups.Load(), alone.Load())
 	}
 }
 

@@ -78,6 +78,22 @@ func (m *Metrics) UsageFold(folded int64, err error) {
 	m.foldedAt.SetToCurrentTime()
 }
 
+// MembershipReads exports the membership reads of the process and the statements that answered
+// them (stats, read at each scrape): tenantkit_membership_reads_total and
+// tenantkit_membership_statements_total. Their ratio is how many reads a statement carries.
+func (m *Metrics) MembershipReads(stats func() (reads, statements uint64)) {
+	m.registry.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tenantkit_membership_reads_total",
+			Help: "Membership reads (checkPermission, API keys, the team actions' pre-checks) of this process.",
+		}, func() float64 { r, _ := stats(); return float64(r) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tenantkit_membership_statements_total",
+			Help: "Statements that answered them: concurrent reads are sent together, so under load fewer than the reads.",
+		}, func() float64 { _, n := stats(); return float64(n) }),
+	)
+}
+
 // NewMetrics creates the collectors and their registry. names is the allow-list of action and
 // trigger names that may appear in the name label; any other name is recorded as "other".
 func NewMetrics(names []string) *Metrics {

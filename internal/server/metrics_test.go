@@ -300,3 +300,22 @@ func TestAbortedRequestRecorded(t *testing.T) {
 		t.Errorf("in flight after the aborted request: %v", g)
 	}
 }
+
+// TestMembershipReadsMetrics: the membership counters are read from the database layer at each
+// scrape.
+func TestMembershipReadsMetrics(t *testing.T) {
+	m := NewMetrics(nil)
+	var reads, statements uint64 = 10, 3
+	m.MembershipReads(func() (uint64, uint64) { return reads, statements })
+	ts := httptest.NewServer(m.Handler())
+	t.Cleanup(ts.Close)
+	for _, want := range [][2]uint64{{10, 3}, {25, 4}} {
+		reads, statements = want[0], want[1]
+		families := scrape(t, ts)
+		r := find(families, "tenantkit_membership_reads_total", map[string]string{}).GetCounter().GetValue()
+		n := find(families, "tenantkit_membership_statements_total", map[string]string{}).GetCounter().GetValue()
+		if r != float64(want[0]) || n != float64(want[1]) {
+			t.Errorf("scraped %v reads, %v statements; want %v, %v", r, n, want[0], want[1])
+		}
+	}
+}
