@@ -48,8 +48,9 @@ func headerMap(req *hasuratest.Request) map[string]string {
 // serve` in another, for members (allowed or not by their role) and non-members of 1,000 tenants.
 // Phases, in three interleaved rounds: the HTTP baseline (GET /healthz, the same server and
 // client, no database); the database baseline (the service's membership statement, sent as the
-// service sends it — role and statement in one pipeline — straight through pgx from this process,
-// at the same concurrency over a pool of the service's size); the highest checkPermission rate at
+// service sends a read that goes alone — role and statement in one pipeline — straight through pgx
+// from this process, one per check, at the same concurrency over a pool of the service's size; the
+// service itself sends concurrent reads together, docs/decisions.md); the highest checkPermission rate at
 // full concurrency; and latency at a fixed rate of 25 % of that round's highest. Ratios are taken
 // per round, then the median. Every answer is checked. Then a role change and a removal, committed
 // directly in the database, must be seen by the very next check. The service's memory is read idle
@@ -132,7 +133,8 @@ func BenchmarkCheckPermission(b *testing.B) {
 
 	// Three rounds of each phase, interleaved; the figures are the medians (single runs on a shared
 	// 2-core machine vary by ±15 %).
-	// The database baseline: the membership statement of every check, as the service sends it.
+	// The database baseline: the membership statement of every check, one per check, as the service
+	// sends a read that finds no other in flight.
 	pgxCfg, err := pgxpool.ParseConfig(db)
 	if err != nil {
 		b.Fatal(err)
