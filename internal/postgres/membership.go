@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,18 +118,34 @@ func (db *DB) MembershipReads() (reads, statements uint64) {
 // apart from the leader's cancellation, which must not fail the others' reads; a read that waits
 // is answered by its group's statement, even when its own caller has gone meanwhile.
 func (db *DB) lead(ctx context.Context, group []*membershipRead) {
+	// Whatever happens to the statement, even a panic, the group's reads are answered and the
+	// leader's place is passed on or freed: a read left waiting would wait for ever, and so would
+	// every read after it once both places were lost.
+	for _, r := range group {
+		r.err = errUnanswered
+	}
+	defer db.handOff(group)
 	db.members.statements.Add(1)
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), membershipPatience)
+	defer cancel()
 	if len(group) == 1 {
 		db.readOne(qctx, group[0])
 	} else {
 		db.readGroup(qctx, group)
 	}
-	cancel()
-	ms := &db.members
-	if ms.afterRead != nil {
-		ms.afterRead(len(group))
+	if db.members.afterRead != nil {
+		db.members.afterRead(len(group))
 	}
+}
+
+// errUnanswered is the answer of a read whose statement ended without answering it.
+var errUnanswered = tenantkit.Errorf(tenantkit.Internal, "the membership read was not answered")
+
+// handOff answers group's reads (but the leader's, group[0], whose caller is the one running
+// lead), then hands the reads that arrived meanwhile to the first of them to send as the next
+// group, or frees the leader's place.
+func (db *DB) handOff(group []*membershipRead) {
+	ms := &db.members
 	ms.mu.Lock()
 	next := ms.waiting
 	ms.waiting = nil
@@ -136,7 +153,7 @@ func (db *DB) lead(ctx context.Context, group []*membershipRead) {
 		ms.leaders--
 	}
 	ms.mu.Unlock()
-	for _, r := range group[1:] { // group[0] is the leader: its own answer is ready
+	for _, r := range group[1:] {
 		close(r.done)
 	}
 	if next != nil {
@@ -169,14 +186,17 @@ func (db *DB) readGroup(ctx context.Context, group []*membershipRead) {
 			if err := rows.Scan(&i, &role, &perms); err != nil {
 				return err
 			}
+			if i < 1 || int(i) > len(group) {
+				return fmt.Errorf("membership row for pair %d of %d", i, len(group))
+			}
 			r := group[i-1]
 			r.found, r.role, r.perms = true, role, perms
 		}
 		return rows.Err()
 	}, MembershipsSQL, tenants, users)
-	if err != nil {
-		for _, r := range group {
-			r.found, r.role, r.perms, r.err = false, "", nil, err
+	for _, r := range group {
+		if r.err = err; err != nil {
+			r.found, r.role, r.perms = false, "", nil
 		}
 	}
 }

@@ -227,3 +227,95 @@ func TestMembershipReadWaitsForItsOwnStatement(t *testing.T) {
 	default:
 	}
 }
+
+// TestMembershipGroupPanics: when a group's leader panics, the group's other reads are answered
+// (what was read, or internal) rather than left waiting, and the leaders' places are freed for the
+// reads that follow.
+func TestMembershipGroupPanics(t *testing.T) {
+	t.Parallel()
+	db, admin := setup(t)
+	tn := fxTenant(t, admin)
+	reached := make(chan int, 16)
+	release := make(chan struct{})
+	postgres.SetMembershipHook(db, func(n int) {
+		reached <- n
+		<-release
+		if n == 3 {
+			panic("the group's statement panics")
+		}
+	})
+	type result struct {
+		err      error
+		panicked bool
+	}
+	read := func() chan result {
+		out := make(chan result, 1)
+		go func() {
+			defer func() {
+				if recover() != nil {
+					out <- result{panicked: true}
+				}
+			}()
+			_, err := db.Membership(context.Background(), tenantkit.UserSession(tn.owner), tn.id)
+			out <- result{err: err}
+		}()
+		return out
+	}
+	wait := func(what string) int {
+		t.Helper()
+		select {
+		case n := <-reached:
+			return n
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: no statement answered", what)
+			return 0
+		}
+	}
+	leaders := []chan result{read()}
+	wait("the first leader")
+	leaders = append(leaders, read())
+	wait("the second leader")
+	var group []chan result
+	for range 3 {
+		group = append(group, read())
+	}
+	time.Sleep(100 * time.Millisecond) // let them queue
+	close(release)
+	if n := wait("the group"); n != 3 {
+		t.Fatalf("a group of %d, want 3", n)
+	}
+	for i, r := range leaders {
+		if got := <-r; got.err != nil || got.panicked {
+			t.Errorf("leader %d: %+v", i, got)
+		}
+	}
+	// The group's other reads return: with their answer, read before the panic, or internal.
+	panicked := 0
+	for i, r := range group {
+		select {
+		case got := <-r:
+			if got.panicked {
+				panicked++
+			} else if got.err != nil && tenantkit.ErrorCode(got.err) != tenantkit.Internal {
+				t.Errorf("a read of the panicking group: %v", got.err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("read %d of the panicking group was left waiting", i)
+		}
+	}
+	if panicked != 1 {
+		t.Errorf("%d reads panicked, want the group's leader only", panicked)
+	}
+	postgres.SetMembershipHook(db, nil)
+	for i := range 3 { // both places are free again: these do not wait for ever
+		done := read()
+		select {
+		case got := <-done:
+			if got.err != nil || got.panicked {
+				t.Errorf("read %d after the panic: %+v", i, got)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("read %d after the panic never returned", i)
+		}
+	}
+}
