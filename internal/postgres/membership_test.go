@@ -159,12 +159,8 @@ func TestMembershipReadWaitsForItsOwnStatement(t *testing.T) {
 	tn := fxTenant(t, admin)
 	member := fxMember(t, admin, tn.id, tenantkit.Member)
 
-	reached := make(chan int, 16)
-	release := make(chan struct{})
-	postgres.SetMembershipHook(db, func(n int) {
-		reached <- n
-		<-release
-	})
+	reached, release := holdStatements(db, nil)
+	wait := func(what string) int { t.Helper(); return awaitStatement(t, reached, what) }
 	type result struct {
 		role tenantkit.Role
 		err  error
@@ -176,16 +172,6 @@ func TestMembershipReadWaitsForItsOwnStatement(t *testing.T) {
 			out <- result{m.Role, err}
 		}()
 		return out
-	}
-	wait := func(what string) int {
-		t.Helper()
-		select {
-		case n := <-reached:
-			return n
-		case <-time.After(10 * time.Second):
-			t.Fatalf("%s: no statement answered", what)
-			return 0
-		}
 	}
 
 	// Both leaders' statements have answered (the member read before the change) and are held.
@@ -207,7 +193,7 @@ func TestMembershipReadWaitsForItsOwnStatement(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // let them queue
 	cancelLeader()
 	cancelLater()
-	close(release)
+	release()
 	if n := wait("the group of the later reads"); n != 3 {
 		t.Errorf("the later reads went in a group of %d, want 3", n)
 	}
@@ -235,15 +221,12 @@ func TestMembershipGroupPanics(t *testing.T) {
 	t.Parallel()
 	db, admin := setup(t)
 	tn := fxTenant(t, admin)
-	reached := make(chan int, 16)
-	release := make(chan struct{})
-	postgres.SetMembershipHook(db, func(n int) {
-		reached <- n
-		<-release
+	reached, release := holdStatements(db, func(n int) {
 		if n == 3 {
 			panic("the group's statement panics")
 		}
 	})
+	wait := func(what string) int { t.Helper(); return awaitStatement(t, reached, what) }
 	type result struct {
 		err      error
 		panicked bool
@@ -261,16 +244,6 @@ func TestMembershipGroupPanics(t *testing.T) {
 		}()
 		return out
 	}
-	wait := func(what string) int {
-		t.Helper()
-		select {
-		case n := <-reached:
-			return n
-		case <-time.After(10 * time.Second):
-			t.Fatalf("%s: no statement answered", what)
-			return 0
-		}
-	}
 	leaders := []chan result{read()}
 	wait("the first leader")
 	leaders = append(leaders, read())
@@ -280,7 +253,7 @@ func TestMembershipGroupPanics(t *testing.T) {
 		group = append(group, read())
 	}
 	time.Sleep(100 * time.Millisecond) // let them queue
-	close(release)
+	release()
 	if n := wait("the group"); n != 3 {
 		t.Fatalf("a group of %d, want 3", n)
 	}
@@ -317,5 +290,32 @@ func TestMembershipGroupPanics(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("read %d after the panic never returned", i)
 		}
+	}
+}
+
+// holdStatements makes every membership statement of db, once answered, send its group's size on
+// reached and wait until release is called, then call then (if not nil) with the size.
+func holdStatements(db *postgres.DB, then func(n int)) (reached <-chan int, release func()) {
+	sizes := make(chan int, 16)
+	released := make(chan struct{})
+	postgres.SetMembershipHook(db, func(n int) {
+		sizes <- n
+		<-released
+		if then != nil {
+			then(n)
+		}
+	})
+	return sizes, func() { close(released) }
+}
+
+// awaitStatement returns the size of the next held statement (holdStatements).
+func awaitStatement(t *testing.T, reached <-chan int, what string) int {
+	t.Helper()
+	select {
+	case n := <-reached:
+		return n
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: no statement answered", what)
+		return 0
 	}
 }
