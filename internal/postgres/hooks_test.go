@@ -10,3 +10,6 @@ func SetUsageBoundaryWindow(db *DB, window time.Duration) { db.boundaryWindow = 
 // SetMembershipHook makes every membership statement call f, with its group's size, after it has
 // answered and before its reads are answered.
 func SetMembershipHook(db *DB, f func(group int)) { db.members.afterRead = f }
+
+// SetMembershipGroupMax bounds db's membership groups to max reads instead of membershipGroupMax.
+func SetMembershipGroupMax(db *DB, max int) { db.members.groupMax = max }

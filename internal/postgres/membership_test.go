@@ -24,7 +24,11 @@ import (
 func TestMembershipReadsCoalesced(t *testing.T) {
 	t.Parallel()
 	db, admin := setup(t)
-	checkCoalescedReads(t, db, admin)
+	checkCoalescedReads(t, db, admin, 0)
+	// Groups are bounded: the reads beyond the bound wait for the next statement.
+	db, admin = setup(t)
+	postgres.SetMembershipGroupMax(db, 6)
+	checkCoalescedReads(t, db, admin, 6)
 }
 
 // TestPoolerMembershipReadsCoalesced is TestMembershipReadsCoalesced behind PgBouncer (transaction
@@ -36,12 +40,14 @@ func TestPoolerMembershipReadsCoalesced(t *testing.T) {
 			url := pgtest.NewDB(t)
 			b := pgbouncer.Start(t, pgtest.AdminURL(), pgbouncer.Options{})
 			db := openPooled(t, withParams(t, b.URL(url), "default_query_exec_mode", mode), "")
-			checkCoalescedReads(t, db, fxAdmin(t, url))
+			checkCoalescedReads(t, db, fxAdmin(t, url), 0)
 		})
 	}
 }
 
-func checkCoalescedReads(t *testing.T, db *postgres.DB, admin *pgxpool.Pool) {
+// checkCoalescedReads runs the reads of TestMembershipReadsCoalesced; with max > 0, groups must
+// reach max reads and never exceed it.
+func checkCoalescedReads(t *testing.T, db *postgres.DB, admin *pgxpool.Pool, max int64) {
 	ctx := context.Background()
 
 	type pair struct{ tenant, user string }
@@ -141,6 +147,9 @@ func checkCoalescedReads(t *testing.T, db *postgres.DB, admin *pgxpool.Pool) {
 	}
 	if largest.Load() < 4 {
 		t.Fatalf("no group of more than %d reads formed: the grouping was not exercised", largest.Load())
+	}
+	if max > 0 && largest.Load() != max {
+		t.Fatalf("the largest group held %d reads, want the bound, %d", largest.Load(), max)
 	}
 	// The counters behind tenantkit_membership_{reads,statements}_total: every read, and every
 	// statement (the groups, and the reads sent alone as given).
