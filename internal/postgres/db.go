@@ -362,18 +362,32 @@ func quoteLiteral(s string) string {
 // by Go type alone and has no plan for a [16]byte. pgx has no binary encoding of a string as a
 // uuid: handed the []string, it fails the binary attempt first, formatting every element into the
 // error it then discards, and falls back to text, which PostgreSQL parses again (for a usage
-// batch, about a tenth of the service's CPU). If an id does not parse, the strings go as they
-// are, and PostgreSQL refuses them as before.
+// batch, about a tenth of the service's CPU). If an id is not in canonical form (canonicalUUID),
+// the strings go as they are, and PostgreSQL reads or refuses them as before: uuid.Parse alone
+// would also accept forms PostgreSQL refuses (urn:uuid:…).
 func uuidArray(ids []string) any {
 	out := make([]pgtype.UUID, len(ids))
 	for i, id := range ids {
-		u, err := uuid.Parse(id)
-		if err != nil {
+		u, ok := canonicalUUID(id)
+		if !ok {
 			return ids
 		}
-		out[i] = pgtype.UUID{Bytes: u, Valid: true}
+		out[i] = u
 	}
 	return out
+}
+
+// canonicalUUID parses s when it is a uuid in its canonical form (36 characters, hyphens at 8, 13,
+// 18 and 23, hex digits of either case), which PostgreSQL reads as the same uuid.
+func canonicalUUID(s string) (pgtype.UUID, bool) {
+	if len(s) != 36 {
+		return pgtype.UUID{}, false
+	}
+	u, err := uuid.Parse(s)
+	if err != nil {
+		return pgtype.UUID{}, false
+	}
+	return pgtype.UUID{Bytes: u, Valid: true}, true
 }
 
 // translate turns pgx and PostgreSQL errors into tenantkit errors by SQLSTATE and constraint name,

@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
@@ -219,19 +218,6 @@ func (db *DB) membershipAlone(ctx context.Context, m *team.Membership) error {
 	db.members.statements.Add(1)
 	return db.QueryRowAsSystem(ctx, func(row pgx.Row) error { return row.Scan(&m.Role, &m.Permissions) },
 		MembershipSQL, m.TenantID, m.UserID)
-}
-
-// canonicalUUID parses s when it is a uuid in its canonical form (36 characters, hyphens at 8, 13,
-// 18 and 23, hex digits of either case), which PostgreSQL reads as the same uuid.
-func canonicalUUID(s string) (pgtype.UUID, bool) {
-	if len(s) != 36 {
-		return pgtype.UUID{}, false
-	}
-	u, err := uuid.Parse(s)
-	if err != nil {
-		return pgtype.UUID{}, false
-	}
-	return pgtype.UUID{Bytes: u, Valid: true}, true
 }
 
 // MembershipSQL is a single membership read ($1 the tenant, $2 the caller), sent after

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgtype"
@@ -32,8 +33,12 @@ func TestUUIDArrayEncodes(t *testing.T) {
 	if want := "{" + ids[0] + "," + ids[1] + "}"; err != nil || string(text) != want {
 		t.Fatalf("uuidArray(%q) as text for an unknown type: %q (%v), want %q", ids, text, err, want)
 	}
-	bad := []string{ids[0], "not-a-uuid"}
-	if got, ok := uuidArray(bad).([]string); !ok || !slices.Equal(got, bad) {
-		t.Fatalf("uuidArray(%q) = %#v, want the strings unchanged", bad, uuidArray(bad))
+	// Anything but the canonical form goes as the strings, for PostgreSQL to read or refuse: also
+	// what uuid.Parse accepts and PostgreSQL does not.
+	for _, odd := range []string{"not-a-uuid", "urn:uuid:" + ids[1], "{" + ids[1] + "}", strings.ReplaceAll(ids[1], "-", "")} {
+		bad := []string{ids[0], odd}
+		if got, ok := uuidArray(bad).([]string); !ok || !slices.Equal(got, bad) {
+			t.Fatalf("uuidArray(%q) = %#v, want the strings unchanged", bad, uuidArray(bad))
+		}
 	}
 }
