@@ -72,10 +72,9 @@ type membershipRead struct {
 	done  chan struct{}
 	group []*membershipRead
 
-	found bool
 	role  tenantkit.Role
 	perms []string
-	err   error
+	err   error // not found (NotFound) when the caller is no member
 }
 
 // Membership implements team.Store.
@@ -84,35 +83,37 @@ func (db *DB) Membership(ctx context.Context, s tenantkit.Session, tenantID stri
 	db.members.reads.Add(1)
 	tenant, okT := canonicalUUID(tenantID)
 	user, okU := canonicalUUID(m.UserID)
-	if !okT || !okU {
-		// Anything but a canonical id goes alone, so that PostgreSQL's cast decides it (invalid)
-		// as it always did, and one caller's bad id can never fail another's read.
-		return m, db.membershipAlone(ctx, &m)
-	}
 	r := &membershipRead{tenant: tenant, user: user}
+	if okT && okU {
+		db.coalesce(ctx, r)
+	} else {
+		// Anything but a canonical id goes alone, as given, so that PostgreSQL's cast decides it
+		// (invalid) as it always did, and one caller's bad id can never fail another's read.
+		db.readOne(ctx, r, tenantID, m.UserID)
+	}
+	if r.err == nil {
+		m.Role, m.Permissions = r.role, r.perms
+	}
+	return m, r.err
+}
+
+// coalesce answers r: at once when a leader's place is free, else in the group it waits to join.
+func (db *DB) coalesce(ctx context.Context, r *membershipRead) {
 	ms := &db.members
 	ms.mu.Lock()
 	if ms.leaders < membershipLeaders {
 		ms.leaders++
 		ms.mu.Unlock()
 		db.lead(ctx, []*membershipRead{r})
-	} else {
-		r.done = make(chan struct{})
-		ms.waiting = append(ms.waiting, r)
-		ms.mu.Unlock()
-		<-r.done
-		if r.group != nil {
-			db.lead(ctx, r.group)
-		}
+		return
 	}
-	if r.err != nil {
-		return m, r.err
+	r.done = make(chan struct{})
+	ms.waiting = append(ms.waiting, r)
+	ms.mu.Unlock()
+	<-r.done
+	if r.group != nil {
+		db.lead(ctx, r.group)
 	}
-	if !r.found {
-		return m, translate(pgx.ErrNoRows)
-	}
-	m.Role, m.Permissions = r.role, r.perms
-	return m, nil
 }
 
 // MembershipReads returns the membership reads since the DB was opened, and the statements that
@@ -122,9 +123,10 @@ func (db *DB) MembershipReads() (reads, statements uint64) {
 }
 
 // lead sends group's statement, answers its reads, then hands the reads that arrived meanwhile to
-// one of them to send as the next group (or leaves the leader's place free). The statement runs
-// apart from the leader's cancellation, which must not fail the others' reads; a read that waits
-// is answered by its group's statement, even when its own caller has gone meanwhile.
+// one of them to send as the next group (or leaves the leader's place free). The statement of a
+// group of more than one runs apart from the leader's cancellation, which must not fail the
+// others' reads; a read that waits is answered by its group's statement, even when its own caller
+// has gone meanwhile.
 func (db *DB) lead(ctx context.Context, group []*membershipRead) {
 	// Whatever happens to the statement, even a panic, the group's reads are answered and the
 	// leader's place is passed on or freed: a read left waiting would wait for ever, and so would
@@ -133,12 +135,12 @@ func (db *DB) lead(ctx context.Context, group []*membershipRead) {
 		r.err = errUnanswered
 	}
 	defer db.handOff(group)
-	db.members.statements.Add(1)
-	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), membershipPatience)
-	defer cancel()
 	if len(group) == 1 {
-		db.readOne(qctx, group[0])
+		// A group of one has no one else to answer: its caller's cancellation is its own.
+		db.readOne(ctx, group[0], group[0].tenant, group[0].user)
 	} else {
+		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), membershipPatience)
+		defer cancel()
 		db.readGroup(qctx, group)
 	}
 	if db.members.afterRead != nil {
@@ -174,23 +176,26 @@ func (db *DB) handOff(group []*membershipRead) {
 	}
 }
 
-func (db *DB) readOne(ctx context.Context, r *membershipRead) {
+// readOne answers r with the statement of a single read (MembershipSQL) for tenant and user.
+func (db *DB) readOne(ctx context.Context, r *membershipRead, tenant, user any) {
+	db.members.statements.Add(1)
 	r.err = db.QueryRowAsSystem(ctx, func(row pgx.Row) error { return row.Scan(&r.role, &r.perms) },
-		MembershipSQL, r.tenant, r.user)
-	if tenantkit.ErrorCode(r.err) == tenantkit.NotFound {
-		r.err = nil
-		return
-	}
-	r.found = r.err == nil
+		MembershipSQL, tenant, user)
 }
 
+// readGroup answers group's reads with one statement (MembershipsSQL).
 func (db *DB) readGroup(ctx context.Context, group []*membershipRead) {
+	db.members.statements.Add(1)
 	tenants := make([]pgtype.UUID, len(group))
 	users := make([]pgtype.UUID, len(group))
 	for i, r := range group {
 		tenants[i], users[i] = r.tenant, r.user
 	}
+	notFound := translate(pgx.ErrNoRows)
 	err := db.querySystem(ctx, func(rows pgx.Rows) error {
+		for _, r := range group {
+			r.err = notFound // unless a row answers it
+		}
 		for rows.Next() {
 			var i int64
 			var role tenantkit.Role
@@ -202,22 +207,15 @@ func (db *DB) readGroup(ctx context.Context, group []*membershipRead) {
 				return fmt.Errorf("membership row for pair %d of %d", i, len(group))
 			}
 			r := group[i-1]
-			r.found, r.role, r.perms = true, role, perms
+			r.role, r.perms, r.err = role, perms, nil
 		}
 		return rows.Err()
 	}, MembershipsSQL, tenants, users)
-	for _, r := range group {
-		if r.err = err; err != nil {
-			r.found, r.role, r.perms = false, "", nil
+	if err != nil {
+		for _, r := range group {
+			r.role, r.perms, r.err = "", nil, err
 		}
 	}
-}
-
-// membershipAlone is the read of one membership by its ids as given.
-func (db *DB) membershipAlone(ctx context.Context, m *team.Membership) error {
-	db.members.statements.Add(1)
-	return db.QueryRowAsSystem(ctx, func(row pgx.Row) error { return row.Scan(&m.Role, &m.Permissions) },
-		MembershipSQL, m.TenantID, m.UserID)
 }
 
 // MembershipSQL is a single membership read ($1 the tenant, $2 the caller), sent after
