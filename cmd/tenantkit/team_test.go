@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -73,6 +74,47 @@ func TestCreateTenant(t *testing.T) {
 			if !strings.Contains(string(body), want) {
 				t.Errorf("/metrics lacks %s", want)
 			}
+		}
+	})
+
+	t.Run("membership reads and their statements are counted", func(t *testing.T) {
+		t.Parallel()
+		owner := s.user(t, "")
+		tenant := s.ok(t, "createTenant", map[string]any{"name": "R", "slug": "reads-slug"}, owner)["tenantId"]
+		scrape := func() (reads, statements float64) {
+			res, err := http.Get(s.m.HTTP.URL() + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			value := func(name string) float64 {
+				for line := range strings.Lines(string(body)) {
+					if v, ok := strings.CutPrefix(line, name+" "); ok {
+						f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+						if err != nil {
+							t.Fatalf("%s: %v", line, err)
+						}
+						return f
+					}
+				}
+				t.Fatalf("/metrics lacks %s", name)
+				return 0
+			}
+			return value("tenantkit_membership_reads_total"), value("tenantkit_membership_statements_total")
+		}
+		reads, statements := scrape()
+		const checks = 3
+		for range checks {
+			if out := s.ok(t, "checkPermission", map[string]any{"tenantId": tenant, "permission": "users:invite"}, owner); out["allowed"] != true {
+				t.Fatalf("the owner's check: %v", out)
+			}
+		}
+		// Other subtests read memberships meanwhile: at least these checks' reads, in at least one
+		// statement and no more statements than reads.
+		r, n := scrape()
+		if r-reads < checks || n-statements < 1 || n > r {
+			t.Errorf("after %d checks: reads %v → %v, statements %v → %v", checks, reads, r, statements, n)
 		}
 	})
 }
