@@ -19,10 +19,9 @@ import (
 // and domain check). Under concurrency they are coalesced: while membershipLeaders reads are in
 // flight, the reads that arrive wait, and the first read to finish sends the waiting ones (up to
 // membershipGroupMax, in the order they came) together as one statement (MembershipsSQL) in one
-// round trip. A read never joins a statement that
-// was sent before it arrived, so each answer is read from a snapshot taken after its request came
-// in, exactly as if it had been sent alone: a committed removal or role change counts from the next
-// check. With fewer reads than leaders in flight, a read is sent alone at once (MembershipSQL), so
+// round trip. A read never joins a statement that was sent before it arrived, so each answer is
+// read from a snapshot taken after its request came in, exactly as if it had been sent alone: a
+// committed removal or role change counts from the next check. With fewer reads than leaders in flight, a read is sent alone at once (MembershipSQL), so
 // a quiet service waits for nothing.
 //
 // membershipLeaders bounds the statements in flight: more leaders mean smaller groups and more
@@ -213,7 +212,7 @@ func (db *DB) readGroup(ctx context.Context, group []*membershipRead) {
 	}, MembershipsSQL, tenants, users)
 	if err != nil {
 		for _, r := range group {
-			r.role, r.perms, r.err = "", nil, err
+			r.err = err // Membership reads role and grants only without an error
 		}
 	}
 }
