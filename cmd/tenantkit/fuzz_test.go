@@ -96,12 +96,12 @@ type fuzzHarness struct {
 	admin   *pgxpool.Pool
 	sums    string            // one query: every table's row count and content hash
 	base    map[string]string // table -> sum after the previous input
-	used    int64             // the service pool's acquire count when base was taken
+	used    int64             // acquired() when base was taken
 }
 
 // newFuzzHarness starts the service as start does (extra overrides the environment), once per fuzz
 // target and process: fuzzing workers are processes, each with its own database.
-func newFuzzHarness(f *testing.F, extra ...string) *fuzzHarness {
+func newFuzzHarness(f testing.TB, extra ...string) *fuzzHarness {
 	f.Helper()
 	ctx := context.Background()
 	m := start(f, extra...)
@@ -139,8 +139,18 @@ func newFuzzHarness(f *testing.F, extra ...string) *fuzzHarness {
 		f.Fatalf("listing the tables: %v (%d tables)", err, len(parts))
 	}
 	h := &fuzzHarness{m: m, handler: m.HTTP.Handler(), admin: admin, sums: strings.Join(parts, "\nUNION ALL ")}
-	h.base, h.used = h.snapshot(f), m.DB.Pool.Stat().AcquireCount()
+	h.base, h.used = h.snapshot(f), h.acquired()
 	return h
+}
+
+// acquired is how many connections the service has taken from its pools: the system pool and, with
+// a login of its own, the user pool (postgres.DB.App), where user work writes.
+func (h *fuzzHarness) acquired() int64 {
+	n := h.m.DB.Pool.Stat().AcquireCount()
+	if app := h.m.DB.App; app != nil && app != h.m.DB.Pool {
+		n += app.Stat().AcquireCount()
+	}
+	return n
 }
 
 // snapshot returns every table's row count and a hash of its rows.
@@ -165,12 +175,13 @@ func (h *fuzzHarness) snapshot(tb testing.TB) map[string]string {
 }
 
 // settle fails the test if the input changed a table other than allowed ("*" allows all), and
-// makes the current state the baseline for the next input. The service has one pool and nothing
-// else runs: if it acquired no connection since the baseline, nothing can have changed (most
-// hostile inputs are refused before the database), and the tables need not be read.
+// makes the current state the baseline for the next input. Only the service's pools reach the
+// database and nothing else runs: if it acquired no connection from either since the baseline,
+// nothing can have changed (most hostile inputs are refused before the database), and the tables
+// need not be read.
 func (h *fuzzHarness) settle(t *testing.T, allowed ...string) {
 	t.Helper()
-	used := h.m.DB.Pool.Stat().AcquireCount()
+	used := h.acquired()
 	if used == h.used {
 		return
 	}
@@ -242,6 +253,37 @@ func hasuraError(t *testing.T, rec *httptest.ResponseRecorder) string {
 		t.Fatalf("code %q answered %d, documented %d: %q", code, rec.Code, want, rec.Body.String())
 	}
 	return code
+}
+
+// TestFuzzHarnessBaseline: after an input that reached the database through the user pool only
+// (resendInvitation, a user's action, writes through APP_DATABASE_URL's login), the harness's
+// baseline is the tables as that input left them, so that the next input, refused, is not blamed
+// for them, and what a refused input writes through either pool is seen.
+func TestFuzzHarnessBaseline(t *testing.T) {
+	h := newFuzzHarness(t)
+	if h.m.DB.App == nil || h.m.DB.App == h.m.DB.Pool {
+		t.Fatal("the harness's service runs with one login: the user pool is not apart")
+	}
+	system := h.m.DB.Pool.Stat().AcquireCount()
+	body := []byte(`{"action":{"name":"resendInvitation"},"input":{"invitationId":"` + fuzzInvitation + `"},` +
+		`"session_variables":{"x-hasura-role":"user","x-hasura-user-id":"` + fuzzOwner + `"},` +
+		`"request_query":"mutation { resendInvitation(invitationId: \"` + fuzzInvitation + `\") { status } }"}`)
+	if rec := h.serve("/actions/resendInvitation", body, fromHasura()); rec.Code != http.StatusOK {
+		t.Fatalf("resendInvitation: %d %s", rec.Code, rec.Body)
+	}
+	h.settle(t, "*")
+	if h.m.DB.Pool.Stat().AcquireCount() != system {
+		t.Fatal("resendInvitation used the system pool too: pick a user action that does not, or this test guards nothing")
+	}
+	now := h.snapshot(t)
+	for table, sum := range now {
+		if h.base[table] != sum {
+			t.Errorf("after resendInvitation the baseline of %s is stale", table)
+		}
+	}
+	if h.base["public.tenant_invitations"] == "" {
+		t.Fatal("the baseline lacks public.tenant_invitations")
+	}
 }
 
 // FuzzActionPayload posts arbitrary bodies to POST /actions/{name}.
