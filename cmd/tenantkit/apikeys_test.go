@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -381,15 +380,10 @@ func TestAPIKeys(t *testing.T) {
 	})
 
 	t.Run("exchanges are counted", func(t *testing.T) {
-		res, err := http.Get(s.m.HTTP.URL() + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, _ := io.ReadAll(res.Body)
-		res.Body.Close()
+		raw := scrapeMetrics(t, s.m)
 		for outcome, n := range map[string]int{"issued": 4, "inactive": 1, "revoked": 1, "expired": 1, "mismatch": 1, "unknown": 1, "malformed": 2} {
 			line := fmt.Sprintf(`tenantkit_api_key_exchanges_total{outcome=%q} %d`, outcome, n)
-			if !strings.Contains(string(raw), line+"\n") {
+			if !strings.Contains(raw, line+"\n") {
 				t.Errorf("metrics lack %s", line)
 			}
 		}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"regexp"
 	"slices"
@@ -201,15 +200,10 @@ func TestTenantDeletion(t *testing.T) {
 		if st["status"] != "canceled" || st["plan_id"] != f.plans["free"].id {
 			t.Errorf("billing row %v, want canceled on the free plan", st)
 		}
-		res, err := http.Get(f.m.HTTP.URL() + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(res.Body)
-		res.Body.Close()
+		body := scrapeMetrics(t, f.m)
 		for _, want := range []string{`tenantkit_billing_total{what="stripe_write_cancel_subscription_sent"}`,
 			`tenantkit_billing_total{what="stripe_event_tenant_deleted"}`} {
-			if !strings.Contains(string(body), want) {
+			if !strings.Contains(body, want) {
 				t.Errorf("/metrics lacks %s", want)
 			}
 		}

@@ -31,6 +31,7 @@ import (
 
 	"github.com/tenantkit/tenantkit"
 	"github.com/tenantkit/tenantkit/internal/billing"
+	"github.com/tenantkit/tenantkit/internal/hasuratest"
 	"github.com/tenantkit/tenantkit/internal/team"
 )
 
@@ -264,11 +265,14 @@ func TestFuzzHarnessBaseline(t *testing.T) {
 	if h.m.DB.App == nil || h.m.DB.App == h.m.DB.Pool {
 		t.Fatal("the harness's service runs with one login: the user pool is not apart")
 	}
+	hasura := hasuratest.NewClient(metadata(t), map[string]string{"TENANTKIT_URL": h.m.HTTP.URL(), "TENANTKIT_SECRET": testSecret})
+	req, err := hasura.ActionRequest("resendInvitation", map[string]any{"invitationId": fuzzInvitation},
+		map[string]string{"x-hasura-role": "user", "x-hasura-user-id": fuzzOwner})
+	if err != nil {
+		t.Fatal(err)
+	}
 	system := h.m.DB.Pool.Stat().AcquireCount()
-	body := []byte(`{"action":{"name":"resendInvitation"},"input":{"invitationId":"` + fuzzInvitation + `"},` +
-		`"session_variables":{"x-hasura-role":"user","x-hasura-user-id":"` + fuzzOwner + `"},` +
-		`"request_query":"mutation { resendInvitation(invitationId: \"` + fuzzInvitation + `\") { status } }"}`)
-	if rec := h.serve("/actions/resendInvitation", body, fromHasura()); rec.Code != http.StatusOK {
+	if rec := h.serve("/actions/resendInvitation", req.Body, fromHasura()); rec.Code != http.StatusOK {
 		t.Fatalf("resendInvitation: %d %s", rec.Code, rec.Body)
 	}
 	h.settle(t, "*")

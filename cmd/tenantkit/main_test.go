@@ -142,6 +142,37 @@ func (l *tailLog) tail() []byte {
 	return bytes.Clone(b)
 }
 
+// scrapeMetrics returns the body of the service's GET /metrics (no METRICS_TOKEN).
+func scrapeMetrics(t *testing.T, m *Main) string {
+	t.Helper()
+	res, err := http.Get(m.HTTP.URL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %d, %v", res.StatusCode, err)
+	}
+	return string(body)
+}
+
+// metricValue is the value of an unlabelled sample in a /metrics body; the test fails without it.
+func metricValue(t *testing.T, body, name string) float64 {
+	t.Helper()
+	for line := range strings.Lines(body) {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics lacks %s", name)
+	return 0
+}
+
 func post(t *testing.T, url, secret, body string) (int, map[string]any) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))

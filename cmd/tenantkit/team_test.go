@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -61,17 +59,12 @@ func TestCreateTenant(t *testing.T) {
 		a, b := s.user(t, ""), s.user(t, "")
 		s.ok(t, "createTenant", map[string]any{"name": "M", "slug": "metrics-slug"}, a)
 		s.fails(t, "slug_taken", "createTenant", map[string]any{"name": "M", "slug": "metrics-slug"}, b)
-		res, err := http.Get(s.m.HTTP.URL() + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(res.Body)
-		res.Body.Close()
+		body := scrapeMetrics(t, s.m)
 		for _, want := range []string{
 			`tenantkit_http_requests_total{code="slug_taken",name="createTenant",route="POST /actions/{name}",status="409"}`,
 			`tenantkit_http_request_duration_seconds_count{name="createTenant",route="POST /actions/{name}"}`,
 		} {
-			if !strings.Contains(string(body), want) {
+			if !strings.Contains(body, want) {
 				t.Errorf("/metrics lacks %s", want)
 			}
 		}
@@ -82,26 +75,8 @@ func TestCreateTenant(t *testing.T) {
 		owner := s.user(t, "")
 		tenant := s.ok(t, "createTenant", map[string]any{"name": "R", "slug": "reads-slug"}, owner)["tenantId"]
 		scrape := func() (reads, statements float64) {
-			res, err := http.Get(s.m.HTTP.URL() + "/metrics")
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(res.Body)
-			res.Body.Close()
-			value := func(name string) float64 {
-				for line := range strings.Lines(string(body)) {
-					if v, ok := strings.CutPrefix(line, name+" "); ok {
-						f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-						if err != nil {
-							t.Fatalf("%s: %v", line, err)
-						}
-						return f
-					}
-				}
-				t.Fatalf("/metrics lacks %s", name)
-				return 0
-			}
-			return value("tenantkit_membership_reads_total"), value("tenantkit_membership_statements_total")
+			body := scrapeMetrics(t, s.m)
+			return metricValue(t, body, "tenantkit_membership_reads_total"), metricValue(t, body, "tenantkit_membership_statements_total")
 		}
 		reads, statements := scrape()
 		const checks = 3

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"regexp"
 	"strings"
@@ -326,12 +325,7 @@ func TestServeFoldsUsage(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	res, err := http.Get(s.m.HTTP.URL() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
+	body := []byte(scrapeMetrics(t, s.m))
 	folded := regexp.MustCompile(`(?m)^tenantkit_usage_folded_events_total (\d+)$`).FindSubmatch(body)
 	if folded == nil || string(folded[1]) == "0" {
 		t.Errorf("/metrics: tenantkit_usage_folded_events_total %q, want the folded events counted", folded)

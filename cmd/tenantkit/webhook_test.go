@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -240,14 +239,9 @@ func TestStripeWebhooks(t *testing.T) {
 		if r["plan_id"] != before || r["status"] != "active" || r["stripe_price_id"] != "price_plan" {
 			t.Errorf("row = %v, want the plan kept (%v), the status and price applied", r, before)
 		}
-		res, err := http.Get(s.m.HTTP.URL() + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(res.Body)
-		res.Body.Close()
+		body := scrapeMetrics(t, s.m)
 		for _, want := range []string{`tenantkit_billing_total{what="stripe_unknown_price"} 1`, `tenantkit_billing_total{what="stripe_event_applied"} 1`} {
-			if !strings.Contains(string(body), want) {
+			if !strings.Contains(body, want) {
 				t.Errorf("/metrics lacks %s", want)
 			}
 		}
