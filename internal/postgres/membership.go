@@ -21,8 +21,8 @@ import (
 // membershipGroupMax, in the order they came) together as one statement (MembershipsSQL) in one
 // round trip. A read never joins a statement that was sent before it arrived, so each answer is
 // read from a snapshot taken after its request came in, exactly as if it had been sent alone: a
-// committed removal or role change counts from the next check. With fewer reads than leaders in flight, a read is sent alone at once (MembershipSQL), so
-// a quiet service waits for nothing.
+// committed removal or role change counts from the next check. With fewer reads than leaders in
+// flight, a read is sent alone at once (MembershipSQL), so a quiet service waits for nothing.
 //
 // membershipLeaders bounds the statements in flight: more leaders mean smaller groups and more
 // round trips, fewer mean reads waiting for a round trip that is already under way.
