@@ -281,7 +281,7 @@ func (m *Main) Open(ctx context.Context) error {
 		sc := stripe.New(m.Config.StripeKey, m.Config.StripeAPIURL)
 		bills.Stripe = sc
 		webhooks = &stripe.Webhook{Secret: m.Config.StripeHook, Billing: bills}
-		m.StripeOutbox = &billing.StripeOutbox{Store: db, Stripe: sc, Log: m.Log, Count: metrics.Count}
+		m.StripeOutbox = &billing.StripeOutbox{Store: db, Stripe: sc, Usage: bills, Log: m.Log, Count: metrics.Count}
 	}
 	m.Meter = &billing.Meter{Store: db, Log: m.Log, Alerts: bills.UsageAlerts}
 	m.Outbox = &emailoutbox.Sender{Store: db, Mailer: sender, Log: m.Log}

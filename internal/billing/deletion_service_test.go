@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/tenantkit/tenantkit"
 	"github.com/tenantkit/tenantkit/internal/billing"
@@ -118,4 +119,137 @@ func TestDeletionCancelsThroughTheOutbox(t *testing.T) {
 			t.Errorf("%d cancellations queued after the webhooks of the cancellation, want still 2", n)
 		}
 	})
+}
+
+// TestDeletionBillsTheLastCalls: a deleted tenant's subscription is reported once more before
+// the outbox cancels it (StripeOutbox.finalUsage, outbox.go; ReportFinalUsage, usage.go), so the
+// cancellation's final invoice bills the calls made since the last usage report. Stripe takes no
+// usage once the subscription has ended, and the deleted tenant's billing row no longer names the
+// subscription, so no later run can report them. A report that cannot reach Stripe holds the
+// cancellation back; one Stripe refuses does not.
+func TestDeletionBillsTheLastCalls(t *testing.T) {
+	t.Parallel()
+	w := newStripeWorld(t)
+	w.bills.Now = w.fake.Now
+	ctx := context.Background()
+	sub := w.fake.Subscription
+	periodOf := func(m meteredSub) (int64, int64) { s := sub(m.sub); return s.CurrentPeriodStart, s.CurrentPeriodEnd }
+	deleteNow := func(m meteredSub) {
+		t.Helper()
+		if _, err := w.teams.DeleteTenant(ctx, tenantkit.UserSession(m.owner), m.tenant); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, refused := w.meteredSub(t), w.meteredSub(t)
+	now := w.fake.Now()
+	w.calls(t, m.tenant, "a", now, 5)
+	w.calls(t, refused.tenant, "r1", now, 2)
+	w.report(t, 2, 0, 0, 0)
+	w.calls(t, m.tenant, "b", now.Add(time.Second), 7) // after the last run: only the final report bills them
+	w.calls(t, refused.tenant, "r2", now.Add(time.Second), 3)
+	deleteNow(m)
+	if n, _ := w.bills.ReportUsage(ctx); n.Reported+n.Unchanged != 1 {
+		t.Errorf("a run after the deletion: %s; want only the other tenant's subscription", n.Summary())
+	}
+
+	// Stripe unreachable for the report: the cancellation waits, nothing is canceled.
+	w.fake.Fail(stripefake.Failure{Method: http.MethodPost, PathPrefix: "/v1/subscription_items/" + m.item + "/usage_records",
+		Status: http.StatusServiceUnavailable, Times: 2}) // the client's request and its one retry
+	w.flush(t)
+	if rows := w.cancelRows(t, m.tenant); len(rows) != 1 || rows[0].done || rows[0].outcome != billing.WriteRetrying {
+		t.Fatalf("after the report failed: %+v, want the cancellation retrying", rows)
+	}
+	if st := sub(m.sub).Status; st != "active" {
+		t.Fatalf("Stripe's subscription is %s while its final report is pending, want active", st)
+	}
+	w.exec(t, `UPDATE tenantkit.stripe_outbox SET next_at = now() WHERE tenant_id = $1`, m.tenant)
+	w.flush(t)
+	if rows := w.cancelRows(t, m.tenant); len(rows) != 1 || !rows[0].done || rows[0].outcome != billing.WriteSent {
+		t.Fatalf("outbox %+v; want the cancellation sent", rows)
+	}
+	from, to := periodOf(m)
+	if got := w.fake.Usage(m.item, from, to); got != 12 {
+		t.Errorf("Stripe holds %d calls for the final period, want 12 (5 reported before the deletion, 7 after)", got)
+	}
+	if st := sub(m.sub).Status; st != "canceled" {
+		t.Errorf("Stripe's subscription is %s, want canceled", st)
+	}
+	var lastUsage, cancel int
+	for i, r := range w.fake.Requests() {
+		switch {
+		case r.Executed && r.Method == http.MethodPost && r.Path == "/v1/subscription_items/"+m.item+"/usage_records":
+			lastUsage = i
+		case r.Executed && r.Method == http.MethodDelete && r.Path == "/v1/subscriptions/"+m.sub:
+			cancel = i
+		}
+	}
+	if cancel == 0 || lastUsage > cancel {
+		t.Errorf("request %d is the last usage record and %d the cancellation: want the usage first", lastUsage, cancel)
+	}
+	var reported int64
+	w.scan(t, `SELECT reported FROM tenantkit.usage_reports WHERE subscription_id = $1 AND closed_at IS NULL`, []any{m.sub}, &reported)
+	if reported != 12 {
+		t.Errorf("usage_reports says %d reported, want 12", reported)
+	}
+	w.deliver(t)
+
+	// Stripe refuses the report: the subscription is canceled all the same.
+	deleteNow(refused)
+	w.fake.FailNext(http.MethodPost, "/v1/subscription_items/"+refused.item+"/usage_records", http.StatusNotFound, "")
+	w.flush(t)
+	if rows := w.cancelRows(t, refused.tenant); len(rows) != 1 || !rows[0].done || rows[0].outcome != billing.WriteSent {
+		t.Errorf("outbox %+v after a refused final report; want the cancellation sent", rows)
+	}
+	if st := sub(refused.sub).Status; st != "canceled" {
+		t.Errorf("Stripe's subscription is %s after a refused final report, want canceled", st)
+	}
+	w.deliver(t)
+
+	// Deleted as its period closes, before the renewal's webhook: the cancellation waits for the
+	// webhook, then the closing period's unreported calls go with the new period's final report.
+	late := w.meteredSub(t)
+	start := w.fake.Now()
+	w.calls(t, late.tenant, "l1", start, 4)
+	w.report(t, 1, 0, 0, 0)
+	w.calls(t, late.tenant, "l2", start.Add(time.Minute), 6) // after the last run of the period
+	closing, _ := periodOf(late)
+	if err := w.fake.Renew(late.sub); err != nil {
+		t.Fatal(err)
+	}
+	deleteNow(late)
+	w.flush(t)
+	if rows := w.cancelRows(t, late.tenant); len(rows) != 1 || rows[0].done || rows[0].outcome != billing.WriteRetrying {
+		t.Fatalf("outbox %+v before the renewal's webhook; want the cancellation waiting", rows)
+	}
+	w.deliver(t)
+	w.exec(t, `UPDATE tenantkit.stripe_outbox SET next_at = now() WHERE tenant_id = $1`, late.tenant)
+	w.flush(t)
+	if rows := w.cancelRows(t, late.tenant); len(rows) != 1 || !rows[0].done || rows[0].outcome != billing.WriteSent {
+		t.Fatalf("outbox %+v after the renewal's webhook; want the cancellation sent", rows)
+	}
+	from, to = periodOf(late)
+	billed, carried := w.fake.Usage(late.item, closing, from), w.fake.Usage(late.item, from, to)
+	if billed != 4 || carried != 6 {
+		t.Errorf("Stripe holds %d calls for the closing period and %d for the new one, want 4 and 6", billed, carried)
+	}
+	w.deliver(t)
+
+	// The renewal's webhook never comes: after five attempts the cancellation goes without it.
+	lost := w.meteredSub(t)
+	if err := w.fake.Renew(lost.sub); err != nil {
+		t.Fatal(err)
+	}
+	w.fake.Drain() // lost
+	deleteNow(lost)
+	for attempt := 1; attempt <= 5; attempt++ {
+		w.exec(t, `UPDATE tenantkit.stripe_outbox SET next_at = now() WHERE tenant_id = $1`, lost.tenant)
+		w.flush(t)
+		rows := w.cancelRows(t, lost.tenant)
+		if want := attempt == 5; len(rows) != 1 || rows[0].done != want {
+			t.Fatalf("attempt %d: outbox %+v, want done %t", attempt, rows, want)
+		}
+	}
+	if st := sub(lost.sub).Status; st != "canceled" {
+		t.Errorf("Stripe's subscription is %s after five attempts, want canceled", st)
+	}
 }

@@ -2,6 +2,7 @@ package billing
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -96,6 +97,12 @@ type OutboxStripe interface {
 	SetQuantity(ctx context.Context, itemID string, quantity int64, key string) (int64, error)
 }
 
+// FinalUsage reports a subscription's usage just before it is canceled at once (Service
+// implements it: ReportFinalUsage, usage.go).
+type FinalUsage interface {
+	ReportFinalUsage(ctx context.Context, subscriptionID string) (UsageResult, error)
+}
+
 // Defaults of StripeOutbox.
 const (
 	defaultOutboxInterval = time.Second
@@ -104,6 +111,12 @@ const (
 	defaultLease          = 2 * time.Minute
 	failedRetry           = 24 * time.Hour
 	outboxBatch           = 20
+	// finalUsageWait bounds a final usage report, the wait for a running usage report's lock
+	// included; a report that runs out of it is tried again with the cancellation.
+	finalUsageWait = 30 * time.Second
+	// finalUsagePatience is how many attempts a cancellation waits for a renewal's webhook before
+	// its final usage report (5 s, 20 s, 45 s, 80 s apart), then goes without it.
+	finalUsagePatience = 5
 )
 
 // StripeOutbox sends the queued writes: at least once each, in the order they became due, never
@@ -115,6 +128,9 @@ type StripeOutbox struct {
 	Log    zerolog.Logger
 	// Count, when set, adds one to a named counter on /metrics: stripe_write_<kind>_<outcome>.
 	Count func(name string)
+	// Usage, when set, reports a subscription's usage before its cancellation is sent, so that
+	// the final invoice bills every call.
+	Usage FinalUsage
 	// Interval between flushes (1 s). RetryBase and MaxRetry shape the back-off after an
 	// unavailable Stripe: attempt n waits n²·RetryBase (5 s), at most MaxRetry (15 min). Lease is
 	// how long a claimed write is its sender's (2 min; a Stripe call gives up after 20 s).
@@ -151,9 +167,13 @@ func (o *StripeOutbox) Flush(ctx context.Context) (int, error) {
 	return finished, nil
 }
 
-// cancel sends a cancellation. Stripe answering that the subscription does not exist (it answers
-// so for one already canceled) means it is done: nothing bills any more.
+// cancel sends a cancellation, after the subscription's final usage report. Stripe answering that
+// the subscription does not exist (it answers so for one already canceled) means it is done:
+// nothing bills any more.
 func (o *StripeOutbox) cancel(ctx context.Context, w *StripeWrite) (string, error) {
+	if outcome, err := o.finalUsage(ctx, w); outcome != "" {
+		return outcome, err
+	}
 	err := o.Stripe.CancelNow(ctx, w.SubscriptionID, w.Key)
 	switch tenantkit.ErrorCode(err) {
 	case "":
@@ -164,6 +184,38 @@ func (o *StripeOutbox) cancel(ctx context.Context, w *StripeWrite) (string, erro
 		return WriteRetrying, err
 	}
 	return WriteFailed, err
+}
+
+// finalUsage reports the subscription's usage of its current period before it is canceled: the
+// cancellation's final invoice (invoice_now) bills the usage Stripe holds at that moment, and
+// Stripe takes none for a subscription that has ended, so a call not reported now is never billed.
+// It returns an outcome only when the cancellation must wait: the report could not reach Stripe
+// or the database (retried with the cancellation, which needs Stripe too), or the subscription's
+// stored period has ended and the renewal's webhook, which says where the new one starts, has not
+// arrived (waited for up to finalUsagePatience attempts). A report Stripe refuses does not stop the
+// cancellation: a subscription left running would bill far more than the calls.
+func (o *StripeOutbox) finalUsage(ctx context.Context, w *StripeWrite) (string, error) {
+	if o.Usage == nil {
+		return "", nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, finalUsageWait)
+	defer cancel()
+	res, err := o.Usage.ReportFinalUsage(rctx, w.SubscriptionID)
+	log := o.Log.With().Int64("stripe_write", w.ID).Str("tenant_id", w.TenantID).Str("subscription", w.SubscriptionID).
+		Str("item", res.ItemID).Int64("quantity", res.Quantity).Logger()
+	switch code := tenantkit.ErrorCode(err); {
+	case code == tenantkit.Unavailable || code == BillingUnavailable || (err != nil && rctx.Err() != nil && ctx.Err() == nil):
+		return WriteRetrying, fmt.Errorf("final usage report: %w", err)
+	case res.Outcome == UsageWaiting && w.Attempts < finalUsagePatience:
+		return WriteRetrying, errors.New("final usage report: the subscription's stored period has ended; waiting for the renewal's webhook")
+	case res.Outcome == UsageWaiting:
+		log.Warn().Int("attempts", w.Attempts).Msg("the renewal's webhook never came; canceling without a final usage report (the closing period's unreported calls are not billed)")
+	case err != nil:
+		log.Warn().Err(err).Msg("Stripe refused the final usage report; canceling without it")
+	case res.Outcome == UsageReported:
+		log.Info().Int64("carried_in", res.CarriedIn).Msg("final usage reported before the cancellation")
+	}
+	return "", nil
 }
 
 // settle records the outcome of w, logs it and counts it.

@@ -51,9 +51,9 @@ func newStripeWorldAt(t *testing.T, now time.Time) *stripeWorld {
 	sc := stripe.New(stripefake.TestKey, fake.URL)
 	teams := &team.Service{Store: db, TrialPlan: "starter"}
 	w := &stripeWorld{db: db, pool: pool, fake: fake, teams: teams,
-		bills:  &billing.Service{Store: db, Stripe: sc, Authorize: teams.Check, AppURL: "https://app.example"},
-		outbox: &billing.StripeOutbox{Store: db, Stripe: sc, Log: zerolog.Nop()},
-		plans:  map[string]billing.PlanPrice{}}
+		bills: &billing.Service{Store: db, Stripe: sc, Authorize: teams.Check, AppURL: "https://app.example"},
+		plans: map[string]billing.PlanPrice{}}
+	w.outbox = &billing.StripeOutbox{Store: db, Stripe: sc, Usage: w.bills, Log: zerolog.Nop()}
 	hook := httptest.NewServer(&stripe.Webhook{Secret: worldWebhookSecret, Billing: w.bills})
 	t.Cleanup(hook.Close)
 	w.hook = hook.URL

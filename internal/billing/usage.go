@@ -32,6 +32,9 @@ import (
 //     waits: nothing is sent for it until the new period is stored.
 //  5. One subscription's failure (Stripe refused its item, or is unreachable) is recorded and the
 //     others are still reported; the run then fails, naming them.
+//  6. A subscription canceled at once (a deleted tenant's, StripeOutbox) is reported once more
+//     just before the cancellation (ReportFinalUsage): its final invoice bills the usage Stripe
+//     holds then, and Stripe takes no usage for a subscription that has ended.
 
 // MeteredSubscription is a tenant's current subscription, billed by Stripe, with a metered item and
 // a known period, and the usage periods of its that are still open.
@@ -73,6 +76,10 @@ type UsageStore interface {
 	// MeteredSubscriptions returns every tenant's current subscription Stripe still bills (active,
 	// trialing, past_due) that has a metered item and a period, with its open usage periods.
 	MeteredSubscriptions(ctx context.Context) ([]MeteredSubscription, error)
+	// BilledSubscription returns one subscription as MeteredSubscriptions would, read from its own
+	// state (its tenant may be deleted); ok is false when Stripe no longer bills it or it has no
+	// metered item or period.
+	BilledSubscription(ctx context.Context, subscriptionID string) (m MeteredSubscription, ok bool, err error)
 	// UsageTotals returns, for each range, the tenant's total of the counter metric over events
 	// whose occurredAt lies in [From, To), in one round trip; totals[i] answers ranges[i].
 	UsageTotals(ctx context.Context, ranges []UsageRange) (totals []float64, err error)
@@ -165,6 +172,29 @@ func (s *Service) ReportUsage(ctx context.Context) (UsageRun, error) {
 		return run, fmt.Errorf("usage report: %d of %d subscription(s) failed: %s", run.Failed, len(subs), strings.Join(failed, ", "))
 	}
 	return run, nil
+}
+
+// ReportFinalUsage reports one subscription's api_calls for its current period, as ReportUsage
+// does, just before the subscription is canceled at once (rule 6). Its outcome is "" when there is
+// nothing to report (no metered item, or Stripe no longer bills the subscription); a stored period
+// that has ended answers UsageWaiting, as in a run. Errors: billing_unavailable, unavailable, and
+// Stripe's refusals.
+func (s *Service) ReportFinalUsage(ctx context.Context, subscriptionID string) (UsageResult, error) {
+	res := UsageResult{SubscriptionID: subscriptionID}
+	if s.Stripe == nil {
+		return res, tenantkit.Errorf(BillingUnavailable, "STRIPE_SECRET_KEY is not set")
+	}
+	unlock, err := s.Store.LockUsageReport(ctx)
+	if err != nil {
+		return res, err
+	}
+	defer unlock()
+	m, ok, err := s.Store.BilledSubscription(ctx, subscriptionID)
+	if err != nil || !ok {
+		return res, err
+	}
+	res = s.reportPeriod(ctx, m)
+	return res, res.Err
 }
 
 // reportPeriod settles a subscription's earlier periods and reports its current one.

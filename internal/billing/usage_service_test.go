@@ -16,7 +16,7 @@ import (
 
 // meteredSub is a tenant subscribed, at the double, to a daily licensed price and a daily metered
 // api_calls price (days keep the periods inside a test's reach).
-type meteredSub struct{ tenant, sub, item string }
+type meteredSub struct{ tenant, owner, sub, item string }
 
 func (w *stripeWorld) meteredSub(t *testing.T) meteredSub {
 	t.Helper()
@@ -34,7 +34,7 @@ func (w *stripeWorld) meteredSub(t *testing.T) meteredSub {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tenant, _ := w.tenant(t)
+	tenant, owner := w.tenant(t)
 	cus, err := w.bills.EnsureCustomer(ctx, tenant)
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +49,7 @@ func (w *stripeWorld) meteredSub(t *testing.T) meteredSub {
 	if item == "" {
 		t.Fatal("no metered item stored")
 	}
-	return meteredSub{tenant: tenant, sub: sub, item: item}
+	return meteredSub{tenant: tenant, owner: owner, sub: sub, item: item}
 }
 
 // calls records n api_calls of the tenant at a time, through the store (the report is under test,

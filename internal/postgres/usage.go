@@ -65,29 +65,56 @@ func (db *DB) holdXactLock(ctx context.Context, key int64, wait bool) (unlock fu
 
 // MeteredSubscriptions implements billing.UsageStore on the system path.
 func (db *DB) MeteredSubscriptions(ctx context.Context) ([]billing.MeteredSubscription, error) {
+	return db.meteredSubscriptions(ctx, `
+		SELECT tenant_id::text, stripe_subscription_id, stripe_usage_item_id, current_period_start, current_period_end
+		FROM tenant_subscriptions
+		WHERE stripe_subscription_id IS NOT NULL AND stripe_usage_item_id IS NOT NULL
+		  AND current_period_start IS NOT NULL AND current_period_end > current_period_start
+		  AND status IN ('active', 'trialing', 'past_due')
+		ORDER BY tenant_id`)
+}
+
+// BilledSubscription implements billing.UsageStore on the system path, from the subscription's
+// own state (tenantkit.stripe_subscriptions): a deleted tenant's billing row no longer names it.
+func (db *DB) BilledSubscription(ctx context.Context, subscriptionID string) (billing.MeteredSubscription, bool, error) {
+	subs, err := db.meteredSubscriptions(ctx, `
+		SELECT tenant_id::text, id, usage_item_id, current_period_start, current_period_end
+		FROM tenantkit.stripe_subscriptions
+		WHERE id = $1 AND usage_item_id IS NOT NULL
+		  AND current_period_start IS NOT NULL AND current_period_end > current_period_start
+		  AND status IN ('active', 'trialing', 'past_due')`, subscriptionID)
+	if err != nil || len(subs) == 0 {
+		return billing.MeteredSubscription{}, false, err
+	}
+	return subs[0], true, nil
+}
+
+// meteredSubscriptions reads the subscriptions q selects (tenant, subscription, metered item,
+// period) and their open usage periods, in one transaction.
+func (db *DB) meteredSubscriptions(ctx context.Context, q string, args ...any) ([]billing.MeteredSubscription, error) {
 	var subs []billing.MeteredSubscription
 	err := db.WithSystem(ctx, func(tx pgx.Tx) error {
-		rows, _ := tx.Query(ctx, `
-			SELECT tenant_id::text, stripe_subscription_id, stripe_usage_item_id, current_period_start, current_period_end
-			FROM tenant_subscriptions
-			WHERE stripe_subscription_id IS NOT NULL AND stripe_usage_item_id IS NOT NULL
-			  AND current_period_start IS NOT NULL AND current_period_end > current_period_start
-			  AND status IN ('active', 'trialing', 'past_due')
-			ORDER BY tenant_id`)
+		rows, _ := tx.Query(ctx, q, args...)
 		var err error
 		subs, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (billing.MeteredSubscription, error) {
 			var m billing.MeteredSubscription
 			err := r.Scan(&m.TenantID, &m.SubscriptionID, &m.ItemID, &m.PeriodStart, &m.PeriodEnd)
 			return m, err
 		})
-		if err != nil {
+		if err != nil || len(subs) == 0 {
 			return err
+		}
+		tenants, ids := make([]string, len(subs)), make([]string, len(subs))
+		for i, m := range subs {
+			tenants[i], ids[i] = m.TenantID, m.SubscriptionID
 		}
 		open := map[[2]string][]billing.UsagePeriod{}
 		rows, _ = tx.Query(ctx, `
 			SELECT tenant_id::text, subscription_id, item_id, period_start, period_end, due, carried_in, reported, reported_at
-			FROM tenantkit.usage_reports WHERE closed_at IS NULL
-			ORDER BY tenant_id, subscription_id, period_start`)
+			FROM tenantkit.usage_reports
+			WHERE closed_at IS NULL
+			  AND (tenant_id, subscription_id) IN (SELECT t::uuid, s FROM unnest($1::text[], $2::text[]) AS u (t, s))
+			ORDER BY tenant_id, subscription_id, period_start`, tenants, ids)
 		var p billing.UsagePeriod
 		_, err = pgx.ForEachRow(rows, []any{&p.TenantID, &p.SubscriptionID, &p.ItemID, &p.Start, &p.End, &p.Due, &p.CarriedIn,
 			&p.Reported, &p.ReportedAt}, func() error {
