@@ -21,7 +21,7 @@ import (
 // meteredTenant is a tenant subscribed, in the double, to a daily licensed price and a daily
 // metered api_calls price (days keep the periods inside a test's reach).
 type meteredTenant struct {
-	id, sub, item string
+	id, owner, sub, item string
 }
 
 func (b *billingStack) meteredTenant(t *testing.T) meteredTenant {
@@ -39,7 +39,7 @@ func (b *billingStack) meteredTenant(t *testing.T) meteredTenant {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tenant, _, cus := b.customer(t)
+	tenant, owner, cus := b.customer(t)
 	sub, err := b.fake.CreateSubscription(cus, []stripefake.Item{{Price: licensed.ID}, {Price: metered.ID}}, nil, 0, "")
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +66,7 @@ func (b *billingStack) meteredTenant(t *testing.T) meteredTenant {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	return meteredTenant{id: tenant, sub: sub, item: item}
+	return meteredTenant{id: tenant, owner: owner, sub: sub, item: item}
 }
 
 // calls records n api_calls of the tenant at a time (through the store: the report, not the
@@ -153,6 +153,66 @@ func TestUsageReportAddsUp(t *testing.T) {
 	if out, err := b.report(t); err != nil || !strings.Contains(out, "0 subscription(s) reported") {
 		t.Errorf("repeated run after the renewal: %v\n%s", err, out)
 	}
+}
+
+// TestDeletionBillsTheLastCalls: deleteTenant through the service, whose Stripe outbox reports the
+// subscription's usage once more before it cancels it: Stripe holds every call of the final period
+// (those before the last usage report run, those after it, and the tenant's own metered actions),
+// and the usage record precedes the cancellation. The first report meets Stripe down, so the
+// cancellation waits for it.
+func TestDeletionBillsTheLastCalls(t *testing.T) {
+	t.Parallel()
+	b := newBillingStack(t, time.Now().Add(-time.Hour))
+	m := b.meteredTenant(t)
+	now := b.fake.Now()
+	b.calls(t, m.id, "a", now, 5)
+	if out, err := b.report(t); err != nil || !strings.HasPrefix(out, "usage report: 1 subscription(s) reported") {
+		t.Fatalf("report: %v\n%s", err, out)
+	}
+	b.calls(t, m.id, "b", now.Add(time.Second), 7)
+	usagePath := "/v1/subscription_items/" + m.item + "/usage_records"
+	b.fake.Fail(stripefake.Failure{Method: http.MethodPost, PathPrefix: usagePath, Status: http.StatusServiceUnavailable, Times: 2})
+	b.ok(t, "deleteTenant", map[string]any{"tenantId": m.id}, m.owner)
+	eventually(t, "the final report to meet Stripe down", func() bool {
+		var outcome string
+		err := b.admin.QueryRow(context.Background(), `SELECT coalesce(outcome, '') FROM tenantkit.stripe_outbox
+			WHERE tenant_id = $1 AND kind = 'cancel_subscription'`, m.id).Scan(&outcome)
+		return err == nil && outcome == "retrying"
+	})
+	if st := b.fake.Subscription(m.sub).Status; st != stripego.SubscriptionStatusActive {
+		t.Fatalf("Stripe's subscription is %s while its final report waits, want active", st)
+	}
+	if err := b.m.Meter.Flush(context.Background()); err != nil { // the deletion's own call, metered
+		t.Fatal(err)
+	}
+	exec(t, b.stack, `UPDATE tenantkit.stripe_outbox SET next_at = now() WHERE tenant_id = $1`, m.id)
+	eventually(t, "the cancellation", func() bool {
+		return b.fake.Subscription(m.sub).Status == stripego.SubscriptionStatusCanceled
+	})
+	s := b.fake.Subscription(m.sub)
+	from, to := time.Unix(s.CurrentPeriodStart, 0), time.Unix(s.CurrentPeriodEnd, 0)
+	var total float64
+	if err := b.admin.QueryRow(context.Background(), `SELECT coalesce(sum(quantity), 0)::float8 FROM tenantkit.usage_events
+		WHERE tenant_id = $1 AND metric = 'api_calls' AND occurred_at >= $2 AND occurred_at < $3`, m.id, from, to).Scan(&total); err != nil {
+		t.Fatal(err)
+	}
+	got := b.fake.Usage(m.item, from.Unix(), to.Unix())
+	if total < 12 || got != int64(total) {
+		t.Errorf("Stripe holds %d calls for the final period, the tenant made %g; want all of them (at least the 12 recorded)", got, total)
+	}
+	var usage, cancel int
+	for i, r := range b.fake.Requests() {
+		switch {
+		case r.Executed && r.Method == http.MethodPost && r.Path == usagePath:
+			usage = i
+		case r.Executed && r.Method == http.MethodDelete && r.Path == "/v1/subscriptions/"+m.sub:
+			cancel = i
+		}
+	}
+	if cancel == 0 || usage > cancel {
+		t.Errorf("request %d is the last usage record and %d the cancellation: want the usage first", usage, cancel)
+	}
+	t.Logf("deleted with %g calls in the final period; Stripe holds %d, reported before the cancellation", total, got)
 }
 
 // TestUsageReportIsolatesFailures: one subscription's item refused (404) does not stop the others;
