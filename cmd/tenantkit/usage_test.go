@@ -200,6 +200,10 @@ func TestDeletionBillsTheLastCalls(t *testing.T) {
 	if total < 12 || got != int64(total) {
 		t.Errorf("Stripe holds %d calls for the final period, the tenant made %g; want all of them (at least the 12 recorded)", got, total)
 	}
+	if billed := b.fake.LatestMeteredQuantity(m.sub); billed != got {
+		t.Errorf("the final invoice bills %d calls, want the %d Stripe holds", billed, got)
+	}
+	b.deliver(t) // the cancellation's and the final invoice's events
 	var usage, cancel int
 	for i, r := range b.fake.Requests() {
 		switch {

@@ -174,6 +174,9 @@ func TestDeletionBillsTheLastCalls(t *testing.T) {
 	if st := sub(m.sub).Status; st != "canceled" {
 		t.Errorf("Stripe's subscription is %s, want canceled", st)
 	}
+	if billed := w.fake.LatestMeteredQuantity(m.sub); billed != 12 {
+		t.Errorf("the final invoice bills %d calls, want 12", billed)
+	}
 	var lastUsage, cancel int
 	for i, r := range w.fake.Requests() {
 		switch {

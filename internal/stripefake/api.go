@@ -807,12 +807,14 @@ func (s *Server) setCancelAtPeriodEnd(sub *subscription, cancel bool) {
 // customer.subscription.deleted. An already canceled (or expired) subscription answers
 // resource_missing "No such subscription" (Stripe's answer, stripe/stripe-go#1887: canceling again
 // "is akin to being deleted already"). The Idempotency-Key of a DELETE has no effect
-// (https://docs.stripe.com/api/idempotent_requests).
+// (https://docs.stripe.com/api/idempotent_requests). With invoice_now, the final invoice
+// (finalInvoice, invoices.go) is the subscription's latest_invoice in the answer.
 func (s *Server) cancelSubscription(id string, f *fnode) response {
 	if err := f.only("", "invoice_now", "prorate", "cancellation_details", "expand"); err != nil {
 		return paramResp(err)
 	}
-	if _, _, err := f.boolean("", "invoice_now"); err != nil {
+	invoiceNow, _, err := f.boolean("", "invoice_now")
+	if err != nil {
 		return paramResp(err)
 	}
 	if _, _, err := f.boolean("", "prorate"); err != nil {
@@ -832,7 +834,11 @@ func (s *Server) cancelSubscription(id string, f *fnode) response {
 		sub.cancelComment, _, _ = cd.scalar("cancellation_details", "comment")
 		sub.cancelFeedback, _, _ = cd.scalar("cancellation_details", "feedback")
 	}
+	trialing := sub.status == "trialing"
 	s.endSubscription(sub, s.unix(), s.unix(), "cancellation_requested")
+	if invoiceNow {
+		s.finalInvoice(sub, trialing)
+	}
 	return ok(s.renderSub(sub))
 }
 

@@ -672,3 +672,54 @@ func TestBillingPeriods(t *testing.T) {
 		t.Fatal("week")
 	}
 }
+
+// TestCancelInvoiceNow: a cancellation with invoice_now bills the period's metered usage and the
+// pending items on a final invoice, left open, and not the licensed items again; without it, no
+// invoice; usage records are refused once the subscription has ended.
+func TestCancelInvoiceNow(t *testing.T) {
+	sf, sc := newFake(t)
+	c := makeCatalog(t, sc)
+	final := func(invoiceNow bool) (subID, latest string, n int) {
+		_, subID = subscribe(t, sf, sc, c, 0)
+		sub := sf.Subscription(subID)
+		metered := sub.Items.Data[1].ID
+		sf.Advance(time.Hour)
+		if _, err := sc.UsageRecords.New(&stripe.UsageRecordParams{SubscriptionItem: stripe.String(metered), Quantity: stripe.Int64(300),
+			Timestamp: stripe.Int64(sub.CurrentPeriodStart), Action: stripe.String("set")}); err != nil {
+			t.Fatal(err)
+		}
+		before := len(sf.Invoices(subID))
+		sf.Drain()
+		canceled, err := sc.Subscriptions.Cancel(subID, &stripe.SubscriptionCancelParams{InvoiceNow: stripe.Bool(invoiceNow), Prorate: stripe.Bool(false)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sc.UsageRecords.New(&stripe.UsageRecordParams{SubscriptionItem: stripe.String(metered), Quantity: stripe.Int64(1),
+			Timestamp: stripe.Int64(sub.CurrentPeriodStart), Action: stripe.String("set")}); err == nil {
+			t.Error("a usage record was taken for an ended subscription")
+		}
+		if canceled.LatestInvoice != nil {
+			latest = canceled.LatestInvoice.ID
+		}
+		return subID, latest, len(sf.Invoices(subID)) - before
+	}
+	subID, latest, n := final(true)
+	ins := sf.Invoices(subID)
+	in := ins[len(ins)-1]
+	if n != 1 || in.ID != latest || in.Status != stripe.InvoiceStatusOpen || len(in.Lines.Data) != 1 {
+		t.Fatalf("invoice_now: %d new invoices, latest %s, last %+v; want one open final invoice, the latest", n, latest, in)
+	}
+	if l := in.Lines.Data[0]; l.Price.ID != c.metered || l.Quantity != 300 || l.Amount != 15 || in.AmountDue != 15 {
+		t.Errorf("final invoice line %+v, amount due %d; want the 300 calls at 0.05 cents, 15", l, in.AmountDue)
+	}
+	var types []string
+	for _, e := range sf.Drain() {
+		types = append(types, e.Type)
+	}
+	if want := "customer.subscription.deleted invoice.created invoice.finalized"; strings.Join(types, " ") != want {
+		t.Errorf("events %v, want %s", types, want)
+	}
+	if _, _, n := final(false); n != 0 {
+		t.Errorf("without invoice_now: %d new invoices, want none", n)
+	}
+}

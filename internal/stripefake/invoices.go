@@ -78,6 +78,36 @@ func (s *Server) invoicePending(sub *subscription) {
 	s.payInvoice(in)
 }
 
+// finalInvoice is the invoice a cancellation with invoice_now makes
+// (https://docs.stripe.com/api/subscriptions/cancel: "Will generate a final invoice that invoices
+// for any un-invoiced metered usage and new/pending proration invoice items"): the pending items,
+// and each metered item's usage over the period (none for a trial, as at a renewal); the licensed
+// items were paid for in advance and are not billed again. It is finalized and left open: "By
+// default, upon subscription cancellation, Stripe stops automatic collection of all finalized
+// invoices for the customer" (same page); one with nothing due is paid at once, as Stripe settles
+// zero invoices. Its billing_reason is not documented; the double says subscription_cycle.
+func (s *Server) finalInvoice(sub *subscription, trialing bool) {
+	var usage *[2]int64
+	if !trialing {
+		usage = &[2]int64{sub.periodStart, sub.periodEnd}
+	}
+	in := s.newInvoice(sub, "subscription_cycle", sub.periodStart, sub.periodEnd, usage)
+	in.periodStart, in.periodEnd = sub.periodStart, sub.endedAt
+	lines := in.lines[:0]
+	in.total = 0
+	for _, l := range in.lines {
+		if l.kind == "invoiceitem" || (l.price != "" && s.prices[l.price].metered()) {
+			lines = append(lines, l)
+			in.total += l.amount
+		}
+	}
+	in.lines, in.amountDue = lines, in.total
+	s.openInvoice(in)
+	if in.amountDue <= 0 {
+		s.payInvoice(in)
+	}
+}
+
 // upcomingInvoice: GET /v1/invoices/upcoming (https://docs.stripe.com/api/invoices/upcoming) for
 // an existing subscription, optionally previewing a change of its items (subscription_items, as
 // items on an update) at subscription_proration_date: "You can preview the effects of updating a
