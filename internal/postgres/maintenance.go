@@ -147,3 +147,7 @@ func (db *DB) FoldUsage(ctx context.Context) (int64, error) {
 	})
 	return n, err
 }
+
+// partitionTries is how many times a usage batch that found no partition for its month creates
+// it (or waits for a concurrent batch's) and is recorded again.
+const partitionTries = 3
