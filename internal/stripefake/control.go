@@ -57,14 +57,14 @@ func (s *Server) sub(id string) (*subscription, error) {
 // paid, or void / uncollectible) ----
 
 // newInvoice creates a draft invoice of sub (not yet emitted). Licensed items are billed in
-// advance for [linesStart, linesEnd]; metered items in arrears, for their usage in usage (the
-// period that just ended; nil: not billed) — https://docs.stripe.com/billing/subscriptions/usage-based-legacy
+// advance for the period in licensed (nil: not billed); metered items in arrears, for their usage
+// in usage (the period that just ended; nil: not billed) — https://docs.stripe.com/billing/subscriptions/usage-based-legacy
 // (metered usage is billed at the end of the period it was reported in). A trialing subscription's
 // invoice is for 0 (https://docs.stripe.com/billing/subscriptions/trials).
 // period_start/period_end: "Start [End] of the usage period during which invoice items were added
 // to this invoice" (https://docs.stripe.com/api/invoices/object#invoice_object-period_start): the
 // period that just ended for a renewal, the creation time otherwise.
-func (s *Server) newInvoice(sub *subscription, reason string, linesStart, linesEnd int64, usage *[2]int64) *invoice {
+func (s *Server) newInvoice(sub *subscription, reason string, licensed, usage *[2]int64) *invoice {
 	in := &invoice{seq: s.seq, id: s.newID("in_"), created: s.unix(), customer: sub.customer, subscription: sub.id,
 		billingReason: reason, status: "draft", currency: sub.currency, subMetadata: meta(sub.metadata)}
 	in.periodStart, in.periodEnd = in.created, in.created
@@ -81,17 +81,19 @@ func (s *Server) newInvoice(sub *subscription, reason string, linesStart, linesE
 	sub.pending = nil
 	for _, it := range sub.items {
 		p := s.prices[it.price]
-		l := invoiceLine{id: s.newID("il_"), item: it.id, price: p.id, quantity: it.quantity,
-			periodStart: linesStart, periodEnd: linesEnd}
-		if p.metered() {
-			if usage == nil {
-				continue
-			}
+		l := invoiceLine{id: s.newID("il_"), item: it.id, price: p.id, quantity: it.quantity}
+		switch {
+		case p.metered() && usage == nil, !p.metered() && licensed == nil:
+			continue
+		case p.metered():
 			l.quantity = s.usageTotal(it.id, usage[0], usage[1])
 			l.periodStart, l.periodEnd = usage[0], usage[1]
 			l.amount = meteredAmount(p.unitAmountDecimal, l.quantity)
-		} else if sub.status != "trialing" && p.unitAmount != nil {
-			l.amount = *p.unitAmount * it.quantity
+		default:
+			l.periodStart, l.periodEnd = licensed[0], licensed[1]
+			if sub.status != "trialing" && p.unitAmount != nil {
+				l.amount = *p.unitAmount * it.quantity
+			}
 		}
 		in.total += l.amount
 		in.lines = append(in.lines, l)
@@ -217,7 +219,7 @@ func (s *Server) cycle(sub *subscription) *invoice {
 	}
 	sub.periodStart = boundary
 	sub.periodEnd = nextBoundary(sub.anchor, boundary, interval, count)
-	in := s.newInvoice(sub, "subscription_cycle", sub.periodStart, sub.periodEnd, usage)
+	in := s.newInvoice(sub, "subscription_cycle", &[2]int64{sub.periodStart, sub.periodEnd}, usage)
 	s.emitUpdated("customer.subscription.updated", before, normalize(s.renderSub(sub)))
 	s.openInvoice(in)
 	return in
@@ -326,7 +328,7 @@ func (s *Server) startSubscription(customerID string, items []Item, metadata map
 	for _, it := range sub.items {
 		s.itemSub[it.id] = sub.id
 	}
-	in := s.newInvoice(sub, "subscription_create", sub.periodStart, sub.periodEnd, nil)
+	in := s.newInvoice(sub, "subscription_create", &[2]int64{sub.periodStart, sub.periodEnd}, nil)
 	s.emit("customer.subscription.created", s.renderSub(sub), nil)
 	s.openInvoice(in)
 	if status == "incomplete" {
@@ -725,7 +727,7 @@ func (s *Server) Resume(subID string) error {
 	sub.periodEnd = addInterval(now, interval, count, 1)
 	// billing_reason of the resume invoice: not documented; a new full period is billed, as at a
 	// cycle.
-	in := s.newInvoice(sub, "subscription_cycle", sub.periodStart, sub.periodEnd, nil)
+	in := s.newInvoice(sub, "subscription_cycle", &[2]int64{sub.periodStart, sub.periodEnd}, nil)
 	s.emitUpdated("customer.subscription.updated", before, normalize(s.renderSub(sub)))
 	s.emit("customer.subscription.resumed", s.renderSub(sub), nil)
 	s.openInvoice(in)

@@ -91,17 +91,8 @@ func (s *Server) finalInvoice(sub *subscription, trialing bool) {
 	if !trialing {
 		usage = &[2]int64{sub.periodStart, sub.periodEnd}
 	}
-	in := s.newInvoice(sub, "subscription_cycle", sub.periodStart, sub.periodEnd, usage)
+	in := s.newInvoice(sub, "subscription_cycle", nil, usage)
 	in.periodStart, in.periodEnd = sub.periodStart, sub.endedAt
-	lines := in.lines[:0]
-	in.total = 0
-	for _, l := range in.lines {
-		if l.kind == "invoiceitem" || (l.price != "" && s.prices[l.price].metered()) {
-			lines = append(lines, l)
-			in.total += l.amount
-		}
-	}
-	in.lines, in.amountDue = lines, in.total
 	s.openInvoice(in)
 	if in.amountDue <= 0 {
 		s.payInvoice(in)

@@ -70,7 +70,7 @@ func (s *Server) updateSubscriptionItem(itemID string, f *fnode) response {
 		s.noopQuantity[s.cur.id] = true
 	}
 	if changed && hasQty && proration == "always_invoice" {
-		in := s.newInvoice(sub, "subscription_update", sub.periodStart, sub.periodEnd, nil)
+		in := s.newInvoice(sub, "subscription_update", &[2]int64{sub.periodStart, sub.periodEnd}, nil)
 		s.openInvoice(in)
 		s.payInvoice(in)
 	}
