@@ -331,15 +331,8 @@ func (db *DB) RecordUsage(ctx context.Context, events []billing.UsageEvent) (int
 	var created error
 	for try := 0; try < partitionTries && isNoPartition(err); try++ {
 		// This month's partition is missing (the maintenance job creates it ahead; it has not
-		// run): create it (or let a concurrent batch do so), and record the batch again. A
-		// backend can keep routing by a partition list that lacks the new partition although its
-		// catalog reads show it attached (seen under load: 2 of 240 runs of
-		// TestRecordUsageCreatesMissingPartition, four at a time, failed all three tries on one
-		// backend): after a failed try, the pool's connections are closed so the next try runs on
-		// a new one. This happens once a month at most, when the job did not run.
-		if try > 0 {
-			db.Pool.Reset()
-		}
+		// run): create it (or let a concurrent batch do so), and record the batch again, on
+		// another connection (db.in closes one whose insert found no partition).
 		created = db.ensureCurrentUsagePartition(ctx)
 		err = db.WithSystem(ctx, record)
 	}

@@ -345,7 +345,20 @@ func (db *DB) in(ctx context.Context, pool *pgxpool.Pool, role, claims string, f
 	// pooler the pool's own settings (timeouts): the begin query is sent as one simple-protocol
 	// message, so the values are quoted literals (see quoteLiteral).
 	begin := "BEGIN; SELECT set_config('role', " + quoteLiteral(role) + ", true), set_config('hasura.user', " + quoteLiteral(claims) + ", true)" + db.settingsOf(pool)
-	return translate(pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{BeginQuery: begin}, fn))
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return translate(err)
+	}
+	defer conn.Release()
+	err = pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{BeginQuery: begin}, fn)
+	if isNoPartition(err) {
+		// A backend can keep routing inserts by a partition list that lacks a partition attached
+		// since (a usage batch found this month's partition missing, a concurrent one created it,
+		// and every later insert on that backend still found none, while its catalog reads showed
+		// the partition attached): the connection is closed, and the pool opens a new one.
+		_ = conn.Conn().Close(context.WithoutCancel(ctx))
+	}
+	return translate(err)
 }
 
 // quoteLiteral quotes s as an escape-string constant (E'…'), whose meaning does not depend on
