@@ -136,10 +136,7 @@ func (r UsageRun) Summary() string {
 // them. Errors: billing_unavailable (billing off, or the database unreachable), and the failures.
 func (s *Service) ReportUsage(ctx context.Context) (UsageRun, error) {
 	var run UsageRun
-	if s.Stripe == nil {
-		return run, tenantkit.Errorf(BillingUnavailable, "STRIPE_SECRET_KEY is not set")
-	}
-	unlock, err := s.Store.LockUsageReport(ctx)
+	unlock, err := s.lockUsageReport(ctx)
 	if err != nil {
 		return run, err
 	}
@@ -181,10 +178,7 @@ func (s *Service) ReportUsage(ctx context.Context) (UsageRun, error) {
 // Stripe's refusals.
 func (s *Service) ReportFinalUsage(ctx context.Context, subscriptionID string) (UsageResult, error) {
 	res := UsageResult{SubscriptionID: subscriptionID}
-	if s.Stripe == nil {
-		return res, tenantkit.Errorf(BillingUnavailable, "STRIPE_SECRET_KEY is not set")
-	}
-	unlock, err := s.Store.LockUsageReport(ctx)
+	unlock, err := s.lockUsageReport(ctx)
 	if err != nil {
 		return res, err
 	}
@@ -195,6 +189,15 @@ func (s *Service) ReportFinalUsage(ctx context.Context, subscriptionID string) (
 	}
 	res = s.reportPeriod(ctx, m)
 	return res, res.Err
+}
+
+// lockUsageReport takes the usage report's lock (one report at a time, whole runs and final
+// reports alike) when billing is configured. Errors: billing_unavailable, unavailable.
+func (s *Service) lockUsageReport(ctx context.Context) (unlock func(), err error) {
+	if s.Stripe == nil {
+		return nil, tenantkit.Errorf(BillingUnavailable, "STRIPE_SECRET_KEY is not set")
+	}
+	return s.Store.LockUsageReport(ctx)
 }
 
 // reportPeriod settles a subscription's earlier periods and reports its current one.
